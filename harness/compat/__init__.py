@@ -1,0 +1,1 @@
+"""Work-arounds for running the engines on machines without CUDA."""

@@ -1,0 +1,61 @@
+"""Thresholds: per-dtype defaults with reasons, overridable per model and case."""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Looser first: the tolerance of a pair is the tolerance of its least precise side.
+_PRECISION_ORDER = ("bfloat16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The tolerances in force for one case, and where each came from."""
+
+    values: dict[str, Any]
+    reasons: dict[str, str]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    """Read the thresholds file (the packaged default unless `path` is given)."""
+    if path is None:
+        text = resources.files("harness.config").joinpath("thresholds.yaml").read_text()
+    else:
+        text = Path(path).read_text()
+    return yaml.safe_load(text)
+
+
+def effective_dtype(engine_dtype: str, reference_dtype: str) -> str:
+    """The less precise of the two dtypes decides the tolerance."""
+    for dtype in _PRECISION_ORDER:
+        if dtype in (engine_dtype, reference_dtype):
+            return dtype
+    raise ValueError(f"no thresholds for dtypes {engine_dtype!r} / {reference_dtype!r}")
+
+
+def resolve(config: dict[str, Any], dtype: str, model: str = "", case_overrides: dict[str, Any] | None = None) -> Thresholds:
+    """Defaults for `dtype`, then matching model overrides, then the case's own."""
+    defaults = config["dtypes"].get(dtype)
+    if defaults is None:
+        raise ValueError(f"thresholds config has no entry for dtype {dtype!r}")
+    values = {k: v["value"] for k, v in defaults.items()}
+    reasons = {k: v["reason"] for k, v in defaults.items()}
+    for pattern, per_dtype in (config.get("models") or {}).items():
+        if fnmatch.fnmatch(model, pattern):
+            for key, spec in (per_dtype.get(dtype) or {}).items():
+                values[key] = spec["value"]
+                reasons[key] = f"model override ({pattern}): {spec['reason']}"
+    for key, value in (case_overrides or {}).items():
+        if key not in values:
+            raise ValueError(f"unknown threshold {key!r} (known: {', '.join(sorted(values))})")
+        values[key] = value
+        reasons[key] = "set by the case"
+    return Thresholds(values, reasons)

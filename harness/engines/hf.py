@@ -1,0 +1,88 @@
+"""The HuggingFace transformers reference: one case at a time, unbatched.
+
+Unbatched so no padding or batch-shape effect can leak into the reference.
+Logprobs are float32 log-softmax of the raw logits whatever the model dtype,
+so the reference's own rounding is only the model's, not the scoring's.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from harness.decode import decode
+from harness.engines.base import Engine, EngineSettings, Request, register
+from harness.schema import EngineOutput, TokenLogprobs
+
+
+@register("hf")
+class HFEngine(Engine):
+    def __init__(self, settings: EngineSettings) -> None:
+        super().__init__(settings)
+        import torch
+        import transformers
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        torch.manual_seed(settings.seed)
+        self._torch = torch
+        self._versions = {"transformers": transformers.__version__, "torch": torch.__version__}
+        self.processor = AutoProcessor.from_pretrained(settings.model)
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            settings.model, dtype=getattr(torch, settings.dtype), **settings.options
+        ).to(settings.device).eval()
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), **self._versions}
+
+    def run(self, requests: Sequence[Request]) -> Iterator[EngineOutput]:
+        for request in requests:
+            try:
+                yield self._one(request)
+            except Exception as exc:  # one bad case must not end the run
+                yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}")
+
+    def _one(self, request: Request) -> EngineOutput:
+        torch = self._torch
+        images = [decode(p, request.decoder) for p in request.images] or None
+        inputs = self.processor(text=[request.prompt_text], images=images, return_tensors="pt")
+        inputs = inputs.to(self.settings.device)
+        prompt_ids = inputs["input_ids"][0].tolist()
+        k = self.settings.top_k
+
+        start = time.perf_counter()
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits[0]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            prompt_logprobs: list[TokenLogprobs | None] = [None]
+            prompt_logprobs += [_score(logprobs[i - 1], prompt_ids[i], k) for i in range(1, len(prompt_ids))]
+            prefill_s = time.perf_counter() - start
+
+            start = time.perf_counter()
+            # eos_token_id=[] generates exactly max_new_tokens, like vLLM's ignore_eos,
+            # without masking EOS out of the logits the way min_new_tokens would.
+            generated = self.model.generate(
+                **inputs, max_new_tokens=request.max_new_tokens, min_new_tokens=0, do_sample=False,
+                eos_token_id=[], output_logits=True, return_dict_in_generate=True,
+            )
+            decode_s = time.perf_counter() - start
+        output_ids = generated.sequences[0, len(prompt_ids):].tolist()
+        output_logprobs = [
+            _score(torch.log_softmax(step[0].float(), dim=-1), tid, k)
+            for step, tid in zip(generated.logits, output_ids)
+        ]
+        return EngineOutput(
+            case_id=request.case_id,
+            engine=self.name,
+            prompt_ids=prompt_ids,
+            prompt_logprobs=prompt_logprobs,
+            output_ids=output_ids,
+            output_logprobs=output_logprobs,
+            output_text=self.processor.decode(output_ids, skip_special_tokens=True),
+            timings={"prefill_s": prefill_s, "decode_s": decode_s},
+        )
+
+
+def _score(logprobs: Any, token_id: int, k: int) -> TokenLogprobs:
+    """The actual token's logprob and the top-k at one position."""
+    values, ids = logprobs.topk(k)
+    return TokenLogprobs(token_id, float(logprobs[token_id]), list(zip(ids.tolist(), values.tolist())))

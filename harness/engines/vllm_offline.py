@@ -1,0 +1,124 @@
+"""vLLM's offline `LLM` API: started once per run, all cases submitted together.
+
+Submitting every case in one `generate` call is what exercises vLLM's
+scheduler and cross-request batching, which is where several real parity
+bugs lived. If the batch raises, cases are retried one by one so that a
+single bad request becomes that case's error, not the run's.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from harness.decode import decode
+from harness.engines.base import Engine, EngineSettings, Request, register
+from harness.schema import EngineOutput, TokenLogprobs
+
+# Settings that make vLLM behave on a CPU-only machine with no network
+# (FACTS.md): in-process engine core (fast start, less memory), loopback for
+# its internal queues, a small KV cache, no hub.
+_CPU_ENV = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_HOST_IP": "127.0.0.1",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_LOGGING_LEVEL": "WARNING",
+}
+
+
+@register("vllm")
+class VLLMEngine(Engine):
+    def __init__(self, settings: EngineSettings) -> None:
+        super().__init__(settings)
+        if settings.device == "cpu":
+            for key, value in _CPU_ENV.items():
+                os.environ.setdefault(key, value)
+        import vllm
+
+        self._vllm = vllm
+        self.llm: Any = None  # started on the first run(): limit_mm_per_prompt depends on the cases
+
+    def info(self) -> dict[str, Any]:
+        import torch
+        import transformers
+
+        return {**super().info(), "engine_version": self._vllm.__version__,
+                "transformers": transformers.__version__, "torch": torch.__version__}
+
+    def _start(self, max_images: int) -> None:
+        options = {"enforce_eager": True, "max_model_len": 4096, **self.settings.options}
+        self.llm = self._vllm.LLM(
+            model=self.settings.model,
+            dtype=self.settings.dtype,
+            seed=self.settings.seed,
+            limit_mm_per_prompt={"image": max(max_images, 1)},
+            **options,
+        )
+
+    def run(self, requests: Sequence[Request]) -> Iterator[EngineOutput]:
+        prompts: list[tuple[Request, dict[str, Any]]] = []
+        for request in requests:
+            try:
+                prompts.append((request, self._prompt(request)))
+            except Exception as exc:  # unreadable image: this case's error only
+                yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}")
+        if not prompts:
+            return
+        if self.llm is None:
+            self._start(max(len(r.images) for r, _ in prompts))
+        start = time.perf_counter()
+        try:
+            results = self.llm.generate([p for _, p in prompts], [self._params(r) for r, _ in prompts],
+                                        use_tqdm=False)
+        except Exception:
+            yield from self._one_by_one(prompts)
+            return
+        batch_s = time.perf_counter() - start
+        for (request, _), result in zip(prompts, results):
+            yield self._output(request, result, {"batch_s": batch_s})
+
+    def _one_by_one(self, prompts: list[tuple[Request, dict[str, Any]]]) -> Iterator[EngineOutput]:
+        for request, prompt in prompts:
+            start = time.perf_counter()
+            try:
+                result = self.llm.generate([prompt], [self._params(request)], use_tqdm=False)[0]
+            except Exception as exc:
+                yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}")
+                continue
+            yield self._output(request, result, {"request_s": time.perf_counter() - start})
+
+    def _prompt(self, request: Request) -> dict[str, Any]:
+        prompt: dict[str, Any] = {"prompt": request.prompt_text}
+        if request.images:
+            prompt["multi_modal_data"] = {"image": [decode(p, request.decoder) for p in request.images]}
+        return prompt
+
+    def _params(self, request: Request) -> Any:
+        k = self.settings.top_k
+        return self._vllm.SamplingParams(temperature=0.0, max_tokens=request.max_new_tokens, ignore_eos=True,
+                                         logprobs=k, prompt_logprobs=k, seed=self.settings.seed)
+
+    def _output(self, request: Request, result: Any, timings: dict[str, float]) -> EngineOutput:
+        completion = result.outputs[0]
+        prompt_ids = list(result.prompt_token_ids)
+        k = self.settings.top_k
+        return EngineOutput(
+            case_id=request.case_id,
+            engine=self.name,
+            prompt_ids=prompt_ids,
+            prompt_logprobs=[None if pos is None else _score(pos, tid, k)
+                             for pos, tid in zip(result.prompt_logprobs, prompt_ids)],
+            output_ids=list(completion.token_ids),
+            output_logprobs=[_score(pos, tid, k) for pos, tid in zip(completion.logprobs, completion.token_ids)],
+            output_text=completion.text,
+            timings=timings,
+        )
+
+
+def _score(position: dict[int, Any], token_id: int, k: int) -> TokenLogprobs:
+    """vLLM returns the top-k plus the actual token (when outside the top-k),
+    each with its vocab rank; keep the actual token's logprob and the top-k."""
+    top = sorted((lp.rank, tid, lp.logprob) for tid, lp in position.items() if lp.rank is not None and lp.rank <= k)
+    return TokenLogprobs(token_id, float(position[token_id].logprob), [(tid, float(v)) for _, tid, v in top])

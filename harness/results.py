@@ -1,0 +1,40 @@
+"""results.json: written atomically after every case, read back with clear errors.
+
+Rewriting the whole file per case keeps one self-describing file that is
+valid at every moment: a run killed half-way leaves every finished case.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from harness.schema import RunResult
+
+RESULTS_NAME = "results.json"
+
+
+def write_results(run: RunResult, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / RESULTS_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(run.to_dict(), indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def read_results(path: Path) -> RunResult:
+    """Load a results file; ValueError names the file and what is wrong with it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_NAME
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read results: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+    try:
+        return RunResult.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: malformed results: {exc}") from exc

@@ -1,0 +1,227 @@
+"""A parity run: cases -> reference outputs -> engine outputs -> verdicts -> results.
+
+The reference runs first, then the engine, each in its own process (see
+`engines.worker`); each case is compared, judged and written as soon as the
+engine returns it. Every failure below the run itself becomes that case's
+`error` result with its reason.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import __version__, config
+from harness.cases import Case, load_cases
+from harness.compare import compare_outputs, judge
+from harness.engines import EngineSettings, Request
+from harness.models import default_model_dir, image_token_id, model_fingerprint
+from harness.results import write_results
+from harness.schema import CaseResult, EngineOutput, RunResult
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; the CLI and the pytest plugin both build one."""
+
+    cases: list[Path]
+    out: Path
+    engine: str = "vllm"
+    model: str | None = None  # None: the built-in tiny model
+    reference_model: str | None = None  # None: same as model
+    reference_engine: str = "hf"
+    dtype: str = "float32"
+    reference_dtype: str | None = None  # None: same as dtype
+    device: str = "cpu"
+    reference_device: str | None = None  # None: same as device
+    decoder: str = "pil"  # how the engine's images are decoded; the reference always uses PIL
+    engine_options: dict[str, Any] = field(default_factory=dict)
+    thresholds_file: Path | None = None
+    only: set[str] | None = None  # case ids to run; None: all
+    top_k: int = 5
+
+
+@dataclass
+class _Side:
+    """Where one side of the comparison stands while the run goes on."""
+
+    outputs: dict[str, EngineOutput] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    run_s: float | None = None
+    fatal: str | None = None
+
+
+def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
+    """Run every case; results.json is rewritten after each one."""
+    model = cfg.model or str(default_model_dir())
+    reference_model = cfg.reference_model or model
+    dtype_key = config.effective_dtype(cfg.dtype, cfg.reference_dtype or cfg.dtype)
+    thresholds_config = config.load_config(cfg.thresholds_file)
+    run = RunResult(provenance={
+        "harness_version": __version__,
+        "git_commit": _git_commit(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "engine": cfg.engine, "model": model, "model_sha256": model_fingerprint(model),
+        "reference_engine": cfg.reference_engine, "reference_model": reference_model,
+        "reference_model_sha256": model_fingerprint(reference_model),
+        "dtype": cfg.dtype, "reference_dtype": cfg.reference_dtype or cfg.dtype, "device": cfg.device,
+        "decoder": cfg.decoder, "engine_options": cfg.engine_options,
+        "cases": [str(p) for p in cfg.cases],
+        "thresholds": asdict(config.resolve(thresholds_config, dtype_key, model)),
+    })
+
+    def add(result: CaseResult) -> None:
+        run.cases.append(result)
+        write_results(run, cfg.out)
+        line = f"{result.verdict.upper():5} {result.case_id}"
+        progress(line + (f"  ({'; '.join(result.reasons)})" if result.reasons else ""))
+
+    loaded = load_cases(cfg.cases)
+    for problem in loaded.problems:
+        if cfg.only is None or problem.case_id in cfg.only:
+            add(CaseResult(case_id=problem.case_id or f"<{problem.file}>", verdict="error",
+                           reasons=[f"invalid case: {problem}"], source=str(problem.file)))
+    cases = [c for c in loaded.cases if cfg.only is None or c.id in cfg.only]
+    requests: dict[str, Request] = {}
+    for case, prompt in _render_prompts(cases, reference_model):
+        if isinstance(prompt, Exception):
+            add(_case_result(case, "", "error", [f"cannot render the chat template: {prompt}"], {}))
+        else:
+            requests[case.id] = Request(case.id, prompt, tuple(map(str, case.images)), cfg.decoder,
+                                        case.max_new_tokens)
+    write_results(run, cfg.out)
+
+    reference = _Side()
+    ref_settings = EngineSettings(reference_model, cfg.reference_dtype or cfg.dtype,
+                                  cfg.reference_device or cfg.device, cfg.top_k)
+    ref_requests = [Request(r.case_id, r.prompt_text, r.images, "pil", r.max_new_tokens) for r in requests.values()]
+    for output in _stream(cfg.reference_engine, ref_settings, ref_requests, reference, progress, "reference"):
+        reference.outputs[output.case_id] = output
+
+    engine = _Side()
+    settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k, options=cfg.engine_options)
+    image_token = image_token_id(reference_model)
+    by_id = {c.id: c for c in cases}
+    runnable = [r for r in requests.values() if (ref := reference.outputs.get(r.case_id)) and ref.error is None]
+    for output in _stream(cfg.engine, settings, runnable, engine, progress, "engine"):
+        engine.outputs[output.case_id] = output
+        case = by_id[output.case_id]
+        add(_judge(case, requests[case.id], reference.outputs[case.id], output, thresholds_config, dtype_key,
+                   model, image_token))
+
+    for case_id, request in requests.items():
+        if case_id in engine.outputs:
+            continue
+        ref = reference.outputs.get(case_id)
+        reason = (f"reference failed: {ref.error}" if ref is not None and ref.error
+                  else f"engine failed: {engine.fatal}" if engine.fatal
+                  else f"reference failed: {reference.fatal}" if reference.fatal
+                  else "engine process ended before returning this case")
+        add(_case_result(by_id[case_id], request.prompt_text, "error", [reason], {}, reference=ref))
+
+    run.provenance.update(reference_info=reference.info, engine_info=engine.info,
+                          engine_run_s=engine.run_s, throughput_tok_s=_throughput(engine))
+    run.error = engine.fatal or reference.fatal
+    run.status = "failed" if run.error else "complete"
+    write_results(run, cfg.out)
+    return run
+
+
+def _judge(case: Case, request: Request, reference: EngineOutput, output: EngineOutput, thresholds_config: dict,
+           dtype_key: str, model: str, image_token: int | None) -> CaseResult:
+    try:
+        th = config.resolve(thresholds_config, dtype_key, model, case.thresholds)
+    except ValueError as exc:
+        return _case_result(case, request.prompt_text, "error", [f"{case.source}: case {case.id!r}: "
+                                                                  f"field 'thresholds': {exc}"], {},
+                            reference=reference, engine=output)
+    if output.error:
+        return _case_result(case, request.prompt_text, "error", [f"engine error: {output.error}"], th.values,
+                            reference=reference, engine=output)
+    comparison = compare_outputs(reference, output, image_token)
+    verdict, reasons = judge(comparison, th)
+    return _case_result(case, request.prompt_text, verdict, reasons, th.values, comparison=comparison,
+                        reference=reference, engine=output)
+
+
+def _case_result(case: Case, prompt_text: str, verdict: str, reasons: list[str], thresholds: dict,
+                 **outputs: Any) -> CaseResult:
+    return CaseResult(case_id=case.id, verdict=verdict, reasons=reasons, source=str(case.source),
+                      tags=list(case.tags), images=[str(p) for p in case.images], prompt_text=prompt_text,
+                      thresholds=thresholds, **outputs)
+
+
+def _render_prompts(cases: list[Case], model: str) -> Iterator[tuple[Case, str | Exception]]:
+    """Render each case's chat once, with the reference's processor; every engine gets this text."""
+    if not cases:
+        return
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model)
+    for case in cases:
+        try:
+            yield case, processor.apply_chat_template(list(case.messages), tokenize=False,
+                                                      add_generation_prompt=True)
+        except Exception as exc:
+            yield case, exc
+
+
+def _stream(engine: str, settings: EngineSettings, requests: list[Request], side: _Side, progress: Progress,
+            role: str) -> Iterator[EngineOutput]:
+    """Start `engine` in a worker process and yield its outputs as they arrive."""
+    if not requests:
+        return
+    progress(f"[{role}] starting {engine} ({settings.model}, {settings.dtype}, {settings.device}) "
+             f"for {len(requests)} cases")
+    spec = {"engine": engine, "settings": asdict(settings), "requests": [asdict(r) for r in requests]}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(spec, f)
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "harness.engines.worker", f.name, str(write_fd)],
+                                pass_fds=(write_fd,))
+        os.close(write_fd)
+        done = 0
+        with open(read_fd) as messages:
+            for line in messages:
+                message = json.loads(line)
+                if message["kind"] == "info":
+                    side.info = message["info"]
+                elif message["kind"] == "fatal":
+                    side.fatal = message["error"]
+                elif message["kind"] == "done":
+                    side.run_s = message["run_s"]
+                else:
+                    output = EngineOutput.from_dict(message["output"])
+                    done += 1
+                    status = f"error: {output.error}" if output.error else "ok"
+                    progress(f"[{role}] {done}/{len(requests)} {output.case_id} {status}")
+                    yield output
+        code = proc.wait()
+        if code != 0 and side.fatal is None and side.run_s is None:
+            side.fatal = f"{engine} process exited with code {code}"
+    finally:
+        os.unlink(f.name)
+
+
+def _throughput(side: _Side) -> float | None:
+    """Generated tokens per second of engine run time (start-up excluded)."""
+    tokens = sum(len(o.output_ids) for o in side.outputs.values() if o.error is None)
+    return tokens / side.run_s if side.run_s and tokens else None
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
