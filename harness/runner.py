@@ -70,9 +70,9 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
         "harness_version": __version__,
         "git_commit": _git_commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "engine": cfg.engine, "model": model, "model_sha256": model_fingerprint(model),
+        "engine": cfg.engine, "model": model, "model_sha256": _fingerprint(model),
         "reference_engine": cfg.reference_engine, "reference_model": reference_model,
-        "reference_model_sha256": model_fingerprint(reference_model),
+        "reference_model_sha256": _fingerprint(reference_model),
         "dtype": cfg.dtype, "reference_dtype": cfg.reference_dtype or cfg.dtype, "device": cfg.device,
         "decoder": cfg.decoder, "engine_options": cfg.engine_options,
         "cases": [str(p) for p in cfg.cases],
@@ -217,6 +217,11 @@ def _throughput(side: _Side) -> float | None:
     """Generated tokens per second of engine run time (start-up excluded)."""
     tokens = sum(len(o.output_ids) for o in side.outputs.values() if o.error is None)
     return tokens / side.run_s if side.run_s and tokens else None
+
+
+def _fingerprint(model: str) -> str | None:
+    """Weights hash of a local checkpoint; None for a hub id (its revision names it)."""
+    return model_fingerprint(Path(model)) if Path(model).is_dir() else None
 
 
 def _git_commit() -> str | None:

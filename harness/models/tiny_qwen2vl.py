@@ -10,12 +10,17 @@ versions, so `recipe_hash` names the result and two builds are byte-identical.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+if TYPE_CHECKING:
+    from transformers import Qwen2VLConfig
 
 SEED = 0
 TOKENIZER_VOCAB = 500
@@ -33,6 +38,7 @@ SPECIAL_TOKENS = [
     "<|image_pad|>",
     "<|video_pad|>",
 ]
+VISION_TOKENS = SPECIAL_TOKENS[3:]
 
 # Qwen's template, minus the default system prompt: string or list content,
 # one vision block per image or video part, and the assistant generation prompt.
@@ -125,13 +131,13 @@ def _sentence(rng: random.Random) -> str:
         return rng.choice(QUESTIONS).format(noun=rng.choice(OBJECTS), animal=rng.choice(ANIMALS))
     if kind == 3:
         return f"There are {rng.choice(NUMBERS)} {rng.choice(OBJECTS + ANIMALS)}s in the {rng.choice(PLACES)}."
-    return f"{phrase.capitalize()} is {rng.choice(VERBS[:4])} at the {rng.choice(PLACES)} of the image."
+    return f"{phrase.capitalize()} can be seen at the {rng.choice(PLACES)} of the image."
 
 
-def _corpus(n_sentences: int = 20000) -> list[str]:
-    """Seeded sentences, grouped into short paragraphs."""
+def _corpus(n_paragraphs: int = 10000) -> list[str]:
+    """Seeded paragraphs of one to four sentences each."""
     rng = random.Random(SEED)
-    return [" ".join(_sentence(rng) for _ in range(rng.randint(1, 4))) for _ in range(n_sentences // 2)]
+    return [" ".join(_sentence(rng) for _ in range(rng.randint(1, 4))) for _ in range(n_paragraphs)]
 
 
 def _train_tokenizer() -> Tokenizer:
@@ -149,11 +155,31 @@ def _train_tokenizer() -> Tokenizer:
     return tok
 
 
-def _config(tokenizer_size: int, token_ids: dict[str, int]):  # -> Qwen2VLConfig
-    """The architecture: head_dim 64 on both towers, which vLLM's CPU attention supports."""
+def _not_text(tok: Tokenizer) -> list[int]:
+    """Byte tokens that decode to a partial UTF-8 sequence or a control character.
+
+    The English corpus never uses them, but random weights would emit them, and
+    engines legitimately differ in how they detokenize an unfinished character
+    (HF emits U+FFFD, vLLM holds the bytes back): output texts would differ
+    for a reason that is not a parity bug.
+    """
+    special = set(SPECIAL_TOKENS)
+    return [
+        i for i in range(tok.get_vocab_size())
+        if tok.id_to_token(i) not in special
+        and any(ch == "\ufffd" or ord(ch) < 32 or ord(ch) == 127 for ch in tok.decode([i]))
+    ]
+
+
+def _config(tokenizer_size: int, token_ids: dict[str, int]) -> Qwen2VLConfig:
+    """The architecture: head_dim 64 on both towers, which vLLM's CPU attention supports.
+
+    The output head is untied from the embeddings: tied, the N(0, 1) embeddings
+    would make logits so large that float32 rounding dominates the comparison.
+    """
     from transformers import Qwen2VLConfig
 
-    vocab_size = -(-tokenizer_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    vocab_size = math.ceil(tokenizer_size / VOCAB_MULTIPLE) * VOCAB_MULTIPLE
     return Qwen2VLConfig(
         text_config={
             "vocab_size": vocab_size,
@@ -187,27 +213,36 @@ def _config(tokenizer_size: int, token_ids: dict[str, int]):  # -> Qwen2VLConfig
 
 
 @torch.no_grad()
-def _redraw(model: torch.nn.Module, tokenizer_size: int) -> None:
+def _redraw(model: torch.nn.Module, tokenizer_size: int, never_emitted: list[int]) -> None:
     """Replace the default init so outputs are peaky and depend on the image.
 
     The default scale gives near-uniform logits, where greedy decoding flips on
     rounding noise. Biases and norm scales are redrawn too, so an engine that
-    dropped them would not match by accident. Embedding and output rows past
-    the tokenizer are zero, so no engine ever picks a token with no text.
+    dropped them would not match by accident. Output rows that are zero give a
+    logit of 0, far below the top one, so greedy decoding never emits them:
+    the padding rows past the tokenizer (ids with no text), the vision
+    tokens (a generated `<|image_pad|>` would break re-scoring the sequence),
+    and byte tokens that are not text on their own (see `_not_text`).
     """
     for name, param in model.named_parameters():
         if "embed_tokens" in name:
             param.normal_(0.0, EMBED_STD)
+            param[tokenizer_size:] = 0.0
         elif param.dim() > 1 or name.endswith("bias"):
             param.normal_(0.0, WEIGHT_STD)
         else:
             param.normal_(1.0, WEIGHT_STD)
-        if "embed_tokens" in name or name.startswith("lm_head"):
-            param[tokenizer_size:] = 0.0
+    model.lm_head.weight[tokenizer_size:] = 0.0
+    model.lm_head.weight[never_emitted] = 0.0
 
 
 def build(out_dir: Path) -> None:
-    """Write the tiny model, tokenizer and processor to `out_dir` with `save_pretrained`."""
+    """Write the tiny model, tokenizer and processor to `out_dir` with `save_pretrained`.
+
+    transformers is imported here, not at module level, so that `recipe_hash`
+    stays cheap when the model is already cached. Needs an importable
+    torchvision: Qwen2VLProcessor requires its video processor.
+    """
     from transformers import (
         GenerationConfig,
         PreTrainedTokenizerFast,
@@ -236,9 +271,10 @@ def build(out_dir: Path) -> None:
     )
 
     config = _config(len(tokenizer), token_ids)
-    torch.manual_seed(SEED)
-    model = Qwen2VLForConditionalGeneration(config).to(torch.float32).eval()
-    _redraw(model, len(tokenizer))
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
+        torch.manual_seed(SEED)
+        model = Qwen2VLForConditionalGeneration(config).to(torch.float32).eval()
+        _redraw(model, len(tokenizer), [token_ids[t] for t in VISION_TOKENS] + _not_text(raw))
     model.generation_config = GenerationConfig(
         bos_token_id=token_ids["<|endoftext|>"],
         eos_token_id=[token_ids["<|im_end|>"], token_ids["<|endoftext|>"]],

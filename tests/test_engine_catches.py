@@ -1,0 +1,72 @@
+"""The harness catches real differences in a real engine (vLLM on CPU).
+
+The engine serves an altered copy of the tiny model while the reference loads
+the original (`--reference-model`), the way a converted or quantized
+checkpoint is checked against its source.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from harness.runner import RunConfig, execute
+from tests.conftest import CASES
+
+pytestmark = pytest.mark.engine
+
+SUBSET = {"astronaut-420", "two-images", "text-only", "chelsea-png"}
+
+
+def altered_copy(model: Path, dest: Path) -> Path:
+    shutil.copytree(model, dest)
+    return dest
+
+
+def run(engine_model: Path, reference_model: Path, out: Path):
+    return execute(RunConfig(cases=[CASES], out=out, model=str(engine_model), reference_model=str(reference_model),
+                             only=SUBSET), progress=lambda _: None)
+
+
+def test_altered_vision_weights_fail_image_cases_by_metric(tmp_path: Path, tiny_model: Path) -> None:
+    model = altered_copy(tiny_model, tmp_path / "model")
+    weights = model / "model.safetensors"
+    tensors = load_file(weights)
+    gen = torch.Generator().manual_seed(0)
+    vision = [k for k in tensors if "visual" in k and tensors[k].is_floating_point()]
+    assert vision, "no vision weights found to alter"
+    for key in vision:  # +-1e-3 relative noise: small enough to look like a conversion error
+        t = tensors[key]
+        tensors[key] = t + 1e-3 * t.abs().mean() * torch.randn(t.shape, generator=gen)
+    save_file(tensors, weights, metadata={"format": "pt"})
+
+    result = run(model, tiny_model, tmp_path / "out")
+    by_id = {c.case_id: c for c in result.cases}
+    assert set(by_id) == SUBSET
+    for case_id in SUBSET - {"text-only"}:
+        case = by_id[case_id]
+        assert case.verdict == "fail", (case_id, case.reasons)
+        assert case.comparison.prompt_ids_match
+        assert any(r.startswith("prefill_max = ") for r in case.reasons), case.reasons
+        assert case.comparison.prefill_max_image > 1e-4
+    # A text-only prompt never touches the vision tower: the same run passes it.
+    assert by_id["text-only"].verdict == "pass", by_id["text-only"].reasons
+
+
+def test_tokenizer_mismatch_is_reported_as_prompt_ids(tmp_path: Path, tiny_model: Path) -> None:
+    model = altered_copy(tiny_model, tmp_path / "model")
+    tokenizer = json.loads((model / "tokenizer.json").read_text())
+    merges = tokenizer["model"]["merges"]
+    tokenizer["model"]["merges"] = merges[: len(merges) // 2]  # same vocab, coarser splits
+    (model / "tokenizer.json").write_text(json.dumps(tokenizer))
+
+    result = run(model, tiny_model, tmp_path / "out")
+    for case in result.cases:
+        assert case.verdict == "fail", (case.case_id, case.reasons)
+        assert case.comparison.prompt_ids_match is False
+        assert case.reasons[0].startswith("prompt_ids_match = false")
+        assert case.comparison.prefill_max is None

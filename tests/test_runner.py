@@ -1,0 +1,81 @@
+"""The runner and CLI end to end with real engines (HF on both sides: fast, and
+identical by construction, so any non-pass here is the harness's doing)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.cli import main
+from harness.results import read_results
+from tests.conftest import CASES
+
+GOOD_AND_BAD = f"""
+cases:
+  - id: good
+    images: [{CASES}/images/gradient.png]
+    prompt: "What colours do you see?"
+    max_new_tokens: 4
+  - id: missing-image
+    images: [{CASES}/images/no_such_file.png]
+    prompt: "Describe it."
+  - id: typo
+    images: [{CASES}/images/tiny.png]
+    prompt: "Describe it."
+    max_new_token: 4
+  - id: corrupt
+    images: [corrupt.jpg]
+    prompt: "Describe it."
+    max_new_tokens: 4
+"""
+
+
+def run_cli(*args: str) -> int:
+    return main(["run", "--engine", "hf", *args])
+
+
+def test_bad_input_is_an_error_result_and_other_cases_still_run(tmp_path: Path, tiny_model: Path) -> None:
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(GOOD_AND_BAD)
+    out = tmp_path / "out"
+    assert run_cli("--model", str(tiny_model), "--cases", str(cases), "--out", str(out)) == 1
+    run = read_results(out / "results.json")
+    verdicts = {c.case_id: c for c in run.cases}
+    assert run.status == "complete" and verdicts["good"].verdict == "pass"
+    assert verdicts["good"].comparison.prefill_max == 0.0
+    missing = verdicts["missing-image"]
+    assert missing.verdict == "error" and str(cases) in missing.reasons[0]
+    assert "field 'images[0]'" in missing.reasons[0]
+    assert verdicts["typo"].verdict == "error" and "max_new_token" in verdicts["typo"].reasons[0]
+    corrupt = verdicts["corrupt"]
+    assert corrupt.verdict == "error" and "reference failed" in corrupt.reasons[0]
+    assert "UnidentifiedImageError" in corrupt.reasons[0]
+    assert (out / "index.html").exists()
+
+
+def test_all_pass_exits_zero_and_report_rerenders_without_engine(tmp_path: Path, tiny_model: Path) -> None:
+    out = tmp_path / "out"
+    code = run_cli("--model", str(tiny_model), "--cases", str(CASES), "--case", "text-only", "--case",
+                   "two-images", "--out", str(out))
+    assert code == 0
+    (out / "index.html").unlink()
+    assert main(["report", str(out / "results.json")]) == 0
+    html = (out / "index.html").read_text()
+    assert "two-images" in html and "text-only" in html
+
+
+def test_engine_that_cannot_start_exits_two_with_reason(tmp_path: Path, tiny_model: Path) -> None:
+    out = tmp_path / "out"
+    code = run_cli("--model", str(tmp_path / "no-such-model"), "--reference-model", str(tiny_model),
+                   "--cases", str(CASES), "--case", "text-only", "--out", str(out))
+    assert code == 2
+    run = read_results(out)
+    assert run.status == "failed" and "failed to start" in run.error
+    assert run.cases[0].verdict == "error" and run.cases[0].reasons[0].startswith("engine failed")
+
+
+def test_results_file_is_valid_json_after_every_case(tmp_path: Path, tiny_model: Path) -> None:
+    out = tmp_path / "out"
+    run_cli("--model", str(tiny_model), "--cases", str(CASES), "--case", "text-only", "--out", str(out))
+    data = json.loads((out / "results.json").read_text())
+    assert data["schema_version"] == 1 and data["provenance"]["model_sha256"]
