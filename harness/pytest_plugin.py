@@ -66,7 +66,7 @@ def parity_run(request: pytest.FixtureRequest) -> RunResult:
         cases=_cases(config), out=out, engine=config.getoption("parity_engine"),
         model=config.getoption("parity_model"), reference_model=config.getoption("parity_reference_model"),
         dtype=config.getoption("parity_dtype"), device=config.getoption("parity_device"),
-        engine_options=dict(config.getoption("parityparse_engine_option")), only=config.stash[_SELECTED],
+        engine_options=dict(config.getoption("parity_engine_option")), only=config.stash[_SELECTED],
     )
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     progress = (lambda line: reporter.write_line(line)) if reporter else print

@@ -49,7 +49,7 @@ def test_bad_input_is_an_error_result_and_other_cases_still_run(tmp_path: Path, 
     assert verdicts["typo"].verdict == "error" and "max_new_token" in verdicts["typo"].reasons[0]
     corrupt = verdicts["corrupt"]
     assert corrupt.verdict == "error" and "reference failed" in corrupt.reasons[0]
-    assert "UnidentifiedImageError" in corrupt.reasons[0]
+    assert "field 'images[0]'" in corrupt.reasons[0] and "corrupt.jpg" in corrupt.reasons[0]
     assert (out / "index.html").exists()
 
 

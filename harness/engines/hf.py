@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from harness.decode import decode
+from harness.decode import decode_all
 from harness.engines.base import Engine, EngineSettings, Request, register
 from harness.schema import EngineOutput, TokenLogprobs
 
@@ -43,7 +43,7 @@ class HFEngine(Engine):
 
     def _one(self, request: Request) -> EngineOutput:
         torch = self._torch
-        images = [decode(p, request.decoder) for p in request.images] or None
+        images = decode_all(request.images, request.decoder) or None
         inputs = self.processor(text=[request.prompt_text], images=images, return_tensors="pt")
         inputs = inputs.to(self.settings.device)
         prompt_ids = inputs["input_ids"][0].tolist()

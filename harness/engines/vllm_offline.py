@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from harness.decode import decode
+from harness.decode import decode_all
 from harness.engines.base import Engine, EngineSettings, Request, register
 from harness.schema import EngineOutput, TokenLogprobs
 
@@ -92,7 +92,7 @@ class VLLMEngine(Engine):
     def _prompt(self, request: Request) -> dict[str, Any]:
         prompt: dict[str, Any] = {"prompt": request.prompt_text}
         if request.images:
-            prompt["multi_modal_data"] = {"image": [decode(p, request.decoder) for p in request.images]}
+            prompt["multi_modal_data"] = {"image": decode_all(request.images, request.decoder)}
         return prompt
 
     def _params(self, request: Request) -> Any:
