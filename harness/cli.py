@@ -1,7 +1,8 @@
-"""`vlm-parity`: run a parity suite, re-render a report, build the default model.
+"""`vlm-parity`: run a parity suite, re-render its report, gate a release, build the default model.
 
 Exit status of `run`: 0 every case passed, 1 some case failed or errored,
 2 the run itself could not complete (engine did not start, bad arguments).
+`gate`: 0 pass, 1 fail, 2 cannot decide (missing or malformed results).
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Any
 import yaml
 
 from harness.engines import ENGINES
-from harness.report import render_html
+from harness.gate import gate_file, load_gate_config
+from harness.report import publish
 from harness.results import read_results
 from harness.runner import RunConfig, execute
 
@@ -49,14 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="passed to the engine's constructor, e.g. enforce_eager=false (repeatable)")
     run.add_argument("--thresholds", type=Path, help="thresholds YAML (default: the packaged one)")
     run.add_argument("--case", dest="only", action="append", metavar="ID", help="run only this case (repeatable)")
+    _publish_arguments(run)
+    run.add_argument("--history", type=Path, help="JSON-lines history to append this run to (nightly trends)")
 
-    report = sub.add_parser("report", help="re-render the HTML report from a results file, no engine needed")
+    report = sub.add_parser("report", help="re-render the report and tables from a results file, no engine needed")
     report.add_argument("results", type=Path)
     report.add_argument("--out", type=Path, help="default: the results file's folder")
+    _publish_arguments(report)
+
+    gate = sub.add_parser("gate", help="decide a release from a results file")
+    gate.add_argument("results", type=Path)
+    gate.add_argument("--policy", default="default", help="policy name from the gate config (default: default)")
+    gate.add_argument("--gate-config", type=Path, help="gate YAML (default: the packaged one)")
 
     build = sub.add_parser("build-model", help="build (or find) the built-in tiny model and print its folder")
     build.add_argument("--cache", type=Path, help="cache root (default: $VLM_PARITY_CACHE or ~/.cache/vlm-parity)")
     return parser
+
+
+def _publish_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", default="default", help="gate policy shown in the report header")
+    parser.add_argument("--gate-config", type=Path, help="gate YAML (default: the packaged one)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "gate":
+        return _gate(args)
     from harness.models import default_model_dir
 
     print(default_model_dir(args.cache))
@@ -81,14 +98,16 @@ def _run(args: argparse.Namespace) -> int:
     progress = lambda line: print(line, flush=True)  # noqa: E731
     try:
         run = execute(cfg, progress)
+        published = publish(run, cfg.out, args.history, args.policy, args.gate_config)
     except Exception as exc:  # the run itself could not complete; per-case failures never get here
         print(f"vlm-parity: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    report = render_html(run, cfg.out)
     counts = run.counts()
     print(f"{run.verdict.upper()}: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error"
           f"{'; run error: ' + run.error if run.error else ''}")
-    print(f"results: {cfg.out / 'results.json'}\nreport:  {report}")
+    for regression in published.regressions:
+        print(f"REGRESSION: {regression}")
+    print(f"results: {cfg.out / 'results.json'}\nreport:  {published.html}")
     if run.status != "complete":
         return EXIT_ERROR
     return EXIT_PASS if run.verdict == "pass" else EXIT_FAIL
@@ -97,12 +116,26 @@ def _run(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     try:
         run = read_results(args.results)
+        out = args.out or (args.results if args.results.is_dir() else args.results.parent)
+        published = publish(run, out, policy=args.policy, gate_config=args.gate_config)
     except ValueError as exc:
         print(f"vlm-parity: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    out = args.out or (args.results if args.results.is_dir() else args.results.parent)
-    print(render_html(run, out))
+    print(published.html)
     return EXIT_PASS
+
+
+def _gate(args: argparse.Namespace) -> int:
+    try:
+        config = load_gate_config(args.gate_config)
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"vlm-parity gate: cannot read gate config: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    decision = gate_file(args.results, args.policy, config)
+    print(f"gate ({decision.policy}): {decision.label.upper()}")
+    for reason in decision.reasons:
+        print(f"  - {reason}")
+    return decision.code
 
 
 if __name__ == "__main__":

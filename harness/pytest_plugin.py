@@ -16,7 +16,7 @@ import pytest
 
 from harness.cases import load_cases
 from harness.cli import parse_engine_option
-from harness.report import render_html
+from harness.report import publish
 from harness.runner import RunConfig, execute
 from harness.schema import CaseResult, RunResult
 
@@ -34,6 +34,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--parity-engine-option", type=parse_engine_option, action="append", default=[],
                     metavar="KEY=VALUE")
     group.addoption("--parity-report-dir", type=Path, default=None, help="default: reports/latest")
+    group.addoption("--parity-history", type=Path, help="JSON-lines history to append the run to")
 
 
 def _cases(config: pytest.Config) -> list[Path]:
@@ -71,8 +72,10 @@ def parity_run(request: pytest.FixtureRequest) -> RunResult:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     progress = (lambda line: reporter.write_line(line)) if reporter else print
     run = execute(cfg, progress)
-    report = render_html(run, out)
-    progress(f"parity report: {report}")
+    published = publish(run, out, config.getoption("parity_history"))
+    for regression in published.regressions:
+        progress(f"REGRESSION: {regression}")
+    progress(f"parity report: {published.html}")
     return run
 
 

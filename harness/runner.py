@@ -23,6 +23,7 @@ from harness.cases import Case, load_cases
 from harness.compare import compare_outputs, judge
 from harness.engines import EngineSettings, Request
 from harness.models import default_model_dir, image_token_id, model_fingerprint
+from harness.report.thumbnails import thumbnail
 from harness.results import write_results
 from harness.schema import CaseResult, EngineOutput, RunResult
 
@@ -91,13 +92,15 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
             add(CaseResult(case_id=problem.case_id or f"<{problem.file}>", verdict="error",
                            reasons=[f"invalid case: {problem}"], source=str(problem.file)))
     cases = [c for c in loaded.cases if cfg.only is None or c.id in cfg.only]
+    prompter = _Prompter(reference_model)
     requests: dict[str, Request] = {}
-    for case, prompt in _render_prompts(cases, reference_model):
-        if isinstance(prompt, Exception):
-            add(_case_result(case, "", "error", [f"cannot render the chat template: {prompt}"], {}))
-        else:
-            requests[case.id] = Request(case.id, prompt, tuple(map(str, case.images)), cfg.decoder,
-                                        case.max_new_tokens)
+    for case in cases:
+        try:
+            prompt = prompter.render(case)
+        except Exception as exc:
+            add(_case_result(case, "", "error", [f"cannot render the chat template: {exc}"], {}))
+            continue
+        requests[case.id] = Request(case.id, prompt, tuple(map(str, case.images)), cfg.decoder, case.max_new_tokens)
     write_results(run, cfg.out)
 
     reference = _Side()
@@ -115,8 +118,10 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     for output in _stream(cfg.engine, settings, runnable, engine, progress, "engine"):
         engine.outputs[output.case_id] = output
         case = by_id[output.case_id]
-        add(_judge(case, requests[case.id], reference.outputs[case.id], output, thresholds_config, dtype_key,
-                   model, image_token))
+        result = _judge(case, requests[case.id], reference.outputs[case.id], output, thresholds_config, dtype_key,
+                        model, image_token)
+        result.tokens = prompter.token_texts(reference.outputs[case.id], output)
+        add(result)
 
     for case_id, request in requests.items():
         if case_id in engine.outputs:
@@ -157,22 +162,26 @@ def _case_result(case: Case, prompt_text: str, verdict: str, reasons: list[str],
                  **outputs: Any) -> CaseResult:
     return CaseResult(case_id=case.id, verdict=verdict, reasons=reasons, source=str(case.source),
                       tags=list(case.tags), images=[str(p) for p in case.images], prompt_text=prompt_text,
-                      thresholds=thresholds, **outputs)
+                      thresholds=thresholds, thumbnails=[thumbnail(p) for p in case.images], **outputs)
 
 
-def _render_prompts(cases: list[Case], model: str) -> Iterator[tuple[Case, str | Exception]]:
-    """Render each case's chat once, with the reference's processor; every engine gets this text."""
-    if not cases:
-        return
-    from transformers import AutoProcessor
+class _Prompter:
+    """The reference's processor: renders each case's chat once (every engine
+    gets this text) and turns token ids into text for the report."""
 
-    processor = AutoProcessor.from_pretrained(model)
-    for case in cases:
-        try:
-            yield case, processor.apply_chat_template(list(case.messages), tokenize=False,
-                                                      add_generation_prompt=True)
-        except Exception as exc:
-            yield case, exc
+    def __init__(self, model: str) -> None:
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(model)
+
+    def render(self, case: Case) -> str:
+        return self.processor.apply_chat_template(list(case.messages), tokenize=False, add_generation_prompt=True)
+
+    def token_texts(self, *outputs: EngineOutput) -> dict[str, str]:
+        """Text of every output token and every top-k candidate, keyed by id."""
+        ids = {t for o in outputs for t in o.output_ids}
+        ids |= {t for o in outputs for step in o.output_logprobs for t, _ in step.top}
+        return {str(i): self.processor.decode([i]) for i in sorted(ids)}
 
 
 def _stream(engine: str, settings: EngineSettings, requests: list[Request], side: _Side, progress: Progress,

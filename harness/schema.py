@@ -102,6 +102,25 @@ class CaseComparison:
 
 
 @dataclass
+class DecodeEffect:
+    """The same case with the engine fed another decoder's pixels (the reference
+    keeps PIL's): what a decode-path difference does to parity."""
+
+    decoder: str
+    verdict: str
+    reasons: list[str] = field(default_factory=list)
+    comparison: CaseComparison | None = None
+    # Per image: decoder info, image facts, findings, px_* statistics, heatmap data URL.
+    pixel_deltas: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DecodeEffect:
+        return cls(d["decoder"], d["verdict"], list(d.get("reasons", [])),
+                   CaseComparison.from_dict(d["comparison"]) if d.get("comparison") else None,
+                   list(d.get("pixel_deltas", [])))
+
+
+@dataclass
 class CaseResult:
     """One case's verdict with the reasons for it and everything behind it."""
 
@@ -116,6 +135,12 @@ class CaseResult:
     comparison: CaseComparison | None = None
     reference: EngineOutput | None = None
     engine: EngineOutput | None = None
+    # Decoded text of output tokens and top-k candidates, keyed by str(token id),
+    # so the report can show tokens without a tokenizer.
+    tokens: dict[str, str] = field(default_factory=dict)
+    # Small data-URL thumbnails of the images, so a report needs no image files.
+    thumbnails: list[str] = field(default_factory=list)
+    decode_effect: DecodeEffect | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -135,6 +160,9 @@ class CaseResult:
             comparison=CaseComparison.from_dict(d["comparison"]) if d.get("comparison") else None,
             reference=EngineOutput.from_dict(d["reference"]) if d.get("reference") else None,
             engine=EngineOutput.from_dict(d["engine"]) if d.get("engine") else None,
+            tokens=dict(d.get("tokens", {})),
+            thumbnails=list(d.get("thumbnails", [])),
+            decode_effect=DecodeEffect.from_dict(d["decode_effect"]) if d.get("decode_effect") else None,
         )
 
 

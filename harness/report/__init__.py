@@ -1,49 +1,55 @@
-"""Render a run's results into a self-contained HTML page.
-
-Reads only the RunResult (and the case images, when they are still on disk,
-for thumbnails), so a report can be re-rendered later without any engine.
-Autoescaping is on: model outputs and case text are untrusted.
-"""
+"""Everything a run publishes, rendered from its RunResult alone (no engine needed):
+index.html, cases.parquet / cases.csv, the CI step summary, and the history line."""
 from __future__ import annotations
 
-import base64
-import io
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, select_autoescape
-from PIL import Image
-
+from harness.gate import GateDecision, decide, load_gate_config
+from harness.history import append_history, load_history, regressions, summarize_run
+from harness.report.html import render_html
+from harness.report.summary import markdown_summary
+from harness.report.table import write_tables
 from harness.schema import RunResult
 
-THUMBNAIL_PX = 96
-
-_ENV = Environment(loader=PackageLoader("harness.report", "templates"), autoescape=select_autoescape(["html", "j2"]))
+__all__ = ["Published", "publish"]
 
 
-def fmt(value: float | None) -> str:
-    """Metrics span 1e-7 to 1; three significant digits show both ends."""
-    return "–" if value is None else f"{value:.3g}"
+@dataclass
+class Published:
+    html: Path
+    tables: list[Path]
+    gate: GateDecision
+    regressions: list[str] = field(default_factory=list)
 
 
-_ENV.filters["fmt"] = fmt
+def publish(run: RunResult, out_dir: Path, history_file: Path | None = None, policy: str = "default",
+            gate_config: Path | None = None) -> Published:
+    """Write every output of a run into `out_dir`; append to the history if one is given.
 
-
-def thumbnail(path: str) -> str | None:
-    """A small inline PNG data URL, or None if the image is gone or unreadable."""
-    try:
-        with Image.open(path) as img:
-            img.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-            buf = io.BytesIO()
-            img.convert("RGB").save(buf, format="PNG")
-    except (OSError, ValueError):
-        return None
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def render_html(run: RunResult, out_dir: Path) -> Path:
+    Regressions are judged against the last history entry for the same engine
+    and dtype, before this run is appended.
+    """
+    config = load_gate_config(gate_config)
+    if policy not in config["policies"]:
+        raise ValueError(f"no gate policy named {policy!r} (known: {', '.join(sorted(config['policies']))})")
+    gate = decide(run, policy, config["policies"][policy])
+    found: list[str] = []
+    history = []
+    if history_file is not None:
+        history = load_history(history_file)
+        entry = summarize_run(run)
+        same = [h for h in history if (h.get("engine"), h.get("dtype")) == (entry["engine"], entry["dtype"])]
+        if same:
+            found = regressions(same[-1], entry, config["regressions"])
+        append_history(history_file, entry)
+        history = [*same, entry]
     out_dir.mkdir(parents=True, exist_ok=True)
-    thumbs = {p: thumbnail(p) for c in run.cases for p in c.images}
-    html = _ENV.get_template("report.html.j2").render(run=run, counts=run.counts(), thumbs=thumbs)
-    path = out_dir / "index.html"
-    path.write_text(html)
-    return path
+    html = render_html(run, out_dir, gate=gate, regressions=found, history=history)
+    tables = write_tables(run, out_dir)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a") as f:
+            f.write(markdown_summary(run, (f"{gate.label} ({gate.policy})", gate.reasons), found))
+    return Published(html, tables, gate, found)

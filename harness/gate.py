@@ -1,0 +1,73 @@
+"""The release gate: a results file and a policy in, pass / fail / cannot decide out.
+
+Exit codes: 0 pass, 1 fail, 2 cannot decide (results missing, malformed or
+from a run that did not complete: a gate must never pass on what it could
+not read).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.results import read_results
+from harness.schema import RunResult
+
+PASS, FAIL, UNDECIDED = 0, 1, 2
+LABELS = {PASS: "pass", FAIL: "fail", UNDECIDED: "cannot decide"}
+
+
+@dataclass
+class GateDecision:
+    code: int
+    policy: str
+    reasons: list[str]
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.code]
+
+
+def load_gate_config(path: Path | None = None) -> dict[str, Any]:
+    text = (Path(path).read_text() if path else
+            resources.files("harness.config").joinpath("gate.yaml").read_text())
+    return yaml.safe_load(text)
+
+
+def decide(run: RunResult, name: str, policy: dict[str, Any]) -> GateDecision:
+    """Apply one policy to a run; every reason names a case or a metric."""
+    if run.status != "complete":
+        return GateDecision(UNDECIDED, name, [f"run did not complete (status {run.status}): {run.error}"])
+    if len(run.cases) < policy.get("min_cases", 1):
+        return GateDecision(UNDECIDED, name, [f"{len(run.cases)} case results, policy needs at least "
+                                              f"{policy.get('min_cases', 1)}"])
+    allowed = {a["case"]: a["reason"] for a in policy.get("allowed_failures") or []}
+    tags = set(policy.get("required_tags") or [])
+    required = [c for c in run.cases if not tags or tags & set(c.tags)]
+    reasons = []
+    for case in required:
+        if case.verdict != "pass":
+            if case.case_id in allowed:
+                continue
+            reasons.append(f"{case.case_id}: {case.verdict}: {'; '.join(case.reasons)}")
+    for metric, bound in (policy.get("metrics") or {}).items():
+        for case in required:
+            value = getattr(case.comparison, metric, None) if case.comparison else None
+            if value is not None and value > bound and case.case_id not in allowed:
+                reasons.append(f"{case.case_id}: {metric} = {value:.3g} > {bound:.3g} (policy bound)")
+    return GateDecision(FAIL if reasons else PASS, name, reasons)
+
+
+def gate_file(results: Path, policy_name: str, config: dict[str, Any]) -> GateDecision:
+    policy = (config.get("policies") or {}).get(policy_name)
+    if policy is None:
+        known = ", ".join(sorted(config.get("policies") or {}))
+        return GateDecision(UNDECIDED, policy_name, [f"no policy named {policy_name!r} (known: {known})"])
+    try:
+        run = read_results(results)
+    except ValueError as exc:
+        return GateDecision(UNDECIDED, policy_name, [str(exc)])
+    return decide(run, policy_name, policy)

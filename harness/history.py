@@ -1,0 +1,81 @@
+"""Nightly history: one summary line per run, and regressions against the last one.
+
+The history file is JSON lines, appended to; each line carries the run's
+headline metrics, so trends need no old results files.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.schema import RunResult
+
+HEADLINE = ("prefill_max", "prefill_mean", "decode_max", "rouge_l_min", "throughput_tok_s")
+
+
+def summarize_run(run: RunResult) -> dict[str, Any]:
+    """Headline metrics: worst case for the diffs, the lowest ROUGE-L, engine throughput."""
+    cmps = [c.comparison for c in run.cases if c.comparison is not None]
+
+    def worst(key: str, pick=max) -> float | None:
+        values = [getattr(c, key) for c in cmps if getattr(c, key) is not None]
+        return pick(values) if values else None
+
+    p = run.provenance
+    return {
+        "date": p.get("date"), "git_commit": p.get("git_commit"), "engine": p.get("engine"),
+        "engine_version": (p.get("engine_info") or {}).get("engine_version"), "model": p.get("model"),
+        "model_sha256": p.get("model_sha256"), "dtype": p.get("dtype"), "verdict": run.verdict,
+        "counts": run.counts(),
+        "not_passing": sorted(c.case_id for c in run.cases if c.verdict != "pass"),
+        "passing": sorted(c.case_id for c in run.cases if c.verdict == "pass"),
+        "metrics": {
+            "prefill_max": worst("prefill_max"), "prefill_mean": worst("prefill_mean"),
+            "decode_max": worst("decode_max"), "rouge_l_min": worst("rouge_l", min),
+            "throughput_tok_s": p.get("throughput_tok_s"),
+        },
+    }
+
+
+def load_history(path: Path) -> list[dict[str, Any]]:
+    """Entries oldest first; a missing file is an empty history, a bad line names its number."""
+    if not path.exists():
+        return []
+    entries = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: line {number}: not valid JSON: {exc}") from exc
+    return entries
+
+
+def append_history(path: Path, entry: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def regressions(previous: dict[str, Any], current: dict[str, Any], bands: dict[str, Any]) -> list[str]:
+    """What got worse since `previous`, each with both values and the band it broke."""
+    found = []
+    newly_failing = sorted(set(current["not_passing"]) & set(previous.get("passing", [])))
+    if newly_failing:
+        found.append(f"new failures: {', '.join(newly_failing)}")
+    for metric, band in bands.items():
+        before, now = previous["metrics"].get(metric), current["metrics"].get(metric)
+        if before is None or now is None:
+            continue
+        if band["direction"] == "lower":
+            if now > before * band["factor"] and now - before > band["floor"]:
+                found.append(f"{metric} {before:.3g} -> {now:.3g} (more than {band['factor']}x and "
+                             f"+{band['floor']:.0e}: {band['reason']})")
+        elif "max_drop" in band:
+            if before > 0 and (before - now) / before > band["max_drop"]:
+                found.append(f"{metric} {before:.4g} -> {now:.4g} ({(now - before) / before:+.0%}, "
+                             f"allowed -{band['max_drop']:.0%}: {band['reason']})")
+        elif before - now > band["drop"]:
+            found.append(f"{metric} {before:.3g} -> {now:.3g} (dropped more than {band['drop']}: {band['reason']})")
+    return found

@@ -1,0 +1,77 @@
+"""The self-contained HTML report: one file, CSS, scripts, charts and images inline.
+
+It opens offline from a CI artifact (no CDN: plotly.js is inlined from the
+plotly package). Autoescaping is on everywhere and chart data goes through
+`tojson`, because model outputs and case text are untrusted.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from plotly.offline import get_plotlyjs
+
+from harness.gate import GateDecision
+from harness.history import HEADLINE
+from harness.report.format import fmt
+from harness.schema import CaseComparison, RunResult
+
+PROVENANCE_KEYS = (
+    "engine", "model", "model_sha256", "reference_engine", "reference_model", "reference_model_sha256", "dtype",
+    "reference_dtype", "device", "decoder", "engine_options", "throughput_tok_s", "engine_run_s",
+    "harness_version", "git_commit", "date", "cases",
+)
+
+_ENV = Environment(loader=PackageLoader("harness.report", "templates"),
+                   autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+_ENV.filters["fmt"] = fmt
+
+
+def _static(name: str) -> str:
+    return resources.files("harness.report").joinpath("static", name).read_text()
+
+
+def image_spans(mask: list[bool]) -> list[tuple[int, int]]:
+    """Contiguous [start, end) runs of image-placeholder positions, for shading."""
+    spans, start = [], None
+    for i, inside in enumerate([*mask, False]):
+        if inside and start is None:
+            start = i
+        elif not inside and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
+
+
+def _chart(cmp: CaseComparison, threshold: float | None) -> dict[str, Any]:
+    return {"diffs": cmp.prefill_diffs, "spans": image_spans(cmp.image_mask), "threshold": threshold}
+
+
+def trend_data(history: list[dict[str, Any]], last: int) -> dict[str, Any] | None:
+    """Each headline metric over the last `last` history entries (this run included)."""
+    entries = history[-last:]
+    if len(entries) < 2:
+        return None
+    return {
+        "labels": [f"{e.get('date', '')[:16]} {(e.get('git_commit') or '')[:8]}" for e in entries],
+        "metrics": {m: [e["metrics"].get(m) for e in entries] for m in HEADLINE},
+    }
+
+
+def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
+                regressions: list[str] | None = None, history: list[dict[str, Any]] | None = None,
+                trend_runs: int = 30) -> Path:
+    charts = {c.case_id: _chart(c.comparison, c.thresholds.get("prefill_max"))
+              for c in run.cases if c.comparison and c.comparison.prefill_diffs}
+    html = _ENV.get_template("report.html.j2").render(
+        run=run, p=run.provenance, counts=run.counts(), gate=gate, regressions=regressions or [],
+        trends=trend_data(history or [], trend_runs), charts=charts,
+        tags=sorted({t for c in run.cases for t in c.tags}), provenance_keys=PROVENANCE_KEYS,
+        css=_static("report.css"), js=_static("report.js"), plotly_js=get_plotlyjs(),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "index.html"
+    path.write_text(html)
+    return path

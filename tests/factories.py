@@ -1,0 +1,75 @@
+"""Synthetic RunResults for report, gate and history tests and the report benchmark.
+
+Values are made up but shaped exactly like a real run's (same schema, same
+per-position arrays), so renderers meet what a real run gives them.
+"""
+from __future__ import annotations
+
+import random
+
+from harness.compare import compare_outputs, judge
+from harness.config import load_config, resolve
+from harness.report.thumbnails import thumbnail
+from harness.schema import CaseResult, EngineOutput, RunResult, TokenLogprobs
+from tests.conftest import CASES
+
+IMAGE_TOKEN = 6
+THRESHOLDS = resolve(load_config(), "float32")
+
+
+def _side(engine: str, prompt: list[int], lps: list[float], out: list[int], out_lps: list[float],
+          text: str) -> EngineOutput:
+    def tl(tid: int, lp: float) -> TokenLogprobs:
+        return TokenLogprobs(tid, lp, [(tid, lp), (tid + 1, lp - 0.5), (tid + 2, lp - 1.0)])
+
+    return EngineOutput(case_id="", engine=engine, prompt_ids=prompt,
+                        prompt_logprobs=[None] + [tl(t, lp) for t, lp in zip(prompt[1:], lps)],
+                        output_ids=out, output_logprobs=[tl(t, lp) for t, lp in zip(out, out_lps)],
+                        output_text=text)
+
+
+def synthetic_case(i: int, rng: random.Random, kind: str = "pass", output_text: str | None = None,
+                   thumb: str = "") -> CaseResult:
+    """kind: pass (float32 noise), fail (diverging output and drifted logprobs), error (engine error)."""
+    case_id = f"case-{i:04d}"
+    n = rng.randint(30, 80)
+    prompt = [1] + [IMAGE_TOKEN] * 12 + [rng.randint(10, 400) for _ in range(n)]
+    lps = [-rng.random() * 5 for _ in prompt[1:]]
+    out = [rng.randint(10, 400) for _ in range(16)]
+    out_lps = [-rng.random() for _ in out]
+    text = output_text if output_text is not None else " ".join(f"w{t}" for t in out)
+    ref = _side("hf", prompt, lps, out, out_lps, text)
+    ref.case_id = case_id
+    if kind == "error":
+        return CaseResult(case_id=case_id, verdict="error", reasons=["engine error: ValueError: bad request"],
+                          tags=["synthetic", "error"], images=["img.png"], prompt_text="Describe.",
+                          thumbnails=[thumb], reference=ref,
+                          engine=EngineOutput.failed(case_id, "vllm", "ValueError: bad request"))
+    drift = 0.3 if kind == "fail" else 1e-6
+    eng_out = list(out)
+    if kind == "fail":
+        eng_out[5:] = [t + 1 for t in out[5:]]
+    eng = _side("vllm", prompt, [lp + rng.random() * drift for lp in lps], eng_out, out_lps,
+                " ".join(f"w{t}" for t in eng_out) if output_text is None else output_text + " (engine)")
+    eng.case_id = case_id
+    cmp = compare_outputs(ref, eng, IMAGE_TOKEN)
+    verdict, reasons = judge(cmp, THRESHOLDS)
+    tokens = {str(t): f"w{t} " for t in set(out) | set(eng_out) | {t + k for t in out + eng_out for k in (1, 2)}}
+    return CaseResult(case_id=case_id, verdict=verdict, reasons=reasons, tags=["synthetic", kind, f"group{i % 5}"],
+                      images=["img.png"], prompt_text=f"Describe image {i}.", thresholds=THRESHOLDS.values,
+                      comparison=cmp, reference=ref, engine=eng, tokens=tokens, thumbnails=[thumb])
+
+
+def synthetic_run(n: int, fail_every: int = 10, error_every: int = 25, seed: int = 0,
+                  throughput: float = 9443.0) -> RunResult:
+    rng = random.Random(seed)
+    thumb = thumbnail(CASES / "images" / "astronaut_420.jpg")
+    cases = []
+    for i in range(n):
+        kind = "error" if i % error_every == error_every - 1 else "fail" if i % fail_every == fail_every - 1 else "pass"
+        cases.append(synthetic_case(i, rng, kind, thumb=thumb))
+    return RunResult(provenance={"engine": "vllm", "reference_engine": "hf", "model": "/models/tiny",
+                                 "dtype": "float32", "date": "2026-11-21T00:00:00+00:00", "git_commit": "abc123",
+                                 "throughput_tok_s": throughput,
+                                 "thresholds": {"values": THRESHOLDS.values, "reasons": THRESHOLDS.reasons}},
+                     cases=cases, status="complete")

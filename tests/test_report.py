@@ -1,0 +1,104 @@
+"""Report, tables, step summary, history regressions and the release gate, from synthetic runs."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.gate import FAIL, PASS, UNDECIDED, decide, load_gate_config
+from harness.history import load_history, regressions, summarize_run
+from harness.report import publish
+from harness.results import write_results
+from harness.schema import RunResult
+from tests.factories import synthetic_case, synthetic_run
+
+HOSTILE = '<script>alert(1)</script></table><img src=x onerror="alert(2)">'
+
+
+def test_model_output_with_html_renders_as_text(tmp_path: Path) -> None:
+    run = synthetic_run(3)
+    run.cases.append(synthetic_case(99, random.Random(1), "fail", output_text=HOSTILE))
+    run.cases[-1].prompt_text = HOSTILE
+    run.cases[-1].tags.append("<b>tag</b>")
+    html = publish(run, tmp_path).html.read_text()
+    assert HOSTILE not in html and "<script>alert(1)" not in html and 'onerror="alert(2)"' not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;/table&gt;" in html
+    assert html.count("</table>") == html.count("<table")
+
+
+def test_failing_case_has_divergence_highlight_and_chart_data(tmp_path: Path) -> None:
+    run = synthetic_run(10)
+    failing = [c for c in run.cases if c.verdict == "fail"]
+    assert failing and failing[0].comparison.first_divergence == 5
+    html = publish(run, tmp_path).html.read_text()
+    assert html.count('class="tok first-div"') == 2 * len(failing)  # both sides, per failing case
+    assert f'class="chart" data-case="{failing[0].case_id}"' in html
+    charts = json.loads(html.split('id="chart-data">', 1)[1].split("</script>", 1)[0])
+    assert charts[failing[0].case_id]["spans"] == [[1, 13]]
+    assert "First divergence at output token 5" in html
+
+
+def test_tables_and_step_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    run = synthetic_run(30)
+    published = publish(run, tmp_path / "out")
+    frame = pd.read_parquet(tmp_path / "out" / "cases.parquet")
+    assert len(frame) == 30 and set(frame.verdict) == {"pass", "fail", "error"}
+    assert pd.read_csv(tmp_path / "out" / "cases.csv").shape[0] == 30
+    text = summary.read_text()
+    assert text.startswith("## vlm-parity: FAIL") and "case-0009" in text and "| fail |" in text
+    assert published.gate.code == FAIL
+
+
+def test_history_flags_throughput_drop_and_new_failures(tmp_path: Path) -> None:
+    history = tmp_path / "history.jsonl"
+    good = synthetic_run(10, fail_every=1000, error_every=1000, throughput=9443.0)
+    publish(good, tmp_path / "night1", history)
+    bad = synthetic_run(10, fail_every=5, error_every=1000, throughput=857.0)
+    published = publish(bad, tmp_path / "night2", history)
+    assert any(r.startswith("throughput_tok_s 9443 -> 857 (-91%") for r in published.regressions)
+    assert any(r.startswith("new failures: case-0004, case-0009") for r in published.regressions)
+    assert len(load_history(history)) == 2
+    html = published.html.read_text()
+    assert 'class="banner" id="regressions"' in html and "REGRESSION" in html
+    assert 'id="trend-throughput_tok_s"' in html
+
+
+def test_noise_is_not_a_regression() -> None:
+    bands = load_gate_config()["regressions"]
+    a = summarize_run(synthetic_run(10, fail_every=1000, error_every=1000, seed=1, throughput=1000))
+    b = summarize_run(synthetic_run(10, fail_every=1000, error_every=1000, seed=2, throughput=920))
+    assert regressions(a, b, bands) == []
+
+
+def test_gate_policies() -> None:
+    policies = load_gate_config()["policies"]
+    good = synthetic_run(12, fail_every=1000, error_every=1000)
+    assert decide(good, "default", policies["default"]).code == PASS
+    bad = synthetic_run(12, fail_every=4, error_every=1000)
+    decision = decide(bad, "default", policies["default"])
+    assert decision.code == FAIL and decision.reasons[0].startswith("case-0003: fail:")
+    known = dict(policies["release"], allowed_failures=[
+        {"case": c.case_id, "reason": "known"} for c in bad.cases if c.verdict != "pass"])
+    assert decide(bad, "release", known).code == PASS
+    photos_only = decide(bad, "photos", policies["photos"])  # no case is tagged photo
+    assert photos_only.code == PASS
+    unfinished = RunResult(cases=good.cases, status="running")
+    assert decide(unfinished, "default", policies["default"]).code == UNDECIDED
+
+
+def test_gate_cli_exit_codes(tmp_path: Path) -> None:
+    write_results(synthetic_run(12, fail_every=1000, error_every=1000), tmp_path / "good")
+    write_results(synthetic_run(12), tmp_path / "bad")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.json").write_text('{"schema_version": 1, "cases": [{"verdict"')
+    assert main(["gate", str(tmp_path / "good" / "results.json")]) == 0
+    assert main(["gate", str(tmp_path / "bad" / "results.json")]) == 1
+    assert main(["gate", str(tmp_path / "broken" / "results.json")]) == 2
+    assert main(["gate", str(tmp_path / "missing.json")]) == 2
+    assert main(["gate", str(tmp_path / "good" / "results.json"), "--policy", "nope"]) == 2
