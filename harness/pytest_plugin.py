@@ -34,6 +34,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--parity-engine-option", type=parse_engine_option, action="append", default=[],
                     metavar="KEY=VALUE")
     group.addoption("--parity-report-dir", type=Path, default=None, help="default: reports/latest")
+    group.addoption("--parity-decoder", default="pil", help="decoder for the engine's images")
+    group.addoption("--parity-decode-effect", metavar="DECODER", help="also run the engine on this decoder's pixels")
     group.addoption("--parity-history", type=Path, help="JSON-lines history to append the run to")
 
 
@@ -68,6 +70,7 @@ def parity_run(request: pytest.FixtureRequest) -> RunResult:
         model=config.getoption("parity_model"), reference_model=config.getoption("parity_reference_model"),
         dtype=config.getoption("parity_dtype"), device=config.getoption("parity_device"),
         engine_options=dict(config.getoption("parity_engine_option")), only=config.stash[_SELECTED],
+        decoder=config.getoption("parity_decoder"), decode_effect=config.getoption("parity_decode_effect"),
     )
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     progress = (lambda line: reporter.write_line(line)) if reporter else print

@@ -14,18 +14,19 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from harness import __version__, config
 from harness.cases import Case, load_cases
 from harness.compare import compare_outputs, judge
+from harness.decode.diff import case_pixel_deltas
 from harness.engines import EngineSettings, Request
 from harness.models import default_model_dir, image_token_id, model_fingerprint
 from harness.report.thumbnails import thumbnail
 from harness.results import write_results
-from harness.schema import CaseResult, EngineOutput, RunResult
+from harness.schema import CaseResult, DecodeEffect, EngineOutput, RunResult
 
 Progress = Callable[[str], None]
 
@@ -45,6 +46,7 @@ class RunConfig:
     device: str = "cpu"
     reference_device: str | None = None  # None: same as device
     decoder: str = "pil"  # how the engine's images are decoded; the reference always uses PIL
+    decode_effect: str | None = None  # also run the engine on this decoder's pixels, side by side
     engine_options: dict[str, Any] = field(default_factory=dict)
     thresholds_file: Path | None = None
     only: set[str] | None = None  # case ids to run; None: all
@@ -75,7 +77,7 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
         "reference_engine": cfg.reference_engine, "reference_model": reference_model,
         "reference_model_sha256": _fingerprint(reference_model),
         "dtype": cfg.dtype, "reference_dtype": cfg.reference_dtype or cfg.dtype, "device": cfg.device,
-        "decoder": cfg.decoder, "engine_options": cfg.engine_options,
+        "decoder": cfg.decoder, "decode_effect": cfg.decode_effect, "engine_options": cfg.engine_options,
         "cases": [str(p) for p in cfg.cases],
         "thresholds": asdict(config.resolve(thresholds_config, dtype_key, model)),
     })
@@ -112,19 +114,37 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
 
     engine = _Side()
     settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k, options=cfg.engine_options)
-    image_token = image_token_id(reference_model)
+    judge_case = _Judge(thresholds_config, dtype_key, model, image_token_id(reference_model), prompter)
     by_id = {c.id: c for c in cases}
     runnable = [r for r in requests.values() if (ref := reference.outputs.get(r.case_id)) and ref.error is None]
-    for output in _stream(cfg.engine, settings, runnable, engine, progress, "engine"):
-        engine.outputs[output.case_id] = output
-        case = by_id[output.case_id]
-        result = _judge(case, requests[case.id], reference.outputs[case.id], output, thresholds_config, dtype_key,
-                        model, image_token)
-        result.tokens = prompter.token_texts(reference.outputs[case.id], output)
-        add(result)
+    # With --decode-effect, each case with images is also sent with the other
+    # decoder's pixels, in the same engine start, as "<case id>@<decoder>".
+    variants = [replace(r, case_id=f"{r.case_id}@{cfg.decode_effect}", decoder=cfg.decode_effect)
+                for r in runnable if cfg.decode_effect and r.images]
+    waiting = {r.case_id: {r.case_id} for r in runnable}
+    for v in variants:
+        waiting[v.case_id.split("@")[0]].add(v.case_id)
 
+    def finish(case_id: str) -> None:
+        del waiting[case_id]
+        variant = engine.outputs.get(f"{case_id}@{cfg.decode_effect}") if cfg.decode_effect else None
+        if variant is None and by_id[case_id].images and cfg.decode_effect:
+            variant = EngineOutput.failed(case_id, cfg.engine, "engine ended before returning this variant")
+        add(judge_case(by_id[case_id], requests[case_id], reference.outputs[case_id], engine.outputs[case_id],
+                       variant, cfg.decode_effect))
+
+    for output in _stream(cfg.engine, settings, runnable + variants, engine, progress, "engine"):
+        engine.outputs[output.case_id] = output
+        base = output.case_id.split("@")[0]
+        waiting[base].discard(output.case_id)
+        if not waiting[base]:
+            finish(base)
+    for case_id in [c for c in waiting if c in engine.outputs]:
+        finish(case_id)
+
+    done = {c.case_id for c in run.cases}
     for case_id, request in requests.items():
-        if case_id in engine.outputs:
+        if case_id in done:
             continue
         ref = reference.outputs.get(case_id)
         reason = (f"reference failed: {ref.error}" if ref is not None and ref.error
@@ -141,21 +161,46 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     return run
 
 
-def _judge(case: Case, request: Request, reference: EngineOutput, output: EngineOutput, thresholds_config: dict,
-           dtype_key: str, model: str, image_token: int | None) -> CaseResult:
-    try:
-        th = config.resolve(thresholds_config, dtype_key, model, case.thresholds)
-    except ValueError as exc:
-        return _case_result(case, request.prompt_text, "error", [f"{case.source}: case {case.id!r}: "
-                                                                  f"field 'thresholds': {exc}"], {},
-                            reference=reference, engine=output)
-    if output.error:
-        return _case_result(case, request.prompt_text, "error", [f"engine error: {output.error}"], th.values,
-                            reference=reference, engine=output)
-    comparison = compare_outputs(reference, output, image_token)
-    verdict, reasons = judge(comparison, th)
-    return _case_result(case, request.prompt_text, verdict, reasons, th.values, comparison=comparison,
-                        reference=reference, engine=output)
+@dataclass
+class _Judge:
+    """Turns one case's outputs into its CaseResult: thresholds, comparison, verdict."""
+
+    thresholds_config: dict[str, Any]
+    dtype_key: str
+    model: str
+    image_token: int | None
+    prompter: _Prompter
+
+    def __call__(self, case: Case, request: Request, reference: EngineOutput, output: EngineOutput,
+                 variant: EngineOutput | None, decoder: str | None) -> CaseResult:
+        prompt = request.prompt_text
+        try:
+            th = config.resolve(self.thresholds_config, self.dtype_key, self.model, case.thresholds)
+        except ValueError as exc:
+            return _case_result(case, prompt, "error", [f"{case.source}: case {case.id!r}: field 'thresholds': {exc}"],
+                                {}, reference=reference, engine=output)
+        if output.error:
+            result = _case_result(case, prompt, "error", [f"engine error: {output.error}"], th.values,
+                                  reference=reference, engine=output)
+        else:
+            comparison = compare_outputs(reference, output, self.image_token)
+            verdict, reasons = judge(comparison, th)
+            result = _case_result(case, prompt, verdict, reasons, th.values, comparison=comparison,
+                                  reference=reference, engine=output)
+        result.tokens = self.prompter.token_texts(reference, output)
+        if variant is not None and decoder is not None:
+            result.decode_effect = self._decode_effect(case, reference, variant, decoder, th)
+        return result
+
+    def _decode_effect(self, case: Case, reference: EngineOutput, variant: EngineOutput, decoder: str,
+                       th: config.Thresholds) -> DecodeEffect:
+        deltas = case_pixel_deltas(case.images, decoder)
+        if variant.error:
+            return DecodeEffect(decoder, "error", [f"engine error with {decoder} pixels: {variant.error}"],
+                                pixel_deltas=deltas)
+        comparison = compare_outputs(reference, variant, self.image_token)
+        verdict, reasons = judge(comparison, th)
+        return DecodeEffect(decoder, verdict, reasons, comparison, deltas)
 
 
 def _case_result(case: Case, prompt_text: str, verdict: str, reasons: list[str], thresholds: dict,

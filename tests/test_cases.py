@@ -42,6 +42,8 @@ def test_default_cases_load_cleanly() -> None:
         assert n_parts == len(case.images), case.id
     tags = {t for c in loaded.cases for t in c.tags}
     assert {"jpeg-420", "jpeg-444", "png", "text-only", "multi-image", "chat", "long-prompt"} <= tags
+    awkward = {"jpeg-422", "progressive", "gray", "cmyk", "exif", "alpha", "png16", "large"}
+    assert awkward <= {t for c in loaded.cases if "awkward" in c.tags for t in c.tags}
 
 
 def test_plain_prompt_becomes_one_user_message_images_first(tmp_path: Path) -> None:

@@ -69,3 +69,21 @@ def test_tokenizer_mismatch_is_reported_as_prompt_ids(tmp_path: Path, tiny_model
         assert case.comparison.prompt_ids_match is False
         assert case.reasons[0].startswith("prompt_ids_match = false")
         assert case.comparison.prefill_max is None
+
+
+def test_fast_upsample_pixels_move_parity_while_pil_pixels_pass(tmp_path: Path, tiny_model: Path) -> None:
+    """The nvJPEG stand-in on CPU: same engine start, PIL pixels vs fast-upsampled 4:2:0 pixels."""
+    result = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=str(tiny_model),
+                               only={"astronaut-420", "coffee-444", "chelsea-png"},
+                               decode_effect="simplejpeg-fastupsample"), progress=lambda _: None)
+    by_id = {c.case_id: c for c in result.cases}
+    assert all(c.verdict == "pass" for c in result.cases), [(c.case_id, c.reasons) for c in result.cases]
+    noise_floor = max(c.comparison.prefill_max for c in result.cases)
+    astronaut = by_id["astronaut-420"].decode_effect
+    assert astronaut.pixel_deltas[0]["stats"]["px_max"] > 0
+    assert astronaut.comparison.prefill_max > 100 * noise_floor
+    assert astronaut.verdict == "fail" and any(r.startswith("prefill_max = ") for r in astronaut.reasons)
+    # 4:4:4 has no chroma to upsample, and a PNG never reaches a JPEG decoder: unaffected.
+    for case_id in ("coffee-444", "chelsea-png"):
+        effect = by_id[case_id].decode_effect
+        assert effect.verdict == "pass" and effect.comparison.prefill_max <= 1e-4

@@ -59,3 +59,11 @@ def resolve(config: dict[str, Any], dtype: str, model: str = "", case_overrides:
         values[key] = value
         reasons[key] = "set by the case"
     return Thresholds(values, reasons)
+
+
+def resolve_decode(config: dict[str, Any]) -> Thresholds:
+    """The decode-path checks' tolerances (the `decode:` section), with their reasons."""
+    section = config.get("decode")
+    if not section:
+        raise ValueError("thresholds config has no 'decode' section")
+    return Thresholds({k: v["value"] for k, v in section.items()}, {k: v["reason"] for k, v in section.items()})

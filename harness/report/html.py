@@ -10,23 +10,24 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 from plotly.offline import get_plotlyjs
 
 from harness.gate import GateDecision
 from harness.history import HEADLINE
+from harness.report.decode_effect import PAIRS, decode_effect_rows
 from harness.report.format import fmt
 from harness.schema import CaseComparison, RunResult
 
 PROVENANCE_KEYS = (
     "engine", "model", "model_sha256", "reference_engine", "reference_model", "reference_model_sha256", "dtype",
-    "reference_dtype", "device", "decoder", "engine_options", "throughput_tok_s", "engine_run_s",
+    "reference_dtype", "device", "decoder", "decode_effect", "engine_options", "throughput_tok_s", "engine_run_s",
     "harness_version", "git_commit", "date", "cases",
 )
 
 _ENV = Environment(loader=PackageLoader("harness.report", "templates"),
                    autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
-_ENV.filters["fmt"] = fmt
+_ENV.filters["fmt"] = lambda value: fmt(None if isinstance(value, Undefined) else value)
 
 
 def _static(name: str) -> str:
@@ -69,6 +70,7 @@ def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
         run=run, p=run.provenance, counts=run.counts(), gate=gate, regressions=regressions or [],
         trends=trend_data(history or [], trend_runs), charts=charts,
         tags=sorted({t for c in run.cases for t in c.tags}), provenance_keys=PROVENANCE_KEYS,
+        effect_rows=decode_effect_rows(run), effect_pairs=PAIRS,
         css=_static("report.css"), js=_static("report.js"), plotly_js=get_plotlyjs(),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
