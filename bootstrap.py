@@ -3,6 +3,7 @@
 
     python3 bootstrap.py run  [vlm-parity run options]   # set up, run the default suite, write reports/latest
     python3 bootstrap.py test [pytest options]           # set up (and Debian's chromium), run the whole test suite
+    python3 bootstrap.py setup                           # only set up
 
 Standard library only, so it works on a machine with nothing but Python.
 Idempotent: the venv is reused while pyproject.toml, constraints.txt and this
