@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from harness.decode import DECODERS
 from harness.decode.diff import add_decode_diff_arguments, run_decode_diff
 from harness.engines import ENGINES
 from harness.gate import gate_file, load_gate_config
@@ -54,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="passed to the engine's constructor, e.g. enforce_eager=false (repeatable)")
     run.add_argument("--thresholds", type=Path, help="thresholds YAML (default: the packaged one)")
     run.add_argument("--case", dest="only", action="append", metavar="ID", help="run only this case (repeatable)")
-    run.add_argument("--decoder", default="pil", help="decoder for the engine's images (the reference uses pil)")
-    run.add_argument("--decode-effect", metavar="DECODER",
+    run.add_argument("--decoder", default="pil", choices=sorted(DECODERS),
+                     help="decoder for the engine's images (the reference uses pil)")
+    run.add_argument("--decode-effect", metavar="DECODER", choices=sorted(DECODERS),
                      help="also feed the engine this decoder's pixels and report parity before/after side by side")
     _publish_arguments(run)
     run.add_argument("--history", type=Path, help="JSON-lines history to append this run to (nightly trends)")
@@ -70,8 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gate = sub.add_parser("gate", help="decide a release from a results file")
     gate.add_argument("results", type=Path)
-    gate.add_argument("--policy", default="default", help="policy name from the gate config (default: default)")
-    gate.add_argument("--gate-config", type=Path, help="gate YAML (default: the packaged one)")
+    _publish_arguments(gate)
 
     build = sub.add_parser("build-model", help="build (or find) the built-in tiny model and print its folder")
     build.add_argument("--cache", type=Path, help="cache root (default: $VLM_PARITY_CACHE or ~/.cache/vlm-parity)")
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _publish_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policy", default="default", help="gate policy shown in the report header")
+    parser.add_argument("--policy", default="default", help="gate policy from the gate config (default: default)")
     parser.add_argument("--gate-config", type=Path, help="gate YAML (default: the packaged one)")
 
 

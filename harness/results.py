@@ -18,7 +18,7 @@ def write_results(run: RunResult, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RESULTS_NAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(run.to_dict(), indent=1))
+    tmp.write_text(json.dumps(run.to_dict()))
     os.replace(tmp, path)
     return path
 

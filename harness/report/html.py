@@ -6,6 +6,7 @@ plotly package). Autoescaping is on everywhere and chart data goes through
 """
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,9 @@ def image_spans(mask: list[bool]) -> list[tuple[int, int]]:
 
 
 def _chart(cmp: CaseComparison, threshold: float | None) -> dict[str, Any]:
-    return {"diffs": cmp.prefill_diffs, "spans": image_spans(cmp.image_mask), "threshold": threshold}
+    """Chart data; a non-finite diff (the engine did not score the token) becomes a gap, since JSON has no inf."""
+    diffs = [d if d is None or math.isfinite(d) else None for d in cmp.prefill_diffs]
+    return {"diffs": diffs, "spans": image_spans(cmp.image_mask), "threshold": threshold}
 
 
 def trend_data(history: list[dict[str, Any]], last: int) -> dict[str, Any] | None:
