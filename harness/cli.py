@@ -124,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"\ndecode-path effect ({cfg.decode_effect} pixels to the engine, PIL to the reference):\n"
               f"{decode_effect_markdown(run)}")
     print(f"results: {cfg.out / 'results.json'}\nreport:  {published.html}")
-    if run.status != "complete":
+    if run.status != "complete" or not run.cases:
         return EXIT_ERROR
     return EXIT_PASS if run.verdict == "pass" else EXIT_FAIL
 

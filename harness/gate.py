@@ -6,7 +6,7 @@ not read).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,11 @@ from typing import Any
 import yaml
 
 from harness.results import read_results
-from harness.schema import RunResult
+from harness.schema import CaseComparison, RunResult
 
 PASS, FAIL, UNDECIDED = 0, 1, 2
+# Metrics a policy may bound: `name: x` is an upper bound, `name_min: x` a lower one.
+_METRICS = {f.name for f in fields(CaseComparison)}
 LABELS = {PASS: "pass", FAIL: "fail", UNDECIDED: "cannot decide"}
 
 
@@ -41,22 +43,29 @@ def decide(run: RunResult, name: str, policy: dict[str, Any]) -> GateDecision:
     """Apply one policy to a run; every reason names a case or a metric."""
     if run.status != "complete":
         return GateDecision(UNDECIDED, name, [f"run did not complete (status {run.status}): {run.error}"])
-    if len(run.cases) < policy.get("min_cases", 1):
-        return GateDecision(UNDECIDED, name, [f"{len(run.cases)} case results, policy needs at least "
-                                              f"{policy.get('min_cases', 1)}"])
-    allowed = {a["case"]: a["reason"] for a in policy.get("allowed_failures") or []}
     tags = set(policy.get("required_tags") or [])
     required = [c for c in run.cases if not tags or tags & set(c.tags)]
+    if len(required) < max(policy.get("min_cases", 1), 1):
+        return GateDecision(UNDECIDED, name, [f"{len(required)} required case results (tags: "
+                                              f"{sorted(tags) or 'any'}), policy needs at least "
+                                              f"{max(policy.get('min_cases', 1), 1)}"])
+    bounds = policy.get("metrics") or {}
+    unknown = [m for m in bounds if m.removesuffix("_min") not in _METRICS]
+    if unknown:
+        return GateDecision(UNDECIDED, name, [f"policy names unknown metrics: {', '.join(unknown)}"])
+    allowed = {a["case"]: a["reason"] for a in policy.get("allowed_failures") or []}
     reasons = []
-    for case in required:
+    for case in (c for c in required if c.case_id not in allowed):
         if case.verdict != "pass":
-            if case.case_id in allowed:
-                continue
             reasons.append(f"{case.case_id}: {case.verdict}: {'; '.join(case.reasons)}")
-    for metric, bound in (policy.get("metrics") or {}).items():
-        for case in required:
+        for key, bound in bounds.items():
+            metric = key.removesuffix("_min")
             value = getattr(case.comparison, metric, None) if case.comparison else None
-            if value is not None and value > bound and case.case_id not in allowed:
+            if value is None:
+                continue
+            if key.endswith("_min") and not value >= bound:
+                reasons.append(f"{case.case_id}: {metric} = {value:.3g} < {bound:.3g} (policy bound)")
+            elif not key.endswith("_min") and not value <= bound:
                 reasons.append(f"{case.case_id}: {metric} = {value:.3g} > {bound:.3g} (policy bound)")
     return GateDecision(FAIL if reasons else PASS, name, reasons)
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.results import json_safe
 from harness.schema import RunResult
 
 HEADLINE = ("prefill_max", "prefill_mean", "decode_max", "rouge_l_min", "throughput_tok_s")
@@ -55,7 +56,7 @@ def load_history(path: Path) -> list[dict[str, Any]]:
 def append_history(path: Path, entry: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
-        f.write(json.dumps(entry) + "\n")
+        f.write(json.dumps(json_safe(entry), allow_nan=False) + "\n")
 
 
 def regressions(previous: dict[str, Any], current: dict[str, Any], bands: dict[str, Any]) -> list[str]:

@@ -17,7 +17,8 @@ import pytest
 from harness.cases import load_cases
 from harness.cli import parse_engine_option
 from harness.report import publish
-from harness.runner import RunConfig, execute
+from harness.decode import DECODERS
+from harness.runner import RunConfig, execute, problem_id
 from harness.schema import CaseResult, RunResult
 
 _SELECTED = pytest.StashKey[set]()
@@ -34,8 +35,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--parity-engine-option", type=parse_engine_option, action="append", default=[],
                     metavar="KEY=VALUE")
     group.addoption("--parity-report-dir", type=Path, default=None, help="default: reports/latest")
-    group.addoption("--parity-decoder", default="pil", help="decoder for the engine's images")
-    group.addoption("--parity-decode-effect", metavar="DECODER", help="also run the engine on this decoder's pixels")
+    group.addoption("--parity-decoder", default="pil", choices=sorted(DECODERS), help="decoder for the engine's images")
+    group.addoption("--parity-decode-effect", choices=sorted(DECODERS),
+                    help="also run the engine on this decoder's pixels")
     group.addoption("--parity-history", type=Path, help="JSON-lines history to append the run to")
 
 
@@ -48,7 +50,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "parity_case" not in metafunc.fixturenames:
         return
     loaded = load_cases(_cases(metafunc.config))
-    ids = [c.id for c in loaded.cases] + [p.case_id or f"<{p.file}>" for p in loaded.problems]
+    ids = [c.id for c in loaded.cases] + [problem_id(p) for p in loaded.problems]
     ids = list(dict.fromkeys(ids))
     metafunc.parametrize("parity_case", ids, ids=ids)
 

@@ -6,19 +6,33 @@ valid at every moment: a run killed half-way leaves every finished case.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 from harness.schema import RunResult
 
 RESULTS_NAME = "results.json"
 
 
+def json_safe(value: Any) -> Any:
+    """Non-finite floats become null: JSON has no inf or NaN, and jq and browsers reject
+    Python's `Infinity`. The verdict has already recorded them as a failure."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_results(run: RunResult, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RESULTS_NAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(run.to_dict()))
+    tmp.write_text(json.dumps(json_safe(run.to_dict()), allow_nan=False))
     os.replace(tmp, path)
     return path
 

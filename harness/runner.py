@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__, config
-from harness.cases import Case, load_cases
+from harness.cases import Case, CaseProblem, load_cases
 from harness.compare import compare_outputs, judge
 from harness.decode.diff import case_pixel_deltas
 from harness.engines import EngineSettings, Request
@@ -89,11 +89,18 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
         progress(line + (f"  ({'; '.join(result.reasons)})" if result.reasons else ""))
 
     loaded = load_cases(cfg.cases)
+    problems: dict[str, list[CaseProblem]] = {}
     for problem in loaded.problems:
-        if cfg.only is None or problem.case_id in cfg.only:
-            add(CaseResult(case_id=problem.case_id or f"<{problem.file}>", verdict="error",
-                           reasons=[f"invalid case: {problem}"], source=str(problem.file)))
+        problems.setdefault(problem_id(problem), []).append(problem)
+    for case_id, found in problems.items():
+        if cfg.only is None or case_id in cfg.only:
+            add(CaseResult(case_id=case_id, verdict="error", reasons=[f"invalid case: {p}" for p in found],
+                           source=str(found[0].file)))
     cases = [c for c in loaded.cases if cfg.only is None or c.id in cfg.only]
+    for case_id in sorted((cfg.only or set()) - {c.id for c in loaded.cases} - set(problems)):
+        add(CaseResult(case_id=case_id, verdict="error", reasons=[f"no case {case_id!r} in {cfg.cases}"]))
+    # A partial run (--case, pytest -k) is no baseline for the nightly history.
+    run.provenance["partial"] = cfg.only is not None and not {c.id for c in loaded.cases} | set(problems) <= cfg.only
     prompter = _Prompter(reference_model)
     requests: dict[str, Request] = {}
     for case in cases:
@@ -173,6 +180,15 @@ class _Judge:
 
     def __call__(self, case: Case, request: Request, reference: EngineOutput, output: EngineOutput,
                  variant: EngineOutput | None, decoder: str | None) -> CaseResult:
+        try:
+            return self._judge(case, request, reference, output, variant, decoder)
+        except Exception as exc:  # a harness bug on one case must not end the run
+            return _case_result(case, request.prompt_text, "error",
+                                [f"harness error judging this case: {type(exc).__name__}: {exc}"], {},
+                                reference=reference, engine=output)
+
+    def _judge(self, case: Case, request: Request, reference: EngineOutput, output: EngineOutput,
+               variant: EngineOutput | None, decoder: str | None) -> CaseResult:
         prompt = request.prompt_text
         try:
             th = config.resolve(self.thresholds_config, self.dtype_key, self.model, case.thresholds)
@@ -229,6 +245,11 @@ class _Prompter:
         return {str(i): self.processor.decode([i]) for i in sorted(ids)}
 
 
+def problem_id(problem: CaseProblem) -> str:
+    """The id a case problem is reported under; a file-level problem is named by its file."""
+    return problem.case_id or f"<{problem.file}>"
+
+
 def _stream(engine: str, settings: EngineSettings, requests: list[Request], side: _Side, progress: Progress,
             role: str) -> Iterator[EngineOutput]:
     """Start `engine` in a worker process and yield its outputs as they arrive."""
@@ -240,6 +261,7 @@ def _stream(engine: str, settings: EngineSettings, requests: list[Request], side
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
     read_fd, write_fd = os.pipe()
+    proc = None
     try:
         proc = subprocess.Popen([sys.executable, "-m", "harness.engines.worker", f.name, str(write_fd)],
                                 pass_fds=(write_fd,))
@@ -264,6 +286,9 @@ def _stream(engine: str, settings: EngineSettings, requests: list[Request], side
         if code != 0 and side.fatal is None and side.run_s is None:
             side.fatal = f"{engine} process exited with code {code}"
     finally:
+        if proc is not None and proc.poll() is None:  # the harness itself broke (or Ctrl-C): no orphan engine
+            proc.kill()
+            proc.wait()
         os.unlink(f.name)
 
 

@@ -94,6 +94,8 @@ class CaseComparison:
     decode_mean: float | None = None
     divergence_in_topk: bool | None = None
     rouge_l: float | None = None
+    # Structural gaps (a side returned fewer logprobs than tokens): always a failure.
+    missing: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CaseComparison:
@@ -185,8 +187,8 @@ class RunResult:
 
     @property
     def verdict(self) -> str:
-        """error if the run broke or did not finish, fail if any case did not pass."""
-        if self.status != "complete" or self.error:
+        """error if the run broke, did not finish or had no case; fail if any case did not pass."""
+        if self.status != "complete" or self.error or not self.cases:
             return "error"
         return "pass" if all(c.verdict == "pass" for c in self.cases) else "fail"
 

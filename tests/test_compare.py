@@ -126,3 +126,18 @@ def test_thresholds_resolve_with_reasons_and_overrides() -> None:
         config.resolve(cfg, "float32", case_overrides={"prefil_max": 1.0})
     for dtype in cfg["dtypes"].values():
         assert all(spec["reason"] for spec in dtype.values())
+
+
+def test_nan_and_missing_logprobs_fail() -> None:
+    ref = output([1, 2, 3], [-1.0, -1.0], [7, 8], [-0.1, -0.2])
+    nan = output([1, 2, 3], [-1.0, float("nan")], [7, 8], [-0.1, -0.2])
+    verdict, reasons = judge(compare_outputs(ref, nan, IMG), F32)
+    assert verdict == "fail" and any(r.startswith("prefill_max = nan") for r in reasons)
+    truncated = output([1, 2, 3], [-1.0, -1.0], [7, 8], [-0.1, -0.2])
+    truncated.prompt_logprobs = truncated.prompt_logprobs[:2]
+    truncated.output_logprobs = truncated.output_logprobs[:1]
+    cmp = compare_outputs(ref, truncated, IMG)
+    verdict, reasons = judge(cmp, F32)
+    assert verdict == "fail"
+    assert "incomplete output: engine scored 1 of 2 prompt positions" in reasons
+    assert "incomplete output: engine returned 1 logprobs for 2 output tokens" in reasons

@@ -64,6 +64,7 @@ def test_tokenizer_mismatch_is_reported_as_prompt_ids(tmp_path: Path, tiny_model
     (model / "tokenizer.json").write_text(json.dumps(tokenizer))
 
     result = run(model, tiny_model, tmp_path / "out")
+    assert {c.case_id for c in result.cases} == SUBSET
     for case in result.cases:
         assert case.verdict == "fail", (case.case_id, case.reasons)
         assert case.comparison.prompt_ids_match is False

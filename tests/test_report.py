@@ -21,10 +21,15 @@ HOSTILE = '<script>alert(1)</script></table><img src=x onerror="alert(2)">'
 
 def test_model_output_with_html_renders_as_text(tmp_path: Path) -> None:
     run = synthetic_run(3)
-    run.cases.append(synthetic_case(99, random.Random(1), "fail", output_text=HOSTILE))
-    run.cases[-1].prompt_text = HOSTILE
-    run.cases[-1].tags.append("<b>tag</b>")
+    case = synthetic_case(99, random.Random(1), "fail", output_text=HOSTILE)
+    case.prompt_text = HOSTILE
+    case.tags.append("<b>tag</b>")
+    case.reasons.append(HOSTILE)
+    case.tokens = {k: HOSTILE for k in case.tokens}  # the outputs are shown token by token
+    case.engine.error = HOSTILE
+    run.cases.append(case)
     html = publish(run, tmp_path).html.read_text()
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") > 16
     assert HOSTILE not in html and "<script>alert(1)" not in html and 'onerror="alert(2)"' not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;/table&gt;" in html
     assert html.count("</table>") == html.count("<table")
@@ -86,8 +91,13 @@ def test_gate_policies() -> None:
     known = dict(policies["release"], allowed_failures=[
         {"case": c.case_id, "reason": "known"} for c in bad.cases if c.verdict != "pass"])
     assert decide(bad, "release", known).code == PASS
-    photos_only = decide(bad, "photos", policies["photos"])  # no case is tagged photo
-    assert photos_only.code == PASS
+    photos_only = decide(bad, "photos", policies["photos"])  # no case is tagged photo: nothing to decide on
+    assert photos_only.code == UNDECIDED
+    bad.cases[3].tags.append("photo")
+    assert decide(bad, "photos", policies["photos"]).code == FAIL
+    assert decide(good, "x", {"metrics": {"rouge_l_min": 0.5, "prefill_max": 1.0}}).code == PASS
+    assert decide(bad, "x", {"metrics": {"rouge_l_min": 0.9}}).reasons[0].startswith("case-0003: fail")
+    assert decide(good, "x", {"metrics": {"prefil_max": 1.0}}).code == UNDECIDED
     unfinished = RunResult(cases=good.cases, status="running")
     assert decide(unfinished, "default", policies["default"]).code == UNDECIDED
 

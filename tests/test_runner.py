@@ -7,6 +7,7 @@ from pathlib import Path
 
 from harness.cli import main
 from harness.results import read_results
+from harness.runner import RunConfig, execute
 from tests.conftest import CASES
 
 GOOD_AND_BAD = f"""
@@ -76,6 +77,25 @@ def test_engine_that_cannot_start_exits_two_with_reason(tmp_path: Path, tiny_mod
 
 def test_results_file_is_valid_json_after_every_case(tmp_path: Path, tiny_model: Path) -> None:
     out = tmp_path / "out"
-    run_cli("--model", str(tiny_model), "--cases", str(CASES), "--case", "text-only", "--out", str(out))
+    seen = []
+
+    def after_each_case(line: str) -> None:
+        if line.startswith(("PASS", "FAIL", "ERROR")):
+            data = json.loads((out / "results.json").read_text())
+            seen.append(len(data["cases"]))
+
+    cfg = RunConfig(cases=[CASES], out=out, engine="hf", model=str(tiny_model), only={"text-only", "tiny-png"})
+    run = execute(cfg, after_each_case)
+    assert seen == [1, 2] and run.status == "complete"
     data = json.loads((out / "results.json").read_text())
-    assert data["schema_version"] == 1 and data["provenance"]["model_sha256"]
+    assert data["schema_version"] == 1 and data["provenance"]["model_sha256"] and data["status"] == "complete"
+
+
+def test_unknown_case_id_is_an_error_and_an_empty_run_is_not_a_pass(tmp_path: Path, tiny_model: Path) -> None:
+    assert run_cli("--model", str(tiny_model), "--cases", str(CASES), "--case", "no-such-case",
+                   "--out", str(tmp_path / "a")) == 1
+    run = read_results(tmp_path / "a")
+    assert run.cases[0].verdict == "error" and "no case 'no-such-case'" in run.cases[0].reasons[0]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("cases: []\n")
+    assert run_cli("--model", str(tiny_model), "--cases", str(empty), "--out", str(tmp_path / "b")) == 2

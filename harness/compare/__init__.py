@@ -20,6 +20,7 @@ def compare_outputs(reference: EngineOutput, engine: EngineOutput, image_token_i
     )
     if not cmp.prompt_ids_match:
         return cmp
+    cmp.missing = [*_gaps("reference", reference), *_gaps("engine", engine)]
     mask = [t == image_token_id for t in reference.prompt_ids]
     diffs = position_diffs(reference.prompt_logprobs, engine.prompt_logprobs)
     cmp.image_mask = mask
@@ -32,3 +33,14 @@ def compare_outputs(reference: EngineOutput, engine: EngineOutput, image_token_i
     for key, value in greedy.items():
         setattr(cmp, key, value)
     return cmp
+
+
+def _gaps(side: str, output: EngineOutput) -> list[str]:
+    """Positions a side did not score: `zip` would silently drop them from every metric."""
+    gaps = []
+    scored = sum(p is not None for p in output.prompt_logprobs[1:])
+    if scored != max(len(output.prompt_ids) - 1, 0) or len(output.prompt_logprobs) != len(output.prompt_ids):
+        gaps.append(f"{side} scored {scored} of {max(len(output.prompt_ids) - 1, 0)} prompt positions")
+    if len(output.output_logprobs) != len(output.output_ids):
+        gaps.append(f"{side} returned {len(output.output_logprobs)} logprobs for {len(output.output_ids)} output tokens")
+    return gaps

@@ -40,7 +40,8 @@ class EngineSettings:
 
 
 class Engine(ABC):
-    """Started once, then given all requests; yields one EngineOutput per request.
+    """Constructed and started once, then given all requests; yields one
+    EngineOutput per request.
 
     A request that fails yields an output with `error` set; only a failure to
     start the engine raises.
@@ -50,6 +51,13 @@ class Engine(ABC):
 
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
+
+    def start(self, requests: Sequence[Request]) -> None:
+        """Start-up that depends on the requests (vLLM's per-prompt image limit).
+
+        Kept out of run() so that a failure to start is reported as such and
+        throughput excludes start-up.
+        """
 
     @abstractmethod
     def run(self, requests: Sequence[Request]) -> Iterator[EngineOutput]: ...

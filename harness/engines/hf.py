@@ -21,10 +21,11 @@ class HFEngine(Engine):
         super().__init__(settings)
         import torch
         import transformers
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
 
         torch.manual_seed(settings.seed)
         self._torch = torch
+        self._generation_config = GenerationConfig
         self._versions = {"transformers": transformers.__version__, "torch": torch.__version__}
         self.processor = AutoProcessor.from_pretrained(settings.model)
         self.model = AutoModelForImageTextToText.from_pretrained(
@@ -58,12 +59,14 @@ class HFEngine(Engine):
             prefill_s = time.perf_counter() - start
 
             start = time.perf_counter()
-            # eos_token_id=[] generates exactly max_new_tokens, like vLLM's ignore_eos,
-            # without masking EOS out of the logits the way min_new_tokens would.
-            generated = self.model.generate(
-                **inputs, max_new_tokens=request.max_new_tokens, min_new_tokens=0, do_sample=False,
-                eos_token_id=[], output_logits=True, return_dict_in_generate=True,
+            # A fresh GenerationConfig: plain greedy, none of the checkpoint's defaults (a
+            # repetition penalty vLLM would not apply). eos_token_id=[] generates exactly
+            # max_new_tokens, like vLLM's ignore_eos, without masking EOS out of the logits.
+            config = self._generation_config(
+                max_new_tokens=request.max_new_tokens, do_sample=False, eos_token_id=[],
+                pad_token_id=self.processor.tokenizer.pad_token_id, output_logits=True, return_dict_in_generate=True,
             )
+            generated = self.model.generate(**inputs, generation_config=config)
             decode_s = time.perf_counter() - start
         output_ids = generated.sequences[0, len(prompt_ids):].tolist()
         output_logprobs = [

@@ -38,7 +38,7 @@ class VLLMEngine(Engine):
         import vllm
 
         self._vllm = vllm
-        self.llm: Any = None  # started on the first run(): limit_mm_per_prompt depends on the cases
+        self.llm: Any = None
 
     def info(self) -> dict[str, Any]:
         import torch
@@ -47,13 +47,15 @@ class VLLMEngine(Engine):
         return {**super().info(), "engine_version": self._vllm.__version__,
                 "transformers": transformers.__version__, "torch": torch.__version__}
 
-    def _start(self, max_images: int) -> None:
-        options = {"enforce_eager": True, "max_model_len": 4096, **self.settings.options}
+    def start(self, requests: Sequence[Request]) -> None:
+        # generation_config="vllm": sampling comes only from our SamplingParams, never
+        # from the checkpoint's defaults (e.g. a repetition penalty HF would not apply).
+        options = {"enforce_eager": True, "max_model_len": 4096, "generation_config": "vllm", **self.settings.options}
         self.llm = self._vllm.LLM(
             model=self.settings.model,
             dtype=self.settings.dtype,
             seed=self.settings.seed,
-            limit_mm_per_prompt={"image": max(max_images, 1)},
+            limit_mm_per_prompt={"image": max((len(r.images) for r in requests), default=1) or 1},
             **options,
         )
 
@@ -66,8 +68,6 @@ class VLLMEngine(Engine):
                 yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}")
         if not prompts:
             return
-        if self.llm is None:
-            self._start(max(len(r.images) for r, _ in prompts))
         start = time.perf_counter()
         try:
             results = self.llm.generate([p for _, p in prompts], [self._params(r) for r, _ in prompts],

@@ -31,14 +31,20 @@ def serve(spec: dict[str, Any], out: IO[str]) -> None:
     requests = [Request.from_dict(r) for r in spec["requests"]]
     try:
         engine = ENGINES[spec["engine"]](EngineSettings(**spec["settings"]))
+        engine.start(requests)
         send({"kind": "info", "info": engine.info()})
     except Exception as exc:
         traceback.print_exc()
         send({"kind": "fatal", "error": f"engine {spec['engine']!r} failed to start: {type(exc).__name__}: {exc}"})
         return
     start = time.perf_counter()
-    for output in engine.run(requests):
-        send({"kind": "output", "output": asdict(output)})
+    try:
+        for output in engine.run(requests):
+            send({"kind": "output", "output": asdict(output)})
+    except Exception as exc:  # the engine broke mid-run: the cases it returned stand
+        traceback.print_exc()
+        send({"kind": "fatal", "error": f"engine {spec['engine']!r} failed mid-run: {type(exc).__name__}: {exc}"})
+        return
     send({"kind": "done", "run_s": time.perf_counter() - start})
 
 

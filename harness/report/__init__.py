@@ -29,7 +29,8 @@ def publish(run: RunResult, out_dir: Path, history_file: Path | None = None, pol
     """Write every output of a run into `out_dir`; append to the history if one is given.
 
     Regressions are judged against the last history entry for the same engine
-    and dtype, before this run is appended.
+    and dtype, before this run is appended. Only complete runs of the whole
+    suite are appended: a crashed or `--case`-filtered run is no baseline.
     """
     config = load_gate_config(gate_config)
     if policy not in config["policies"]:
@@ -43,7 +44,8 @@ def publish(run: RunResult, out_dir: Path, history_file: Path | None = None, pol
         same = [h for h in history if (h.get("engine"), h.get("dtype")) == (entry["engine"], entry["dtype"])]
         if same:
             found = regressions(same[-1], entry, config["regressions"])
-        append_history(history_file, entry)
+        if run.status == "complete" and not run.provenance.get("partial"):
+            append_history(history_file, entry)
         history = [*same, entry]
     out_dir.mkdir(parents=True, exist_ok=True)
     html = render_html(run, out_dir, gate=gate, regressions=found, history=history)

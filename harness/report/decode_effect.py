@@ -19,10 +19,11 @@ def decode_effect_rows(run: RunResult) -> list[dict[str, Any]]:
             continue
         row: dict[str, Any] = {"case": case.case_id, "decoder": effect.decoder, "verdict_pil": case.verdict,
                                "verdict_decoder": effect.verdict}
-        stats = [d.get("stats") or {} for d in effect.pixel_deltas]
-        row["px_max"] = max((s.get("px_max", 0) for s in stats), default=None)
-        row["px_mean"] = max((s.get("px_mean", 0.0) for s in stats), default=None)
-        row["px_frac_differ"] = max((s.get("px_frac_differ", 0.0) for s in stats), default=None)
+        # Worst image of the case; images with no statistics (decoder unavailable or
+        # failed) do not count as zero.
+        stats = [d["stats"] for d in effect.pixel_deltas if d.get("stats")]
+        for key in ("px_max", "px_mean", "px_frac_differ"):
+            row[key] = max((s[key] for s in stats), default=None)
         row["findings"] = "; ".join(f["name"] for d in effect.pixel_deltas for f in d.get("findings", []))
         for key in PAIRS:
             row[f"{key}_pil"] = getattr(case.comparison, key) if case.comparison else None

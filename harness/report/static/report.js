@@ -38,7 +38,7 @@
       };
       const sorted = bodies().sort((a, b) => {
         const x = key(a), y = key(b);
-        if (x === "" || y === "") return x === "" ? 1 : -1;
+        if (x === "" || y === "") return (x === "") - (y === "");
         const nx = Number(x), ny = Number(y);
         const c = !isNaN(nx) && !isNaN(ny) ? nx - ny : x.localeCompare(y);
         return ascending ? c : -c;
