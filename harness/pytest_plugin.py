@@ -16,8 +16,8 @@ import pytest
 
 from harness.cases import load_cases
 from harness.cli import parse_engine_option
-from harness.report import publish
 from harness.decode import DECODERS
+from harness.report import publish
 from harness.runner import RunConfig, execute, problem_id
 from harness.schema import CaseResult, RunResult
 

@@ -21,11 +21,10 @@ class HFEngine(Engine):
         super().__init__(settings)
         import torch
         import transformers
-        from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
+        from transformers import AutoModelForImageTextToText, AutoProcessor
 
         torch.manual_seed(settings.seed)
         self._torch = torch
-        self._generation_config = GenerationConfig
         self._versions = {"transformers": transformers.__version__, "torch": torch.__version__}
         self.processor = AutoProcessor.from_pretrained(settings.model)
         self.model = AutoModelForImageTextToText.from_pretrained(
@@ -43,6 +42,8 @@ class HFEngine(Engine):
                 yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}")
 
     def _one(self, request: Request) -> EngineOutput:
+        from transformers import GenerationConfig
+
         torch = self._torch
         images = decode_all(request.images, request.decoder) or None
         inputs = self.processor(text=[request.prompt_text], images=images, return_tensors="pt")
@@ -62,7 +63,7 @@ class HFEngine(Engine):
             # A fresh GenerationConfig: plain greedy, none of the checkpoint's defaults (a
             # repetition penalty vLLM would not apply). eos_token_id=[] generates exactly
             # max_new_tokens, like vLLM's ignore_eos, without masking EOS out of the logits.
-            config = self._generation_config(
+            config = GenerationConfig(
                 max_new_tokens=request.max_new_tokens, do_sample=False, eos_token_id=[],
                 pad_token_id=self.processor.tokenizer.pad_token_id, output_logits=True, return_dict_in_generate=True,
             )

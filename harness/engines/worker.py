@@ -29,21 +29,18 @@ def serve(spec: dict[str, Any], out: IO[str]) -> None:
         out.flush()
 
     requests = [Request.from_dict(r) for r in spec["requests"]]
+    phase = "to start"
     try:
         engine = ENGINES[spec["engine"]](EngineSettings(**spec["settings"]))
         engine.start(requests)
         send({"kind": "info", "info": engine.info()})
-    except Exception as exc:
-        traceback.print_exc()
-        send({"kind": "fatal", "error": f"engine {spec['engine']!r} failed to start: {type(exc).__name__}: {exc}"})
-        return
-    start = time.perf_counter()
-    try:
+        phase = "mid-run"  # from here, the cases already returned stand
+        start = time.perf_counter()
         for output in engine.run(requests):
             send({"kind": "output", "output": asdict(output)})
-    except Exception as exc:  # the engine broke mid-run: the cases it returned stand
+    except Exception as exc:
         traceback.print_exc()
-        send({"kind": "fatal", "error": f"engine {spec['engine']!r} failed mid-run: {type(exc).__name__}: {exc}"})
+        send({"kind": "fatal", "error": f"engine {spec['engine']!r} failed {phase}: {type(exc).__name__}: {exc}"})
         return
     send({"kind": "done", "run_s": time.perf_counter() - start})
 
