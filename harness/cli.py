@@ -10,30 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from harness.decode import DECODERS
 from harness.decode.diff import add_decode_diff_arguments, run_decode_diff
-from harness.engines import ENGINES
 from harness.gate import gate_file, load_gate_config
+from harness.options import add_options, run_config
 from harness.report import publish
 from harness.report.decode_effect import decode_effect_markdown
 from harness.results import read_results
-from harness.runner import RunConfig, execute
+from harness.runner import execute
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
-DEFAULT_CASES = Path("cases")
-DEFAULT_OUT = Path("reports/latest")
-
-
-def parse_engine_option(text: str) -> tuple[str, Any]:
-    """KEY=VALUE, VALUE parsed as YAML so numbers and booleans keep their type."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, yaml.safe_load(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,26 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the engine and the reference on the cases and compare them")
-    run.add_argument("--engine", default="vllm", choices=sorted(ENGINES), help="engine under test")
-    run.add_argument("--model", help="checkpoint the engine serves (default: the built-in tiny Qwen2-VL)")
-    run.add_argument("--reference-model", help="checkpoint the reference loads (default: --model)")
-    run.add_argument("--reference-engine", default="hf", choices=sorted(ENGINES))
-    run.add_argument("--cases", type=Path, nargs="+", default=[DEFAULT_CASES], help="case YAML files or folders")
-    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for results.json and index.html")
-    run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    run.add_argument("--reference-dtype", choices=["float32", "bfloat16", "float16"], help="default: --dtype")
-    run.add_argument("--device", default="cpu", help="cpu or cuda, for the engine")
-    run.add_argument("--reference-device", help="default: --device")
-    run.add_argument("--engine-option", type=parse_engine_option, action="append", default=[], metavar="KEY=VALUE",
-                     help="passed to the engine's constructor, e.g. enforce_eager=false (repeatable)")
-    run.add_argument("--thresholds", type=Path, help="thresholds YAML (default: the packaged one)")
+    add_options(run.add_argument)
     run.add_argument("--case", dest="only", action="append", metavar="ID", help="run only this case (repeatable)")
-    run.add_argument("--decoder", default="pil", choices=sorted(DECODERS),
-                     help="decoder for the engine's images (the reference uses pil)")
-    run.add_argument("--decode-effect", metavar="DECODER", choices=sorted(DECODERS),
-                     help="also feed the engine this decoder's pixels and report parity before/after side by side")
-    _publish_arguments(run)
-    run.add_argument("--history", type=Path, help="JSON-lines history to append this run to (nightly trends)")
 
     report = sub.add_parser("report", help="re-render the report and tables from a results file, no engine needed")
     report.add_argument("results", type=Path)
@@ -101,13 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    cfg = RunConfig(
-        cases=args.cases, out=args.out, engine=args.engine, model=args.model, reference_model=args.reference_model,
-        reference_engine=args.reference_engine, dtype=args.dtype, reference_dtype=args.reference_dtype,
-        device=args.device, reference_device=args.reference_device, engine_options=dict(args.engine_option),
-        thresholds_file=args.thresholds, only=set(args.only) if args.only else None, decoder=args.decoder,
-        decode_effect=args.decode_effect,
-    )
+    cfg = run_config(lambda name: getattr(args, name), only=set(args.only) if args.only else None)
     progress = lambda line: print(line, flush=True)  # noqa: E731
     try:
         run = execute(cfg, progress)
@@ -122,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"REGRESSION: {regression}")
     if cfg.decode_effect:
         print(f"\ndecode-path effect ({cfg.decode_effect} pixels to the engine, PIL to the reference):\n"
-              f"{decode_effect_markdown(run)}")
+              f"{decode_effect_markdown(run, cfg.decode_effect)}")
     print(f"results: {cfg.out / 'results.json'}\nreport:  {published.html}")
     if run.status != "complete" or not run.cases:
         return EXIT_ERROR

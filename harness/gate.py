@@ -6,7 +6,7 @@ not read).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,11 +14,9 @@ from typing import Any
 import yaml
 
 from harness.results import read_results
-from harness.schema import CaseComparison, RunResult
+from harness.schema import METRICS, RunResult
 
 PASS, FAIL, UNDECIDED = 0, 1, 2
-# Metrics a policy may bound: `name: x` is an upper bound, `name_min: x` a lower one.
-_METRICS = {f.name for f in fields(CaseComparison)}
 LABELS = {PASS: "pass", FAIL: "fail", UNDECIDED: "cannot decide"}
 
 
@@ -44,29 +42,36 @@ def decide(run: RunResult, name: str, policy: dict[str, Any]) -> GateDecision:
     if run.status != "complete":
         return GateDecision(UNDECIDED, name, [f"run did not complete (status {run.status}): {run.error}"])
     tags = set(policy.get("required_tags") or [])
-    required = [c for c in run.cases if not tags or tags & set(c.tags)]
+    required = [c for c in run.cases if (not tags or tags & set(c.tags)) and c.verdict != "skipped"]
     if len(required) < max(policy.get("min_cases", 1), 1):
         return GateDecision(UNDECIDED, name, [f"{len(required)} required case results (tags: "
                                               f"{sorted(tags) or 'any'}), policy needs at least "
                                               f"{max(policy.get('min_cases', 1), 1)}"])
     bounds = policy.get("metrics") or {}
-    unknown = [m for m in bounds if m.removesuffix("_min") not in _METRICS]
+    # `name: x` is an upper bound, `name_min: x` a lower one, on every variant's comparison with the reference.
+    unknown = [m for m in bounds if m.removesuffix("_min") not in METRICS]
     if unknown:
         return GateDecision(UNDECIDED, name, [f"policy names unknown metrics: {', '.join(unknown)}"])
     allowed = {a["case"]: a["reason"] for a in policy.get("allowed_failures") or []}
-    reasons = []
+    reasons, undecided = [], []
     for case in (c for c in required if c.case_id not in allowed):
         if case.verdict != "pass":
             reasons.append(f"{case.case_id}: {case.verdict}: {'; '.join(case.reasons)}")
-        for key, bound in bounds.items():
-            metric = key.removesuffix("_min")
-            value = getattr(case.comparison, metric, None) if case.comparison else None
-            if value is None:
-                continue
-            if key.endswith("_min") and not value >= bound:
-                reasons.append(f"{case.case_id}: {metric} = {value:.3g} < {bound:.3g} (policy bound)")
-            elif not key.endswith("_min") and not value <= bound:
-                reasons.append(f"{case.case_id}: {metric} = {value:.3g} > {bound:.3g} (policy bound)")
+        for variant in case.variants.values():
+            cmp, where = variant.comparison, f"{case.case_id} [{variant.variant}]"
+            for key, bound in bounds.items() if cmp else ():
+                metric = key.removesuffix("_min")
+                value = getattr(cmp, metric)
+                if metric in cmp.unavailable:
+                    undecided.append(f"{where}: policy bounds {metric}, which is unavailable: {cmp.unavailable[metric]}")
+                elif value is None:
+                    continue
+                elif key.endswith("_min") and not value >= bound:
+                    reasons.append(f"{where}: {metric} = {value:.3g} < {bound:.3g} (policy bound)")
+                elif not key.endswith("_min") and not value <= bound:
+                    reasons.append(f"{where}: {metric} = {value:.3g} > {bound:.3g} (policy bound)")
+    if undecided:
+        return GateDecision(UNDECIDED, name, undecided + reasons)
     return GateDecision(FAIL if reasons else PASS, name, reasons)
 
 

@@ -10,18 +10,21 @@ from pathlib import Path
 from typing import Any
 
 from harness.results import json_safe
-from harness.schema import RunResult
+from harness.schema import METRIC_INFO, RunResult
 
-HEADLINE = ("prefill_max", "prefill_mean", "decode_max", "rouge_l_min", "throughput_tok_s")
+# name in the history -> (metric, how cases and variants are summarized); from the schema.
+_SUMMARIZED = {(name if info["headline"] == "max" else f"{name}_{info['headline']}"): (name, info["headline"])
+               for name, info in METRIC_INFO.items() if info["headline"]}
+HEADLINE = (*_SUMMARIZED, "throughput_tok_s")
 
 
 def summarize_run(run: RunResult) -> dict[str, Any]:
-    """Headline metrics: worst case for the diffs, the lowest ROUGE-L, engine throughput."""
-    cmps = [c.comparison for c in run.cases if c.comparison is not None]
+    """Headline metrics: the worst value over every case and variant, and engine throughput."""
+    cmps = [v.comparison for c in run.cases for v in c.variants.values() if v.comparison is not None]
 
-    def worst(key: str, pick=max) -> float | None:
+    def summarize(key: str, how: str) -> float | None:
         values = [getattr(c, key) for c in cmps if getattr(c, key) is not None]
-        return pick(values) if values else None
+        return (max if how == "max" else min)(values) if values else None
 
     p = run.provenance
     return {
@@ -31,11 +34,9 @@ def summarize_run(run: RunResult) -> dict[str, Any]:
         "counts": run.counts(),
         "not_passing": sorted(c.case_id for c in run.cases if c.verdict != "pass"),
         "passing": sorted(c.case_id for c in run.cases if c.verdict == "pass"),
-        "metrics": {
-            "prefill_max": worst("prefill_max"), "prefill_mean": worst("prefill_mean"),
-            "decode_max": worst("decode_max"), "rouge_l_min": worst("rouge_l", min),
-            "throughput_tok_s": p.get("throughput_tok_s"),
-        },
+        "variants": [v["name"] for v in run.variants],
+        "metrics": {**{name: summarize(key, how) for name, (key, how) in _SUMMARIZED.items()},
+                    "throughput_tok_s": p.get("throughput_tok_s")},
     }
 
 

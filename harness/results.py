@@ -1,4 +1,4 @@
-"""results.json: written atomically after every case, read back with clear errors.
+"""results.json: written atomically after every case (through `ResultsSink`), read back with clear errors.
 
 Rewriting the whole file per case keeps one self-describing file that is
 valid at every moment: a run killed half-way leaves every finished case.
@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.schema import RunResult
+from harness.schema import CaseResult, RunResult
 
 RESULTS_NAME = "results.json"
 
@@ -35,6 +36,22 @@ def write_results(run: RunResult, out_dir: Path) -> Path:
     tmp.write_text(json.dumps(json_safe(run.to_dict()), allow_nan=False))
     os.replace(tmp, path)
     return path
+
+
+class ResultsSink:
+    """Where a run's results go as cases complete: the only writer of a run's results file."""
+
+    def __init__(self, run: RunResult, out_dir: Path, progress: Callable[[str], None]) -> None:
+        self.run, self.out_dir, self.progress = run, out_dir, progress
+
+    def add(self, result: CaseResult) -> None:
+        self.run.cases.append(result)
+        self.write()
+        line = f"{result.verdict.upper():5} {result.case_id}"
+        self.progress(line + (f"  ({'; '.join(result.reasons)})" if result.reasons else ""))
+
+    def write(self) -> Path:
+        return write_results(self.run, self.out_dir)
 
 
 def read_results(path: Path) -> RunResult:

@@ -1,18 +1,38 @@
 """The one result schema shared by every engine, comparator and report.
 
 Engines produce `EngineOutput`; comparators turn two of them into a
-`CaseComparison`; the runner wraps both in a `CaseResult`; a run is a
-`RunResult`. Everything is plain data that round-trips through JSON, so a
-report can be re-rendered from `results.json` with no engine installed.
+`CaseComparison`; each variant of a case (a path through the engine) is a
+`VariantResult`; a case with all its variants is a `CaseResult`; a run is a
+`RunResult`. Everything is plain data that round-trips through JSON with one
+generic (de)serializer derived from the dataclass fields, so a report can be
+re-rendered from `results.json` with no engine installed.
 """
 from __future__ import annotations
 
+import dataclasses
+import sys
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-VERDICTS = ("pass", "fail", "error")
+# A case's verdict is the worst of its variants' verdicts; "skipped" (a variant
+# the engine or machine cannot run) never outranks a verdict that was reached.
+VERDICTS = ("pass", "fail", "error", "skipped")
+_SEVERITY = {"skipped": 0, "pass": 1, "fail": 2, "error": 3}
+
+
+def worst(verdicts: typing.Iterable[str]) -> str:
+    """The most severe verdict: error > fail > pass > skipped (skipped only if nothing else ran)."""
+    return max(verdicts, key=_SEVERITY.__getitem__, default="skipped")
+
+
+def metric(better: str, label: str, headline: str | None = None) -> Any:
+    """A CaseComparison field that is a metric. `better` is "lower" or "higher"; `headline`
+    names how the history summarizes it over cases ("max" or "min"), None if it is not a headline."""
+    return field(default=None, metadata={"metric": True, "better": better, "label": label, "headline": headline})
 
 
 @dataclass
@@ -27,21 +47,20 @@ class TokenLogprobs:
     logprob: float
     top: list[tuple[int, float]] = field(default_factory=list)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TokenLogprobs:
-        return cls(int(d["token_id"]), float(d["logprob"]), [(int(i), float(v)) for i, v in d["top"]])
-
 
 @dataclass
 class EngineOutput:
-    """What any engine computed for one case.
+    """What any engine computed for one case on one variant.
 
     `prompt_logprobs[i]` scores `prompt_ids[i]` given the tokens before it;
-    position 0 has nothing before it and is None.
+    position 0 has nothing before it and is None. `attempt` counts repeated
+    submissions of the same request (repeat and sampling variants).
     """
 
     case_id: str
     engine: str
+    variant: str = ""
+    attempt: int = 0
     prompt_ids: list[int] = field(default_factory=list)
     prompt_logprobs: list[TokenLogprobs | None] = field(default_factory=list)
     output_ids: list[int] = field(default_factory=list)
@@ -51,80 +70,86 @@ class EngineOutput:
     error: str | None = None
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EngineOutput:
-        return cls(
-            case_id=d["case_id"],
-            engine=d["engine"],
-            prompt_ids=list(d.get("prompt_ids", [])),
-            prompt_logprobs=[None if p is None else TokenLogprobs.from_dict(p) for p in d.get("prompt_logprobs", [])],
-            output_ids=list(d.get("output_ids", [])),
-            output_logprobs=[TokenLogprobs.from_dict(p) for p in d.get("output_logprobs", [])],
-            output_text=d.get("output_text", ""),
-            timings=dict(d.get("timings", {})),
-            error=d.get("error"),
-        )
-
-    @classmethod
-    def failed(cls, case_id: str, engine: str, error: str) -> EngineOutput:
-        return cls(case_id=case_id, engine=engine, error=error)
+    def failed(cls, case_id: str, engine: str, error: str, variant: str = "", attempt: int = 0) -> EngineOutput:
+        return cls(case_id=case_id, engine=engine, variant=variant, attempt=attempt, error=error)
 
 
 @dataclass
 class CaseComparison:
-    """Every metric of DESIGN.md for one case; None where it cannot be computed."""
+    """Every metric of DESIGN.md for one pair of outputs; None where it cannot be computed.
 
-    prompt_ids_match: bool
-    prompt_len_reference: int
-    prompt_len_engine: int
+    A metric one side cannot supply (an engine that returns no prompt
+    logprobs) is listed in `unavailable` with the reason: it is neither a
+    pass nor zero, and a gate that needs it cannot decide.
+    """
+
+    prompt_ids_match: bool | None = metric("higher", "prompt ids match")
+    prompt_len_reference: int = 0
+    prompt_len_engine: int = 0
     image_positions: int = 0
-    prefill_max: float | None = None
-    prefill_mean: float | None = None
-    prefill_p99: float | None = None
-    prefill_max_image: float | None = None
-    prefill_max_text: float | None = None
-    prefill_topk_overlap: float | None = None
+    prefill_max: float | None = metric("lower", "prefill max", headline="max")
+    prefill_mean: float | None = metric("lower", "prefill mean", headline="max")
+    prefill_p99: float | None = metric("lower", "prefill p99")
+    prefill_max_image: float | None = metric("lower", "prefill max (image)")
+    prefill_max_text: float | None = metric("lower", "prefill max (text)")
+    prefill_topk_overlap: float | None = metric("higher", "top-k overlap")
     # Per prompt position |engine - reference| (None at position 0) and whether
     # that position is inside an image placeholder span: the report charts these.
     prefill_diffs: list[float | None] = field(default_factory=list)
     image_mask: list[bool] = field(default_factory=list)
     decode_len: int = 0
-    decode_common_prefix: int = 0
-    first_divergence: int | None = None
-    decode_max: float | None = None
-    decode_mean: float | None = None
-    divergence_in_topk: bool | None = None
-    rouge_l: float | None = None
+    decode_common_prefix: int | None = metric("higher", "common prefix")
+    first_divergence: int | None = metric("higher", "first divergence")
+    decode_max: float | None = metric("lower", "decode max", headline="max")
+    decode_mean: float | None = metric("lower", "decode mean")
+    divergence_in_topk: bool | None = metric("higher", "divergence in top-k")
+    rouge_l: float | None = metric("higher", "ROUGE-L", headline="min")
     # Structural gaps (a side returned fewer logprobs than tokens): always a failure.
     missing: list[str] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CaseComparison:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+
+# Metric names for every table, summary, gate and history: derived from the schema, never listed twice.
+METRICS: tuple[str, ...] = tuple(f.name for f in fields(CaseComparison) if f.metadata.get("metric"))
+METRIC_INFO: dict[str, dict[str, Any]] = {f.name: dict(f.metadata) for f in fields(CaseComparison)
+                                          if f.metadata.get("metric")}
+SCALAR_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CaseComparison)
+                                       if f.name not in ("prefill_diffs", "image_mask", "missing", "unavailable"))
 
 
 @dataclass
-class DecodeEffect:
-    """The same case with the engine fed another decoder's pixels (the reference
-    keeps PIL's): what a decode-path difference does to parity."""
+class VariantResult:
+    """One case on one variant (a path through the engine): its verdict and what is behind it.
 
-    decoder: str
+    `comparison` is against the reference, `against_base` against the engine's
+    own base variant (batch invariance, cache hits, input forms); either is None
+    when the variant is not judged against it. `attempts` holds repeated
+    submissions beyond the first (`engine`). `details` carries what a variant
+    measures besides the comparison (pixel deltas of a decoder, which image
+    spans a prefill chunk split).
+    """
+
+    variant: str
     verdict: str
     reasons: list[str] = field(default_factory=list)
     comparison: CaseComparison | None = None
-    # Per image: decoder info, image facts, findings, px_* statistics, heatmap data URL.
-    pixel_deltas: list[dict[str, Any]] = field(default_factory=list)
+    against_base: CaseComparison | None = None
+    engine: EngineOutput | None = None
+    attempts: list[EngineOutput] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DecodeEffect:
-        return cls(d["decoder"], d["verdict"], list(d.get("reasons", [])),
-                   CaseComparison.from_dict(d["comparison"]) if d.get("comparison") else None,
-                   list(d.get("pixel_deltas", [])))
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
 
 
 @dataclass
 class CaseResult:
-    """One case's verdict with the reasons for it and everything behind it."""
+    """One case: its overall verdict (the worst of its variants'), the reasons, and every variant.
+
+    `headline` names the variant the tables show (the base variant when it
+    ran); `comparison` and `engine` are that variant's.
+    """
 
     case_id: str
     verdict: str
@@ -134,38 +159,31 @@ class CaseResult:
     images: list[str] = field(default_factory=list)
     prompt_text: str = ""
     thresholds: dict[str, Any] = field(default_factory=dict)
-    comparison: CaseComparison | None = None
     reference: EngineOutput | None = None
-    engine: EngineOutput | None = None
+    variants: dict[str, VariantResult] = field(default_factory=dict)
+    headline: str | None = None
+    warnings: list[str] = field(default_factory=list)
     # Decoded text of output tokens and top-k candidates, keyed by str(token id),
     # so the report can show tokens without a tokenizer.
     tokens: dict[str, str] = field(default_factory=dict)
     # Small data-URL thumbnails of the images, so a report needs no image files.
     thumbnails: list[str] = field(default_factory=list)
-    decode_effect: DecodeEffect | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CaseResult:
-        return cls(
-            case_id=d["case_id"],
-            verdict=d["verdict"],
-            reasons=list(d.get("reasons", [])),
-            source=d.get("source", ""),
-            tags=list(d.get("tags", [])),
-            images=list(d.get("images", [])),
-            prompt_text=d.get("prompt_text", ""),
-            thresholds=dict(d.get("thresholds", {})),
-            comparison=CaseComparison.from_dict(d["comparison"]) if d.get("comparison") else None,
-            reference=EngineOutput.from_dict(d["reference"]) if d.get("reference") else None,
-            engine=EngineOutput.from_dict(d["engine"]) if d.get("engine") else None,
-            tokens=dict(d.get("tokens", {})),
-            thumbnails=list(d.get("thumbnails", [])),
-            decode_effect=DecodeEffect.from_dict(d["decode_effect"]) if d.get("decode_effect") else None,
-        )
+    @property
+    def main(self) -> VariantResult | None:
+        return self.variants.get(self.headline) if self.headline else None
+
+    @property
+    def comparison(self) -> CaseComparison | None:
+        return self.main.comparison if self.main else None
+
+    @property
+    def engine(self) -> EngineOutput | None:
+        return self.main.engine if self.main else None
 
 
 @dataclass
@@ -174,10 +192,14 @@ class RunResult:
 
     `status` is "running" while cases are still being written, "complete" when
     every case has a result, and "failed" when the run itself broke (`error`).
+    `variants` lists the variants of the plan with what each is for, and
+    `skipped` the variants the plan left out with the reason.
     """
 
     provenance: dict[str, Any] = field(default_factory=dict)
     cases: list[CaseResult] = field(default_factory=list)
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
     status: str = "running"
     error: str | None = None
     schema_version: int = SCHEMA_VERSION
@@ -187,10 +209,11 @@ class RunResult:
 
     @property
     def verdict(self) -> str:
-        """error if the run broke, did not finish or had no case; fail if any case did not pass."""
-        if self.status != "complete" or self.error or not self.cases:
+        """error if the run broke, did not finish or judged no case; fail if any judged case did not pass."""
+        judged = [c for c in self.cases if c.verdict != "skipped"]
+        if self.status != "complete" or self.error or not judged:
             return "error"
-        return "pass" if all(c.verdict == "pass" for c in self.cases) else "fail"
+        return "pass" if all(c.verdict == "pass" for c in judged) else "fail"
 
     def case(self, case_id: str) -> CaseResult:
         for c in self.cases:
@@ -204,12 +227,81 @@ class RunResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunResult:
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ValueError(f"results schema_version {version!r} is not {SCHEMA_VERSION}")
-        return cls(
-            provenance=dict(d.get("provenance", {})),
-            cases=[CaseResult.from_dict(c) for c in d.get("cases", [])],
-            status=d.get("status", "running"),
-            error=d.get("error"),
-            schema_version=version,
-        )
+        if version == 1:
+            d = upgrade_v1(d)
+        elif version != SCHEMA_VERSION:
+            raise ValueError(f"results schema_version {version!r} is not 1 or {SCHEMA_VERSION}")
+        return from_dict(cls, d)
+
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: Any) -> T:
+    """Build dataclass `cls` from plain JSON data, recursively, by its type hints.
+
+    Missing fields take their defaults and unknown keys are ignored, so older
+    and newer files of the same schema version both load.
+    """
+    return _decode(cls, data)
+
+
+@typing.no_type_check
+def _decode(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _decode(options[0], value) if len(options) == 1 else value
+    if dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        kwargs = {f.name: _decode(hints[f.name], value[f.name]) for f in fields(tp) if f.init and f.name in value}
+        return tp(**kwargs)
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_decode(item, v) for v in value]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], v) for v in value)
+        return tuple(_decode(a, v) for a, v in zip(args, value))
+    if origin is dict:
+        _, item = typing.get_args(tp) or (Any, Any)
+        return {k: _decode(item, v) for k, v in value.items()}
+    if tp is float:
+        return float(value)
+    if tp is int and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
+    return _HINTS[cls]
+
+
+def upgrade_v1(d: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 results file as version 2: the single path becomes the `batched`
+    variant, a decode-effect run becomes the `decoder-<name>` variant."""
+    cases = []
+    for case in d.get("cases", []):
+        case = dict(case)
+        variants = {}
+        if case.get("comparison") or case.get("engine"):
+            variants["batched"] = {"variant": "batched", "verdict": case["verdict"], "reasons": case.get("reasons", []),
+                                   "comparison": case.pop("comparison", None), "engine": case.pop("engine", None)}
+        effect = case.pop("decode_effect", None)
+        if effect:
+            name = f"decoder-{effect['decoder']}"
+            variants[name] = {"variant": name, "verdict": effect["verdict"], "reasons": effect.get("reasons", []),
+                              "comparison": effect.get("comparison"),
+                              "details": {"decoder": effect["decoder"], "pixel_deltas": effect.get("pixel_deltas", [])}}
+        case["variants"] = variants
+        case["headline"] = "batched" if "batched" in variants else None
+        cases.append(case)
+    return {**d, "cases": cases, "schema_version": SCHEMA_VERSION}

@@ -10,7 +10,7 @@ import random
 from harness.compare import compare_outputs, judge
 from harness.config import load_config, resolve
 from harness.report.thumbnails import thumbnail
-from harness.schema import CaseResult, EngineOutput, RunResult, TokenLogprobs
+from harness.schema import CaseResult, EngineOutput, RunResult, TokenLogprobs, VariantResult
 from tests.conftest import CASES
 
 IMAGE_TOKEN = 6
@@ -41,10 +41,11 @@ def synthetic_case(i: int, rng: random.Random, kind: str = "pass", output_text: 
     ref = _side("hf", prompt, lps, out, out_lps, text)
     ref.case_id = case_id
     if kind == "error":
-        return CaseResult(case_id=case_id, verdict="error", reasons=["engine error: ValueError: bad request"],
+        failed = VariantResult("batched", "error", ["engine error: ValueError: bad request"],
+                               engine=EngineOutput.failed(case_id, "vllm", "ValueError: bad request", "batched"))
+        return CaseResult(case_id=case_id, verdict="error", reasons=["batched: engine error: ValueError: bad request"],
                           tags=["synthetic", "error"], images=["img.png"], prompt_text="Describe.",
-                          thumbnails=[thumb], reference=ref,
-                          engine=EngineOutput.failed(case_id, "vllm", "ValueError: bad request"))
+                          thumbnails=[thumb], reference=ref, variants={"batched": failed}, headline="batched")
     drift = 0.3 if kind == "fail" else 1e-6
     eng_out = list(out)
     if kind == "fail":
@@ -55,9 +56,12 @@ def synthetic_case(i: int, rng: random.Random, kind: str = "pass", output_text: 
     cmp = compare_outputs(ref, eng, IMAGE_TOKEN)
     verdict, reasons = judge(cmp, THRESHOLDS)
     tokens = {str(t): f"w{t} " for t in set(out) | set(eng_out) | {t + k for t in out + eng_out for k in (1, 2)}}
-    return CaseResult(case_id=case_id, verdict=verdict, reasons=reasons, tags=["synthetic", kind, f"group{i % 5}"],
-                      images=["img.png"], prompt_text=f"Describe image {i}.", thresholds=THRESHOLDS.values,
-                      comparison=cmp, reference=ref, engine=eng, tokens=tokens, thumbnails=[thumb])
+    batched = VariantResult("batched", verdict, reasons, cmp, engine=eng)
+    alone = VariantResult("alone", "pass", [], compare_outputs(ref, ref, IMAGE_TOKEN), engine=ref)
+    return CaseResult(case_id=case_id, verdict=verdict, reasons=[f"batched: {r}" for r in reasons],
+                      tags=["synthetic", kind, f"group{i % 5}"], images=["img.png"], prompt_text=f"Describe image {i}.",
+                      thresholds=THRESHOLDS.values, reference=ref, variants={"batched": batched, "alone": alone},
+                      headline="batched", tokens=tokens, thumbnails=[thumb])
 
 
 def synthetic_run(n: int, fail_every: int = 10, error_every: int = 25, seed: int = 0,
@@ -71,5 +75,12 @@ def synthetic_run(n: int, fail_every: int = 10, error_every: int = 25, seed: int
     return RunResult(provenance={"engine": "vllm", "reference_engine": "hf", "model": "/models/tiny",
                                  "dtype": "float32", "date": "2026-11-21T00:00:00+00:00", "git_commit": "abc123",
                                  "throughput_tok_s": throughput,
-                                 "thresholds": {"values": THRESHOLDS.values, "reasons": THRESHOLDS.reasons}},
+                                 "thresholds": {"values": THRESHOLDS.values, "reasons": THRESHOLDS.reasons},
+                                 "base_variant": "batched"},
+                     variants=[{"name": "batched", "reason": "all cases in one submission", "features": {},
+                                "engine_options": {}, "dtype": None, "request": {}, "against": ["reference"],
+                                "checks": ["prefill", "decode"]},
+                               {"name": "alone", "reason": "each case by itself", "features": {},
+                                "engine_options": {}, "dtype": None, "request": {"submit": "alone"},
+                                "against": ["reference", "base"], "checks": ["prefill", "decode"]}],
                      cases=cases, status="complete")

@@ -51,7 +51,7 @@ def test_altered_vision_weights_fail_image_cases_by_metric(tmp_path: Path, tiny_
         case = by_id[case_id]
         assert case.verdict == "fail", (case_id, case.reasons)
         assert case.comparison.prompt_ids_match
-        assert any(r.startswith("prefill_max = ") for r in case.reasons), case.reasons
+        assert any(r.startswith("batched: prefill_max = ") for r in case.reasons), case.reasons
         assert case.comparison.prefill_max_image > 1e-4
     # A text-only prompt never touches the vision tower: the same run passes it.
     assert by_id["text-only"].verdict == "pass", by_id["text-only"].reasons
@@ -68,7 +68,7 @@ def test_tokenizer_mismatch_is_reported_as_prompt_ids(tmp_path: Path, tiny_model
     for case in result.cases:
         assert case.verdict == "fail", (case.case_id, case.reasons)
         assert case.comparison.prompt_ids_match is False
-        assert case.reasons[0].startswith("prompt_ids_match = false")
+        assert case.reasons[0].startswith("batched: prompt_ids_match = false")
         assert case.comparison.prefill_max is None
 
 
@@ -78,13 +78,14 @@ def test_fast_upsample_pixels_move_parity_while_pil_pixels_pass(tmp_path: Path, 
                                only={"astronaut-420", "coffee-444", "chelsea-png"},
                                decode_effect="simplejpeg-fastupsample"), progress=lambda _: None)
     by_id = {c.case_id: c for c in result.cases}
-    assert all(c.verdict == "pass" for c in result.cases), [(c.case_id, c.reasons) for c in result.cases]
+    assert all(c.variants["batched"].verdict == "pass" for c in result.cases), [c.reasons for c in result.cases]
     noise_floor = max(c.comparison.prefill_max for c in result.cases)
-    astronaut = by_id["astronaut-420"].decode_effect
-    assert astronaut.pixel_deltas[0]["stats"]["px_max"] > 0
+    name = "decoder-simplejpeg-fastupsample"
+    astronaut = by_id["astronaut-420"].variants[name]
+    assert astronaut.details["pixel_deltas"][0]["stats"]["px_max"] > 0
     assert astronaut.comparison.prefill_max > 100 * noise_floor
     assert astronaut.verdict == "fail" and any(r.startswith("prefill_max = ") for r in astronaut.reasons)
     # 4:4:4 has no chroma to upsample, and a PNG never reaches a JPEG decoder: unaffected.
     for case_id in ("coffee-444", "chelsea-png"):
-        effect = by_id[case_id].decode_effect
+        effect = by_id[case_id].variants[name]
         assert effect.verdict == "pass" and effect.comparison.prefill_max <= 1e-4

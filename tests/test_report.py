@@ -41,9 +41,9 @@ def test_failing_case_has_divergence_highlight_and_chart_data(tmp_path: Path) ->
     assert failing and failing[0].comparison.first_divergence == 5
     html = publish(run, tmp_path).html.read_text()
     assert html.count('class="tok first-div"') == 2 * len(failing)  # both sides, per failing case
-    assert f'class="chart" data-case="{failing[0].case_id}"' in html
+    assert f'class="chart" data-chart="{failing[0].case_id}::batched"' in html
     charts = json.loads(html.split('id="chart-data">', 1)[1].split("</script>", 1)[0])
-    assert charts[failing[0].case_id]["spans"] == [[1, 13]]
+    assert charts[f"{failing[0].case_id}::batched"]["spans"] == [[1, 13]]
     assert "First divergence at output token 5" in html
 
 
@@ -53,8 +53,10 @@ def test_tables_and_step_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     run = synthetic_run(30)
     published = publish(run, tmp_path / "out")
     frame = pd.read_parquet(tmp_path / "out" / "cases.parquet")
-    assert len(frame) == 30 and set(frame.verdict) == {"pass", "fail", "error"}
-    assert pd.read_csv(tmp_path / "out" / "cases.csv").shape[0] == 30
+    # One row per case and variant: 30 batched cells, and an `alone` cell for the 29 cases that reached the engine.
+    assert len(frame) == 59 and set(frame.verdict) == {"pass", "fail", "error"}
+    assert set(frame[frame.variant == "alone"].verdict) == {"pass"}
+    assert pd.read_csv(tmp_path / "out" / "cases.csv").shape[0] == 59
     text = summary.read_text()
     assert text.startswith("## vlm-parity: FAIL") and "case-0009" in text and "| fail |" in text
     assert published.gate.code == FAIL

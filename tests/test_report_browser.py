@@ -68,8 +68,13 @@ def test_report_in_browser(browser, tmp_path: Path) -> None:
     WebDriverWait(browser, 10).until(lambda _: detail.find_elements(By.CSS_SELECTOR, ".chart .main-svg"))
     assert detail.find_elements(By.CSS_SELECTOR, ".tok.first-div")
 
+    # A grid cell opens the case and scrolls to that variant's section.
+    closed = [r for r in rows if r.get_attribute("data-verdict") == "pass"][0]
     Select(browser.find_element(By.ID, "filter-verdict")).select_by_value("")
     assert sum(r.is_displayed() for r in rows) == 40
+    closed.find_element(By.CSS_SELECTOR, 'td.cell[data-variant="alone"]').click()
+    section = closed.find_element(By.CSS_SELECTOR, f'#detail-{closed.get_attribute("data-case")}--alone')
+    assert section.is_displayed() and "variant alone" in section.text
 
     SCREENSHOT.parent.mkdir(exist_ok=True)
     browser.execute_script("arguments[0].scrollIntoView()", visible[0])

@@ -72,7 +72,7 @@ def test_engine_that_cannot_start_exits_two_with_reason(tmp_path: Path, tiny_mod
     assert code == 2
     run = read_results(out)
     assert run.status == "failed" and "failed to start" in run.error
-    assert run.cases[0].verdict == "error" and run.cases[0].reasons[0].startswith("engine failed")
+    assert run.cases[0].verdict == "error" and run.cases[0].reasons[0].startswith("batched: engine failed")
 
 
 def test_results_file_is_valid_json_after_every_case(tmp_path: Path, tiny_model: Path) -> None:
@@ -88,7 +88,7 @@ def test_results_file_is_valid_json_after_every_case(tmp_path: Path, tiny_model:
     run = execute(cfg, after_each_case)
     assert seen == [1, 2] and run.status == "complete"
     data = json.loads((out / "results.json").read_text())
-    assert data["schema_version"] == 1 and data["provenance"]["model_sha256"] and data["status"] == "complete"
+    assert data["schema_version"] == 2 and data["provenance"]["model_sha256"] and data["status"] == "complete"
 
 
 def test_unknown_case_id_is_an_error_and_an_empty_run_is_not_a_pass(tmp_path: Path, tiny_model: Path) -> None:

@@ -1,46 +1,85 @@
 """Comparators: pure functions of a reference and an engine EngineOutput."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from harness.compare.decode import compare_greedy
 from harness.compare.prefill import position_diffs, summarize, topk_jaccard
 from harness.compare.text import rouge_l
 from harness.compare.verdict import judge
 from harness.schema import CaseComparison, EngineOutput
 
-__all__ = ["compare_outputs", "judge"]
+__all__ = ["UNAVAILABLE_METRICS", "compare_outputs", "judge", "unavailable_metrics"]
+
+PREFILL = ("prefill_max", "prefill_mean", "prefill_p99", "prefill_max_image", "prefill_max_text",
+           "prefill_topk_overlap")
+GREEDY = ("decode_common_prefix", "first_divergence", "decode_max", "decode_mean", "divergence_in_topk")
+# Which metrics an output field feeds: an engine that cannot supply the field makes them unavailable.
+UNAVAILABLE_METRICS = {
+    "prompt_ids": ("prompt_ids_match", *PREFILL),
+    "prompt_logprobs": PREFILL,
+    "top_k": ("prefill_topk_overlap", "divergence_in_topk"),
+    "output_ids": GREEDY,
+    "output_logprobs": ("decode_max", "decode_mean", "divergence_in_topk"),
+}
 
 
-def compare_outputs(reference: EngineOutput, engine: EngineOutput, image_token_id: int | None) -> CaseComparison:
-    """All metrics of one case. Logprob diffs only where prompt ids align."""
-    cmp = CaseComparison(
-        prompt_ids_match=reference.prompt_ids == engine.prompt_ids,
-        prompt_len_reference=len(reference.prompt_ids),
-        prompt_len_engine=len(engine.prompt_ids),
-        rouge_l=rouge_l(reference.output_text, engine.output_text),
-    )
-    if not cmp.prompt_ids_match:
-        return cmp
-    cmp.missing = [*_gaps("reference", reference), *_gaps("engine", engine)]
+def unavailable_metrics(fields: Mapping[str, str]) -> dict[str, str]:
+    """Metric -> reason, for output fields (-> reason) an engine cannot supply."""
+    out: dict[str, str] = {}
+    for name, reason in fields.items():
+        for metric in UNAVAILABLE_METRICS.get(name, ()):
+            out.setdefault(metric, reason)
+    return out
+
+
+def compare_outputs(reference: EngineOutput, engine: EngineOutput, image_token_id: int | None,
+                    unavailable: Mapping[str, str] | None = None,
+                    checks: Sequence[str] = ("prefill", "decode")) -> CaseComparison:
+    """All metrics of one pair of outputs. Logprob diffs only where prompt ids align
+    (or where the engine cannot return prompt ids, so alignment cannot be checked).
+
+    `unavailable` maps output fields the engine cannot supply to the reason; the
+    metrics they feed are left None and listed as unavailable, never computed
+    from empty data. `checks` picks the comparisons that apply ("prefill", "decode").
+    """
+    missing_metrics = unavailable_metrics(unavailable or {})
+    cmp = CaseComparison(prompt_len_reference=len(reference.prompt_ids), prompt_len_engine=len(engine.prompt_ids),
+                         unavailable=missing_metrics)
+    if "decode" in checks:
+        cmp.rouge_l = rouge_l(reference.output_text, engine.output_text)
+    if "prompt_ids_match" not in missing_metrics:
+        cmp.prompt_ids_match = reference.prompt_ids == engine.prompt_ids
+        if not cmp.prompt_ids_match:
+            return cmp
+    cmp.missing = [*_gaps("reference", reference, {}, checks), *_gaps("engine", engine, missing_metrics, checks)]
     mask = [t == image_token_id for t in reference.prompt_ids]
-    diffs = position_diffs(reference.prompt_logprobs, engine.prompt_logprobs)
     cmp.image_mask = mask
     cmp.image_positions = sum(mask)
-    cmp.prefill_diffs = diffs
-    for key, value in summarize(diffs, mask).items():
-        setattr(cmp, key, value)
-    cmp.prefill_topk_overlap = topk_jaccard(reference.prompt_logprobs, engine.prompt_logprobs)
-    greedy = compare_greedy(reference.output_ids, reference.output_logprobs, engine.output_ids, engine.output_logprobs)
-    for key, value in greedy.items():
-        setattr(cmp, key, value)
+    if "prefill" in checks and "prefill_max" not in missing_metrics:
+        diffs = position_diffs(reference.prompt_logprobs, engine.prompt_logprobs)
+        cmp.prefill_diffs = diffs
+        for key, value in summarize(diffs, mask).items():
+            setattr(cmp, key, value)
+        if "prefill_topk_overlap" not in missing_metrics:
+            cmp.prefill_topk_overlap = topk_jaccard(reference.prompt_logprobs, engine.prompt_logprobs)
+    if "decode" in checks and "first_divergence" not in missing_metrics:
+        greedy = compare_greedy(reference.output_ids, reference.output_logprobs, engine.output_ids,
+                                engine.output_logprobs)
+        for key, value in greedy.items():
+            if key not in missing_metrics:
+                setattr(cmp, key, value)
     return cmp
 
 
-def _gaps(side: str, output: EngineOutput) -> list[str]:
+def _gaps(side: str, output: EngineOutput, unavailable: Mapping[str, str], checks: Sequence[str]) -> list[str]:
     """Positions a side did not score: `zip` would silently drop them from every metric."""
     gaps = []
-    scored = sum(p is not None for p in output.prompt_logprobs[1:])
-    if scored != max(len(output.prompt_ids) - 1, 0) or len(output.prompt_logprobs) != len(output.prompt_ids):
-        gaps.append(f"{side} scored {scored} of {max(len(output.prompt_ids) - 1, 0)} prompt positions")
-    if len(output.output_logprobs) != len(output.output_ids):
+    if "prefill" in checks and "prefill_max" not in unavailable:
+        scored = sum(p is not None for p in output.prompt_logprobs[1:])
+        expected = max(len(output.prompt_ids) - 1, 0)
+        if scored != expected or len(output.prompt_logprobs) != len(output.prompt_ids):
+            gaps.append(f"{side} scored {scored} of {expected} prompt positions")
+    if "decode" in checks and "decode_max" not in unavailable and len(output.output_logprobs) != len(output.output_ids):
         gaps.append(f"{side} returned {len(output.output_logprobs)} logprobs for {len(output.output_ids)} output tokens")
     return gaps

@@ -7,7 +7,7 @@ from harness.schema import CaseComparison
 
 def judge(cmp: CaseComparison, th: Thresholds) -> tuple[str, list[str]]:
     """Every violated threshold becomes a reason naming the metric and both values."""
-    if not cmp.prompt_ids_match:
+    if cmp.prompt_ids_match is False:
         return "fail", [
             f"prompt_ids_match = false: engine tokenized the prompt to {cmp.prompt_len_engine} ids, "
             f"reference to {cmp.prompt_len_reference}; logprob diffs not computed on misaligned positions"

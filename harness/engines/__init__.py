@@ -1,6 +1,18 @@
-"""Engine adapters behind one interface. Each module registers itself; heavy
-imports (torch, transformers, vllm) happen only when an engine is started."""
-from harness.engines import hf, vllm_offline  # noqa: F401 - registration
-from harness.engines.base import ENGINES, Engine, EngineSettings, Request
+"""Engine adapters behind one interface, resolved by name or `module:Class`.
 
-__all__ = ["ENGINES", "Engine", "EngineSettings", "Request"]
+Nothing here imports a backend: the worker process imports only the adapter it
+runs, and heavy imports (torch, transformers, vllm) happen when it starts.
+"""
+from harness.engines.base import (
+    BUILTIN_ENGINES,
+    Capabilities,
+    Engine,
+    EngineSettings,
+    Request,
+    Sampling,
+    engine_names,
+    resolve_engine,
+)
+
+__all__ = ["BUILTIN_ENGINES", "Capabilities", "Engine", "EngineSettings", "Request", "Sampling", "engine_names",
+           "resolve_engine"]

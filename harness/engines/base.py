@@ -1,53 +1,128 @@
-"""The one engine interface, the request every engine receives, and the registry."""
+"""The one engine interface: what an engine is asked (Request), how it is started
+(EngineSettings), what it can do (Capabilities), and the registry by string.
+
+Adapters are named `module:Class`, so one can live outside this package (a
+test's fake engine, a user's own engine module) and nothing imports every
+backend: the worker imports only the adapter it runs.
+"""
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
-from harness.schema import EngineOutput
+from harness.schema import EngineOutput, from_dict
+
+# Built-in adapters; more come from the `vlm_parity.engines` entry-point group or a `module:Class` name.
+BUILTIN_ENGINES = {
+    "hf": "harness.engines.hf:HFEngine",
+    "vllm": "harness.engines.vllm_offline:VLLMEngine",
+}
+ENTRY_POINT_GROUP = "vlm_parity.engines"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling instead of greedy: temperature > 0 takes paths greedy never does."""
+
+    temperature: float
+    top_p: float = 1.0
+    seed: int = 0
 
 
 @dataclass(frozen=True)
 class Request:
-    """One case as an engine sees it: the prompt is rendered once by the runner
-    and every engine gets the same text, so tokenization is the engine's own."""
+    """One case on one variant as an engine sees it.
+
+    `prompt_text` is rendered once by the harness with the reference's chat
+    template (the "rendered" prompt form); `messages` are the case's chat
+    messages, for the "native" form where the engine renders them itself.
+    `image_input` says how images reach the engine: decoded `pixels` (by
+    `decoder`), file `bytes` the engine decodes, precomputed `embeddings`, or
+    `processor` output. `submit` is "batched" (one submission with every other
+    batched request) or "alone"; `repeats` submits the request that many times.
+    """
 
     case_id: str
     prompt_text: str
+    variant: str = ""
+    messages: tuple[dict[str, Any], ...] = ()
     images: tuple[str, ...] = ()
     decoder: str = "pil"
+    prompt_form: str = "rendered"
+    image_input: str = "pixels"
     max_new_tokens: int = 16
+    sampling: Sampling | None = None
+    submit: str = "batched"
+    repeats: int = 1
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Request:
-        return cls(d["case_id"], d["prompt_text"], tuple(d.get("images", ())), d.get("decoder", "pil"),
-                   int(d.get("max_new_tokens", 16)))
+        return from_dict(cls, d)
 
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """How to start an engine. `options` are engine-specific (e.g. vLLM's
-    `enforce_eager`), passed through so engine variants need no new code."""
+    """How to start an engine.
+
+    `features` are engine-neutral settings a variant asks for (e.g.
+    `prefill_chunk_tokens`, `prefix_caching`); each adapter translates the ones
+    it declares in `Capabilities.features` into its own options. `options` are
+    engine-specific (vLLM's `enforce_eager`), passed through untouched.
+    """
 
     model: str
     dtype: str = "float32"
     device: str = "cpu"
     top_k: int = 5
     seed: int = 0
+    features: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EngineSettings:
+        return from_dict(cls, d)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an adapter returns and accepts. The plan skips a variant that needs
+    what an engine lacks, and a metric it cannot supply is `unavailable`."""
+
+    prompt_logprobs: bool = True
+    output_logprobs: bool = True
+    prompt_ids: bool = True
+    output_ids: bool = True
+    max_top_k: int = 20
+    prompt_forms: frozenset[str] = frozenset({"rendered"})
+    image_inputs: frozenset[str] = frozenset({"pixels"})
+    sampling: bool = True
+    features: frozenset[str] = frozenset()
+
+    def unavailable(self) -> dict[str, str]:
+        """Output fields this engine cannot supply, with the reason (for the comparators)."""
+        missing = {}
+        for name in ("prompt_logprobs", "output_logprobs", "prompt_ids", "output_ids"):
+            if not getattr(self, name):
+                missing[name] = f"the engine does not return {name.replace('_', ' ')}"
+        if self.max_top_k <= 0:
+            missing["top_k"] = "the engine does not return top-k candidates"
+        return missing
 
 
 class Engine(ABC):
-    """Constructed and started once, then given all requests; yields one
-    EngineOutput per request.
+    """Constructed and started once, then given submissions of requests; yields one
+    EngineOutput per request and attempt.
 
     A request that fails yields an output with `error` set; only a failure to
     start the engine raises.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
@@ -60,7 +135,8 @@ class Engine(ABC):
         """
 
     @abstractmethod
-    def run(self, requests: Sequence[Request]) -> Iterator[EngineOutput]: ...
+    def run(self, requests: Sequence[Request]) -> Iterator[EngineOutput]:
+        """One submission: the requests together (they may be batched by the engine)."""
 
     def info(self) -> dict[str, Any]:
         """Versions and settings for the run's provenance."""
@@ -68,12 +144,29 @@ class Engine(ABC):
                 "device": self.settings.device}
 
 
-ENGINES: dict[str, type[Engine]] = {}
+def engine_names() -> list[str]:
+    """Built-in and entry-point engine names (any `module:Class` is accepted too)."""
+    return sorted({*BUILTIN_ENGINES, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
 
 
-def register(name: str) -> Callable[[type[Engine]], type[Engine]]:
-    def add(cls: type[Engine]) -> type[Engine]:
+def resolve_engine(name: str) -> type[Engine]:
+    """The adapter class for a built-in name, an entry-point name, or `module:Class`.
+
+    Raises ValueError naming what was tried, so a typo is one clear line.
+    """
+    target = BUILTIN_ENGINES.get(name)
+    if target is None:
+        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+        target = found[0].value if found else name
+    module_name, sep, attr = target.partition(":")
+    if not sep:
+        raise ValueError(f"unknown engine {name!r}: use one of {', '.join(engine_names())} or module:Class")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"engine {name!r}: cannot load {target}: {type(exc).__name__}: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Engine)):
+        raise ValueError(f"engine {name!r}: {target} is not an Engine subclass")
+    if not cls.name:
         cls.name = name
-        ENGINES[name] = cls
-        return cls
-    return add
+    return cls

@@ -11,12 +11,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from harness.decode import decode_all
-from harness.engines.base import Engine, EngineSettings, Request, register
+from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.schema import EngineOutput, TokenLogprobs
 
 
-@register("hf")
 class HFEngine(Engine):
+    name = "hf"
+    # The reference: greedy only, the harness's rendered prompt and PIL pixels.
+    capabilities = Capabilities(max_top_k=1000, sampling=False)
+
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
         import torch
@@ -39,7 +42,7 @@ class HFEngine(Engine):
             try:
                 yield self._one(request)
             except Exception as exc:  # one bad case must not end the run
-                yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}")
+                yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}", request.variant)
 
     def _one(self, request: Request) -> EngineOutput:
         from transformers import GenerationConfig
@@ -77,6 +80,7 @@ class HFEngine(Engine):
         return EngineOutput(
             case_id=request.case_id,
             engine=self.name,
+            variant=request.variant,
             prompt_ids=prompt_ids,
             prompt_logprobs=prompt_logprobs,
             output_ids=output_ids,

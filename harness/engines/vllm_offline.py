@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from harness.decode import decode_all
-from harness.engines.base import Engine, EngineSettings, Request, register
+from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.schema import EngineOutput, TokenLogprobs
 
 # Settings that make vLLM behave on a CPU-only machine with no network
@@ -28,8 +28,31 @@ _CPU_ENV = {
 }
 
 
-@register("vllm")
+def _features(features: dict[str, Any]) -> dict[str, Any]:
+    """The engine-neutral settings of a variant as vLLM options."""
+    options: dict[str, Any] = {}
+    if "prefill_chunk_tokens" in features:
+        tokens = int(features["prefill_chunk_tokens"])
+        # max_num_seqs may not exceed the token budget (vLLM's SchedulerConfig check).
+        options.update(enable_chunked_prefill=True, max_num_batched_tokens=tokens, max_num_seqs=min(tokens, 256))
+    if "prefix_caching" in features:
+        options["enable_prefix_caching"] = bool(features["prefix_caching"])
+    if "cuda_graphs" in features:
+        options["enforce_eager"] = not features["cuda_graphs"]
+    if "speculative" in features:
+        options["speculative_config"] = dict(features["speculative"])
+    if "mm_embeds" in features:
+        options["enable_mm_embeds"] = bool(features["mm_embeds"])
+    return options
+
+
 class VLLMEngine(Engine):
+    name = "vllm"
+    capabilities = Capabilities(
+        max_top_k=20,
+        features=frozenset({"prefill_chunk_tokens", "prefix_caching", "cuda_graphs", "speculative", "mm_embeds"}),
+    )
+
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
         if settings.device == "cpu":
@@ -50,7 +73,8 @@ class VLLMEngine(Engine):
     def start(self, requests: Sequence[Request]) -> None:
         # generation_config="vllm": sampling comes only from our SamplingParams, never
         # from the checkpoint's defaults (e.g. a repetition penalty HF would not apply).
-        options = {"enforce_eager": True, "max_model_len": 4096, "generation_config": "vllm", **self.settings.options}
+        options = {"enforce_eager": True, "max_model_len": 4096, "generation_config": "vllm",
+                   **_features(self.settings.features), **self.settings.options}
         self.llm = self._vllm.LLM(
             model=self.settings.model,
             dtype=self.settings.dtype,
@@ -65,7 +89,8 @@ class VLLMEngine(Engine):
             try:
                 prompts.append((request, self._prompt(request)))
             except Exception as exc:  # unreadable image: this case's error only
-                yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}")
+                yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}",
+                                          request.variant)
         if not prompts:
             return
         start = time.perf_counter()
@@ -85,7 +110,8 @@ class VLLMEngine(Engine):
             try:
                 result = self.llm.generate([prompt], [self._params(request)], use_tqdm=False)[0]
             except Exception as exc:
-                yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}")
+                yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}",
+                                          request.variant)
                 continue
             yield self._output(request, result, {"request_s": time.perf_counter() - start})
 
@@ -97,8 +123,13 @@ class VLLMEngine(Engine):
 
     def _params(self, request: Request) -> Any:
         k = self.settings.top_k
-        return self._vllm.SamplingParams(temperature=0.0, max_tokens=request.max_new_tokens, ignore_eos=True,
-                                         logprobs=k, prompt_logprobs=k, seed=self.settings.seed)
+        sampling = request.sampling
+        if sampling is None:
+            return self._vllm.SamplingParams(temperature=0.0, max_tokens=request.max_new_tokens, ignore_eos=True,
+                                             logprobs=k, prompt_logprobs=k, seed=self.settings.seed)
+        return self._vllm.SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
+                                         max_tokens=request.max_new_tokens, ignore_eos=True, logprobs=k,
+                                         prompt_logprobs=k)
 
     def _output(self, request: Request, result: Any, timings: dict[str, float]) -> EngineOutput:
         completion = result.outputs[0]
@@ -107,6 +138,7 @@ class VLLMEngine(Engine):
         return EngineOutput(
             case_id=request.case_id,
             engine=self.name,
+            variant=request.variant,
             prompt_ids=prompt_ids,
             prompt_logprobs=[None if pos is None else _score(pos, tid, k)
                              for pos, tid in zip(result.prompt_logprobs, prompt_ids)],

@@ -1,6 +1,6 @@
-"""The decode-path effect table: parity with PIL pixels vs with another decoder's
-pixels, side by side, one row per case image. The table engine developers paste
-into bug reports."""
+"""The decode-path effect table: parity with PIL pixels (the base variant) vs with
+another decoder's pixels (a `decoder-<name>` variant), side by side, one row per
+case. The table engine developers paste into bug reports."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,32 +11,38 @@ from harness.schema import RunResult
 PAIRS = ("prefill_max", "prefill_mean", "decode_max", "decode_mean", "rouge_l")
 
 
-def decode_effect_rows(run: RunResult) -> list[dict[str, Any]]:
+def decoder_variants(run: RunResult) -> list[str]:
+    """Names of the run's variants that feed the engine another decoder's pixels."""
+    return [v["name"] for v in run.variants if v.get("request", {}).get("decoder", "pil") != "pil"]
+
+
+def decode_effect_rows(run: RunResult, variant: str) -> list[dict[str, Any]]:
     rows = []
     for case in run.cases:
-        effect = case.decode_effect
-        if effect is None:
+        effect = case.variants.get(variant)
+        if effect is None or effect.verdict == "skipped":
             continue
-        row: dict[str, Any] = {"case": case.case_id, "decoder": effect.decoder, "verdict_pil": case.verdict,
-                               "verdict_decoder": effect.verdict}
+        base = case.main if case.headline != variant else None
+        deltas = effect.details.get("pixel_deltas", [])
+        row: dict[str, Any] = {"case": case.case_id, "decoder": effect.details.get("decoder"),
+                               "verdict_pil": base.verdict if base else None, "verdict_decoder": effect.verdict}
         # Worst image of the case; images with no statistics (decoder unavailable or
         # failed) do not count as zero.
-        stats = [d["stats"] for d in effect.pixel_deltas if d.get("stats")]
+        stats = [d["stats"] for d in deltas if d.get("stats")]
         for key in ("px_max", "px_mean", "px_frac_differ"):
             row[key] = max((s[key] for s in stats), default=None)
-        row["findings"] = "; ".join(f["name"] for d in effect.pixel_deltas for f in d.get("findings", []))
+        row["findings"] = "; ".join(f["name"] for d in deltas for f in d.get("findings", []))
         for key in PAIRS:
-            row[f"{key}_pil"] = getattr(case.comparison, key) if case.comparison else None
+            row[f"{key}_pil"] = getattr(base.comparison, key) if base and base.comparison else None
             row[f"{key}_decoder"] = getattr(effect.comparison, key) if effect.comparison else None
         rows.append(row)
     return rows
 
 
-def decode_effect_markdown(run: RunResult) -> str:
-    rows = decode_effect_rows(run)
+def decode_effect_markdown(run: RunResult, decoder: str) -> str:
+    rows = decode_effect_rows(run, f"decoder-{decoder}")
     if not rows:
         return "(no case with images)"
-    decoder = rows[0]["decoder"]
     lines = [
         f"| case | px max | px mean | px differ | prefill max pil → {decoder} | prefill mean | decode max "
         f"| decode mean | ROUGE-L | verdict |",
@@ -46,5 +52,5 @@ def decode_effect_markdown(run: RunResult) -> str:
         pairs = [f"{fmt(r[k + '_pil'])} → {fmt(r[k + '_decoder'])}" for k in PAIRS]
         frac = "–" if r["px_frac_differ"] is None else f"{r['px_frac_differ']:.1%}"
         lines.append(f"| {r['case']} | {fmt(r['px_max'])} | {fmt(r['px_mean'])} | {frac} | {' | '.join(pairs)} "
-                     f"| {r['verdict_pil']} → {r['verdict_decoder']} |")
+                     f"| {r['verdict_pil'] or '–'} → {r['verdict_decoder']} |")
     return "\n".join(lines)

@@ -16,14 +16,14 @@ from plotly.offline import get_plotlyjs
 
 from harness.gate import GateDecision
 from harness.history import HEADLINE
-from harness.report.decode_effect import PAIRS, decode_effect_rows
+from harness.report.decode_effect import PAIRS, decode_effect_rows, decoder_variants
 from harness.report.format import fmt
-from harness.schema import CaseComparison, RunResult
+from harness.schema import METRICS, VERDICTS, CaseComparison, RunResult
 
 PROVENANCE_KEYS = (
     "engine", "model", "model_sha256", "reference_engine", "reference_model", "reference_model_sha256", "dtype",
-    "reference_dtype", "device", "decoder", "decode_effect", "engine_options", "throughput_tok_s", "engine_run_s",
-    "harness_version", "git_commit", "date", "cases",
+    "reference_dtype", "device", "decoder", "base_variant", "engine_options", "capabilities", "throughput_tok_s",
+    "engine_run_s", "harness_version", "git_commit", "date", "cases",
 )
 
 _ENV = Environment(loader=PackageLoader("harness.report", "templates"),
@@ -67,13 +67,16 @@ def trend_data(history: list[dict[str, Any]], last: int) -> dict[str, Any] | Non
 def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
                 regressions: list[str] | None = None, history: list[dict[str, Any]] | None = None,
                 trend_runs: int = 30) -> Path:
-    charts = {c.case_id: _chart(c.comparison, c.thresholds.get("prefill_max"))
-              for c in run.cases if c.comparison and c.comparison.prefill_diffs}
+    charts = {f"{c.case_id}::{name}": _chart(v.comparison, c.thresholds.get("prefill_max"))
+              for c in run.cases for name, v in c.variants.items() if v.comparison and v.comparison.prefill_diffs}
+    variant_counts = {v["name"]: {k: sum(c.variants[v["name"]].verdict == k for c in run.cases
+                                         if v["name"] in c.variants) for k in VERDICTS} for v in run.variants}
     html = _ENV.get_template("report.html.j2").render(
         run=run, p=run.provenance, counts=run.counts(), gate=gate, regressions=regressions or [],
-        trends=trend_data(history or [], trend_runs), charts=charts,
+        trends=trend_data(history or [], trend_runs), charts=charts, metrics=METRICS,
+        base_variant=run.provenance.get("base_variant", "base"), variant_counts=variant_counts,
         tags=sorted({t for c in run.cases for t in c.tags}), provenance_keys=PROVENANCE_KEYS,
-        effect_rows=decode_effect_rows(run), effect_pairs=PAIRS,
+        effect_tables={name: decode_effect_rows(run, name) for name in decoder_variants(run)}, effect_pairs=PAIRS,
         css=_static("report.css"), js=_static("report.js"), plotly_js=get_plotlyjs(),
     )
     out_dir.mkdir(parents=True, exist_ok=True)

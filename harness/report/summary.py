@@ -2,30 +2,44 @@
 from __future__ import annotations
 
 from harness.report.format import fmt
-from harness.schema import RunResult
+from harness.schema import CaseComparison, RunResult
+
+COLUMNS = ("prefill_max", "prefill_mean", "decode_max", "rouge_l")
+
+
+def _cell(cmp: CaseComparison | None, key: str) -> str:
+    if cmp is None:
+        return "–"
+    return "unavailable" if key in cmp.unavailable else fmt(getattr(cmp, key))
 
 
 def markdown_summary(run: RunResult, gate: tuple[str, list[str]] | None = None,
-                     regressions: list[str] | None = None) -> str:
+                     regressions: list[str] | None = None, diagnosis: list[str] | None = None) -> str:
     counts = run.counts()
     p = run.provenance
+    names = [v["name"] for v in run.variants]
     lines = [
         f"## vlm-parity: {run.verdict.upper()}",
         "",
-        f"{p.get('engine')} vs {p.get('reference_engine')} on `{p.get('model')}` ({p.get('dtype')}): "
-        f"{counts['pass']} pass, {counts['fail']} fail, {counts['error']} error",
+        f"{p.get('engine')} vs {p.get('reference_engine')} on `{p.get('model')}` ({p.get('dtype')}), "
+        f"variants {', '.join(names)}: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error"
+        + (f", {counts['skipped']} skipped" if counts["skipped"] else ""),
     ]
+    if diagnosis:
+        lines += ["", *[f"**Diagnosis:** {d}" for d in diagnosis]]
+    if run.skipped:
+        lines += ["", *[f"- variant `{name}` skipped: {why}" for name, why in run.skipped.items()]]
     if run.error:
         lines += ["", f"**Run error:** {run.error}"]
     if gate:
         lines += ["", f"**Gate:** {gate[0]}" + "".join(f"\n- {r}" for r in gate[1])]
     if regressions:
         lines += ["", "**Regressions against the previous run:**", *[f"- {r}" for r in regressions]]
-    lines += ["", "| case | verdict | prefill max | prefill mean | decode max | ROUGE-L | reasons |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", f"| case | {' | '.join(COLUMNS)} | {' | '.join(names)} | verdict | reasons |",
+              "|---" * (len(COLUMNS) + len(names) + 3) + "|"]
     for case in sorted(run.cases, key=lambda c: (c.verdict == "pass", c.case_id)):
-        c = case.comparison
-        cells = [fmt(c.prefill_max), fmt(c.prefill_mean), fmt(c.decode_max), fmt(c.rouge_l)] if c else ["–"] * 4
+        cells = [_cell(case.comparison, key) for key in COLUMNS]
+        cells += [case.variants[n].verdict if n in case.variants else "–" for n in names]
         reasons = "; ".join(case.reasons).replace("|", "\\|")
-        lines.append(f"| {case.case_id} | {case.verdict} | {' | '.join(cells)} | {reasons} |")
+        lines.append(f"| {case.case_id} | {' | '.join(cells)} | {case.verdict} | {reasons} |")
     return "\n".join(lines) + "\n"

@@ -1,7 +1,7 @@
-"""The flat per-case table (one row per case, metrics as columns): parquet and CSV.
+"""The flat table, one row per case and variant with every scalar metric: parquet and CSV.
 
 For dashboards and notebooks: everything numeric in results.json that is one
-value per case, without the per-position arrays.
+value per cell, without the per-position arrays. Columns come from the schema.
 """
 from __future__ import annotations
 
@@ -9,25 +9,26 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.schema import RunResult
+from harness.schema import SCALAR_FIELDS, RunResult
 
-METRICS = (
-    "prompt_ids_match", "prompt_len_reference", "prompt_len_engine", "image_positions",
-    "prefill_max", "prefill_mean", "prefill_p99", "prefill_max_image", "prefill_max_text", "prefill_topk_overlap",
-    "decode_len", "decode_common_prefix", "first_divergence", "decode_max", "decode_mean", "divergence_in_topk",
-    "rouge_l",
-)
+COLUMNS = ("case_id", "variant", "verdict", "case_verdict", "reasons", "tags", "images", "source", *SCALAR_FIELDS,
+           "unavailable")
 
 
 def case_table(run: RunResult) -> pd.DataFrame:
     rows = []
     for case in run.cases:
-        row = {"case_id": case.case_id, "verdict": case.verdict, "reasons": "; ".join(case.reasons),
-               "tags": ",".join(case.tags), "images": len(case.images), "source": case.source}
-        cmp = case.comparison
-        row.update({m: getattr(cmp, m) if cmp else None for m in METRICS})
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=["case_id", "verdict", "reasons", "tags", "images", "source", *METRICS])
+        base = {"case_id": case.case_id, "case_verdict": case.verdict, "tags": ",".join(case.tags),
+                "images": len(case.images), "source": case.source}
+        cells = case.variants.values() or [None]
+        for cell in cells:
+            cmp = cell.comparison if cell else None
+            rows.append({**base, "variant": cell.variant if cell else None,
+                         "verdict": cell.verdict if cell else case.verdict,
+                         "reasons": "; ".join(cell.reasons if cell else case.reasons),
+                         **{m: getattr(cmp, m) if cmp else None for m in SCALAR_FIELDS},
+                         "unavailable": ",".join(sorted(cmp.unavailable)) if cmp else ""})
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
     for key in ("engine", "model", "dtype", "git_commit", "date"):
         frame[key] = run.provenance.get(key)
     return frame

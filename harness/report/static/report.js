@@ -50,7 +50,7 @@
 
   // Details: toggled by clicking the main row; the chart is drawn on first open.
   function drawChart(el) {
-    const d = chartData[el.dataset.case];
+    const d = chartData[el.dataset.chart];
     if (!d || el.dataset.drawn) return;
     el.dataset.drawn = "1";
     const floor = 1e-9;
@@ -74,13 +74,26 @@
       yaxis: { type: "log", title: { text: "|diff| (0 drawn at 1e-9)" }, exponentformat: "e" },
     }, { displaylogo: false, responsive: true });
   }
+  // A click on a variant's grid cell opens the case and scrolls to that variant's section.
   for (const body of bodies()) {
     const main = body.querySelector("tr.main");
     const detail = body.querySelector("tr.detail");
-    main.addEventListener("click", () => {
+    main.addEventListener("click", (event) => {
+      const cell = event.target.closest("td.cell");
+      if (cell && !detail.hidden) {
+        scrollToVariant(body, cell.dataset.variant);
+        return;
+      }
       detail.hidden = !detail.hidden;
-      if (!detail.hidden) detail.querySelectorAll(".chart").forEach(drawChart);
+      if (!detail.hidden) {
+        detail.querySelectorAll(".chart").forEach(drawChart);
+        if (cell) scrollToVariant(body, cell.dataset.variant);
+      }
     });
+  }
+  function scrollToVariant(body, variant) {
+    const section = document.getElementById("detail-" + body.dataset.case + "--" + variant);
+    if (section) section.scrollIntoView({ block: "start" });
   }
 
   // Trend charts (nightly history), when the report has them.

@@ -1,0 +1,137 @@
+"""Judging: one case's outputs on every variant -> its CaseResult.
+
+Each variant is compared with what its plan entry names (the reference, the
+engine's base variant, or both), repeated attempts with the first attempt,
+and the case's verdict is the worst of its variants', with the failing
+variants named in its reasons.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness import config
+from harness.cases import Case
+from harness.compare import compare_outputs, judge
+from harness.decode.diff import case_pixel_deltas
+from harness.plan import Variant
+from harness.prompt import Prompter
+from harness.report.thumbnails import thumbnail
+from harness.schema import CaseComparison, CaseResult, EngineOutput, VariantResult, worst
+
+
+@dataclass
+class Judge:
+    """Everything judging needs that is fixed for the run."""
+
+    thresholds_config: dict[str, Any]
+    engine_dtype: str
+    reference_dtype: str
+    model: str
+    image_token: int | None
+    prompter: Prompter
+    base: str
+    unavailable: Mapping[str, str]  # output fields the engine cannot supply -> reason
+
+    def __call__(self, case: Case, prompt: str, reference: EngineOutput | None, variants: Sequence[Variant],
+                 outputs: Mapping[str, list[EngineOutput]], skipped: Mapping[str, str],
+                 missing_reason: Mapping[str, str]) -> CaseResult:
+        """`outputs[variant]` are its attempts in order; `skipped[variant]` why it did not run;
+        `missing_reason[variant]` why its outputs may be absent (an engine that died)."""
+        result = case_result(case, prompt, "error", [])
+        result.reference = reference
+        try:
+            result.thresholds = self._thresholds(case, None).values
+        except ValueError as exc:
+            result.reasons = [f"{case.source}: case {case.id!r}: field 'thresholds': {exc}"]
+            return result
+        base_output = (outputs.get(self.base) or [None])[0]
+        for variant in variants:
+            try:
+                result.variants[variant.name] = self._variant(case, reference, variant, outputs.get(variant.name, []),
+                                                              skipped.get(variant.name), base_output,
+                                                              missing_reason.get(variant.name))
+            except Exception as exc:  # a harness bug on one variant must not end the run
+                result.variants[variant.name] = VariantResult(
+                    variant.name, "error", [f"harness error judging this variant: {type(exc).__name__}: {exc}"])
+        ran = [n for n, v in result.variants.items() if v.verdict != "skipped"]
+        result.headline = self.base if self.base in ran else (ran[0] if ran else None)
+        result.verdict = worst(v.verdict for v in result.variants.values())
+        result.reasons = [f"{name}: {reason}" for name, v in result.variants.items()
+                          if v.verdict in ("fail", "error") for reason in v.reasons]
+        every = [reference] if reference else []
+        every += [o for v in result.variants.values() for o in ([v.engine] if v.engine else []) + v.attempts]
+        result.tokens = self.prompter.token_texts(every)
+        return result
+
+    def _thresholds(self, case: Case, variant: Variant | None) -> config.Thresholds:
+        engine_dtype = (variant.dtype if variant else None) or self.engine_dtype
+        key = config.effective_dtype(engine_dtype, self.reference_dtype)
+        return config.resolve(self.thresholds_config, key, self.model, case.thresholds)
+
+    def _variant(self, case: Case, reference: EngineOutput | None, variant: Variant, attempts: list[EngineOutput],
+                 skipped: str | None, base_output: EngineOutput | None, missing: str | None) -> VariantResult:
+        name = variant.name
+        if skipped:
+            return VariantResult(name, "skipped", [skipped])
+        details: dict[str, Any] = {}
+        decoder = variant.request.get("decoder")
+        if decoder and decoder != "pil":
+            details = {"decoder": decoder, "pixel_deltas": case_pixel_deltas(case.images, decoder)}
+        if not attempts:
+            return VariantResult(name, "error", [missing or "the engine returned no output for this variant"],
+                                 details=details)
+        first, rest = attempts[0], attempts[1:]
+        failed = [a for a in attempts if a.error]
+        if failed:
+            return VariantResult(name, "error", [f"engine error (attempt {a.attempt + 1}): {a.error}" for a in failed],
+                                 engine=first, attempts=rest, details=details)
+        th = self._thresholds(case, variant)
+        both = len(variant.against) > 1
+        reasons = [f"attempt {a.attempt + 1}: {r}" for a in attempts for r in sane(a)]
+        cmp = against_base = None
+        if "reference" in variant.against:
+            if reference is None or reference.error:
+                return VariantResult(name, "error", ["no reference output to compare with"], engine=first,
+                                     attempts=rest, details=details)
+            cmp, found = self._compare(reference, first, variant, th)
+            reasons += [f"vs reference: {r}" if both else r for r in found]
+            for a in rest:
+                reasons += [f"attempt {a.attempt + 1} vs reference: {r}"
+                            for r in self._compare(reference, a, variant, th)[1]]
+        if "base" in variant.against and variant.name != self.base:
+            if base_output is None or base_output.error:
+                reasons.append(f"vs {self.base}: the base variant has no output to compare with")
+            else:
+                against_base, found = self._compare(base_output, first, variant, th)
+                reasons += [f"vs {self.base}: {r}" for r in found]
+        for a in rest:  # repeated submissions must agree with the first
+            reasons += [f"attempt {a.attempt + 1} vs attempt 1: {r}"
+                        for r in self._compare(first, a, variant, th, checks=("prefill", "decode"))[1]]
+        return VariantResult(name, "fail" if reasons else "pass", reasons, cmp, against_base, first, rest, details)
+
+    def _compare(self, expected: EngineOutput, actual: EngineOutput, variant: Variant, th: config.Thresholds,
+                 checks: Sequence[str] | None = None) -> tuple[CaseComparison, list[str]]:
+        cmp = compare_outputs(expected, actual, self.image_token, self.unavailable, checks or variant.checks)
+        return cmp, judge(cmp, th)[1]
+
+
+def sane(output: EngineOutput) -> list[str]:
+    """What no engine may return whatever the path: non-finite logprobs, negative token ids."""
+    problems = []
+    steps = [("prompt", p) for p in output.prompt_logprobs if p is not None]
+    steps += [("output", p) for p in output.output_logprobs]
+    bad = [kind for kind, p in steps if not math.isfinite(p.logprob)]
+    if bad:
+        problems.append(f"{len(bad)} non-finite logprobs ({', '.join(sorted(set(bad)))})")
+    if any(t < 0 for t in output.output_ids):
+        problems.append("negative output token ids")
+    return problems
+
+
+def case_result(case: Case, prompt_text: str, verdict: str, reasons: list[str]) -> CaseResult:
+    return CaseResult(case_id=case.id, verdict=verdict, reasons=reasons, source=str(case.source),
+                      tags=list(case.tags), images=[str(p) for p in case.images], prompt_text=prompt_text,
+                      thumbnails=[thumbnail(p) for p in case.images])

@@ -1,0 +1,96 @@
+"""The run options, declared once for both `vlm-parity run` and the pytest plugin.
+
+Each option is added to argparse as `--NAME` and to pytest as `--parity-NAME`
+(as pytest-benchmark does with its prefix), and one function builds the
+RunConfig from either, so the two front ends cannot drift.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.decode import DECODERS
+from harness.engines import engine_names
+from harness.runner import RunConfig
+
+DTYPES = ("float32", "bfloat16", "float16")
+DEFAULT_CASES = Path("cases")
+DEFAULT_OUT = Path("reports/latest")
+
+
+def parse_engine_option(text: str) -> tuple[str, Any]:
+    """KEY=VALUE, VALUE parsed as YAML so numbers and booleans keep their type."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One run option: its name without prefix and its argparse keyword arguments."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+
+RUN_OPTIONS = (
+    Option("engine", {"default": "vllm", "help": f"engine under test: {', '.join(engine_names())} or module:Class"}),
+    Option("model", {"help": "checkpoint (folder or hub id) or built-in model name the engine serves "
+                             "(default: the built-in tiny model)"}),
+    Option("reference-model", {"help": "checkpoint the reference loads (default: --model)"}),
+    Option("reference-engine", {"default": "hf", "help": "the reference engine (default: hf)"}),
+    Option("cases", {"type": Path, "nargs": "+", "help": "case YAML files or folders (default: cases/)"}),
+    Option("out", {"type": Path, "help": "folder for results.json and index.html (default: reports/latest)"}),
+    Option("dtype", {"default": "float32", "choices": DTYPES, "help": "the engine's dtype"}),
+    Option("reference-dtype", {"choices": DTYPES, "help": "the reference's dtype (default: --dtype)"}),
+    Option("device", {"default": "cpu", "help": "cpu or cuda, for the engine"}),
+    Option("reference-device", {"help": "the reference's device (default: --device)"}),
+    Option("engine-option", {"type": parse_engine_option, "action": "append", "default": [], "metavar": "KEY=VALUE",
+                             "help": "passed to the engine's constructor, e.g. enforce_eager=false (repeatable)"}),
+    Option("variants", {"type": comma_list, "metavar": "NAME,...",
+                        "help": "variants to run (harness/config/variants.yaml): names, or base, default, all "
+                                "(default: default)"}),
+    Option("variants-file", {"type": Path, "action": "append", "default": [], "metavar": "YAML",
+                             "help": "extra variants file; its entries add to or replace the packaged ones"}),
+    Option("decoder", {"default": "pil", "choices": sorted(DECODERS),
+                       "help": "decoder for the engine's images (the reference uses pil)"}),
+    Option("decode-effect", {"metavar": "DECODER", "choices": sorted(DECODERS),
+                             "help": "add the decoder-DECODER variant: the engine fed that decoder's pixels"}),
+    Option("thresholds", {"type": Path, "help": "thresholds YAML (default: the packaged one)"}),
+    Option("top-k", {"type": int, "default": 5, "help": "top-k candidates compared per position (default: 5)"}),
+    Option("history", {"type": Path, "help": "JSON-lines history to append this run to (nightly trends)"}),
+    Option("policy", {"default": "default", "help": "gate policy from the gate config (default: default)"}),
+    Option("gate-config", {"type": Path, "help": "gate YAML (default: the packaged one)"}),
+)
+
+
+def add_options(add: Callable[..., Any], prefix: str = "") -> None:
+    """Declare every run option through `add` (argparse's add_argument or pytest's addoption)."""
+    for option in RUN_OPTIONS:
+        add(f"--{prefix}{option.name}", dest=f"{prefix.replace('-', '_')}{option.dest}", **option.kwargs)
+
+
+def run_config(get: Callable[[str], Any], only: set[str] | None = None, root: Path = Path(".")) -> RunConfig:
+    """The RunConfig from option values; `get(dest)` reads one (without prefix)."""
+    return RunConfig(
+        cases=get("cases") or [root / DEFAULT_CASES], out=get("out") or root / DEFAULT_OUT, engine=get("engine"),
+        model=get("model"), reference_model=get("reference_model"), reference_engine=get("reference_engine"),
+        dtype=get("dtype"), reference_dtype=get("reference_dtype"), device=get("device"),
+        reference_device=get("reference_device"), engine_options=dict(get("engine_option")),
+        variants=get("variants"), variants_files=list(get("variants_file")), decoder=get("decoder"),
+        decode_effect=get("decode_effect"), thresholds_file=get("thresholds"), top_k=get("top_k"), only=only,
+    )

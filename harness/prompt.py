@@ -1,0 +1,24 @@
+"""Prompt rendering with the reference's processor: every engine on the "rendered"
+prompt form gets this text, and the report turns token ids back into text with it."""
+from __future__ import annotations
+
+from harness.cases import Case
+from harness.schema import EngineOutput
+
+
+class Prompter:
+    """The reference's processor, loaded once per run."""
+
+    def __init__(self, model: str) -> None:
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(model)
+
+    def render(self, case: Case) -> str:
+        return self.processor.apply_chat_template(list(case.messages), tokenize=False, add_generation_prompt=True)
+
+    def token_texts(self, outputs: list[EngineOutput]) -> dict[str, str]:
+        """Text of every output token and every top-k candidate, keyed by id."""
+        ids = {t for o in outputs for t in o.output_ids}
+        ids |= {t for o in outputs for step in o.output_logprobs for t, _ in step.top}
+        return {str(i): self.processor.decode([i]) for i in sorted(ids)}
