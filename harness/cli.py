@@ -44,8 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("results", type=Path)
     _publish_arguments(gate)
 
-    build = sub.add_parser("build-model", help="build (or find) the built-in tiny model and print its folder")
+    build = sub.add_parser("build-model", help="build (or find) a built-in tiny model and print its folder")
+    build.add_argument("name", nargs="?", default=None, help="built-in model name (default: the default model)")
     build.add_argument("--cache", type=Path, help="cache root (default: $VLM_PARITY_CACHE or ~/.cache/vlm-parity)")
+
+    models = sub.add_parser("models", help="list the built-in models (building them) and any checkpoints given")
+    models.add_argument("extra", nargs="*", metavar="CHECKPOINT", help="user-supplied checkpoint folders to describe")
+    models.add_argument("--cache", type=Path, help="cache root (default: $VLM_PARITY_CACHE or ~/.cache/vlm-parity)")
     return parser
 
 
@@ -64,9 +69,30 @@ def main(argv: list[str] | None = None) -> int:
         return _gate(args)
     if args.command == "decode-diff":
         return run_decode_diff(args)
-    from harness.models import default_model_dir
+    if args.command == "models":
+        return _models(args)
+    from harness.models import resolve_model
 
-    print(default_model_dir(args.cache))
+    print(resolve_model(args.name, args.cache))
+    return EXIT_PASS
+
+
+def _models(args: argparse.Namespace) -> int:
+    """The built-in models and their known failures on the default engine, as a table."""
+    import pandas as pd
+
+    from harness.engines import resolve_engine
+    from harness.known import load_known
+    from harness.models import list_models
+
+    version = resolve_engine("vllm").version()
+    rows = list_models(args.cache, args.extra)
+    for row in rows:
+        known = load_known(row["name"], row["path"] or row["name"], "vllm", version, "cpu")
+        row["known failures (vllm cpu)"] = "; ".join(k.reason.split(":")[0] + f" ({k.reproduction})"
+                                                     for k in known) or "-"
+    frame = pd.DataFrame(rows).drop(columns=["path"])
+    print(frame.to_string(index=False))
     return EXIT_PASS
 
 
@@ -80,8 +106,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"vlm-parity: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     counts = run.counts()
-    print(f"{run.verdict.upper()}: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error"
+    print(f"{run.verdict.upper()}: {counts['pass']} pass, {counts['known']} known, {counts['fail']} fail, "
+          f"{counts['error']} error"
           f"{'; run error: ' + run.error if run.error else ''}")
+    for line in published.diagnosis:
+        print(f"DIAGNOSIS: {line}")
     for regression in published.regressions:
         print(f"REGRESSION: {regression}")
     if cfg.decode_effect:

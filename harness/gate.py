@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from harness.results import read_results
-from harness.schema import METRICS, RunResult
+from harness.schema import METRICS, PASSING, RunResult
 
 PASS, FAIL, UNDECIDED = 0, 1, 2
 LABELS = {PASS: "pass", FAIL: "fail", UNDECIDED: "cannot decide"}
@@ -53,10 +53,12 @@ def decide(run: RunResult, name: str, policy: dict[str, Any]) -> GateDecision:
     if unknown:
         return GateDecision(UNDECIDED, name, [f"policy names unknown metrics: {', '.join(unknown)}"])
     allowed = {a["case"]: a["reason"] for a in policy.get("allowed_failures") or []}
-    reasons, undecided = [], []
+    reasons, undecided, known = [], [], []
     for case in (c for c in required if c.case_id not in allowed):
-        if case.verdict != "pass":
+        if case.verdict not in PASSING:
             reasons.append(f"{case.case_id}: {case.verdict}: {'; '.join(case.reasons)}")
+        elif case.verdict == "known":
+            known.append(f"{case.case_id}: known: {'; '.join(case.reasons)}")
         for variant in case.variants.values():
             cmp, where = variant.comparison, f"{case.case_id} [{variant.variant}]"
             for key, bound in bounds.items() if cmp else ():
@@ -71,8 +73,8 @@ def decide(run: RunResult, name: str, policy: dict[str, Any]) -> GateDecision:
                 elif not key.endswith("_min") and not value <= bound:
                     reasons.append(f"{where}: {metric} = {value:.3g} > {bound:.3g} (policy bound)")
     if undecided:
-        return GateDecision(UNDECIDED, name, undecided + reasons)
-    return GateDecision(FAIL if reasons else PASS, name, reasons)
+        return GateDecision(UNDECIDED, name, undecided + reasons + known)
+    return GateDecision(FAIL if reasons else PASS, name, reasons + known)
 
 
 def gate_file(results: Path, policy_name: str, config: dict[str, Any]) -> GateDecision:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.results import json_safe
-from harness.schema import METRIC_INFO, RunResult
+from harness.schema import METRIC_INFO, PASSING, RunResult
 
 # name in the history -> (metric, how cases and variants are summarized); from the schema.
 _SUMMARIZED = {(name if info["headline"] == "max" else f"{name}_{info['headline']}"): (name, info["headline"])
@@ -32,8 +32,8 @@ def summarize_run(run: RunResult) -> dict[str, Any]:
         "engine_version": (p.get("engine_info") or {}).get("engine_version"), "model": p.get("model"),
         "model_sha256": p.get("model_sha256"), "dtype": p.get("dtype"), "verdict": run.verdict,
         "counts": run.counts(),
-        "not_passing": sorted(c.case_id for c in run.cases if c.verdict != "pass"),
-        "passing": sorted(c.case_id for c in run.cases if c.verdict == "pass"),
+        "not_passing": sorted(c.case_id for c in run.cases if c.verdict not in PASSING),
+        "passing": sorted(c.case_id for c in run.cases if c.verdict in PASSING),
         "variants": [v["name"] for v in run.variants],
         "metrics": {**{name: summarize(key, how) for name, (key, how) in _SUMMARIZED.items()},
                     "throughput_tok_s": p.get("throughput_tok_s")},

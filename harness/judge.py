@@ -15,7 +15,9 @@ from typing import Any
 from harness import config
 from harness.cases import Case
 from harness.compare import compare_outputs, judge
+from harness.compare.sensitivity import image_sensitivity
 from harness.decode.diff import case_pixel_deltas
+from harness.known import KnownFailure, mark_known
 from harness.plan import Variant
 from harness.prompt import Prompter
 from harness.report.thumbnails import thumbnail
@@ -34,14 +36,20 @@ class Judge:
     prompter: Prompter
     base: str
     unavailable: Mapping[str, str]  # output fields the engine cannot supply -> reason
+    known: Sequence[KnownFailure] = ()
 
     def __call__(self, case: Case, prompt: str, reference: EngineOutput | None, variants: Sequence[Variant],
                  outputs: Mapping[str, list[EngineOutput]], skipped: Mapping[str, str],
-                 missing_reason: Mapping[str, str]) -> CaseResult:
+                 missing_reason: Mapping[str, str], details: Mapping[str, dict[str, Any]],
+                 grey: EngineOutput | None = None) -> CaseResult:
         """`outputs[variant]` are its attempts in order; `skipped[variant]` why it did not run;
-        `missing_reason[variant]` why its outputs may be absent (an engine that died)."""
+        `missing_reason[variant]` why its outputs may be absent (an engine that died); `details[variant]`
+        what the plan recorded for the case (which image spans a prefill chunk split); `grey` the
+        reference's output with flat grey images (the image-sensitivity check)."""
         result = case_result(case, prompt, "error", [])
         result.reference = reference
+        if reference is not None and not reference.error:
+            result.checks, result.warnings = self._reference_checks(reference, grey)
         try:
             result.thresholds = self._thresholds(case, None).values
         except ValueError as exc:
@@ -50,9 +58,10 @@ class Judge:
         base_output = (outputs.get(self.base) or [None])[0]
         for variant in variants:
             try:
-                result.variants[variant.name] = self._variant(case, reference, variant, outputs.get(variant.name, []),
-                                                              skipped.get(variant.name), base_output,
-                                                              missing_reason.get(variant.name))
+                cell = self._variant(case, reference, variant, outputs.get(variant.name, []),
+                                     skipped.get(variant.name), base_output, missing_reason.get(variant.name),
+                                     dict(details.get(variant.name, {})))
+                result.variants[variant.name] = mark_known(case.id, cell, self.known)
             except Exception as exc:  # a harness bug on one variant must not end the run
                 result.variants[variant.name] = VariantResult(
                     variant.name, "error", [f"harness error judging this variant: {type(exc).__name__}: {exc}"])
@@ -60,11 +69,33 @@ class Judge:
         result.headline = self.base if self.base in ran else (ran[0] if ran else None)
         result.verdict = worst(v.verdict for v in result.variants.values())
         result.reasons = [f"{name}: {reason}" for name, v in result.variants.items()
-                          if v.verdict in ("fail", "error") for reason in v.reasons]
+                          if v.verdict in ("fail", "error", "known") for reason in v.reasons]
         every = [reference] if reference else []
         every += [o for v in result.variants.values() for o in ([v.engine] if v.engine else []) + v.attempts]
         result.tokens = self.prompter.token_texts(every)
         return result
+
+    def _reference_checks(self, reference: EngineOutput,
+                          grey: EngineOutput | None) -> tuple[dict[str, Any], list[str]]:
+        """The reference against itself, and the case against a grey image: warnings, not failures."""
+        limits = config.resolve_section(self.thresholds_config, "reference")
+        checks: dict[str, Any] = dict(reference.diagnostics)
+        warnings = []
+        own = checks.get("self_consistency_max")
+        if own is not None and not own <= limits["self_consistency_max"]:
+            warnings.append(f"the reference disagrees with itself: its forward pass and generate() score its greedy "
+                            f"tokens {own:.3g} apart (> {limits['self_consistency_max']:.3g}); decode diffs are not "
+                            "evidence against the engine")
+        if grey is not None and not grey.error:
+            found = image_sensitivity(reference, grey, self.image_token)
+            checks.update(image_sensitivity_max=found["after_image_max"], grey_output_changed=found["output_changed"])
+            moved = found["after_image_max"]
+            if not found["output_changed"] and (moved is None or moved < limits["image_sensitivity_min"]):
+                warnings.append(f"not image-sensitive: with flat grey images the reference's logprobs after the image "
+                                f"move by at most {moved if moved is None else f'{moved:.3g}'} (< "
+                                f"{limits['image_sensitivity_min']}) and its greedy output is unchanged: this case "
+                                "cannot detect an image-path bug")
+        return checks, warnings
 
     def _thresholds(self, case: Case, variant: Variant | None) -> config.Thresholds:
         engine_dtype = (variant.dtype if variant else None) or self.engine_dtype
@@ -72,14 +103,14 @@ class Judge:
         return config.resolve(self.thresholds_config, key, self.model, case.thresholds)
 
     def _variant(self, case: Case, reference: EngineOutput | None, variant: Variant, attempts: list[EngineOutput],
-                 skipped: str | None, base_output: EngineOutput | None, missing: str | None) -> VariantResult:
+                 skipped: str | None, base_output: EngineOutput | None, missing: str | None,
+                 details: dict[str, Any]) -> VariantResult:
         name = variant.name
         if skipped:
             return VariantResult(name, "skipped", [skipped])
-        details: dict[str, Any] = {}
         decoder = variant.request.get("decoder")
         if decoder and decoder != "pil":
-            details = {"decoder": decoder, "pixel_deltas": case_pixel_deltas(case.images, decoder)}
+            details.update(decoder=decoder, pixel_deltas=case_pixel_deltas(case.images, decoder))
         if not attempts:
             return VariantResult(name, "error", [missing or "the engine returned no output for this variant"],
                                  details=details)

@@ -29,8 +29,8 @@ AGAINST = ("reference", "base")
 CHECKS = ("prefill", "decode")
 CASE_FILTERS = ("all", "images")
 REQUEST_KEYS = ("decoder", "prompt_form", "image_input", "sampling", "submit", "repeats")
-VARIANT_KEYS = ("reason", "engine", "engine_options", "dtype", "request", "against", "checks", "cases", "requires",
-                "default")
+VARIANT_KEYS = ("reason", "diagnosis", "engine", "engine_options", "dtype", "request", "against", "checks", "cases",
+                "requires")
 DECODER_PREFIX = "decoder-"
 
 
@@ -40,6 +40,7 @@ class Variant:
 
     name: str
     reason: str
+    diagnosis: str = ""  # what it means when only this variant fails
     features: dict[str, Any] = field(default_factory=dict)
     engine_options: dict[str, Any] = field(default_factory=dict)
     dtype: str | None = None
@@ -96,6 +97,7 @@ def decoder_variant(decoder: str) -> Variant:
         name=DECODER_PREFIX + decoder,
         reason=f"the engine decodes images with {decoder} instead of PIL (the reference keeps PIL): "
                "shows what a decode-path difference does to logprobs and outputs",
+        diagnosis=f"fails only with {decoder} pixels",
         request={"decoder": decoder}, against=("reference",), cases="images",
     )
 
@@ -161,7 +163,7 @@ def _parse_variant(source: str, name: str, spec: Any) -> Variant:
             raise ValueError(f"{where}: field {key!r}: must be a non-empty list of {', '.join(allowed)}")
     if spec.get("cases", "all") not in CASE_FILTERS:
         raise ValueError(f"{where}: field 'cases': must be one of {', '.join(CASE_FILTERS)}")
-    return Variant(name=name, reason=spec["reason"].strip(), features=dict(spec.get("engine") or {}),
+    return Variant(name=name, reason=spec["reason"].strip(), diagnosis=spec.get("diagnosis", ""), features=dict(spec.get("engine") or {}),
                    engine_options=dict(spec.get("engine_options") or {}), dtype=spec.get("dtype"), request=request,
                    against=against, checks=checks, cases=spec.get("cases", "all"),
                    requires=dict(spec.get("requires") or {}))
@@ -210,3 +212,26 @@ def build_request(variant: Variant, case: Case, prompt_text: str, decoder: str) 
 def settings_key(settings: EngineSettings) -> str:
     """Variants with equal keys share one engine start."""
     return json.dumps(asdict(settings), sort_keys=True, default=str)
+
+
+def image_spans(prompt_ids: Sequence[int], image_token: int | None) -> list[tuple[int, int]]:
+    """[start, end) runs of image placeholder tokens in a prompt."""
+    spans, start = [], None
+    for i, tid in enumerate([*prompt_ids, None]):
+        if tid == image_token and start is None:
+            start = i
+        elif tid != image_token and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
+
+
+def split_spans(spans: Sequence[tuple[int, int]], budget: int) -> list[tuple[int, int]]:
+    """The spans a prefill split into `budget`-token chunks cuts (a chunk boundary falls inside)."""
+    return [(s, e) for s, e in spans if s // budget != (e - 1) // budget]
+
+
+def chunk_budget(spans: Sequence[Sequence[tuple[int, int]]], smallest: int = 8, largest: int = 64) -> int:
+    """The prefill chunk size that splits the most image spans over all cases (the larger one on a tie,
+    for fewer engine steps)."""
+    return max(range(smallest, largest + 1), key=lambda b: (sum(len(split_spans(s, b)) for s in spans), b))

@@ -17,6 +17,8 @@ import pytest
 
 from harness.cases import load_cases
 from harness.engines import resolve_engine
+from harness.known import KnownFailure, load_known
+from harness.models import DEFAULT_MODEL, resolve_model
 from harness.options import DEFAULT_CASES, add_options, run_config
 from harness.plan import DECODER_PREFIX, engine_skip_reason, load_variants
 from harness.report import publish
@@ -49,15 +51,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if get("decode_effect"):
         names.append(DECODER_PREFIX + get("decode_effect"))
     engine = resolve_engine(get("engine"))
+    model = resolve_model(get("model"))
+    capabilities = engine.capabilities_for(model)
+    known = load_known(get("model") or DEFAULT_MODEL, model, get("engine"), engine.version(), get("device"))
     loaded = load_cases(_cases(metafunc.config))
     params = []
     for variant in variant_set.select(names):
-        skip = engine_skip_reason(variant, engine.capabilities, get("engine"), get("device"))
+        skip = engine_skip_reason(variant, capabilities, get("engine"), get("device"))
         marks = [pytest.mark.skip(reason=f"variant {variant.name}: {skip}")] if skip else []
-        params += [pytest.param(c.id, variant.name, id=f"{c.id}-{variant.name}", marks=marks) for c in loaded.cases]
+        params += [pytest.param(c.id, variant.name, id=f"{c.id}-{variant.name}", marks=marks + _known(known, c.id, variant.name))
+                   for c in loaded.cases]
     bad = dict.fromkeys(problem_id(p) for p in loaded.problems)
     params += [pytest.param(case_id, variant_set.base, id=case_id) for case_id in bad]
     metafunc.parametrize(("parity_case", "parity_variant"), params)
+
+
+def _known(known: list[KnownFailure], case_id: str, variant: str) -> list[pytest.MarkDecorator]:
+    """A known engine failure is a strict expected failure: when the engine is fixed, the test XPASSes and fails."""
+    return [pytest.mark.xfail(strict=True, reason=f"known failure: {entry.reason}")
+            for entry in known if entry.applies_to(case_id, variant)][:1]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +19,20 @@ from harness.cases import Case, CaseProblem, load_cases
 from harness.engines.base import EngineSettings, Request, resolve_engine
 from harness.engines.client import EngineSide, stream
 from harness.judge import Judge, case_result
-from harness.models import image_token_id, model_fingerprint, resolve_model
+from harness.known import load_known
+from harness.models import DEFAULT_MODEL, image_token_id, model_fingerprint, resolve_model
 from harness.plan import (
     DECODER_PREFIX,
     Variant,
     build_request,
     case_skip_reason,
+    chunk_budget,
     engine_settings,
     engine_skip_reason,
+    image_spans,
     load_variants,
     settings_key,
+    split_spans,
 )
 from harness.prompt import Prompter
 from harness.results import ResultsSink
@@ -73,12 +77,14 @@ class _Group:
 
 def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     """Run every case on every variant; results are written as each case completes."""
+    model_name = cfg.model or DEFAULT_MODEL
     model = resolve_model(cfg.model)
     reference_model = resolve_model(cfg.reference_model) if cfg.reference_model else model
     reference_dtype = cfg.reference_dtype or cfg.dtype
     thresholds_config = config.load_config(cfg.thresholds_file)
     engine_cls = resolve_engine(cfg.engine)
-    resolve_engine(cfg.reference_engine)
+    capabilities = engine_cls.capabilities_for(model)
+    reference_cls = resolve_engine(cfg.reference_engine)
     names = list(cfg.variants or ["default"]) + ([DECODER_PREFIX + cfg.decode_effect] if cfg.decode_effect else [])
     variant_set = load_variants(cfg.variants_files)
     variants = variant_set.select(names)
@@ -87,19 +93,20 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
         "harness_version": __version__,
         "git_commit": _git_commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "engine": cfg.engine, "model": model, "model_sha256": _fingerprint(model),
+        "engine": cfg.engine, "engine_version": engine_cls.version(), "model": model, "model_name": model_name,
+        "model_sha256": _fingerprint(model),
         "reference_engine": cfg.reference_engine, "reference_model": reference_model,
         "reference_model_sha256": _fingerprint(reference_model),
         "dtype": cfg.dtype, "reference_dtype": reference_dtype, "device": cfg.device,
         "decoder": cfg.decoder, "engine_options": cfg.engine_options, "base_variant": variant_set.base,
-        "capabilities": _jsonable(asdict(engine_cls.capabilities)),
+        "capabilities": _jsonable(asdict(capabilities)),
         "cases": [str(p) for p in cfg.cases],
         "thresholds": asdict(config.resolve(thresholds_config, config.effective_dtype(cfg.dtype, reference_dtype),
                                             model)),
     }, variants=[v.describe() for v in variants])
     sink = ResultsSink(run, cfg.out, progress)
     for variant in variants:
-        reason = engine_skip_reason(variant, engine_cls.capabilities, cfg.engine, cfg.device)
+        reason = engine_skip_reason(variant, capabilities, cfg.engine, cfg.device)
         if reason:
             run.skipped[variant.name] = reason
             progress(f"SKIP  variant {variant.name}: {reason}")
@@ -120,15 +127,24 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     ref_settings = EngineSettings(reference_model, reference_dtype, cfg.reference_device or cfg.device, cfg.top_k)
     ref_requests = [Request(c.id, prompts[c.id], "reference", c.messages, tuple(map(str, c.images)),
                             max_new_tokens=c.max_new_tokens) for c in cases]
+    # Each image case also with flat grey images: a case whose reference barely moves cannot catch image bugs.
+    if "flat-grey" in reference_cls.capabilities.image_inputs:
+        ref_requests += [replace(r, variant="flat-grey", image_input="flat-grey") for r in ref_requests if r.images]
+    greys: dict[str, EngineOutput] = {}
     for output in stream(cfg.reference_engine, ref_settings, ref_requests, reference_side, progress, "reference"):
-        references[output.case_id] = output
+        (greys if output.variant == "flat-grey" else references)[output.case_id] = output
 
+    known = load_known(model_name, model, cfg.engine, engine_cls.version(), cfg.device)
     judge = Judge(thresholds_config, cfg.dtype, reference_dtype, model, image_token_id(reference_model), prompter,
-                  variant_set.base, engine_cls.capabilities.unavailable())
+                  variant_set.base, capabilities.unavailable(), known)
     by_id = {c.id: c for c in cases}
     runnable = [c for c in cases if c.id in references and not references[c.id].error]
     skipped = {c.id: dict(run.skipped) for c in cases}
+    spans = {c.id: image_spans(references[c.id].prompt_ids, judge.image_token) for c in runnable}
+    details: dict[str, dict[str, dict[str, Any]]] = {c.id: {} for c in runnable}
     groups = _plan(variants, runnable, prompts, run.skipped, skipped, base_settings, cfg.decoder, variant_set.base)
+    for group in groups:
+        _resolve_chunking(group, spans, details, run)
     outputs: dict[str, dict[str, list[EngineOutput]]] = {c.id: {} for c in runnable}
     pending = {c.id: 0 for c in runnable}
     for group in groups:
@@ -139,7 +155,7 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     def finish(case_id: str) -> None:
         del pending[case_id]
         sink.add(judge(by_id[case_id], prompts[case_id], references[case_id], variants, outputs[case_id],
-                       skipped[case_id], missing))
+                       skipped[case_id], missing, details[case_id], greys.get(case_id)))
 
     for case_id in [c for c, n in pending.items() if n == 0]:  # every variant skipped for this case
         finish(case_id)
@@ -219,6 +235,26 @@ def _plan(variants: list[Variant], cases: list[Case], prompts: dict[str, str], e
                 continue
             group.requests.append(build_request(variant, case, prompts[case.id], decoder))
     return sorted((g for g in groups.values() if g.requests), key=lambda g: base not in g.variants)
+
+
+def _resolve_chunking(group: _Group, spans: dict[str, list[tuple[int, int]]],
+                      details: dict[str, dict[str, dict[str, Any]]], run: RunResult) -> None:
+    """Pick the prefill chunk size of an `auto` group from the cases' image spans and record,
+    per case, which spans it splits; a plan that splits none is not exercising its path."""
+    tokens = group.settings.features.get("prefill_chunk_tokens")
+    if tokens is None:
+        return
+    cases = sorted({r.case_id for r in group.requests})
+    if tokens == "auto":
+        tokens = chunk_budget([spans[c] for c in cases])
+        group.settings = replace(group.settings, features={**group.settings.features, "prefill_chunk_tokens": tokens})
+    split = {c: split_spans(spans[c], tokens) for c in cases}
+    for name in group.variants:
+        for case_id in cases:
+            details[case_id][name] = {"chunk_tokens": tokens, "split_spans": split[case_id]}
+        if not any(split.values()):
+            run.warnings.append(f"variant {name}: prefill chunks of {tokens} tokens split no image span: "
+                                "the variant does not exercise its path on these cases")
 
 
 def problem_id(problem: CaseProblem) -> str:

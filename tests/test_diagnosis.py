@@ -1,0 +1,75 @@
+"""The one-line diagnosis and the reference checks: pure functions over results."""
+from __future__ import annotations
+
+import random
+
+from harness.compare.sensitivity import image_sensitivity
+from harness.report.diagnosis import diagnose
+from harness.schema import EngineOutput, TokenLogprobs, VariantResult
+from tests.factories import synthetic_run
+
+
+def fail_cell(run, case_id: str, variant: str, reason: str, verdict: str = "fail") -> None:
+    case = run.case(case_id)
+    case.variants[variant] = VariantResult(variant, verdict, [reason])
+    case.verdict = verdict
+
+
+def clean_run(n: int = 6):
+    run = synthetic_run(n, fail_every=10**6, error_every=10**6)
+    run.case("case-0000").images = []  # a text-only case
+    return run
+
+
+def test_nothing_failed_no_diagnosis() -> None:
+    assert diagnose(clean_run()) == []
+
+
+def test_only_one_variant_fails_names_its_symptom() -> None:
+    run = clean_run()
+    run.variants[1]["diagnosis"] = "fails only when submitted alone"
+    for case_id in ("case-0001", "case-0002"):
+        fail_cell(run, case_id, "alone", "vs batched: prefill_max = 0.3 > 0.0001")
+    assert diagnose(run)[0] == "fails only when submitted alone: 2 case(s), every other variant passes on them"
+
+
+def test_errors_only_on_one_variant_say_engine_errors() -> None:
+    run = clean_run()
+    fail_cell(run, "case-0003", "alone", "engine error (attempt 1): RuntimeError: boom", "error")
+    assert "(engine errors)" in diagnose(run)[0]
+
+
+def test_image_cases_fail_text_passes_and_decode_only() -> None:
+    run = clean_run()
+    for case_id in ("case-0001", "case-0002", "case-0003"):
+        fail_cell(run, case_id, "batched", "first_divergence at output token 3 of 16; greedy outputs must be identical")
+        fail_cell(run, case_id, "alone", "vs reference: rouge_l = 0.5 < 1.0")
+    found = diagnose(run)
+    assert found[0].startswith("image cases fail (3/5), text-only cases pass")
+    assert found[1].startswith("prefill passes, decode fails")
+
+
+def test_prompt_ids_pattern() -> None:
+    run = clean_run()
+    for case in run.cases:
+        for variant in ("batched", "alone"):
+            fail_cell(run, case.case_id, variant, "prompt_ids_match = false: engine tokenized the prompt to 5 ids")
+    assert diagnose(run) == ["prompt token ids differ: the tokenizer or the chat template"]
+
+
+def _out(prompt: list[int], lps: list[float], out: list[int]) -> EngineOutput:
+    return EngineOutput("c", "hf", prompt_ids=prompt,
+                        prompt_logprobs=[None] + [TokenLogprobs(t, lp) for t, lp in zip(prompt[1:], lps)],
+                        output_ids=out)
+
+
+def test_image_sensitivity_looks_after_the_image_only() -> None:
+    prompt = [1, 6, 6, 6, 9, 10, 11]
+    rng = random.Random(0)
+    lps = [-rng.random() for _ in prompt[1:]]
+    moved_inside = [lp - 2.0 if i < 3 else lp for i, lp in enumerate(lps)]  # only image positions move
+    blind = image_sensitivity(_out(prompt, lps, [5, 5]), _out(prompt, moved_inside, [5, 5]), 6)
+    assert blind == {"after_image_max": 0.0, "output_changed": False}
+    moved_after = [lp - 0.5 if i == 4 else lp for i, lp in enumerate(lps)]
+    seeing = image_sensitivity(_out(prompt, lps, [5, 5]), _out(prompt, moved_after, [5, 7]), 6)
+    assert seeing["output_changed"] and abs(seeing["after_image_max"] - 0.5) < 1e-9
