@@ -20,6 +20,11 @@ from harness.schema import EngineOutput, from_dict
 BUILTIN_ENGINES = {
     "hf": "harness.engines.hf:HFEngine",
     "vllm": "harness.engines.vllm_offline:VLLMEngine",
+    "vllm-server": "harness.engines.vllm_server:VLLMServerEngine",
+    "openai": "harness.engines.openai_chat:OpenAIChatEngine",
+    "sglang": "harness.engines.sglang_offline:SGLangEngine",
+    "sglang-server": "harness.engines.sglang_server:SGLangServerEngine",
+    "sglang-chat": "harness.engines.sglang_server:SGLangChatEngine",
 }
 ENTRY_POINT_GROUP = "vlm_parity.engines"
 
@@ -71,7 +76,9 @@ class EngineSettings:
     `features` are engine-neutral settings a variant asks for (e.g.
     `prefill_chunk_tokens`, `prefix_caching`); each adapter translates the ones
     it declares in `Capabilities.features` into its own options. `options` are
-    engine-specific (vLLM's `enforce_eager`), passed through untouched.
+    engine-specific (vLLM's `enforce_eager`), passed through untouched. `url`
+    attaches a server adapter to a running server; `chat_template` is the
+    reference's, for adapters that render the "rendered" form server-side.
     """
 
     model: str
@@ -81,6 +88,8 @@ class EngineSettings:
     seed: int = 0
     features: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    url: str | None = None
+    chat_template: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EngineSettings:
@@ -147,6 +156,9 @@ class Engine(ABC):
     @abstractmethod
     def run(self, requests: Sequence[Request]) -> Iterator[EngineOutput]:
         """One submission: the requests together (they may be batched by the engine)."""
+
+    def close(self) -> None:
+        """Release what start() acquired (a server process); called also when the run fails."""
 
     def info(self) -> dict[str, Any]:
         """Versions and settings for the run's provenance."""

@@ -23,7 +23,7 @@ from harness.schema import EngineOutput, TokenLogprobs
 # Settings that make vLLM behave on a CPU-only machine with no network
 # (FACTS.md): in-process engine core (fast start, less memory), loopback for
 # its internal queues, a small KV cache, no hub.
-_CPU_ENV = {
+CPU_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     "VLLM_HOST_IP": "127.0.0.1",
     "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -83,7 +83,7 @@ class VLLMEngine(Engine):
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
         if settings.device == "cpu":
-            for key, value in _CPU_ENV.items():
+            for key, value in CPU_ENV.items():
                 os.environ.setdefault(key, value)
         import vllm
 

