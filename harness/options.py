@@ -52,6 +52,8 @@ RUN_OPTIONS = (
     Option("model", {"help": "checkpoint (folder or hub id) or built-in model name the engine serves "
                              "(default: the built-in tiny model)"}),
     Option("reference-model", {"help": "checkpoint the reference loads (default: --model)"}),
+    Option("engine-url", {"metavar": "URL", "help": "attach a server engine to this running server (never stopped by "
+                                                    "the harness) instead of starting one"}),
     Option("reference-engine", {"default": "hf", "help": "the reference engine (default: hf)"}),
     Option("cases", {"type": Path, "nargs": "+", "help": "case YAML files or folders (default: cases/)"}),
     Option("out", {"type": Path, "help": "folder for results.json and index.html (default: reports/latest)"}),
@@ -88,7 +90,8 @@ def run_config(get: Callable[[str], Any], only: set[str] | None = None, root: Pa
     """The RunConfig from option values; `get(dest)` reads one (without prefix)."""
     return RunConfig(
         cases=get("cases") or [root / DEFAULT_CASES], out=get("out") or root / DEFAULT_OUT, engine=get("engine"),
-        model=get("model"), reference_model=get("reference_model"), reference_engine=get("reference_engine"),
+        model=get("model"), engine_url=get("engine_url"), reference_model=get("reference_model"),
+        reference_engine=get("reference_engine"),
         dtype=get("dtype"), reference_dtype=get("reference_dtype"), device=get("device"),
         reference_device=get("reference_device"), engine_options=dict(get("engine_option")),
         variants=get("variants"), variants_files=list(get("variants_file")), decoder=get("decoder"),

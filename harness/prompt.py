@@ -13,6 +13,7 @@ class Prompter:
         from transformers import AutoProcessor
 
         self.processor = AutoProcessor.from_pretrained(model)
+        self.chat_template: str | None = getattr(self.processor, "chat_template", None)
 
     def render(self, case: Case) -> str:
         return self.processor.apply_chat_template(list(case.messages), tokenize=False, add_generation_prompt=True)

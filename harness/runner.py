@@ -49,6 +49,7 @@ class RunConfig:
     out: Path
     engine: str = "vllm"
     model: str | None = None  # None: the built-in tiny model
+    engine_url: str | None = None  # a running server to attach to
     reference_model: str | None = None  # None: same as model
     reference_engine: str = "hf"
     dtype: str = "float32"
@@ -88,7 +89,8 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     names = list(cfg.variants or ["default"]) + ([DECODER_PREFIX + cfg.decode_effect] if cfg.decode_effect else [])
     variant_set = load_variants(cfg.variants_files)
     variants = variant_set.select(names)
-    base_settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k, options=cfg.engine_options)
+    base_settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k, options=cfg.engine_options,
+                                   url=cfg.engine_url)
     run = RunResult(provenance={
         "harness_version": __version__,
         "git_commit": _git_commit(),
@@ -113,6 +115,7 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
 
     cases = _load(cfg, sink, run)
     prompter = Prompter(reference_model)
+    base_settings = replace(base_settings, chat_template=prompter.chat_template)
     prompts: dict[str, str] = {}
     for case in cases:
         try:

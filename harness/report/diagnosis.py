@@ -31,9 +31,9 @@ def diagnose(run: RunResult) -> list[str]:
     if len(cells) == 1:
         (name,) = cells
         errored = all(run.case(c).variants[name].verdict == "error" for c in cells[name])
-        others_pass = all(cell.verdict in ("pass", "skipped") for c in cells[name]
-                          for n, cell in run.case(c).variants.items() if n != name)
-        if others_pass:
+        others = [cell.verdict for c in cells[name] for n, cell in run.case(c).variants.items()
+                  if n != name and cell.verdict != "skipped"]
+        if others and all(v in ("pass", "known") for v in others):
             symptom = info.get(name, {}).get("diagnosis") or f"fails only on the {name} variant"
             found.append(f"{symptom}{' (engine errors)' if errored else ''}: "
                          f"{len(cells[name])} case(s), every other variant passes on them")
