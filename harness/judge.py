@@ -41,15 +41,17 @@ class Judge:
     def __call__(self, case: Case, prompt: str, reference: EngineOutput | None, variants: Sequence[Variant],
                  outputs: Mapping[str, list[EngineOutput]], skipped: Mapping[str, str],
                  missing_reason: Mapping[str, str], details: Mapping[str, dict[str, Any]],
-                 grey: EngineOutput | None = None) -> CaseResult:
+                 extra: Mapping[str, EngineOutput] | None = None) -> CaseResult:
         """`outputs[variant]` are its attempts in order; `skipped[variant]` why it did not run;
         `missing_reason[variant]` why its outputs may be absent (an engine that died); `details[variant]`
-        what the plan recorded for the case (which image spans a prefill chunk split); `grey` the
-        reference's output with flat grey images (the image-sensitivity check)."""
+        what the plan recorded for the case (which image spans a prefill chunk split); `extra` the
+        reference's other outputs for the case by request variant: `flat-grey` (the image-sensitivity
+        check) and `reference-<decoder>` (images decoded by another decoder, for variants that ask)."""
+        extra = extra or {}
         result = case_result(case, prompt, "error", [])
         result.reference = reference
         if reference is not None and not reference.error:
-            result.checks, result.warnings = self._reference_checks(reference, grey)
+            result.checks, result.warnings = self._reference_checks(reference, extra.get("flat-grey"))
         try:
             result.thresholds = self._thresholds(case, None).values
         except ValueError as exc:
@@ -58,7 +60,8 @@ class Judge:
         base_output = (outputs.get(self.base) or [None])[0]
         for variant in variants:
             try:
-                cell = self._variant(case, reference, variant, outputs.get(variant.name, []),
+                own = extra.get(f"reference-{variant.reference_decoder}", reference)
+                cell = self._variant(case, own, variant, outputs.get(variant.name, []),
                                      skipped.get(variant.name), base_output, missing_reason.get(variant.name),
                                      dict(details.get(variant.name, {})))
                 result.variants[variant.name] = mark_known(case.id, cell, self.known)
@@ -70,7 +73,7 @@ class Judge:
         result.verdict = worst(v.verdict for v in result.variants.values())
         result.reasons = [f"{name}: {reason}" for name, v in result.variants.items()
                           if v.verdict in ("fail", "error", "known") for reason in v.reasons]
-        every = [reference] if reference else []
+        every = [o for o in [reference, *extra.values()] if o]
         every += [o for v in result.variants.values() for o in ([v.engine] if v.engine else []) + v.attempts]
         result.tokens = self.prompter.token_texts(every)
         return result
@@ -111,6 +114,8 @@ class Judge:
         decoder = variant.request.get("decoder")
         if decoder and decoder != "pil":
             details.update(decoder=decoder, pixel_deltas=case_pixel_deltas(case.images, decoder))
+        if reference is not None and reference.variant != "reference":
+            details["reference"] = f"{reference.variant}: the reference re-run with these pixels"
         if not attempts:
             return VariantResult(name, "error", [missing or "the engine returned no output for this variant"],
                                  details=details)
@@ -132,7 +137,10 @@ class Judge:
             for a in rest:
                 reasons += [f"attempt {a.attempt + 1} vs reference: {r}"
                             for r in self._compare(reference, a, variant, th)[1]]
-        if "base" in variant.against and variant.name != self.base:
+        if "base" in variant.against and variant.name != self.base and "reference" in details:
+            details["base"] = (f"not compared with {self.base}: this variant's images decode to other pixels than "
+                               f"{self.base}'s (the reference was re-run with them)")
+        elif "base" in variant.against and variant.name != self.base:
             if base_output is None or base_output.error:
                 reasons.append(f"vs {self.base}: the base variant has no output to compare with")
             else:
@@ -141,12 +149,24 @@ class Judge:
         for a in rest:  # repeated submissions must agree with the first
             reasons += [f"attempt {a.attempt + 1} vs attempt 1: {r}"
                         for r in self._compare(first, a, variant, th, checks=("prefill", "decode"))[1]]
+        if reasons and variant.request.get("prompt_form") == "native":
+            details["stage"] = native_stage(cmp or against_base)
         return VariantResult(name, "fail" if reasons else "pass", reasons, cmp, against_base, first, rest, details)
 
     def _compare(self, expected: EngineOutput, actual: EngineOutput, variant: Variant, th: config.Thresholds,
                  checks: Sequence[str] | None = None) -> tuple[CaseComparison, list[str]]:
         cmp = compare_outputs(expected, actual, self.image_token, self.unavailable, checks or variant.checks)
         return cmp, judge(cmp, th)[1]
+
+
+def native_stage(cmp: CaseComparison | None) -> str:
+    """Where a native-form disagreement starts: the engine's template (ids) or its image decoding (pixels)."""
+    if cmp is not None and cmp.prompt_ids_match is False:
+        return ("prompt token ids differ: the engine's own chat template (or tokenizer) renders the prompt "
+                "differently from the reference's")
+    if cmp is not None and cmp.image_positions:
+        return "prompt token ids agree but logprobs differ: the engine's own image decoding (pixels) or what follows it"
+    return "prompt token ids agree; the difference is after rendering"
 
 
 def sane(output: EngineOutput) -> list[str]:

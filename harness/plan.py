@@ -29,8 +29,8 @@ AGAINST = ("reference", "base")
 CHECKS = ("prefill", "decode")
 CASE_FILTERS = ("all", "images")
 REQUEST_KEYS = ("decoder", "prompt_form", "image_input", "sampling", "submit", "repeats")
-VARIANT_KEYS = ("reason", "diagnosis", "engine", "engine_options", "dtype", "request", "against", "checks", "cases",
-                "requires")
+VARIANT_KEYS = ("reason", "diagnosis", "engine", "engine_options", "dtype", "request", "reference", "against",
+                "checks", "cases", "requires")
 DECODER_PREFIX = "decoder-"
 
 
@@ -45,6 +45,7 @@ class Variant:
     engine_options: dict[str, Any] = field(default_factory=dict)
     dtype: str | None = None
     request: dict[str, Any] = field(default_factory=dict)
+    reference_decoder: str = "pil"  # how the reference it is compared with decoded the images
     against: tuple[str, ...] = ("reference",)
     checks: tuple[str, ...] = CHECKS
     cases: str = "all"
@@ -161,10 +162,14 @@ def _parse_variant(source: str, name: str, spec: Any) -> Variant:
     for key, values, allowed in (("against", against, AGAINST), ("checks", checks, CHECKS)):
         if not values or not set(values) <= set(allowed):
             raise ValueError(f"{where}: field {key!r}: must be a non-empty list of {', '.join(allowed)}")
+    reference = dict(spec.get("reference") or {})
+    if set(reference) - {"decoder"} or reference.get("decoder", "pil") not in DECODERS:
+        raise ValueError(f"{where}: field 'reference': only {{decoder: NAME}} with a registered decoder")
     if spec.get("cases", "all") not in CASE_FILTERS:
         raise ValueError(f"{where}: field 'cases': must be one of {', '.join(CASE_FILTERS)}")
     return Variant(name=name, reason=spec["reason"].strip(), diagnosis=spec.get("diagnosis", ""), features=dict(spec.get("engine") or {}),
                    engine_options=dict(spec.get("engine_options") or {}), dtype=spec.get("dtype"), request=request,
+                   reference_decoder=reference.get("decoder", "pil"),
                    against=against, checks=checks, cases=spec.get("cases", "all"),
                    requires=dict(spec.get("requires") or {}))
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from harness import __version__, config
 from harness.cases import Case, CaseProblem, load_cases
+from harness.decode import same_pixels
 from harness.engines.base import EngineSettings, Request, resolve_engine
 from harness.engines.client import EngineSide, stream
 from harness.judge import Judge, case_result
@@ -130,12 +131,20 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     ref_settings = EngineSettings(reference_model, reference_dtype, cfg.reference_device or cfg.device, cfg.top_k)
     ref_requests = [Request(c.id, prompts[c.id], "reference", c.messages, tuple(map(str, c.images)),
                             max_new_tokens=c.max_new_tokens) for c in cases]
+    image_requests = [r for r in ref_requests if r.images]
     # Each image case also with flat grey images: a case whose reference barely moves cannot catch image bugs.
     if "flat-grey" in reference_cls.capabilities.image_inputs:
-        ref_requests += [replace(r, variant="flat-grey", image_input="flat-grey") for r in ref_requests if r.images]
-    greys: dict[str, EngineOutput] = {}
+        ref_requests += [replace(r, variant="flat-grey", image_input="flat-grey") for r in image_requests]
+    # Variants compared with a reference that decodes differently: re-run only where the pixels differ.
+    for decoder in sorted({v.reference_decoder for v in variants} - {"pil"}):
+        ref_requests += [replace(r, variant=f"reference-{decoder}", decoder=decoder) for r in image_requests
+                         if not same_pixels(r.images, decoder)]
+    extra: dict[str, dict[str, EngineOutput]] = {c.id: {} for c in cases}
     for output in stream(cfg.reference_engine, ref_settings, ref_requests, reference_side, progress, "reference"):
-        (greys if output.variant == "flat-grey" else references)[output.case_id] = output
+        if output.variant == "reference":
+            references[output.case_id] = output
+        else:
+            extra[output.case_id][output.variant] = output
 
     known = load_known(model_name, model, cfg.engine, engine_cls.version(), cfg.device)
     judge = Judge(thresholds_config, cfg.dtype, reference_dtype, model, image_token_id(reference_model), prompter,
@@ -158,7 +167,7 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     def finish(case_id: str) -> None:
         del pending[case_id]
         sink.add(judge(by_id[case_id], prompts[case_id], references[case_id], variants, outputs[case_id],
-                       skipped[case_id], missing, details[case_id], greys.get(case_id)))
+                       skipped[case_id], missing, details[case_id], extra[case_id]))
 
     for case_id in [c for c, n in pending.items() if n == 0]:  # every variant skipped for this case
         finish(case_id)

@@ -89,3 +89,23 @@ def test_fast_upsample_pixels_move_parity_while_pil_pixels_pass(tmp_path: Path, 
     for case_id in ("coffee-444", "chelsea-png"):
         effect = by_id[case_id].variants[name]
         assert effect.verdict == "pass" and effect.comparison.prefill_max <= 1e-4
+
+
+def test_engine_template_differing_by_one_space_fails_native_only(tmp_path: Path, tiny_model: Path) -> None:
+    """The engine serves a copy whose chat template adds one space after the role: the rendered form
+    (the reference's template) passes, the native form (the engine's own template) fails every case
+    on prompt ids, and says that the template is where it starts."""
+    model = altered_copy(tiny_model, tmp_path / "model")
+    template = model / "chat_template.jinja"
+    text = template.read_text()
+    assert "message['role'] + '\\n'" in text
+    template.write_text(text.replace("message['role'] + '\\n'", "message['role'] + ' \\n'", 1))
+    result = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=str(model), reference_model=str(tiny_model),
+                               only=SUBSET, variants=["base", "native"]), progress=lambda _: None)
+    assert {c.case_id for c in result.cases} == SUBSET
+    for case in result.cases:
+        assert case.variants["batched"].verdict == "pass", (case.case_id, case.variants["batched"].reasons)
+        native = case.variants["native"]
+        assert native.verdict == "fail" and native.comparison.prompt_ids_match is False, native.reasons
+        assert native.reasons[0].startswith("vs reference: prompt_ids_match = false")
+        assert native.details["stage"].startswith("prompt token ids differ: the engine's own chat template")

@@ -21,9 +21,10 @@ from harness.decode.registry import (
     decode_array,
     get_decoder,
     register,
+    same_pixels,
 )
 
 __all__ = [
     "DECODERS", "Availability", "DecoderSpec", "DecoderUnavailable", "ImageDecodeError", "NotApplicable",
-    "availability", "decode", "decode_all", "decode_array", "get_decoder", "register",
+    "availability", "decode", "decode_all", "decode_array", "get_decoder", "register", "same_pixels",
 ]

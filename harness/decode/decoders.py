@@ -32,6 +32,16 @@ def _pil(path: Path) -> Image.Image:
     return rgb
 
 
+def _transformers(path: Path) -> Image.Image:
+    """transformers' own loader (`image_utils.load_image`): what HF gets from a path or URL.
+    It applies the EXIF orientation, unlike plain PIL, and drops alpha."""
+    from transformers.image_utils import load_image
+
+    image = load_image(str(path))
+    image.info.clear()
+    return image
+
+
 def _simplejpeg(path: Path, fastdct: bool = False, fastupsample: bool = False) -> np.ndarray:
     import simplejpeg
 
@@ -65,6 +75,8 @@ def _nvjpeg(path: Path) -> np.ndarray:
 
 
 register(DecoderSpec("pil", "PIL", _pil, {"convert": "RGB", "exif_orientation": "ignored"}))
+register(DecoderSpec("transformers", "transformers", _transformers,
+                     {"loader": "image_utils.load_image", "exif_orientation": "applied", "alpha": "dropped"}))
 _SIMPLEJPEG = {"colorspace": "RGB", "fastdct": False, "fastupsample": False}
 register(DecoderSpec("simplejpeg", "simplejpeg", _simplejpeg, _SIMPLEJPEG, jpeg_only=True))
 register(DecoderSpec("simplejpeg-fastdct", "simplejpeg", partial(_simplejpeg, fastdct=True),

@@ -19,7 +19,15 @@ import pandas as pd
 
 from harness.decode.deltas import STAT_NAMES, PixelDeltas, heatmap_png, pixel_deltas
 from harness.decode.facts import Finding, ImageFacts, image_facts, image_findings, pair_findings
-from harness.decode.registry import DECODERS, NotApplicable, availability, decode_array, get_decoder
+from harness.decode.registry import (
+    DECODERS,
+    DecoderSpec,
+    NotApplicable,
+    availability,
+    decode_array,
+    get_decoder,
+    register,
+)
 
 REFERENCE = "pil"
 
@@ -135,11 +143,20 @@ def add_decode_diff_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated, compared with pil (default: all: {','.join(DECODERS)})")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for heatmap PNGs, one per image and differing decoder (default: none written)")
+    parser.add_argument("--engine", action="append", default=[], metavar="NAME",
+                        help="also compare this engine's own image loader (what its native form decodes with), "
+                             "as decoder NAME-loader (repeatable)")
 
 
 def run_decode_diff(args: argparse.Namespace) -> int:
     """Print decoders, image facts and the delta table; 2 if a decoder name is unknown, else 0."""
     names = [n.strip() for n in args.decoders.split(",") if n.strip()] if args.decoders else list(DECODERS)
+    for engine in args.engine:
+        try:
+            names.append(register_engine_loader(engine))
+        except ValueError as exc:
+            print(f"decode-diff: {exc}", file=sys.stderr)
+            return 2
     unknown = [n for n in names if n not in DECODERS]
     if unknown:
         print(f"unknown decoder(s): {', '.join(unknown)} (known: {', '.join(DECODERS)})", file=sys.stderr)
@@ -149,6 +166,21 @@ def run_decode_diff(args: argparse.Namespace) -> int:
     if args.out is not None:
         print(f"\nheatmaps: {args.out}")
     return 0
+
+
+def register_engine_loader(engine: str) -> str:
+    """Register an engine's own image loader as the decoder `<engine>-loader`; returns its name."""
+    from harness import __version__
+    from harness.engines import resolve_engine
+
+    cls = resolve_engine(engine)
+    loader = cls.image_loader()
+    if loader is None:
+        raise ValueError(f"engine {engine!r} does not decode images itself (no image_loader)")
+    name = f"{engine}-loader"
+    register(DecoderSpec(name, "harness", loader, {"engine": engine, "engine_version": cls.version(),
+                                                   "harness": __version__}))
+    return name
 
 
 def format_tables(rows: list[dict[str, Any]]) -> str:

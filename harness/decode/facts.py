@@ -131,6 +131,9 @@ def pair_findings(path: Path, facts: ImageFacts, decoder: DecoderSpec, reference
     if decoder.flags.get("fastupsample") and facts.subsampling in ("4:2:0", "4:2:2"):
         findings.append(Finding("fast-upsample", f"fast (nearest-neighbour) upsampling of {facts.subsampling} "
                                                  f"chroma; pil upsamples smoothly ({measured})"))
+    if facts.has_alpha and _composited_on_white(path, other):
+        findings.append(Finding("alpha-composited", f"alpha channel: {name} composites transparent pixels onto "
+                                                    f"white, pil drops the alpha ({measured})"))
     if decoder.flags.get("fastdct"):
         findings.append(Finding("fast-dct", f"fast integer DCT; pil uses the accurate integer DCT ({measured})"))
     return findings or [Finding("unexplained", f"{name} differs from pil with no known cause ({measured})")]
@@ -139,6 +142,15 @@ def pair_findings(path: Path, facts: ImageFacts, decoder: DecoderSpec, reference
 def explained(findings: list[Finding]) -> bool:
     """Whether some finding names a cause for a delta."""
     return any(f.name not in UNEXPLAINED for f in findings)
+
+
+def _composited_on_white(path: Path, other: np.ndarray) -> bool:
+    """Whether `other` is the image alpha-composited onto a white background (as vLLM's loader does)."""
+    with Image.open(path) as img:
+        rgba = img.convert("RGBA")
+    white = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    expected = np.asarray(white).astype(int)
+    return expected.shape == other.shape and int(np.abs(expected - other.astype(int)).max()) <= 1
 
 
 def _sixteen_bit_mapping(path: Path, other: np.ndarray) -> str:

@@ -115,6 +115,14 @@ def decode_array(path: Path, decoder: str = "pil") -> np.ndarray:
     return np.asarray(result) if isinstance(result, Image.Image) else result
 
 
+def same_pixels(paths: Sequence[str | Path], decoder: str, reference: str = "pil") -> bool:
+    """Whether `decoder` gives every image exactly the reference decoder's pixels (False if either fails)."""
+    try:
+        return all(np.array_equal(decode_array(Path(p), decoder), decode_array(Path(p), reference)) for p in paths)
+    except (OSError, ValueError):
+        return False
+
+
 def decode_all(paths: Sequence[str | Path], decoder: str = "pil") -> list[Image.Image]:
     """Decode a case's images as an engine would, naming `images[i]` and the file when one fails.
 

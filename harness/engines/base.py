@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.schema import EngineOutput, from_dict
@@ -139,6 +140,12 @@ class Engine(ABC):
     @classmethod
     def version(cls) -> str | None:
         """The engine's version without starting it (for known failures and provenance)."""
+        return None
+
+    @classmethod
+    def image_loader(cls) -> Callable[[Path], Any] | None:
+        """The engine's own image-file loader (what its native form decodes with), for decode-diff;
+        None when the engine does not decode images itself."""
         return None
 
     @classmethod

@@ -11,9 +11,7 @@ own PID, also when the run fails.
 """
 from __future__ import annotations
 
-import base64
 import concurrent.futures
-import io
 import os
 import signal
 import socket
@@ -27,7 +25,6 @@ from typing import Any
 
 import httpx
 
-from harness.decode import decode_all
 from harness.engines.base import Engine, EngineSettings, Request
 from harness.schema import EngineOutput
 
@@ -130,42 +127,3 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def image_parts(request: Request) -> list[dict[str, Any]]:
-    """OpenAI-style image_url parts for the request's images: the original file bytes for
-    the native form (the engine decodes them), lossless PNG of the harness's decode otherwise."""
-    parts = []
-    if request.image_input == "bytes":
-        for path in request.images:
-            data = Path(path).read_bytes()
-            parts.append(_data_url(data, _mime(data)))
-    else:
-        for image in decode_all(request.images, request.decoder):
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
-            parts.append(_data_url(buf.getvalue(), "image/png"))
-    return [{"type": "image_url", "image_url": {"url": url}} for url in parts]
-
-
-def chat_messages(request: Request) -> list[dict[str, Any]]:
-    """The case's messages in OpenAI chat form, its images in order as image_url parts."""
-    images = iter(image_parts(request))
-    out = []
-    for message in request.messages:
-        content = [next(images) if part["type"] == "image" else {"type": "text", "text": part["text"]}
-                   for part in message["content"]]
-        out.append({"role": message["role"], "content": content})
-    return out
-
-
-def _data_url(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def _mime(data: bytes) -> str:
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG"):
-        return "image/png"
-    return "application/octet-stream"

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from harness.engines.base import Capabilities, EngineSettings, Request
-from harness.engines.http import HTTPEngine, chat_messages
+from harness.engines.http import HTTPEngine
+from harness.engines.messages import chat_messages
 from harness.schema import EngineOutput, TokenLogprobs
 
 

@@ -11,12 +11,14 @@ import os
 import time
 from dataclasses import replace
 from importlib import metadata
-from collections.abc import Iterator, Sequence
+from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from harness.decode import decode_all
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.engines.embeddings import VisionTower
+from harness.engines.messages import chat_messages, image_url_of
 from harness.models import architecture
 from harness.schema import EngineOutput, TokenLogprobs
 
@@ -35,6 +37,13 @@ CPU_ENV = {
 # Architectures whose vLLM model accepts `image_embeds` plus the image processor's metadata.
 _EMBEDS_ARCHITECTURES = {"Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
                          "LlavaForConditionalGeneration"}
+
+
+def _vllm_load_image(path: Path) -> Any:
+    from vllm.multimodal.media import MediaConnector
+
+    image = MediaConnector().fetch_image(image_url_of(Path(path)))
+    return getattr(image, "media", image)  # vLLM wraps the PIL image with its bytes
 
 
 def _features(features: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +68,8 @@ class VLLMEngine(Engine):
     name = "vllm"
     capabilities = Capabilities(
         max_top_k=20,
-        image_inputs=frozenset({"pixels", "embeddings"}),
+        prompt_forms=frozenset({"rendered", "native"}),
+        image_inputs=frozenset({"pixels", "embeddings", "bytes"}),
         features=frozenset({"prefill_chunk_tokens", "prefix_caching", "cuda_graphs", "speculative", "mm_embeds"}),
     )
 
@@ -71,6 +81,11 @@ class VLLMEngine(Engine):
             except metadata.PackageNotFoundError:
                 continue
         return None
+
+    @classmethod
+    def image_loader(cls) -> Callable[[Path], Any]:
+        """vLLM's media loader, as its chat path uses it on an image_url (a data URL of the file bytes)."""
+        return _vllm_load_image
 
     @classmethod
     def capabilities_for(cls, model: str) -> Capabilities:
@@ -114,10 +129,27 @@ class VLLMEngine(Engine):
         )
 
     def run(self, requests: Sequence[Request]) -> Iterator[EngineOutput]:
-        prompts: list[tuple[Request, dict[str, Any]]] = []
+        """The rendered form through `generate` (the harness's text and pixels), the native form through
+        `chat` (vLLM renders the checkpoint's template and decodes the image bytes with its media loader)."""
+        rendered = [r for r in requests if r.prompt_form == "rendered"]
+        native = [r for r in requests if r.prompt_form == "native"]
+        yield from self._submit(rendered, self._prompt, self._generate)
+        yield from self._submit(native, chat_messages, self._chat)
+
+    def _generate(self, prompts: list[Any], params: list[Any]) -> list[Any]:
+        return self.llm.generate(prompts, params, use_tqdm=False)
+
+    def _chat(self, conversations: list[Any], params: list[Any]) -> list[Any]:
+        return self.llm.chat(conversations, params, use_tqdm=False)
+
+    def _submit(self, requests: list[Request], build: Callable[[Request], Any],
+                call: Callable[[list[Any], list[Any]], list[Any]]) -> Iterator[EngineOutput]:
+        """One call for the whole submission; if it raises, one call per request, so a single bad
+        request becomes that case's error, not the submission's."""
+        prompts: list[tuple[Request, Any]] = []
         for request in requests:
             try:
-                prompts.append((request, self._prompt(request)))
+                prompts.append((request, build(request)))
             except Exception as exc:  # unreadable image: this case's error only
                 yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}",
                                           request.variant)
@@ -125,25 +157,21 @@ class VLLMEngine(Engine):
             return
         start = time.perf_counter()
         try:
-            results = self.llm.generate([p for _, p in prompts], [self._params(r) for r, _ in prompts],
-                                        use_tqdm=False)
+            results = call([p for _, p in prompts], [self._params(r) for r, _ in prompts])
         except Exception:
-            yield from self._one_by_one(prompts)
+            for request, prompt in prompts:
+                start = time.perf_counter()
+                try:
+                    result = call([prompt], [self._params(request)])[0]
+                except Exception as exc:
+                    yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}",
+                                              request.variant)
+                    continue
+                yield self._output(request, result, {"request_s": time.perf_counter() - start})
             return
         batch_s = time.perf_counter() - start
         for (request, _), result in zip(prompts, results):
             yield self._output(request, result, {"batch_s": batch_s})
-
-    def _one_by_one(self, prompts: list[tuple[Request, dict[str, Any]]]) -> Iterator[EngineOutput]:
-        for request, prompt in prompts:
-            start = time.perf_counter()
-            try:
-                result = self.llm.generate([prompt], [self._params(request)], use_tqdm=False)[0]
-            except Exception as exc:
-                yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}",
-                                          request.variant)
-                continue
-            yield self._output(request, result, {"request_s": time.perf_counter() - start})
 
     def _prompt(self, request: Request) -> dict[str, Any]:
         prompt: dict[str, Any] = {"prompt": request.prompt_text}

@@ -16,7 +16,8 @@ import sys
 from typing import Any
 
 from harness.engines.base import Capabilities, Request
-from harness.engines.http import HTTPEngine, chat_messages
+from harness.engines.http import HTTPEngine
+from harness.engines.messages import chat_messages
 from harness.engines.vllm_offline import CPU_ENV, VLLMEngine
 from harness.schema import EngineOutput, TokenLogprobs
 
@@ -26,6 +27,7 @@ class VLLMServerEngine(HTTPEngine):
     capabilities = Capabilities(max_top_k=20, prompt_forms=frozenset({"rendered", "native"}),
                                 image_inputs=frozenset({"pixels", "bytes"}))
     version = VLLMEngine.version
+    image_loader = VLLMEngine.image_loader
 
     def server_command(self, port: int) -> tuple[list[str], dict[str, str]]:
         s = self.settings

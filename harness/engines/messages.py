@@ -1,0 +1,54 @@
+"""A case as OpenAI-style chat messages: what every chat API (vLLM's LLM.chat, OpenAI-compatible
+servers) takes for the "native" prompt form, images as data URLs in their place."""
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+from harness.decode import decode_all
+from harness.engines.base import Request
+
+
+def image_parts(request: Request) -> list[dict[str, Any]]:
+    """OpenAI-style image_url parts for the request's images: the original file bytes for
+    the native form (the engine decodes them), lossless PNG of the harness's decode otherwise."""
+    parts = []
+    if request.image_input == "bytes":
+        parts += [image_url_of(Path(path)) for path in request.images]
+    else:
+        for image in decode_all(request.images, request.decoder):
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            parts.append(_data_url(buf.getvalue(), "image/png"))
+    return [{"type": "image_url", "image_url": {"url": url}} for url in parts]
+
+
+def chat_messages(request: Request) -> list[dict[str, Any]]:
+    """The case's messages in OpenAI chat form, its images in order as image_url parts."""
+    images = iter(image_parts(request))
+    out = []
+    for message in request.messages:
+        content = [next(images) if part["type"] == "image" else {"type": "text", "text": part["text"]}
+                   for part in message["content"]]
+        out.append({"role": message["role"], "content": content})
+    return out
+
+
+def image_url_of(path: Path) -> str:
+    """A data URL of the file's own bytes: the engine decodes them itself."""
+    data = path.read_bytes()
+    return _data_url(data, _mime(data))
+
+
+def _data_url(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def _mime(data: bytes) -> str:
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    return "application/octet-stream"
