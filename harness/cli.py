@@ -18,7 +18,8 @@ from harness.gate import gate_file, load_gate_config
 from harness.options import add_options, run_config
 from harness.report import publish
 from harness.report.decode_effect import decode_effect_markdown
-from harness.results import read_results
+from harness.merge import merge_runs
+from harness.results import read_results, write_results
 from harness.runner import execute
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -36,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", type=Path)
     report.add_argument("--out", type=Path, help="default: the results file's folder")
     _publish_arguments(report)
+
+    merge = sub.add_parser("merge", help="merge --shard results into one results file and report")
+    merge.add_argument("results", type=Path, nargs="+", help="results.json files (or folders) of every shard")
+    merge.add_argument("--out", type=Path, default=Path("reports/merged"), help="default: reports/merged")
+    _publish_arguments(merge)
 
     diff = sub.add_parser("decode-diff", help="pixel deltas of image decoders against PIL, with heatmaps")
     add_decode_diff_arguments(diff)
@@ -71,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_decode_diff(args)
     if args.command == "models":
         return _models(args)
+    if args.command == "merge":
+        return _merge(args)
     from harness.models import resolve_model
 
     print(resolve_model(args.name, args.cache))
@@ -120,6 +128,21 @@ def _run(args: argparse.Namespace) -> int:
     if run.status != "complete" or not run.cases:
         return EXIT_ERROR
     return EXIT_PASS if run.verdict == "pass" else EXIT_FAIL
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """0 when the merged run passes, 1 when it fails, 2 when the shards do not make one run."""
+    try:
+        run = merge_runs(args.results)
+    except ValueError as exc:
+        print(f"vlm-parity merge: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    write_results(run, args.out)
+    published = publish(run, args.out, policy=args.policy, gate_config=args.gate_config)
+    counts = run.counts()
+    print(f"{run.verdict.upper()}: {counts['pass']} pass, {counts['known']} known, {counts['fail']} fail, "
+          f"{counts['error']} error from {len(args.results)} shards\nreport: {published.html}")
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL}.get(run.verdict, EXIT_ERROR)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -31,6 +31,14 @@ def parse_engine_option(text: str) -> tuple[str, Any]:
     return key, yaml.safe_load(value)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """I/N with 1 <= I <= N."""
+    index, sep, total = text.partition("/")
+    if not (sep and index.isdigit() and total.isdigit() and 1 <= int(index) <= int(total)):
+        raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N, got {text!r}")
+    return int(index), int(total)
+
+
 def comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -72,6 +80,9 @@ RUN_OPTIONS = (
                        "help": "decoder for the engine's images (the reference uses pil)"}),
     Option("decode-effect", {"metavar": "DECODER", "choices": sorted(DECODERS),
                              "help": "add the decoder-DECODER variant: the engine fed that decoder's pixels"}),
+    Option("shard", {"type": parse_shard, "metavar": "I/N",
+                     "help": "run the I-th of N deterministic slices of the cases (CI matrix; merge with "
+                             "`vlm-parity merge`)"}),
     Option("thresholds", {"type": Path, "help": "thresholds YAML (default: the packaged one)"}),
     Option("top-k", {"type": int, "default": 5, "help": "top-k candidates compared per position (default: 5)"}),
     Option("history", {"type": Path, "help": "JSON-lines history to append this run to (nightly trends)"}),
@@ -96,4 +107,5 @@ def run_config(get: Callable[[str], Any], only: set[str] | None = None, root: Pa
         reference_device=get("reference_device"), engine_options=dict(get("engine_option")),
         variants=get("variants"), variants_files=list(get("variants_file")), decoder=get("decoder"),
         decode_effect=get("decode_effect"), thresholds_file=get("thresholds"), top_k=get("top_k"), only=only,
+        shard=get("shard"),
     )

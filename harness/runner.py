@@ -8,6 +8,7 @@ the run itself becomes an `error` result for that case or variant, with its reas
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -65,6 +66,7 @@ class RunConfig:
     thresholds_file: Path | None = None
     only: set[str] | None = None  # case ids to run; None: all
     top_k: int = 5
+    shard: tuple[int, int] | None = None  # (i, n): the i-th of n slices of the cases
 
 
 @dataclass
@@ -218,15 +220,24 @@ def _load(cfg: RunConfig, sink: ResultsSink, run: RunResult) -> list[Case]:
     problems: dict[str, list[CaseProblem]] = {}
     for problem in loaded.problems:
         problems.setdefault(problem_id(problem), []).append(problem)
+    mine = (lambda case_id: True) if cfg.shard is None else (lambda case_id: in_shard(case_id, *cfg.shard))
     for case_id, found in problems.items():
-        if cfg.only is None or case_id in cfg.only:
+        if (cfg.only is None or case_id in cfg.only) and mine(case_id):
             sink.add(CaseResult(case_id=case_id, verdict="error", reasons=[f"invalid case: {p}" for p in found],
                                 source=str(found[0].file)))
-    for case_id in sorted((cfg.only or set()) - {c.id for c in loaded.cases} - set(problems)):
+    for case_id in sorted(c for c in (cfg.only or set()) - {c.id for c in loaded.cases} - set(problems) if mine(c)):
         sink.add(CaseResult(case_id=case_id, verdict="error", reasons=[f"no case {case_id!r} in {cfg.cases}"]))
-    # A partial run (--case, pytest -k) is no baseline for the nightly history.
+    # A partial run (--case, pytest -k) is no baseline for the nightly history; a shard is one until merged.
     run.provenance["partial"] = cfg.only is not None and not {c.id for c in loaded.cases} | set(problems) <= cfg.only
-    return [c for c in loaded.cases if cfg.only is None or c.id in cfg.only]
+    cases = [c for c in loaded.cases if cfg.only is None or c.id in cfg.only]
+    if cfg.shard:
+        run.provenance.update(shard=list(cfg.shard), plan_cases=sorted(c.id for c in cases))
+    return [c for c in cases if mine(c.id)]
+
+
+def in_shard(case_id: str, index: int, total: int) -> bool:
+    """Deterministic, order-free slicing: a case's shard is a hash of its id."""
+    return int(hashlib.sha256(case_id.encode()).hexdigest(), 16) % total == index - 1
 
 
 def _plan(variants: list[Variant], cases: list[Case], prompts: dict[str, str], engine_skips: dict[str, str],

@@ -12,6 +12,7 @@ import pytest
 from harness.cli import build_parser, main
 from harness.engines import resolve_engine
 from harness.gate import UNDECIDED, decide, load_gate_config
+from harness.merge import merge_runs
 from harness.plan import load_variants
 from harness.report import publish
 from harness.report.summary import markdown_summary
@@ -182,3 +183,25 @@ def test_version_1_results_still_render(tmp_path: Path) -> None:
     assert upgrade_v1(v1)["schema_version"] == 2
     (tmp_path / "results.json").write_text(json.dumps(v1))
     assert main(["report", str(tmp_path / "results.json")]) == 0
+
+
+def test_shards_merged_equal_the_unsharded_run_and_a_missing_shard_is_named(tmp_path: Path, tiny_model: Path) -> None:
+    def run(shard: str | None, out: str) -> int:
+        args = ["run", "--engine", FAKE, "--reference-engine", FAKE, "--model", str(tiny_model), "--out",
+                str(tmp_path / out), "--engine-option", "drift=0.01", "--variants", "base"]
+        return main(args + (["--shard", shard] if shard else []))
+
+    assert run(None, "whole") == 1
+    for i in (1, 2, 3):
+        run(f"{i}/3", f"shard{i}")
+    whole = read_results(tmp_path / "whole")
+    shards = [read_results(tmp_path / f"shard{i}") for i in (1, 2, 3)]
+    assert sorted(len(s.cases) for s in shards) != [0, 0, 22] and sum(len(s.cases) for s in shards) == 22
+    assert main(["merge", *(str(tmp_path / f"shard{i}") for i in (1, 2, 3)), "--out", str(tmp_path / "m")]) == 1
+    merged = read_results(tmp_path / "m")
+    summary = lambda r: {c.case_id: (c.verdict, c.comparison.prefill_max if c.comparison else None) for c in r.cases}
+    assert summary(merged) == summary(whole) and merged.status == "complete"
+    assert (tmp_path / "m" / "index.html").exists()
+    with pytest.raises(ValueError, match=r"missing shard\(s\) 2/3"):
+        merge_runs([tmp_path / "shard1", tmp_path / "shard3"])
+    assert main(["merge", str(tmp_path / "shard1"), str(tmp_path / "shard3"), "--out", str(tmp_path / "m2")]) == 2

@@ -289,9 +289,9 @@ def parse_generate(request: Request, engine: str, out: dict[str, Any], k: int) -
     """
     if not isinstance(out, dict):
         raise ValueError(f"expected a generate answer object, got {type(out).__name__}")
-    meta = _meta(out.get("meta_info"))
-    prompt_ids = _ids(out.get("prompt_token_ids"), "prompt_token_ids")
-    output_ids = _ids(out.get("output_ids"), "output_ids")
+    meta = answer_meta(out.get("meta_info"))
+    prompt_ids = token_id_list(out.get("prompt_token_ids"), "prompt_token_ids")
+    output_ids = token_id_list(out.get("output_ids"), "output_ids")
     text = out.get("text")
     return EngineOutput(case_id=request.case_id, engine=engine, variant=request.variant, prompt_ids=prompt_ids,
                         prompt_logprobs=prompt_scores(meta, prompt_ids, k), output_ids=output_ids,
@@ -299,7 +299,7 @@ def parse_generate(request: Request, engine: str, out: dict[str, Any], k: int) -
                         output_text=text if isinstance(text, str) else "")
 
 
-def _meta(meta: Any) -> dict[str, Any]:
+def answer_meta(meta: Any) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ValueError("the answer has no meta_info object")
     finish = meta.get("finish_reason")
@@ -308,7 +308,7 @@ def _meta(meta: Any) -> dict[str, Any]:
     return meta
 
 
-def _ids(value: Any, name: str) -> list[int]:
+def token_id_list(value: Any, name: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
         raise ValueError(f"{name} is missing or not a list of token ids")
     return list(value)

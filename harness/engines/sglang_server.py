@@ -49,14 +49,14 @@ from harness.engines.messages import chat_messages, image_parts
 from harness.engines.sglang_offline import (
     SGLANG_ENV,
     SGLangEngine,
-    _meta,
-    _ids,
+    answer_meta,
     engine_args,
     generate_fields,
     image_token,
     output_scores,
     parse_generate,
     sampling_params,
+    token_id_list,
 )
 from harness.schema import EngineOutput
 
@@ -137,10 +137,10 @@ class SGLangChatEngine(_SGLangHTTP):
         choice = body["choices"][0]
         if choice.get("finish_reason") == "abort":
             raise ValueError("SGLang aborted the request")
-        meta = _meta(choice.get("meta_info"))
-        output_ids = _ids(choice.get("response_token_ids"), "choices[0].response_token_ids")
+        meta = answer_meta(choice.get("meta_info"))
+        output_ids = token_id_list(choice.get("response_token_ids"), "choices[0].response_token_ids")
         return EngineOutput(
             case_id=request.case_id, engine=self.name, variant=request.variant,
-            prompt_ids=_ids(choice.get("prompt_token_ids"), "choices[0].prompt_token_ids"),
+            prompt_ids=token_id_list(choice.get("prompt_token_ids"), "choices[0].prompt_token_ids"),
             output_ids=output_ids, output_logprobs=output_scores(meta, output_ids, self.settings.top_k),
             output_text=choice["message"]["content"] or "")

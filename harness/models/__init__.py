@@ -87,6 +87,14 @@ MODELS: dict[str, ModelRecipe] = {
             "harness.models.tiny_idefics3",
             "Idefics3: 64 px tiles + global view, pixel shuffle (scale 2), Llama",
         ),
+        ModelRecipe(
+            "tiny-qwen2-vl-trained",
+            "Qwen2VLForConditionalGeneration",
+            "harness.models.train_tiny",
+            "Qwen2-VL as tiny-qwen2-vl, trained on synthetic shapes/words so greedy answers are readable "
+            "and depend on the image; committed weights (harness/models/trained/), copied, never retrained",
+            kind="trained",
+        ),
     )
 }
 

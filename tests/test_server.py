@@ -1,0 +1,74 @@
+"""The vLLM OpenAI-compatible server adapter against a real vLLM CPU server on 127.0.0.1."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness.engines.base import EngineSettings
+from harness.engines.http import free_port
+from harness.engines.vllm_server import VLLMServerEngine
+from harness.runner import RunConfig, execute
+from harness.schema import RunResult
+from tests.conftest import CASES
+
+pytestmark = pytest.mark.engine
+
+
+def servers() -> list[str]:
+    """Command lines of vLLM API servers running on this machine."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "vllm.entrypoints.openai.api_server" in line]
+
+
+def outputs(run: RunResult) -> dict[str, tuple]:
+    return {c.case_id: (c.verdict, c.engine.prompt_ids, c.engine.output_ids) for c in run.cases}
+
+
+def test_server_started_and_stopped_by_the_harness_matches_offline(tmp_path: Path, tiny_model: Path) -> None:
+    before = servers()
+    common = dict(cases=[CASES], model=str(tiny_model), variants=["base"])
+    server = execute(RunConfig(out=tmp_path / "server", engine="vllm-server", **common), progress=lambda _: None)
+    assert servers() == before, "the harness left its server running"
+    offline = execute(RunConfig(out=tmp_path / "offline", **common), progress=lambda _: None)
+    assert server.status == "complete" and len(server.cases) == 22
+    assert server.verdict == "pass", [(c.case_id, c.reasons) for c in server.cases if c.verdict != "pass"]
+    assert outputs(server) == outputs(offline)
+    for case in server.cases:
+        twin = offline.case(case.case_id).engine
+        diffs = [abs(a.logprob - b.logprob) for a, b in zip(case.engine.prompt_logprobs, twin.prompt_logprobs)
+                 if a is not None and b is not None]
+        assert max(diffs) < 1e-5, case.case_id
+    assert server.provenance["engine_info"]["started_server"] is True
+
+
+def test_engine_url_attaches_and_never_stops_the_server(tmp_path: Path, tiny_model: Path) -> None:
+    port = free_port()
+    command, env = VLLMServerEngine(EngineSettings(str(tiny_model))).server_command(port)
+    proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        only = {"astronaut-420", "two-images", "text-only"}
+        run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=str(tiny_model), engine="vllm-server",
+                                engine_url=url, variants=["base", "native"], only=only), progress=lambda _: None)
+        assert run.verdict == "pass", [(c.case_id, c.reasons) for c in run.cases]
+        assert run.provenance["engine_info"]["started_server"] is False
+        assert proc.poll() is None, "the harness stopped a server it did not start"
+        native = {c.case_id: c.variants["native"].engine.prompt_ids for c in run.cases}
+        assert native == {c.case_id: c.engine.prompt_ids for c in run.cases}  # same template, same ids
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
