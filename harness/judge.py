@@ -58,12 +58,13 @@ class Judge:
             result.reasons = [f"{case.source}: case {case.id!r}: field 'thresholds': {exc}"]
             return result
         base_output = (outputs.get(self.base) or [None])[0]
+        base_skipped = skipped.get(self.base)
         for variant in variants:
             try:
                 own = extra.get(f"reference-{variant.reference_decoder}", reference)
                 cell = self._variant(case, own, variant, outputs.get(variant.name, []),
                                      skipped.get(variant.name), base_output, missing_reason.get(variant.name),
-                                     dict(details.get(variant.name, {})))
+                                     dict(details.get(variant.name, {})), base_skipped)
                 result.variants[variant.name] = mark_known(case.id, cell, self.known)
             except Exception as exc:  # a harness bug on one variant must not end the run
                 result.variants[variant.name] = VariantResult(
@@ -107,7 +108,7 @@ class Judge:
 
     def _variant(self, case: Case, reference: EngineOutput | None, variant: Variant, attempts: list[EngineOutput],
                  skipped: str | None, base_output: EngineOutput | None, missing: str | None,
-                 details: dict[str, Any]) -> VariantResult:
+                 details: dict[str, Any], base_skipped: str | None = None) -> VariantResult:
         name = variant.name
         if skipped:
             return VariantResult(name, "skipped", [skipped])
@@ -137,7 +138,9 @@ class Judge:
             for a in rest:
                 reasons += [f"attempt {a.attempt + 1} vs reference: {r}"
                             for r in self._compare(reference, a, variant, th)[1]]
-        if "base" in variant.against and variant.name != self.base and "reference" in details:
+        if "base" in variant.against and variant.name != self.base and base_skipped:
+            details["base"] = f"not compared with {self.base}: it was skipped ({base_skipped})"
+        elif "base" in variant.against and variant.name != self.base and "reference" in details:
             details["base"] = (f"not compared with {self.base}: this variant's images decode to other pixels than "
                                f"{self.base}'s (the reference was re-run with them)")
         elif "base" in variant.against and variant.name != self.base:

@@ -85,6 +85,9 @@ RUN_OPTIONS = (
                              "`vlm-parity merge`)"}),
     Option("thresholds", {"type": Path, "help": "thresholds YAML (default: the packaged one)"}),
     Option("top-k", {"type": int, "default": 5, "help": "top-k candidates compared per position (default: 5)"}),
+    Option("stall-timeout", {"type": float, "default": 600.0, "metavar": "SECONDS",
+                             "help": "stop an engine that returns nothing for this long; its missing cases are "
+                                     "errors and the run goes on (default: 600)"}),
     Option("history", {"type": Path, "help": "JSON-lines history to append this run to (nightly trends)"}),
     Option("policy", {"default": "default", "help": "gate policy from the gate config (default: default)"}),
     Option("gate-config", {"type": Path, "help": "gate YAML (default: the packaged one)"}),
@@ -107,5 +110,5 @@ def run_config(get: Callable[[str], Any], only: set[str] | None = None, root: Pa
         reference_device=get("reference_device"), engine_options=dict(get("engine_option")),
         variants=get("variants"), variants_files=list(get("variants_file")), decoder=get("decoder"),
         decode_effect=get("decode_effect"), thresholds_file=get("thresholds"), top_k=get("top_k"), only=only,
-        shard=get("shard"),
+        shard=get("shard"), stall_s=get("stall_timeout"),
     )

@@ -67,6 +67,7 @@ class RunConfig:
     only: set[str] | None = None  # case ids to run; None: all
     top_k: int = 5
     shard: tuple[int, int] | None = None  # (i, n): the i-th of n slices of the cases
+    stall_s: float = 600.0  # an engine silent this long is stopped
 
 
 @dataclass
@@ -142,7 +143,8 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
         ref_requests += [replace(r, variant=f"reference-{decoder}", decoder=decoder) for r in image_requests
                          if not same_pixels(r.images, decoder)]
     extra: dict[str, dict[str, EngineOutput]] = {c.id: {} for c in cases}
-    for output in stream(cfg.reference_engine, ref_settings, ref_requests, reference_side, progress, "reference"):
+    for output in stream(cfg.reference_engine, ref_settings, ref_requests, reference_side, progress, "reference",
+                         cfg.stall_s):
         if output.variant == "reference":
             references[output.case_id] = output
         else:
@@ -175,7 +177,7 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
         finish(case_id)
     for group in groups:
         for output in stream(cfg.engine, group.settings, group.requests, group.side, progress,
-                             f"engine {'+'.join(group.variants)}"):
+                             f"engine {'+'.join(group.variants)}", cfg.stall_s):
             if output.case_id not in pending:
                 continue
             outputs[output.case_id].setdefault(output.variant, []).append(output)

@@ -13,6 +13,8 @@ import pytest
 from harness.engines.base import EngineSettings
 from harness.engines.http import free_port
 from harness.engines.vllm_server import VLLMServerEngine
+from harness.gate import UNDECIDED, decide, load_gate_config
+from harness.report import publish
 from harness.runner import RunConfig, execute
 from harness.schema import RunResult
 from tests.conftest import CASES
@@ -69,6 +71,21 @@ def test_engine_url_attaches_and_never_stops_the_server(tmp_path: Path, tiny_mod
         assert proc.poll() is None, "the harness stopped a server it did not start"
         native = {c.case_id: c.variants["native"].engine.prompt_ids for c in run.cases}
         assert native == {c.case_id: c.engine.prompt_ids for c in run.cases}  # same template, same ids
+        # The same server through the generic OpenAI adapter: output text only, the rest unavailable.
+        generic = execute(RunConfig(cases=[CASES], out=tmp_path / "generic", model=str(tiny_model), engine="openai",
+                                    engine_url=url, variants=["base", "native"], only=only), progress=lambda _: None)
+        assert generic.skipped == {"batched": "engine 'openai' does not accept the 'rendered' prompt form"}
+        for case in generic.cases:
+            cell = case.variants["native"]
+            assert cell.verdict == "pass", (case.case_id, cell.reasons)
+            assert cell.comparison.prefill_max is None and cell.comparison.first_divergence is None
+            assert cell.comparison.unavailable["prefill_max"] == "the engine does not return prompt logprobs"
+            assert cell.comparison.unavailable["decode_max"] == "the engine does not return output logprobs"
+            assert cell.comparison.rouge_l == 1.0  # what a text-only API can show: the same greedy text
+        release = load_gate_config()["policies"]["release"]
+        decision = decide(generic, "release", {**release, "min_cases": 1})
+        assert decision.code == UNDECIDED and "prefill_max, which is unavailable" in decision.reasons[0]
+        assert "unavailable</td>" in publish(generic, tmp_path / "generic").html.read_text()
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+import select
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,6 +16,25 @@ from harness.engines.base import EngineSettings, Request
 from harness.schema import EngineOutput, from_dict
 
 Progress = Callable[[str], None]
+
+
+def _lines(pipe: Any, stall_s: float) -> Iterator[str | None]:
+    """Lines from the worker's pipe; None once nothing arrived for `stall_s` seconds."""
+    buffer = b""
+    fd = pipe.fileno()
+    while True:
+        if b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            yield line.decode()
+            continue
+        ready, _, _ = select.select([fd], [], [], stall_s)
+        if not ready:
+            yield None
+            return
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        buffer += chunk
 
 
 @dataclass
@@ -28,8 +48,12 @@ class EngineSide:
 
 
 def stream(engine: str, settings: EngineSettings, requests: list[Request], side: EngineSide, progress: Progress,
-           role: str) -> Iterator[EngineOutput]:
-    """Start `engine` in a worker process and yield its outputs as they arrive."""
+           role: str, stall_s: float = 600.0) -> Iterator[EngineOutput]:
+    """Start `engine` in a worker process and yield its outputs as they arrive.
+
+    An engine that sends nothing for `stall_s` seconds (a hung request, a deadlocked
+    scheduler) is killed, and the run goes on with what it returned.
+    """
     if not requests:
         return
     progress(f"[{role}] starting {engine} ({settings.model}, {settings.dtype}, {settings.device}) "
@@ -46,7 +70,11 @@ def stream(engine: str, settings: EngineSettings, requests: list[Request], side:
         total = sum(r.repeats for r in requests)
         done = 0
         with open(read_fd) as messages:
-            for line in messages:
+            for line in _lines(messages, stall_s):
+                if line is None:
+                    _stop(proc)
+                    side.fatal = f"{engine} sent nothing for {stall_s:.0f} s: stalled, stopped"
+                    break
                 message = json.loads(line)
                 if message["kind"] == "info":
                     side.info = message["info"]
@@ -66,6 +94,15 @@ def stream(engine: str, settings: EngineSettings, requests: list[Request], side:
             side.fatal = f"{engine} process exited with code {code}"
     finally:
         if proc is not None and proc.poll() is None:  # the harness itself broke (or Ctrl-C): no orphan engine
-            proc.kill()
-            proc.wait()
+            _stop(proc)
         os.unlink(f.name)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM first, so the worker closes what its engine started (a server), then SIGKILL."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

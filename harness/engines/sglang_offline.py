@@ -78,6 +78,7 @@ from typing import Any
 
 from harness.decode import decode_all
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
+from harness.engines.messages import image_url_of
 from harness.schema import EngineOutput, TokenLogprobs
 
 # SGLANG_RETURN_ORIGINAL_LOGPROB (srt/environ.py l.1508, srt/layers/sampler.py l.82,
@@ -150,14 +151,20 @@ def load_with_sglang(gpu_image_decode: bool | str = True) -> Callable[[str | Pat
     multimodal processor (srt/multimodal/processors/base_processor.py l.243,
     True by default, so Qwen2-VL decodes JPEGs on the GPU; False for LLaVA,
     LFM2-VL, MiniCPM, InternVL, Pixtral...; "nvjpeg_fancy" for Kimi-K3), and
-    the processor converts a PIL result to RGB (base_processor.py l.1032-1043).
-    Returns a PIL RGB image or an HWC uint8 array.
+    the processor converts a PIL result with `convert("RGB")` (base_processor.py
+    l.1032-1043; only GLM-4V sets `smart_rgb_conversion`, which composites alpha
+    onto a background, common.py l.2030).
+    The file goes in as the data URL the chat path receives (`image_url_of`;
+    `get_image_bytes` base64-decodes it, l.2195-2197). Returns a PIL RGB
+    image or an HWC uint8 array. sglang is imported at the first call, so a
+    machine without it gets an unavailable decoder, not a crash.
     """
-    from PIL import Image
-    from sglang.srt.utils import load_image
 
     def load(path: str | Path) -> Any:
-        image, _ = load_image(Path(path).read_bytes(), gpu_image_decode)
+        from PIL import Image
+        from sglang.srt.utils import load_image
+
+        image, _ = load_image(image_url_of(Path(path)), gpu_image_decode)
         if isinstance(image, Image.Image):
             return image if image.mode == "RGB" else image.convert("RGB")
         return image.permute(1, 2, 0).cpu().numpy()  # nvJPEG: CHW uint8 on the GPU

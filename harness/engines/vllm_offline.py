@@ -159,11 +159,13 @@ class VLLMEngine(Engine):
         try:
             results = call([p for _, p in prompts], [self._params(r) for r, _ in prompts])
         except Exception:
+            self._abort_unfinished()
             for request, prompt in prompts:
                 start = time.perf_counter()
                 try:
                     result = call([prompt], [self._params(request)])[0]
                 except Exception as exc:
+                    self._abort_unfinished()
                     yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}",
                                               request.variant)
                     continue
@@ -172,6 +174,12 @@ class VLLMEngine(Engine):
         batch_s = time.perf_counter() - start
         for (request, _), result in zip(prompts, results):
             yield self._output(request, result, {"batch_s": batch_s})
+
+    def _abort_unfinished(self) -> None:
+        """A generate() that raised leaves its requests in the engine, and the next call would wait on
+        them forever: abort them (internal=True, or vLLM ignores the abort)."""
+        engine = self.llm.llm_engine
+        engine.abort_request(list(engine.output_processor.request_states), internal=True)
 
     def _prompt(self, request: Request) -> dict[str, Any]:
         prompt: dict[str, Any] = {"prompt": request.prompt_text}

@@ -15,6 +15,7 @@ attempt; {"kind": "done", "run_s": seconds spent in run()}; or {"kind":
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 import traceback
@@ -66,6 +67,8 @@ def serve(spec: dict[str, Any], out: IO[str]) -> None:
 
 
 def main() -> None:
+    # SIGTERM from the harness (a stalled engine) unwinds through serve()'s finally, which closes the engine.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     spec_path, fd = sys.argv[1], int(sys.argv[2])
     with open(spec_path) as f:
         spec = json.load(f)

@@ -1,0 +1,160 @@
+"""vLLM with one real engine bug class injected, for tests/test_fault_injection.py.
+
+`FaultyVLLMEngine` is the ordinary vLLM adapter plus one patch of vLLM's own
+code, chosen by the engine option `fault` (which is not passed on to vLLM).
+The adapter runs vLLM's engine core in its own process
+(VLLM_ENABLE_V1_MULTIPROCESSING=0), so a patch applied here, before the `LLM`
+is built, is what the scheduler, the model runner and the model execute.
+
+Each fault changes one path and leaves every other one exact:
+
+  sampler        `Sampler.apply_temperature` divides an inference tensor in
+                 place outside inference mode, the real bug: PyTorch raises for
+                 every batch with a temperature > 0; greedy batches never call it.
+  image-embeds   Qwen2-VL's `_process_image_input` scales precomputed image
+                 embeddings (`image_embeds`) by 1.05; pixel input is untouched.
+  chunk-slice    `GPUModelRunner._gather_mm_embeddings` (the CPU runner
+                 inherits it) takes the encoder-output rows of an image that
+                 began in an earlier prefill chunk one row too early; an image
+                 scheduled whole (start_idx == 0) gets the right rows.
+  encoder-cache  a request served an image's encoder output that another
+                 request computed (an encoder-cache hit, `EncoderCacheManager.
+                 check_and_update_cache` returned True for it) gets that entry
+                 scaled by 1.05; the request that computed it gets it exact.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import textwrap
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from harness.engines.base import EngineSettings, Request
+from harness.engines.vllm_offline import VLLMEngine
+
+SCALE = 1.05  # "slightly wrong": well past the float32 noise floor, far from garbage
+
+
+def _sampler() -> None:
+    import torch
+    from vllm.v1.sample import sampler
+
+    eps = sampler._SAMPLING_EPS
+
+    def apply_temperature(logits: torch.Tensor, temp: torch.Tensor, all_random: bool) -> torch.Tensor:
+        if not all_random:
+            temp = torch.where(temp < eps, 1.0, temp)
+        if not logits.is_inference():  # the logits of vLLM's inference-mode forward pass
+            with torch.inference_mode():
+                logits = logits.clone()
+        with torch.inference_mode(False):  # the bug: the in-place update left inference mode
+            return logits.div_(temp.unsqueeze(dim=1))
+
+    sampler.Sampler.apply_temperature = staticmethod(apply_temperature)
+
+
+def _image_embeds() -> None:
+    from vllm.model_executor.models.qwen2_vl import Qwen2VLForConditionalGeneration as Model
+
+    original = Model._process_image_input
+
+    def _process_image_input(self: Any, image_input: Any) -> Any:
+        embeds = original(self, image_input)
+        if image_input["type"] == "image_embeds":
+            return tuple(e * SCALE for e in embeds)
+        return embeds
+
+    Model._process_image_input = _process_image_input
+
+
+# The one expression in _gather_mm_embeddings that slices an image's encoder output
+# to the rows of the current prefill chunk, and its off-by-one replacement.
+SLICE = "mm_embeds_item = encoder_output[start_idx:end_idx]"
+OFF_BY_ONE = ("mm_embeds_item = (encoder_output[start_idx - 1 : end_idx - 1] if start_idx > 0 "
+              "else encoder_output[start_idx:end_idx])")
+
+
+def _replace_in_method(cls: type, name: str, old: str, new: str) -> None:
+    """Recompile `cls.name` with `old` (which must occur exactly once) replaced by `new`."""
+    function = getattr(cls, name)
+    source = textwrap.dedent(inspect.getsource(function))
+    if source.count(old) != 1:
+        raise RuntimeError(f"{cls.__name__}.{name}: expected {old!r} once, found it {source.count(old)} times: "
+                           "this vLLM version slices encoder outputs differently")
+    namespace: dict[str, Any] = {}
+    exec(compile(source.replace(old, new), inspect.getsourcefile(function) or name, "exec"),  # noqa: S102
+         function.__globals__, namespace)
+    setattr(cls, name, namespace[name])
+
+
+def _chunk_slice() -> None:
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    _replace_in_method(GPUModelRunner, "_gather_mm_embeddings", SLICE, OFF_BY_ONE)
+
+
+def _encoder_cache() -> None:
+    from vllm.v1.core.encoder_cache_manager import EncoderCacheManager
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    hits: set[tuple[str, str]] = set()  # (request id, mm hash) served from another request's entry
+    check = EncoderCacheManager.check_and_update_cache
+
+    def check_and_update_cache(self: Any, request: Any, input_id: int) -> bool:
+        mm_hash = request.mm_features[input_id].identifier
+        computed_by_another = request.request_id not in self.cached.get(mm_hash, ())
+        hit = check(self, request, input_id)
+        if hit and computed_by_another:
+            hits.add((request.request_id, mm_hash))
+        return hit
+
+    gather = GPUModelRunner._gather_mm_embeddings
+
+    def _gather_mm_embeddings(self: Any, scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
+        # The lookup is by mm hash alone; serve each hit request its own (wrong) copy of the entry.
+        served: list[tuple[Any, str, str]] = []
+        for req_id in self.input_batch.req_ids:
+            for feature in self.requests[req_id].mm_features:
+                mm_hash = feature.identifier
+                if (req_id, mm_hash) in hits and mm_hash in self.encoder_cache:
+                    alias = f"{mm_hash}@hit-by-{req_id}"
+                    self.encoder_cache[alias] = self.encoder_cache[mm_hash] * SCALE
+                    feature.identifier = alias
+                    served.append((feature, mm_hash, alias))
+        try:
+            return gather(self, scheduler_output, *args, **kwargs)
+        finally:
+            for feature, mm_hash, alias in served:
+                feature.identifier = mm_hash
+                self.encoder_cache.pop(alias, None)
+
+    EncoderCacheManager.check_and_update_cache = check_and_update_cache
+    GPUModelRunner._gather_mm_embeddings = _gather_mm_embeddings
+
+
+FAULTS: dict[str, Callable[[], None]] = {
+    "sampler": _sampler,
+    "image-embeds": _image_embeds,
+    "chunk-slice": _chunk_slice,
+    "encoder-cache": _encoder_cache,
+}
+
+
+class FaultyVLLMEngine(VLLMEngine):
+    """The vLLM adapter with `options["fault"]` (one of FAULTS) patched into vLLM."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        options = dict(settings.options)
+        fault = options.pop("fault", None)
+        if fault not in FAULTS:
+            raise ValueError(f"engine option 'fault' must be one of {', '.join(FAULTS)}; got {fault!r}")
+        super().__init__(dataclasses.replace(settings, options=options))  # imports vllm
+        self.fault = fault
+
+    def start(self, requests: Sequence[Request]) -> None:
+        FAULTS[self.fault]()
+        super().start(requests)
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "fault": self.fault}

@@ -1,0 +1,141 @@
+"""Each variant catches the real engine bug on its own path, and only that variant does.
+
+One bug class at a time is injected into vLLM itself (tests/faulty_vllm.py
+patches one vLLM code path inside the engine process); the reference stays
+HF on the built-in tiny Qwen2-VL. Each test runs the variant whose path the
+fault lives on next to the base variant and at least one other, and checks
+that the fault shows up as that variant's verdict and reasons while the
+others of the same run pass.
+
+A fault that hangs the engine instead is stopped by the harness's stall
+guard (`stall_s`) and shows up as errors, not as a test that never ends.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.runner import RunConfig, execute
+from harness.schema import CaseComparison, RunResult
+from tests.conftest import CASES
+
+pytestmark = pytest.mark.engine
+
+ENGINE = "tests.faulty_vllm:FaultyVLLMEngine"
+SUBSET = {"astronaut-420", "two-images", "text-only", "long-prompt-rocket"}
+IMAGE_CASES = SUBSET - {"text-only"}
+STALL_S = 90  # an engine that reports nothing for this long is hung (engine start is ~20 s here)
+TOLERANCE = 1e-4  # the float32 prefill_max threshold; the unfaulted runs are ~2e-6
+
+
+def run(model: Path, out: Path, fault: str, variants: list[str], only: set[str] = SUBSET) -> RunResult:
+    """One harness run with `fault` injected; an engine that hangs is stopped by the harness's stall guard."""
+    config = RunConfig(cases=[CASES], out=out, engine=ENGINE, engine_options={"fault": fault}, model=str(model),
+                       only=only, variants=variants, stall_s=STALL_S)
+    return execute(config, progress=lambda _: None)
+
+
+def assert_wrong_from_first_image(case_id: str, cmp: CaseComparison) -> None:
+    """Image embeddings that are off: exact up to the first image token, wrong on the image positions."""
+    assert cmp.prompt_ids_match, case_id
+    first_image = cmp.image_mask.index(True)
+    assert max(d for d in cmp.prefill_diffs[:first_image + 1] if d is not None) <= TOLERANCE, case_id
+    assert cmp.prefill_max_image > TOLERANCE, (case_id, cmp.prefill_max_image)
+
+
+def verdicts(result: RunResult) -> dict[str, dict[str, str]]:
+    return {c.case_id: {name: v.verdict for name, v in c.variants.items()} for c in result.cases}
+
+
+def test_sampler_crash_on_temperature_is_a_sampling_error_only(tmp_path: Path, tiny_model: Path) -> None:
+    """Sampler.apply_temperature divides an inference tensor in place outside inference mode:
+    every step with a sampled request raises; greedy steps never reach it. The sampled requests
+    share the batched submissions with greedy ones, so those fail as a whole and the adapter's
+    one-by-one retry must leave only the sampled requests in error."""
+    result = run(tiny_model, tmp_path / "out", "sampler", ["batched", "alone", "repeat", "sampling"])
+    assert result.status == "complete", result.error
+    assert set(verdicts(result)) == SUBSET
+    message = "RuntimeError: Inplace update to inference tensor outside InferenceMode is not allowed"
+    for case in result.cases:
+        sampling = case.variants["sampling"]
+        assert sampling.verdict == "error", (case.case_id, sampling.reasons)
+        # Both submissions of the sampled request, with the engine's own message.
+        assert [r.partition(": ")[0] for r in sampling.reasons] == ["engine error (attempt 1)",
+                                                                  "engine error (attempt 2)"]
+        assert all(r.split(": ", 1)[1].startswith(message) for r in sampling.reasons), sampling.reasons
+        assert case.verdict == "error"
+        assert case.reasons == [f"sampling: {r}" for r in sampling.reasons]
+        # Greedy requests of the same submissions (batched, the repeats) and alone: exact.
+        for name in ("batched", "alone", "repeat"):
+            assert case.variants[name].verdict == "pass", (case.case_id, name, case.variants[name].reasons)
+
+
+def test_wrong_image_embeddings_fail_image_embeds_only(tmp_path: Path, tiny_model: Path) -> None:
+    """Qwen2-VL's _process_image_input scales precomputed image_embeds by 1.05; pixels untouched."""
+    result = run(tiny_model, tmp_path / "out", "image-embeds", ["batched", "alone", "image-embeds"])
+    assert result.status == "complete", result.error
+    assert verdicts(result) == {
+        **{c: {"batched": "pass", "alone": "pass", "image-embeds": "fail"} for c in IMAGE_CASES},
+        "text-only": {"batched": "pass", "alone": "pass", "image-embeds": "skipped"},
+    }
+    for case in result.cases:
+        if case.case_id == "text-only":
+            assert case.verdict == "pass" and case.variants["image-embeds"].reasons == ["the case has no images"]
+            continue
+        embeds = case.variants["image-embeds"]
+        assert case.reasons[0].startswith("image-embeds: vs reference: prefill_max = "), case.reasons
+        assert all(r.startswith("image-embeds: ") for r in case.reasons), case.reasons
+        assert any(r.startswith(f"vs {result.provenance['base_variant']}: prefill_max = ") for r in embeds.reasons)
+        assert_wrong_from_first_image(case.case_id, embeds.comparison)
+
+
+def test_off_by_one_chunk_slice_fails_chunked_prefill_only(tmp_path: Path, tiny_model: Path) -> None:
+    """_gather_mm_embeddings takes the rows of an image begun in an earlier prefill chunk one row
+    early. With the normal token budget no image is split: only chunked-prefill sees it."""
+    result = run(tiny_model, tmp_path / "out", "chunk-slice", ["batched", "alone", "chunked-prefill"])
+    assert result.status == "complete", result.error
+    assert verdicts(result) == {
+        **{c: {"batched": "pass", "alone": "pass", "chunked-prefill": "fail"} for c in IMAGE_CASES},
+        "text-only": {"batched": "pass", "alone": "pass", "chunked-prefill": "pass"},
+    }
+    for case in result.cases:
+        chunked = case.variants["chunked-prefill"]
+        tokens, split = chunked.details["chunk_tokens"], chunked.details["split_spans"]
+        if case.case_id == "text-only":
+            assert split == [] and case.verdict == "pass"
+            continue
+        assert split, f"{case.case_id}: no image span split by {tokens}-token chunks"
+        assert case.reasons[0].startswith("chunked-prefill: vs reference: prefill_max = "), case.reasons
+        assert all(r.startswith("chunked-prefill: ") for r in case.reasons), case.reasons
+        # Exact through the first chunk; wrong from the logprob predicted at the second chunk's
+        # first position, which holds an image token whose slice started past 0.
+        diffs = chunked.comparison.prefill_diffs
+        assert max(d for d in diffs[:tokens + 1] if d is not None) <= TOLERANCE, (case.case_id, tokens)
+        assert diffs[tokens + 1] > TOLERANCE, (case.case_id, tokens, diffs[:tokens + 3])
+
+
+def test_encoder_cache_hit_serving_a_wrong_entry_fails_repeat_only(tmp_path: Path, tiny_model: Path) -> None:
+    """An encoder-cache hit (an image's encoder output computed for another request) is served
+    scaled by 1.05. A repeat of a request in the same engine is served that way (its prompt
+    logprobs keep it off the prefix cache, and the encoder-cache hit means the processor cache's
+    pixels are never re-encoded). The cases' images are distinct, so the batched submission
+    itself has no hit; image-embeds' embeddings hash to their own entries."""
+    only = {"two-images", "coffee-444", "text-only", "long-prompt-rocket"}  # no image shared
+    result = run(tiny_model, tmp_path / "out", "encoder-cache", ["batched", "repeat", "image-embeds"], only)
+    assert result.status == "complete", result.error
+    images = only - {"text-only"}
+    assert verdicts(result) == {
+        **{c: {"batched": "pass", "repeat": "fail", "image-embeds": "pass"} for c in images},
+        "text-only": {"batched": "pass", "repeat": "pass", "image-embeds": "skipped"},
+    }
+    for case in result.cases:
+        if case.case_id == "text-only":
+            assert case.verdict == "pass"
+            continue
+        repeat = case.variants["repeat"]
+        assert case.reasons[0].startswith("repeat: vs reference: prefill_max = "), case.reasons
+        assert all(r.startswith("repeat: ") for r in case.reasons), case.reasons
+        # The second submission, sent after the first finished, is served from the cache too.
+        assert any(r.startswith("attempt 2 vs reference: prefill_max = ") for r in repeat.reasons), repeat.reasons
+        assert_wrong_from_first_image(case.case_id, repeat.comparison)
