@@ -18,7 +18,7 @@ from typing import Any
 from harness import __version__, config
 from harness.cases import Case, CaseProblem, load_cases
 from harness.decode import same_pixels
-from harness.engines.base import EngineSettings, Request, resolve_engine
+from harness.engines.base import Capabilities, EngineSettings, Request, resolve_engine
 from harness.engines.client import EngineSide, stream
 from harness.judge import Judge, case_result
 from harness.known import load_known
@@ -96,17 +96,14 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     base_settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k, options=cfg.engine_options,
                                    url=cfg.engine_url)
     run = RunResult(provenance={
-        "harness_version": __version__,
-        "git_commit": _git_commit(),
+        "harness_version": __version__, "git_commit": _git_commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "engine": cfg.engine, "engine_version": engine_cls.version(), "model": model, "model_name": model_name,
-        "model_sha256": _fingerprint(model),
-        "reference_engine": cfg.reference_engine, "reference_model": reference_model,
-        "reference_model_sha256": _fingerprint(reference_model),
-        "dtype": cfg.dtype, "reference_dtype": reference_dtype, "device": cfg.device,
-        "decoder": cfg.decoder, "engine_options": cfg.engine_options, "base_variant": variant_set.base,
-        "capabilities": _jsonable(asdict(capabilities)),
-        "cases": [str(p) for p in cfg.cases],
+        "model_sha256": _fingerprint(model), "reference_engine": cfg.reference_engine,
+        "reference_model": reference_model, "reference_model_sha256": _fingerprint(reference_model),
+        "dtype": cfg.dtype, "reference_dtype": reference_dtype, "device": cfg.device, "decoder": cfg.decoder,
+        "engine_options": cfg.engine_options, "base_variant": variant_set.base,
+        "capabilities": _jsonable(asdict(capabilities)), "cases": [str(p) for p in cfg.cases],
         "thresholds": asdict(config.resolve(thresholds_config, config.effective_dtype(cfg.dtype, reference_dtype),
                                             model)),
     }, variants=[v.describe() for v in variants])
@@ -132,16 +129,7 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     reference_side = EngineSide()
     references: dict[str, EngineOutput] = {}
     ref_settings = EngineSettings(reference_model, reference_dtype, cfg.reference_device or cfg.device, cfg.top_k)
-    ref_requests = [Request(c.id, prompts[c.id], "reference", c.messages, tuple(map(str, c.images)),
-                            max_new_tokens=c.max_new_tokens) for c in cases]
-    image_requests = [r for r in ref_requests if r.images]
-    # Each image case also with flat grey images: a case whose reference barely moves cannot catch image bugs.
-    if "flat-grey" in reference_cls.capabilities.image_inputs:
-        ref_requests += [replace(r, variant="flat-grey", image_input="flat-grey") for r in image_requests]
-    # Variants compared with a reference that decodes differently: re-run only where the pixels differ.
-    for decoder in sorted({v.reference_decoder for v in variants} - {"pil"}):
-        ref_requests += [replace(r, variant=f"reference-{decoder}", decoder=decoder) for r in image_requests
-                         if not same_pixels(r.images, decoder)]
+    ref_requests = _reference_requests(cases, prompts, variants, reference_cls.capabilities)
     extra: dict[str, dict[str, EngineOutput]] = {c.id: {} for c in cases}
     for output in stream(cfg.reference_engine, ref_settings, ref_requests, reference_side, progress, "reference",
                          cfg.stall_s):
@@ -214,6 +202,22 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     run.status = "failed" if run.error else "complete"
     sink.write()
     return run
+
+
+def _reference_requests(cases: list[Case], prompts: dict[str, str], variants: list[Variant],
+                        capabilities: Capabilities) -> list[Request]:
+    """Each case once as the reference sees it; each image case also with flat grey images (a case whose
+    reference barely moves cannot catch image bugs) and, for variants compared with a reference that
+    decodes differently, with that decoder's pixels where they differ from PIL's."""
+    requests = [Request(c.id, prompts[c.id], "reference", c.messages, tuple(map(str, c.images)),
+                        max_new_tokens=c.max_new_tokens) for c in cases]
+    with_images = [r for r in requests if r.images]
+    if "flat-grey" in capabilities.image_inputs:
+        requests += [replace(r, variant="flat-grey", image_input="flat-grey") for r in with_images]
+    for decoder in sorted({v.reference_decoder for v in variants} - {"pil"}):
+        requests += [replace(r, variant=f"reference-{decoder}", decoder=decoder) for r in with_images
+                     if not same_pixels(r.images, decoder)]
+    return requests
 
 
 def _load(cfg: RunConfig, sink: ResultsSink, run: RunResult) -> list[Case]:

@@ -22,10 +22,13 @@ def _failing_cells(run: RunResult) -> dict[str, set[str]]:
 
 
 def diagnose(run: RunResult) -> list[str]:
-    """Each pattern the failures match, most specific first; empty when nothing failed."""
+    """Each pattern the failures match, most specific first; one line saying so when nothing failed."""
     cells = _failing_cells(run)
     if not cells:
-        return []
+        known = sum(v.verdict == "known" for c in run.cases for v in c.variants.values())
+        ran = {n for c in run.cases for n, v in c.variants.items() if v.verdict != "skipped"}
+        return [f"no failures: every variant that ran ({len(ran)}) passes on every case"
+                + (f"; {known} known failure(s) on record" if known else "")]
     found = []
     info = {v["name"]: v for v in run.variants}
     if len(cells) == 1:

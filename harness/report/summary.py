@@ -26,8 +26,7 @@ def markdown_summary(run: RunResult, gate: tuple[str, list[str]] | None = None,
         f"{counts['error']} error"
         + (f", {counts['skipped']} skipped" if counts["skipped"] else ""),
     ]
-    if diagnosis:
-        lines += ["", *[f"**Diagnosis:** {d}" for d in diagnosis]]
+    lines += ["", *[f"**Diagnosis:** {d}" for d in diagnosis or []]]
     if run.skipped:
         lines += ["", *[f"- variant `{name}` skipped: {why}" for name, why in run.skipped.items()]]
     if run.error:
