@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.cases import load_cases
 from harness.models import default_model_dir
 
 CASES = Path(__file__).resolve().parents[1] / "cases"
+DEFAULT_CASES = len(load_cases([CASES]).cases)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pytest
 
 from harness.runner import RunConfig, execute
 from harness.schema import RunResult
-from tests.conftest import CASES
+from tests.conftest import CASES, DEFAULT_CASES
 
 pytestmark = pytest.mark.parity
 
@@ -27,7 +27,7 @@ def run_model(name: str, out: Path) -> RunResult:
 @pytest.mark.parametrize("name", ["tiny-llava", "tiny-idefics3", "tiny-lfm2-vl-1head"])
 def test_architecture_passes_the_default_cases(name: str, tmp_path: Path) -> None:
     run = run_model(name, tmp_path)
-    assert run.status == "complete" and len(run.cases) == 22
+    assert run.status == "complete" and len(run.cases) == DEFAULT_CASES
     failing = {c.case_id: c.reasons for c in run.cases if c.verdict != "pass"}
     assert not failing, failing
     assert max(c.comparison.prefill_max for c in run.cases) < 1e-4

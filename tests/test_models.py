@@ -25,7 +25,8 @@ from harness.models import (
 )
 from tests.conftest import CASES
 
-NAMES = ["tiny-qwen2-vl", "tiny-lfm2-vl", "tiny-lfm2-vl-1head", "tiny-llava", "tiny-idefics3"]
+NAMES = ["tiny-qwen2-vl", "tiny-lfm2-vl", "tiny-lfm2-vl-1head", "tiny-llava", "tiny-idefics3", "tiny-qwen2-vl-trained"]
+KIND = {name: "trained" if name == "tiny-qwen2-vl-trained" else "built" for name in NAMES}
 # The placeholder token each processor repeats per image feature.
 PLACEHOLDER = {
     "tiny-qwen2-vl": "<|image_pad|>",
@@ -33,11 +34,12 @@ PLACEHOLDER = {
     "tiny-lfm2-vl-1head": "<image>",
     "tiny-llava": "<image>",
     "tiny-idefics3": "<image>",
+    "tiny-qwen2-vl-trained": "<|image_pad|>",
 }
 # Placeholders for one 448x448 image: Qwen2-VL 112x112 / 28^2; LFM2-VL 2x2 tiles of 4 plus a
 # 16-token thumbnail; LLaVA 4x4 patches; Idefics3 2x2 tiles plus the global view, 4 each.
 IMAGE_TOKENS_448 = {"tiny-qwen2-vl": 16, "tiny-lfm2-vl": 32, "tiny-lfm2-vl-1head": 32, "tiny-llava": 16,
-                    "tiny-idefics3": 20}
+                    "tiny-idefics3": 20, "tiny-qwen2-vl-trained": 16}
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +83,7 @@ def _logprobs(processor, model, image: Image.Image | None, question: str = "Desc
 def test_registry_names_and_fields() -> None:
     assert list(MODELS) == NAMES
     for name, recipe in MODELS.items():
-        assert recipe.name == name and recipe.kind == "built" and recipe.description
+        assert recipe.name == name and recipe.kind == KIND[name] and recipe.description
         assert recipe.architecture.endswith("ForConditionalGeneration")
     assert MODELS["tiny-lfm2-vl"].options == {"num_heads": 2}
     assert MODELS["tiny-lfm2-vl-1head"].options == {"num_heads": 1}
@@ -96,7 +98,7 @@ def test_cache_names_and_default_model(cache: Path) -> None:
     # The two LFM2-VL variants share a module but not a hash; Qwen2-VL's hash is its module's, unchanged.
     assert MODELS["tiny-lfm2-vl"].recipe_hash() != MODELS["tiny-lfm2-vl-1head"].recipe_hash()
     assert MODELS["tiny-qwen2-vl"].recipe_hash() == tiny_qwen2vl.recipe_hash()
-    assert default_model_dir(cache) == model_dir("tiny-qwen2-vl", cache)
+    assert default_model_dir(cache) == model_dir("tiny-qwen2-vl-trained", cache)
     assert not [p for p in (cache / "models").iterdir() if p.name.startswith(".")]  # no build leftovers
 
 
@@ -187,7 +189,7 @@ def test_list_models(cache: Path, tmp_path: Path) -> None:
     assert [r["name"] for r in rows] == [*NAMES, str(user), "someone/some-hub-model"]
     for row in rows[: len(NAMES)]:
         assert set(row) == {"name", "architecture", "parameters", "image_tokens_448", "kind", "path"}
-        assert row["kind"] == "built" and row["architecture"] == MODELS[row["name"]].architecture
+        assert row["kind"] == KIND[row["name"]] and row["architecture"] == MODELS[row["name"]].architecture
         assert row["path"] == str(model_dir(row["name"], cache))
         assert 300_000 < row["parameters"] < 1_000_000
         assert row["image_tokens_448"] == IMAGE_TOKENS_448[row["name"]]

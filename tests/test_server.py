@@ -17,7 +17,7 @@ from harness.gate import UNDECIDED, decide, load_gate_config
 from harness.report import publish
 from harness.runner import RunConfig, execute
 from harness.schema import RunResult
-from tests.conftest import CASES
+from tests.conftest import CASES, DEFAULT_CASES
 
 pytestmark = pytest.mark.engine
 
@@ -38,7 +38,7 @@ def test_server_started_and_stopped_by_the_harness_matches_offline(tmp_path: Pat
     server = execute(RunConfig(out=tmp_path / "server", engine="vllm-server", **common), progress=lambda _: None)
     assert servers() == before, "the harness left its server running"
     offline = execute(RunConfig(out=tmp_path / "offline", **common), progress=lambda _: None)
-    assert server.status == "complete" and len(server.cases) == 22
+    assert server.status == "complete" and len(server.cases) == DEFAULT_CASES
     assert server.verdict == "pass", [(c.case_id, c.reasons) for c in server.cases if c.verdict != "pass"]
     assert outputs(server) == outputs(offline)
     for case in server.cases:

@@ -19,8 +19,8 @@ from harness.models import train_tiny
 # Measured on the committed weights (see RECIPE.md): held-out images 0..19 of
 # `train_tiny.heldout`. The floors leave room for a library update that moves
 # a borderline answer, not for a broken model.
-COLOUR_FLOOR = 18  # of 20
-SHAPE_FLOOR = 13  # of 20
+COLOUR_FLOOR = 18  # of 20; measured 20
+SHAPE_FLOOR = 16  # of 20; measured 19 (42 of all 50)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable, Mapping
 
-DEFAULT_MODEL = "tiny-qwen2-vl"
+# The default: trained on synthetic images, so its greedy answers are readable and depend on the image.
+DEFAULT_MODEL = "tiny-qwen2-vl-trained"
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def model_dir(name: str, cache_root: Path | None = None) -> Path:
 
 
 def default_model_dir(cache_root: Path | None = None) -> Path:
-    """The tiny Qwen2-VL (`tiny-qwen2-vl`) for the current recipe, built on first use."""
+    """The default model (`DEFAULT_MODEL`), built (or copied into the cache) on first use."""
     return model_dir(DEFAULT_MODEL, cache_root)
 
 
