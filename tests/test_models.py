@@ -210,4 +210,4 @@ def test_import_is_cheap() -> None:
     code = "import sys, harness.models; print('transformers' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
-    assert models.DEFAULT_MODEL == "tiny-qwen2-vl"
+    assert models.DEFAULT_MODEL == "tiny-qwen2-vl-trained"
