@@ -10,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from harness.models import tokenizer as tk
 from harness.models import weights
 
@@ -109,7 +107,6 @@ def _config(tokenizer_size: int, token_ids: dict[str, int]) -> Idefics3Config:
 def build(out_dir: Path) -> None:
     """Write the tiny model, tokenizer and processor to `out_dir` with `save_pretrained`."""
     from transformers import (
-        GenerationConfig,
         Idefics3ForConditionalGeneration,
         Idefics3ImageProcessor,
         Idefics3Processor,
@@ -138,23 +135,10 @@ def build(out_dir: Path) -> None:
         chat_template=CHAT_TEMPLATE,
     )
 
-    config = _config(len(tokenizer), token_ids)
-    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
-        torch.manual_seed(weights.SEED)
-        model = Idefics3ForConditionalGeneration(config).to(torch.float32).eval()
-        weights.redraw(
-            model,
-            len(tokenizer),
-            [token_ids[t] for t in NEVER_EMITTED] + tk.not_text(raw, SPECIAL_TOKENS),
-            head_std=HEAD_STD,
-        )
-    model.generation_config = GenerationConfig(
-        bos_token_id=token_ids["<|endoftext|>"],
-        eos_token_id=[token_ids["<end_of_utterance>"], token_ids["<|endoftext|>"]],
-        pad_token_id=token_ids["<|endoftext|>"],
-        do_sample=False,
+    weights.draw_and_save(
+        Idefics3ForConditionalGeneration, _config(len(tokenizer), token_ids), processor, out_dir,
+        tokenizer_size=len(tokenizer),
+        never_emitted=[token_ids[t] for t in NEVER_EMITTED] + tk.not_text(raw, SPECIAL_TOKENS),
+        bos=token_ids["<|endoftext|>"], eos=[token_ids["<end_of_utterance>"], token_ids["<|endoftext|>"]],
+        pad=token_ids["<|endoftext|>"], head_std=HEAD_STD,
     )
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)

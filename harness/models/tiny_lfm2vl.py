@@ -15,8 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from harness.models import tokenizer as tk
 from harness.models import weights
 
@@ -129,7 +127,6 @@ def build(out_dir: Path, num_heads: int = 2) -> None:
     `num_heads` is the language model's query head count (one KV head either way).
     """
     from transformers import (
-        GenerationConfig,
         Lfm2VlForConditionalGeneration,
         Lfm2VlImageProcessor,
         Lfm2VlProcessor,
@@ -160,26 +157,12 @@ def build(out_dir: Path, num_heads: int = 2) -> None:
     )
     processor = Lfm2VlProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
 
-    config = _config(len(tokenizer), token_ids, num_heads)
-    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
-        torch.manual_seed(weights.SEED)
-        model = Lfm2VlForConditionalGeneration(config).to(torch.float32).eval()
-        weights.redraw(
-            model,
-            len(tokenizer),
-            [token_ids[t] for t in NEVER_EMITTED] + tk.not_text(raw, SPECIAL_TOKENS),
-            embed_std=EMBED_STD,
-            zero_mean_norms=[FINAL_NORM],
-        )
-    model.generation_config = GenerationConfig(
-        bos_token_id=token_ids["<|startoftext|>"],
-        eos_token_id=[token_ids["<|im_end|>"], token_ids["<|endoftext|>"]],
-        pad_token_id=token_ids["<|pad|>"],
-        do_sample=False,
-    )
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
     # transformers 5 saves the SigLIP2 tower without its `vision_model.` level; vLLM 0.32 wants it.
-    weights.rename_weight_keys(out_dir, [("model.vision_tower.", "model.vision_tower.vision_model.")])
+    weights.draw_and_save(
+        Lfm2VlForConditionalGeneration, _config(len(tokenizer), token_ids, num_heads), processor, out_dir,
+        tokenizer_size=len(tokenizer),
+        never_emitted=[token_ids[t] for t in NEVER_EMITTED] + tk.not_text(raw, SPECIAL_TOKENS),
+        bos=token_ids["<|startoftext|>"], eos=[token_ids["<|im_end|>"], token_ids["<|endoftext|>"]],
+        pad=token_ids["<|pad|>"], renames=[("model.vision_tower.", "model.vision_tower.vision_model.")],
+        embed_std=EMBED_STD, zero_mean_norms=[FINAL_NORM],
+    )

@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from harness.models import tokenizer as tk
 from harness.models import weights
 
@@ -107,7 +105,6 @@ def build(out_dir: Path) -> None:
     """Write the tiny model, tokenizer and processor to `out_dir` with `save_pretrained`."""
     from transformers import (
         CLIPImageProcessor,
-        GenerationConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
         PreTrainedTokenizerFast,
@@ -135,26 +132,12 @@ def build(out_dir: Path) -> None:
         chat_template=CHAT_TEMPLATE,
     )
 
-    config = _config(len(tokenizer), token_ids)
-    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
-        torch.manual_seed(weights.SEED)
-        model = LlavaForConditionalGeneration(config).to(torch.float32).eval()
-        weights.redraw(
-            model,
-            len(tokenizer),
-            [token_ids[t] for t in NEVER_EMITTED] + tk.not_text(raw, SPECIAL_TOKENS),
-            head_std=HEAD_STD,
-        )
-    model.generation_config = GenerationConfig(
-        bos_token_id=token_ids["<|endoftext|>"],
-        eos_token_id=[token_ids["<|im_end|>"], token_ids["<|endoftext|>"]],
-        pad_token_id=token_ids["<|endoftext|>"],
-        do_sample=False,
-    )
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
     # transformers 5.19 saves LLaVA in its legacy layout (`vision_tower.embeddings...`,
     # `language_model.model...`) but without CLIP's `vision_model.` level, which vLLM 0.32 needs.
-    weights.rename_weight_keys(out_dir, [("vision_tower.", "vision_tower.vision_model.")])
+    weights.draw_and_save(
+        LlavaForConditionalGeneration, _config(len(tokenizer), token_ids), processor, out_dir,
+        tokenizer_size=len(tokenizer),
+        never_emitted=[token_ids[t] for t in NEVER_EMITTED] + tk.not_text(raw, SPECIAL_TOKENS),
+        bos=token_ids["<|endoftext|>"], eos=[token_ids["<|im_end|>"], token_ids["<|endoftext|>"]],
+        pad=token_ids["<|endoftext|>"], renames=[("vision_tower.", "vision_tower.vision_model.")], head_std=HEAD_STD,
+    )

@@ -80,6 +80,25 @@ def redraw(
     head[never_emitted] = 0.0
 
 
+def draw_and_save(model_cls: type, config: object, processor: object, out_dir: Path, *, tokenizer_size: int,
+                  never_emitted: list[int], bos: int, eos: list[int], pad: int,
+                  renames: list[tuple[str, str]] | None = None, **redraw_options: object) -> None:
+    """Draw the weights from the fixed seed (leaving the caller's RNG state alone), save model,
+    plain-greedy generation config and processor, then rewrite the key prefixes vLLM needs."""
+    from transformers import GenerationConfig
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = model_cls(config).to(torch.float32).eval()
+        redraw(model, tokenizer_size, never_emitted, **redraw_options)
+    model.generation_config = GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, do_sample=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    if renames:
+        rename_weight_keys(out_dir, renames)
+
+
 def rename_weight_keys(out_dir: Path, renames: list[tuple[str, str]]) -> None:
     """Rewrite key prefixes in the saved safetensors file(s) in place.
 
