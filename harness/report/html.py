@@ -21,7 +21,7 @@ from harness.report.format import fmt
 from harness.schema import METRICS, VERDICTS, CaseComparison, RunResult
 
 PROVENANCE_KEYS = (
-    "engine", "model", "model_sha256", "reference_engine", "reference_model", "reference_model_sha256", "dtype",
+    "engine", "engine_version", "model_name", "model", "model_sha256", "reference_engine", "reference_model", "reference_model_sha256", "dtype",
     "reference_dtype", "device", "decoder", "base_variant", "engine_options", "capabilities", "throughput_tok_s",
     "engine_run_s", "harness_version", "git_commit", "date", "cases",
 )
