@@ -108,8 +108,11 @@ class HTTPEngine(Engine):
         return output
 
     def close(self) -> None:
-        """Stop the server this adapter started (never one it attached to): SIGINT, then SIGKILL."""
+        """Stop the server this adapter started (never one it attached to): SIGINT, then SIGKILL.
+        Its log file stays behind (its path is in the engine info) for a post-mortem."""
         self.client.close()
+        if self._log is not None:
+            self._log.close()
         if self._server is None or self._server.poll() is not None:
             return
         os.killpg(self._server.pid, signal.SIGINT)
@@ -120,7 +123,8 @@ class HTTPEngine(Engine):
             self._server.wait()
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "url": self.url, "started_server": self._server is not None}
+        return {**super().info(), "url": self.url, "started_server": self._server is not None,
+                "server_log": self._log.name if self._log is not None else None}
 
 
 def free_port() -> int:

@@ -36,6 +36,14 @@ def chat_messages(request: Request) -> list[dict[str, Any]]:
     return out
 
 
+def sampling_fields(request: Request, greedy_seed: int | None = None) -> dict[str, Any]:
+    """OpenAI chat sampling fields: greedy (temperature 0, with `greedy_seed` if given) or the request's sampling."""
+    if request.sampling is None:
+        return {"temperature": 0.0} if greedy_seed is None else {"temperature": 0.0, "seed": greedy_seed}
+    s = request.sampling
+    return {"temperature": s.temperature, "top_p": s.top_p, "seed": s.seed}
+
+
 def image_url_of(path: Path) -> str:
     """A data URL of the file's own bytes: the engine decodes them itself."""
     data = path.read_bytes()

@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.engines.base import Capabilities, EngineSettings, Request
 from harness.engines.http import HTTPEngine
-from harness.engines.messages import chat_messages
+from harness.engines.messages import chat_messages, sampling_fields
 from harness.schema import EngineOutput
 
 
@@ -31,14 +31,8 @@ class OpenAIChatEngine(HTTPEngine):
 
     def payload(self, request: Request) -> tuple[str, dict[str, Any]]:
         """The standard chat-completions body: greedy (or the request's sampling)."""
-        body: dict[str, Any] = {"model": self.served_model, "messages": chat_messages(request),
-                                "max_tokens": request.max_new_tokens}
-        if request.sampling is None:
-            body["temperature"] = 0.0
-        else:
-            body.update(temperature=request.sampling.temperature, top_p=request.sampling.top_p,
-                        seed=request.sampling.seed)
-        return "/v1/chat/completions", body
+        return "/v1/chat/completions", {"model": self.served_model, "messages": chat_messages(request),
+                                        "max_tokens": request.max_new_tokens, **sampling_fields(request)}
 
     def parse(self, request: Request, body: dict[str, Any]) -> EngineOutput:
         text = body["choices"][0]["message"]["content"]

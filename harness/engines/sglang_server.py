@@ -45,7 +45,7 @@ from typing import Any
 
 from harness.engines.base import Capabilities, EngineSettings, Request
 from harness.engines.http import HTTPEngine
-from harness.engines.messages import chat_messages, image_parts
+from harness.engines.messages import chat_messages, image_parts, sampling_fields
 from harness.engines.sglang_offline import (
     SGLANG_ENV,
     SGLangEngine,
@@ -125,12 +125,8 @@ class SGLangChatEngine(_SGLangHTTP):
             "max_completion_tokens": request.max_new_tokens, "ignore_eos": True, "skip_special_tokens": True,
             "logprobs": True, "top_logprobs": k, "return_prompt_token_ids": True, "return_token_ids": True,
             "return_meta_info": True, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0,
+            **sampling_fields(request),
         }
-        if request.sampling is None:
-            body["temperature"] = 0.0
-        else:
-            body.update(temperature=request.sampling.temperature, top_p=request.sampling.top_p,
-                        seed=request.sampling.seed)
         return "/v1/chat/completions", body
 
     def parse(self, request: Request, body: dict[str, Any]) -> EngineOutput:

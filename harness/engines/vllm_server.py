@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.engines.base import Capabilities, Request
 from harness.engines.http import HTTPEngine
-from harness.engines.messages import chat_messages
+from harness.engines.messages import chat_messages, sampling_fields
 from harness.engines.vllm_offline import CPU_ENV, VLLMEngine
 from harness.schema import EngineOutput, TokenLogprobs
 
@@ -50,14 +50,10 @@ class VLLMServerEngine(HTTPEngine):
             "model": self.settings.model, "messages": chat_messages(request), "max_tokens": request.max_new_tokens,
             "ignore_eos": True, "logprobs": True, "top_logprobs": k, "prompt_logprobs": k, "return_token_ids": True,
             "return_tokens_as_token_ids": True, "skip_special_tokens": True,
+            **sampling_fields(request, greedy_seed=self.settings.seed),
         }
         if request.prompt_form == "rendered":
             body["chat_template"] = self.settings.chat_template
-        if request.sampling is None:
-            body.update(temperature=0.0, seed=self.settings.seed)
-        else:
-            body.update(temperature=request.sampling.temperature, top_p=request.sampling.top_p,
-                        seed=request.sampling.seed)
         return "/v1/chat/completions", body
 
     def parse(self, request: Request, body: dict[str, Any]) -> EngineOutput:
