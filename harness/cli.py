@@ -13,13 +13,14 @@ from pathlib import Path
 
 import yaml
 
+from harness.bench.command import add_bench_arguments
 from harness.decode.diff import add_decode_diff_arguments, run_decode_diff
 from harness.gate import gate_file, load_gate_config
-from harness.options import add_options, run_config
+from harness.options import DEFAULT_CASES, DTYPES, add_options, run_config
 from harness.report import publish
 from harness.report.decode_effect import decode_effect_markdown
 from harness.merge import merge_runs
-from harness.results import read_results, write_results
+from harness.results import PARTIAL, read_results, write_results
 from harness.runner import execute
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -50,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("results", type=Path)
     _publish_arguments(gate)
 
+    record = sub.add_parser("record", help="record the reference's outputs once, for runs with --reference stored|auto")
+    _store_arguments(record)
+    record.add_argument("--device", default="cpu", help="device the reference runs on (default: cpu)")
+    record.add_argument("--update", action="store_true",
+                        help="re-record references that exist, and remove a case's superseded ones")
+    record.add_argument("--stall-timeout", type=float, default=600.0, metavar="SECONDS")
+
+    references = sub.add_parser("references", help="stored references: `check` lists missing and stale ones")
+    references_sub = references.add_subparsers(dest="references_command", required=True)
+    _store_arguments(references_sub.add_parser("check", help="exit 1 when any case's reference is missing or stale"))
+
     build = sub.add_parser("build-model", help="build (or find) a built-in tiny model and print its folder")
     build.add_argument("name", nargs="?", default=None, help="built-in model name (default: the default model)")
     build.add_argument("--cache", type=Path, help="cache root (default: $VLM_PARITY_CACHE or ~/.cache/vlm-parity)")
@@ -57,7 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the built-in models (building them) and any checkpoints given")
     models.add_argument("extra", nargs="*", metavar="CHECKPOINT", help="user-supplied checkpoint folders to describe")
     models.add_argument("--cache", type=Path, help="cache root (default: $VLM_PARITY_CACHE or ~/.cache/vlm-parity)")
+
+    bench = sub.add_parser("bench", help="measure the harness's own cost against the engine's and the reference's")
+    add_bench_arguments(bench)
     return parser
+
+
+def _store_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="reference checkpoint or built-in model name (default: the default model)")
+    parser.add_argument("--cases", type=Path, nargs="+", default=[DEFAULT_CASES], help="default: cases/")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="the reference's dtype (default: float32)")
+    parser.add_argument("--top-k", type=int, default=5, help="top-k candidates stored per position (default: 5)")
+    parser.add_argument("--references-dir", type=Path, metavar="DIR", help="default: the project's references/")
+    parser.add_argument("--variants-file", type=Path, action="append", default=[], metavar="YAML",
+                        help="extra variants whose reference decoders must be recorded too")
 
 
 def _publish_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         return _models(args)
     if args.command == "merge":
         return _merge(args)
+    if args.command == "bench":
+        from harness.bench.command import run_bench
+
+        return run_bench(args)
+    if args.command == "record":
+        from harness.record import RecordConfig, record
+
+        return record(RecordConfig(args.cases, args.model, args.dtype, args.device, args.top_k, args.references_dir,
+                                   args.variants_file, args.update, args.stall_timeout))
+    if args.command == "references":
+        from harness.record import check
+
+        return check(args.cases, args.model, args.dtype, args.top_k, args.references_dir, args.variants_file)
     from harness.models import resolve_model
 
     print(resolve_model(args.name, args.cache))
@@ -153,6 +191,9 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"vlm-parity: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    if run.status == PARTIAL:
+        print(f"PARTIAL run: it stopped before it ended; {len(run.cases)} case result(s) completed and are in "
+              "the report")
     print(published.html)
     return EXIT_PASS
 

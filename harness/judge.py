@@ -8,7 +8,7 @@ variants named in its reasons.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,6 @@ from harness.compare.sensitivity import image_sensitivity
 from harness.decode.diff import case_pixel_deltas
 from harness.known import KnownFailure, mark_known
 from harness.plan import Variant
-from harness.prompt import Prompter
 from harness.report.thumbnails import thumbnail
 from harness.schema import CaseComparison, CaseResult, EngineOutput, VariantResult, worst
 
@@ -33,7 +32,7 @@ class Judge:
     reference_dtype: str
     model: str
     image_token: int | None
-    prompter: Prompter
+    token_texts: Callable[[list[EngineOutput]], dict[str, str]]  # the processor's, or a stored reference's table
     base: str
     unavailable: Mapping[str, str]  # output fields the engine cannot supply -> reason
     known: Sequence[KnownFailure] = ()
@@ -76,7 +75,7 @@ class Judge:
                           if v.verdict in ("fail", "error", "known") for reason in v.reasons]
         every = [o for o in [reference, *extra.values()] if o]
         every += [o for v in result.variants.values() for o in ([v.engine] if v.engine else []) + v.attempts]
-        result.tokens = self.prompter.token_texts(every)
+        result.tokens = self.token_texts(every)
         return result
 
     def _reference_checks(self, reference: EngineOutput,

@@ -16,7 +16,7 @@ import yaml
 
 from harness.decode import DECODERS
 from harness.engines import engine_names
-from harness.runner import RunConfig
+from harness.runner import REFERENCE_MODES, RunConfig
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_CASES = Path("cases")
@@ -63,6 +63,15 @@ RUN_OPTIONS = (
     Option("engine-url", {"metavar": "URL", "help": "attach a server engine to this running server (never stopped by "
                                                     "the harness) instead of starting one"}),
     Option("reference-engine", {"default": "hf", "help": "the reference engine (default: hf)"}),
+    Option("reference", {"default": "auto", "choices": REFERENCE_MODES,
+                         "help": "live: run the reference; stored: only recorded references (`vlm-parity record`), "
+                                 "a stale or missing one is an error naming what changed; auto: stored where fresh, "
+                                 "else live with a warning (default: auto)"}),
+    Option("overlap", {"default": "auto", "choices": ("auto", "on", "off"),
+                       "help": "start the engine groups while the reference runs: auto = when every side is on the "
+                               "CPU; on a GPU two processes would hold its memory at once, so there it is opt-in"}),
+    Option("references-dir", {"type": Path, "metavar": "DIR",
+                              "help": "stored references root (default: the project's references/)"}),
     Option("cases", {"type": Path, "nargs": "+", "help": "case YAML files or folders (default: cases/)"}),
     Option("out", {"type": Path, "help": "folder for results.json and index.html (default: reports/latest)"}),
     Option("dtype", {"default": "float32", "choices": DTYPES, "help": "the engine's dtype"}),
@@ -83,11 +92,18 @@ RUN_OPTIONS = (
     Option("shard", {"type": parse_shard, "metavar": "I/N",
                      "help": "run the I-th of N deterministic slices of the cases (CI matrix; merge with "
                              "`vlm-parity merge`)"}),
-    Option("thresholds", {"type": Path, "help": "thresholds YAML (default: the packaged one)"}),
+    Option("thresholds", {"type": Path, "help": "thresholds YAML layered over the packaged one (per dtype, per model glob)"}),
     Option("top-k", {"type": int, "default": 5, "help": "top-k candidates compared per position (default: 5)"}),
     Option("stall-timeout", {"type": float, "default": 600.0, "metavar": "SECONDS",
-                             "help": "stop an engine that returns nothing for this long; its missing cases are "
-                                     "errors and the run goes on (default: 600)"}),
+                             "help": "the per-case timeout: stop an engine that returns nothing for this long; the "
+                                     "cases it was running are errors and a fresh engine runs the rest (default: 600; "
+                                     "HTTP engines also take --engine-option request_timeout=SECONDS per request)"}),
+    Option("engine-restarts", {"type": int, "default": 2, "metavar": "N",
+                               "help": "fresh engines per engine group after one dies, stalls or breaks mid-run; the "
+                                       "cases in flight are errors, never re-sent (default: 2)"}),
+    Option("run-timeout", {"type": float, "metavar": "SECONDS",
+                           "help": "the per-run timeout: past it the engine is stopped and every case not yet "
+                                   "returned is an error (default: none)"}),
     Option("history", {"type": Path, "help": "JSON-lines history to append this run to (nightly trends)"}),
     Option("policy", {"default": "default", "help": "gate policy from the gate config (default: default)"}),
     Option("gate-config", {"type": Path, "help": "gate YAML (default: the packaged one)"}),
@@ -111,4 +127,6 @@ def run_config(get: Callable[[str], Any], only: set[str] | None = None, root: Pa
         variants=get("variants"), variants_files=list(get("variants_file")), decoder=get("decoder"),
         decode_effect=get("decode_effect"), thresholds_file=get("thresholds"), top_k=get("top_k"), only=only,
         shard=get("shard"), stall_s=get("stall_timeout"),
+        engine_restarts=get("engine_restarts"), run_timeout_s=get("run_timeout"), reference=get("reference"),
+        references_dir=get("references_dir"), overlap=get("overlap"),
     )

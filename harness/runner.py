@@ -10,7 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import subprocess
-from collections.abc import Callable
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from harness import __version__, config
 from harness.cases import Case, CaseProblem, load_cases
 from harness.decode import same_pixels
 from harness.engines.base import Capabilities, EngineSettings, Request, resolve_engine
-from harness.engines.client import EngineSide, stream
+from harness.engines.client import Deadline, EngineSide, stream
 from harness.judge import Judge, case_result
 from harness.known import load_known
 from harness.models import DEFAULT_MODEL, image_token_id, model_fingerprint, resolve_model
@@ -37,10 +40,28 @@ from harness.plan import (
     split_spans,
 )
 from harness.prompt import Prompter
+from harness.references import DEFAULT_DIR, ReferenceStore, Status, StoredReference
 from harness.results import ResultsSink
 from harness.schema import CaseResult, EngineOutput, RunResult
+from harness.streams import Streams
 
 Progress = Callable[[str], None]
+REFERENCE_MODES = ("live", "stored", "auto")
+
+
+class Stopwatch:
+    """Wall seconds per stage of a run, summed over repeats (for `vlm-parity bench`)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 @dataclass
@@ -68,6 +89,11 @@ class RunConfig:
     top_k: int = 5
     shard: tuple[int, int] | None = None  # (i, n): the i-th of n slices of the cases
     stall_s: float = 600.0  # an engine silent this long is stopped
+    engine_restarts: int = 2  # fresh engines per engine group (and the reference) after one breaks mid-run
+    run_timeout_s: float | None = None  # past this, engines are stopped and the cases not run are errors
+    reference: str = "auto"  # live: run HF; stored: recorded references only; auto: stored where fresh, else live
+    references_dir: Path | None = None  # None: the project's references/
+    overlap: str = "auto"  # on: reference and engine groups start together; auto: on when every side is on the CPU
 
 
 @dataclass
@@ -82,6 +108,8 @@ class _Group:
 
 def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     """Run every case on every variant; results are written as each case completes."""
+    stages = Stopwatch()
+    deadline = Deadline(cfg.run_timeout_s) if cfg.run_timeout_s else None
     model_name = cfg.model or DEFAULT_MODEL
     model = resolve_model(cfg.model)
     reference_model = resolve_model(cfg.reference_model) if cfg.reference_model else model
@@ -114,80 +142,140 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
             run.skipped[variant.name] = reason
             progress(f"SKIP  variant {variant.name}: {reason}")
 
-    cases = _load(cfg, sink, run)
-    prompter = Prompter(reference_model)
-    base_settings = replace(base_settings, chat_template=prompter.chat_template)
-    prompts: dict[str, str] = {}
-    for case in cases:
-        try:
-            prompts[case.id] = prompter.render(case)
-        except Exception as exc:
-            sink.add(case_result(case, "", "error", [f"cannot render the chat template: {exc}"]))
+    with stages("cases"):
+        cases = _load(cfg, sink, run)
+    with stages("stored_references"):
+        store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, cfg.reference_model or model_name, reference_model,
+                               cfg.reference_engine)
+        stored, notes = _stored_references(cfg, cases, store, reference_dtype, variants, sink, run)
+        processor_info = store.processor_info() if stored else None
+    live = [c for c in cases if c.id not in stored and (cfg.reference != "stored")]
+    run.provenance.update(reference_mode=cfg.reference, references_dir=str(store.dir),
+                          references_stored=len(stored), references_live=len(live))
+    prompts = {case_id: ref.prompt_text for case_id, ref in stored.items()}
+    prompter = None
+    with stages("render"):
+        if live:
+            prompter = Prompter(reference_model)
+            for case in live:
+                try:
+                    prompts[case.id] = prompter.render(case)
+                except Exception as exc:
+                    sink.add(case_result(case, "", "error", [f"cannot render the chat template: {exc}"]))
     cases = [c for c in cases if c.id in prompts]
+    live = [c for c in live if c.id in prompts]
+    chat_template = prompter.chat_template if prompter else processor_info.chat_template if processor_info else None
+    base_settings = replace(base_settings, chat_template=chat_template)
     sink.write()
 
     reference_side = EngineSide()
-    references: dict[str, EngineOutput] = {}
+    references = {case_id: ref.outputs["reference"] for case_id, ref in stored.items()}
+    extra: dict[str, dict[str, EngineOutput]] = {
+        c.id: {k: v for k, v in stored[c.id].outputs.items() if k != "reference"} if c.id in stored else {}
+        for c in cases}
     ref_settings = EngineSettings(reference_model, reference_dtype, cfg.reference_device or cfg.device, cfg.top_k)
-    ref_requests = _reference_requests(cases, prompts, variants, reference_cls.capabilities)
-    extra: dict[str, dict[str, EngineOutput]] = {c.id: {} for c in cases}
-    for output in stream(cfg.reference_engine, ref_settings, ref_requests, reference_side, progress, "reference",
-                         cfg.stall_s):
-        if output.variant == "reference":
-            references[output.case_id] = output
-        else:
-            extra[output.case_id][output.variant] = output
-
+    ref_requests = reference_requests(live, prompts, [v.reference_decoder for v in variants],
+                                      reference_cls.capabilities)
     known = load_known(model_name, model, cfg.engine, engine_cls.version(), cfg.device)
-    judge = Judge(thresholds_config, cfg.dtype, reference_dtype, model, image_token_id(reference_model), prompter,
+    image_token = processor_info.image_token if processor_info and not store.local else image_token_id(reference_model)
+    judge = Judge(thresholds_config, cfg.dtype, reference_dtype, model, image_token,
+                  prompter.token_texts if prompter else processor_info.texts if processor_info else _no_texts,
                   variant_set.base, capabilities.unavailable(), known)
     by_id = {c.id: c for c in cases}
-    runnable = [c for c in cases if c.id in references and not references[c.id].error]
     skipped = {c.id: dict(run.skipped) for c in cases}
-    spans = {c.id: image_spans(references[c.id].prompt_ids, judge.image_token) for c in runnable}
-    details: dict[str, dict[str, dict[str, Any]]] = {c.id: {} for c in runnable}
-    groups = _plan(variants, runnable, prompts, run.skipped, skipped, base_settings, cfg.decoder, variant_set.base)
+    details: dict[str, dict[str, dict[str, Any]]] = {c.id: {} for c in cases}
+    groups = _plan(variants, cases, prompts, run.skipped, skipped, base_settings, cfg.decoder, variant_set.base)
+    overlap = _overlap(cfg)
+    run.provenance["overlap"] = overlap
+    outputs: dict[str, dict[str, list[EngineOutput]]] = {c.id: {} for c in cases}
+    waiting = Counter(r.case_id for r in ref_requests)  # outputs still to come per case, reference and engine
     for group in groups:
-        _resolve_chunking(group, spans, details, run)
-    outputs: dict[str, dict[str, list[EngineOutput]]] = {c.id: {} for c in runnable}
-    pending = {c.id: 0 for c in runnable}
-    for group in groups:
-        for request in group.requests:
-            pending[request.case_id] += request.repeats
+        waiting.update(r.case_id for r in group.requests for _ in range(r.repeats))
     missing: dict[str, str] = {}
+    done: set[str] = set()
 
-    def finish(case_id: str) -> None:
-        del pending[case_id]
-        sink.add(judge(by_id[case_id], prompts[case_id], references[case_id], variants, outputs[case_id],
-                       skipped[case_id], missing, details[case_id], extra[case_id]))
-
-    for case_id in [c for c, n in pending.items() if n == 0]:  # every variant skipped for this case
-        finish(case_id)
-    for group in groups:
-        for output in stream(cfg.engine, group.settings, group.requests, group.side, progress,
-                             f"engine {'+'.join(group.variants)}", cfg.stall_s):
-            if output.case_id not in pending:
-                continue
-            outputs[output.case_id].setdefault(output.variant, []).append(output)
-            pending[output.case_id] -= 1
-            if pending[output.case_id] == 0:
-                finish(output.case_id)
-        if group.side.fatal:
-            missing.update(dict.fromkeys(group.variants, f"engine failed: {group.side.fatal}"))
-        else:
-            missing.update(dict.fromkeys(group.variants, "engine process ended before returning this variant"))
-    for case_id in list(pending):
-        finish(case_id)
-
-    for case in cases:
-        if case.id not in references or references[case.id].error:
-            ref = references.get(case.id)
+    def settle(case_id: str, count: int = 1) -> None:
+        """`count` outputs of the case arrived or will never come; judge it once nothing is left to wait for."""
+        waiting[case_id] -= count
+        if waiting[case_id] > 0 or case_id in done:
+            return
+        done.add(case_id)
+        ref = references.get(case_id)
+        if ref is None or ref.error:
             reason = (f"reference failed: {ref.error}" if ref is not None
                       else f"reference failed: {reference_side.fatal}" if reference_side.fatal
                       else "reference process ended before returning this case")
-            result = case_result(case, prompts[case.id], "error", [reason])
+            result = case_result(by_id[case_id], prompts[case_id], "error", [reason])
             result.reference = ref
-            sink.add(result)
+        else:
+            with stages("judge"):
+                result = judge(by_id[case_id], prompts[case_id], ref, variants, outputs[case_id], skipped[case_id],
+                               missing, details[case_id], extra[case_id])
+        with stages("results"):
+            sink.add(_with_origin(result, stored, notes))
+
+    def launch(index: int) -> None:
+        """Start an engine group's stream; a group that waited for the reference drops the cases whose
+        reference failed and resolves what it needed the reference for (its prefill chunk size)."""
+        group = groups[index]
+        if reference_finished:
+            failed = {r.case_id for r in group.requests if references.get(r.case_id) is None
+                      or references[r.case_id].error}
+            for request in group.requests:
+                if request.case_id in failed:
+                    settle(request.case_id, request.repeats)
+            group.requests = [r for r in group.requests if r.case_id not in failed]
+            spans = {c: image_spans(references[c].prompt_ids, judge.image_token)
+                     for c in {r.case_id for r in group.requests}}
+            _resolve_chunking(group, spans, details, run)
+        streams.launch(str(index), stream(cfg.engine, group.settings, group.requests, group.side, progress,
+                                          f"engine {'+'.join(group.variants)}", cfg.stall_s, cfg.engine_restarts,
+                                          deadline))
+
+    for case_id in [c for c in by_id if waiting[c] == 0]:  # stored reference and every variant skipped
+        settle(case_id, 0)
+    # With overlap the engine groups start with the reference (CPU: the start-ups overlap), except a
+    # group that needs the reference's prompt ids; without it, one process at a time, reference first.
+    reference_finished = not ref_requests
+    later = [i for i, g in enumerate(groups) if not overlap or "prefill_chunk_tokens" in g.settings.features]
+    streams = Streams()
+    try:
+        with stages("engines"):  # reference and engines, including the judging and writing meanwhile
+            streams.launch("reference", stream(cfg.reference_engine, ref_settings, ref_requests, reference_side,
+                                               progress, "reference", cfg.stall_s, cfg.engine_restarts, deadline))
+            for index in (i for i in range(len(groups)) if i not in later):
+                launch(index)
+            for name, output in streams:
+                if name == "reference" and output is not None:
+                    if output.variant == "reference":
+                        references[output.case_id] = output
+                    else:
+                        extra[output.case_id][output.variant] = output
+                    settle(output.case_id)
+                elif output is not None:
+                    outputs[output.case_id].setdefault(output.variant, []).append(output)
+                    settle(output.case_id)
+                elif name == "reference":  # requests it never answered will not be answered
+                    reference_finished = True
+                    for request in ref_requests:
+                        if request.variant == "reference" and request.case_id not in references:
+                            settle(request.case_id)
+                        elif request.variant != "reference" and request.variant not in extra[request.case_id]:
+                            settle(request.case_id)
+                    for index in later[:1] if not overlap else later:
+                        launch(index)
+                else:
+                    group = groups[int(name)]
+                    reason = (f"engine failed: {group.side.fatal}" if group.side.fatal
+                              else "engine process ended before returning this variant")
+                    missing.update(dict.fromkeys(group.variants, reason))
+                    for request in group.requests:
+                        got = sum(o.attempt < request.repeats for o in outputs[request.case_id].get(request.variant, []))
+                        settle(request.case_id, request.repeats - got)
+                    if not overlap and later and int(name) in later and later.index(int(name)) + 1 < len(later):
+                        launch(later[later.index(int(name)) + 1])
+    finally:
+        streams.stop()
 
     main = groups[0] if groups else None
     run.provenance.update(
@@ -196,7 +284,10 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
         throughput_tok_s=main.side.tokens / main.side.run_s if main and main.side.run_s and main.side.tokens else None,
         engine_groups=[{"variants": g.variants, "features": g.settings.features, "options": g.settings.options,
                         "dtype": g.settings.dtype, "requests": len(g.requests), "run_s": g.side.run_s,
-                        "fatal": g.side.fatal} for g in groups],
+                        "fatal": g.side.fatal, "restarts": g.side.restarts, "faults": g.side.faults}
+                       for g in groups],
+        reference_restarts=reference_side.restarts, reference_faults=reference_side.faults,
+        stage_s=stages.seconds,
     )
     run.error = reference_side.fatal or (main.side.fatal if main else None)
     run.status = "failed" if run.error else "complete"
@@ -204,7 +295,15 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     return run
 
 
-def _reference_requests(cases: list[Case], prompts: dict[str, str], variants: list[Variant],
+def _overlap(cfg: RunConfig) -> bool:
+    """Whether the reference and the engine groups may run at once: never two processes holding an
+    accelerator's memory unless asked (`on`); on the CPU their start-ups overlap the other's compute."""
+    if cfg.overlap != "auto":
+        return cfg.overlap == "on"
+    return {cfg.device, cfg.reference_device or cfg.device} == {"cpu"}
+
+
+def reference_requests(cases: list[Case], prompts: dict[str, str], decoders: Sequence[str],
                         capabilities: Capabilities) -> list[Request]:
     """Each case once as the reference sees it; each image case also with flat grey images (a case whose
     reference barely moves cannot catch image bugs) and, for variants compared with a reference that
@@ -214,10 +313,63 @@ def _reference_requests(cases: list[Case], prompts: dict[str, str], variants: li
     with_images = [r for r in requests if r.images]
     if "flat-grey" in capabilities.image_inputs:
         requests += [replace(r, variant="flat-grey", image_input="flat-grey") for r in with_images]
-    for decoder in sorted({v.reference_decoder for v in variants} - {"pil"}):
+    for decoder in sorted(set(decoders) - {"pil"}):
         requests += [replace(r, variant=f"reference-{decoder}", decoder=decoder) for r in with_images
                      if not same_pixels(r.images, decoder)]
     return requests
+
+
+def _stored_references(cfg: RunConfig, cases: list[Case], store: ReferenceStore, dtype: str,
+                       variants: list[Variant], sink: ResultsSink,
+                       run: RunResult) -> tuple[dict[str, StoredReference], dict[str, Status]]:
+    """The fresh stored references by case id, and the status of each stale case.
+
+    `stored` mode makes a stale or missing reference an error naming what changed; `auto`
+    runs the live reference instead, with a case warning naming what changed when the
+    stored one is stale (a missing one changed nothing: one run warning). `live` uses none."""
+    if cfg.reference == "live":
+        return {}, {}
+    needs = sorted({v.reference_decoder for v in variants} - {"pil"})
+    stored: dict[str, StoredReference] = {}
+    notes: dict[str, Status] = {}
+    processor_known = store.processor_info() is not None
+    for case in cases:
+        status = store.status(case, cfg.top_k, dtype, needs)
+        if status.state == "fresh" and not processor_known:
+            status.state, status.changes = "stale", [f"no processor file in {store.dir}"]
+        if status.state == "fresh" and status.reference:
+            stored[case.id] = status.reference
+        elif cfg.reference == "stored":
+            result = case_result(case, "", "error", [f"reference_stale: {status.describe()}"])
+            result.reference_stale = status.changes or ["no stored reference"]
+            sink.add(result)
+        elif status.state == "stale":
+            notes[case.id] = status
+    if stored and not store.local:
+        run.warnings.append(f"reference model {store.model} is not on this machine: the stored references' weights "
+                            "hash was not checked against it (their processor files are taken as recorded)")
+    missing = [c.id for c in cases if c.id not in stored and c.id not in notes]
+    if cfg.reference == "auto" and missing and store.dir.is_dir():
+        run.warnings.append(f"{len(missing)} cases have no stored reference in {store.dir} and ran the live reference "
+                            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): `vlm-parity record` "
+                            "stores them")
+    return stored, notes
+
+
+def _with_origin(result: CaseResult, stored: dict[str, StoredReference], notes: dict[str, Status]) -> CaseResult:
+    """Say where the case's reference came from, and why a stored one was not used."""
+    ref = stored.get(result.case_id)
+    result.reference_source = f"stored: {ref.case_id}.{ref.key[:16]}.json" if ref else "live"
+    status = notes.get(result.case_id)
+    if status is not None:
+        result.warnings.insert(0, f"stored reference {status.describe()}: the reference ran live")
+        result.reference_stale = status.changes
+    return result
+
+
+def _no_texts(outputs: list[EngineOutput]) -> dict[str, str]:
+    """No processor and no stored one: the report shows token ids only."""
+    return {}
 
 
 def _load(cfg: RunConfig, sink: ResultsSink, run: RunResult) -> list[Case]:

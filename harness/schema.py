@@ -175,6 +175,10 @@ class CaseResult:
     tokens: dict[str, str] = field(default_factory=dict)
     # Small data-URL thumbnails of the images, so a report needs no image files.
     thumbnails: list[str] = field(default_factory=list)
+    # Where the reference came from ("live", or "stored: <file>") and, when a stored one
+    # no longer describes the case, what changed (image bytes, prompt, weights, versions).
+    reference_source: str = ""
+    reference_stale: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -198,7 +202,8 @@ class RunResult:
     """A whole run: provenance, per-case results and how the run itself ended.
 
     `status` is "running" while cases are still being written, "complete" when
-    every case has a result, and "failed" when the run itself broke (`error`).
+    every case has a result, and "failed" when the run itself broke (`error`);
+    `read_results` returns "partial" for a run stopped while still "running".
     `variants` lists the variants of the plan with what each is for,
     `skipped` the variants the plan left out with the reason, and `warnings`
     what makes the run less telling than it looks (a variant that exercised nothing).

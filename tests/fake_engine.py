@@ -7,10 +7,12 @@ exactly unless told otherwise through `--engine-option`:
   fail_cases=[ids]   those cases return an error (a per-case failure)
   die_after=N        raise after N outputs (a fatal engine error mid-run)
   drop_variant=NAME  never return that variant's outputs (an output that never arrives)
+  delay_s=X          sleep X seconds before each output (a slow engine, to stop a run part way)
 """
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator, Sequence
 
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
@@ -33,6 +35,7 @@ class FakeEngine(Engine):
             if "die_after" in options and self.sent >= options["die_after"]:
                 raise RuntimeError("fake engine died")
             self.sent += 1
+            time.sleep(float(options.get("delay_s", 0.0)))
             if request.case_id in options.get("fail_cases", []):
                 yield EngineOutput.failed(request.case_id, self.name, "fake failure", request.variant)
                 continue

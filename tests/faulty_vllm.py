@@ -1,4 +1,5 @@
-"""vLLM with one real engine bug class injected, for tests/test_fault_injection.py.
+"""vLLM with one real engine bug class injected, for tests/test_fault_injection.py,
+and engine breakdowns aimed at single cases, for tests/test_robustness_engine.py.
 
 `FaultyVLLMEngine` is the ordinary vLLM adapter plus one patch of vLLM's own
 code, chosen by the engine option `fault` (which is not passed on to vLLM).
@@ -21,12 +22,27 @@ Each fault changes one path and leaves every other one exact:
                  request computed (an encoder-cache hit, `EncoderCacheManager.
                  check_and_update_cache` returned True for it) gets that entry
                  scaled by 1.05; the request that computed it gets it exact.
+
+The engine option `case_faults` ({"CASE" or "CASE@VARIANT": kind}) marks those
+requests (their SamplingParams' `extra_args`), and patches of vLLM act on the
+marked requests only, in vLLM's own engine core and output processor:
+
+  hang           `EngineCore.step` blocks forever once a marked request is
+                 scheduled, after writing the engine process's PID to the
+                 engine option `pid_file` (for a test to kill it by PID).
+  nan            `LogprobsProcessor` gets the request's prompt logprobs with
+                 one position NaN.
+  inf            ... its first output step's logprobs +inf.
+  short          ... its prompt logprobs one position short and no logprobs
+                 for its first output token: fewer logprobs than tokens.
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import textwrap
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -141,20 +157,103 @@ FAULTS: dict[str, Callable[[], None]] = {
 }
 
 
+MARK = "vlm_parity_fault"  # the key in a marked request's SamplingParams.extra_args
+CASE_FAULTS = ("hang", "nan", "inf", "short")
+
+
+def _marked(params: Any) -> str | None:
+    return (getattr(params, "extra_args", None) or {}).get(MARK)
+
+
+def _hang(pid_file: str) -> None:
+    from vllm.v1.engine.core import EngineCore
+
+    step = EngineCore.step
+
+    def hanging_step(self: Any) -> Any:
+        if any(_marked(r.sampling_params) == "hang" for r in self.scheduler.requests.values()):
+            tmp = f"{pid_file}.tmp"
+            with open(tmp, "w") as f:
+                f.write(str(os.getpid()))
+            os.replace(tmp, pid_file)
+            while True:  # until killed, or stopped by the harness's stall guard
+                time.sleep(1)
+        return step(self)
+
+    EngineCore.step = hanging_step
+
+
+def _bad_logprobs() -> None:
+    import numpy as np
+    from vllm.v1.engine.logprobs import LogprobsProcessor
+
+    new, update_prompt, update_sample = (LogprobsProcessor.from_new_request, LogprobsProcessor._update_prompt_logprobs,
+                                         LogprobsProcessor._update_sample_logprobs)
+
+    def from_new_request(cls: Any, tokenizer: Any, request: Any) -> Any:
+        processor = new.__func__(cls, tokenizer, request)
+        processor.fault = _marked(request.sampling_params)
+        processor.steps = 0
+        return processor
+
+    def _update_prompt_logprobs(self: Any, tensors: Any) -> None:
+        fault = getattr(self, "fault", None)
+        if fault == "nan":
+            logprobs = tensors.logprobs.clone()
+            logprobs[len(logprobs) // 2] = float("nan")
+            tensors = tensors._replace(logprobs=logprobs)
+        elif fault == "short":
+            tensors = type(tensors)(*(t[:-1] for t in tensors[:3]), *tensors[3:])
+        update_prompt(self, tensors)
+
+    def _update_sample_logprobs(self: Any, lists: Any) -> None:
+        fault, first = getattr(self, "fault", None), getattr(self, "steps", 0) == 0
+        self.steps = getattr(self, "steps", 0) + 1
+        if fault == "short" and first:
+            return
+        if fault == "inf" and first:
+            lists = lists._replace(logprobs=np.full_like(lists.logprobs, np.inf))
+        update_sample(self, lists)
+
+    LogprobsProcessor.from_new_request = classmethod(from_new_request)
+    LogprobsProcessor._update_prompt_logprobs = _update_prompt_logprobs
+    LogprobsProcessor._update_sample_logprobs = _update_sample_logprobs
+
+
 class FaultyVLLMEngine(VLLMEngine):
-    """The vLLM adapter with `options["fault"]` (one of FAULTS) patched into vLLM."""
+    """The vLLM adapter with `options["fault"]` (one of FAULTS) patched into vLLM, and/or the
+    requests named in `options["case_faults"]` broken in vLLM as CASE_FAULTS describe."""
 
     def __init__(self, settings: EngineSettings) -> None:
         options = dict(settings.options)
         fault = options.pop("fault", None)
-        if fault not in FAULTS:
+        self.case_faults: dict[str, str] = dict(options.pop("case_faults", {}))
+        self.pid_file: str | None = options.pop("pid_file", None)
+        if fault not in FAULTS and not (fault is None and self.case_faults):
             raise ValueError(f"engine option 'fault' must be one of {', '.join(FAULTS)}; got {fault!r}")
+        bad = {k: v for k, v in self.case_faults.items() if v not in CASE_FAULTS}
+        if bad:
+            raise ValueError(f"engine option 'case_faults': kinds must be among {', '.join(CASE_FAULTS)}; got {bad}")
+        if "hang" in self.case_faults.values() and not self.pid_file:
+            raise ValueError("engine option 'case_faults' has a 'hang': give 'pid_file' too")
         super().__init__(dataclasses.replace(settings, options=options))  # imports vllm
         self.fault = fault
 
     def start(self, requests: Sequence[Request]) -> None:
-        FAULTS[self.fault]()
+        if self.fault:
+            FAULTS[self.fault]()
+        if self.pid_file:
+            _hang(self.pid_file)
+        if self.case_faults:
+            _bad_logprobs()
         super().start(requests)
 
+    def _params(self, request: Request) -> Any:
+        params = super()._params(request)
+        kind = self.case_faults.get(f"{request.case_id}@{request.variant}", self.case_faults.get(request.case_id))
+        if kind:
+            params.extra_args = {MARK: kind}
+        return params
+
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "fault": self.fault}
+        return {**super().info(), "fault": self.fault, "case_faults": self.case_faults}

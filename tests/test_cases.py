@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from harness.cases import Case, CaseProblem, load_cases
 
@@ -16,9 +17,16 @@ GOOD = """
 """
 
 
+def image(path: Path) -> Path:
+    """A small real image: the loader decodes every case image."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), "red").save(path, format="PNG" if path.suffix == ".png" else "JPEG")
+    return path
+
+
 def write(folder: Path, body: str, name: str = "cases.yaml") -> Path:
     """A case file with one valid case ('good') followed by `body`; creates img.png next to it."""
-    (folder / "img.png").write_bytes(b"not decoded by the loader")
+    image(folder / "img.png")
     path = folder / name
     path.write_text("cases:" + GOOD + body, encoding="utf-8")
     return path
@@ -47,12 +55,10 @@ def test_default_cases_load_cleanly() -> None:
 
 
 def test_plain_prompt_becomes_one_user_message_images_first(tmp_path: Path) -> None:
-    (tmp_path / "sub").mkdir()
-    for name in ("img.png", "b.jpg"):
-        (tmp_path / name).write_bytes(b"x")
+    image(tmp_path / "sub" / "pics" / "b.jpg")
     path = write(tmp_path / "sub", """
   - id: two
-    images: [../img.png, ../b.jpg]
+    images: [img.png, pics/../pics/b.jpg]
     prompt: "Compare them."
     max_new_tokens: 24
     tags: [png, multi-image]
@@ -66,7 +72,7 @@ def test_plain_prompt_becomes_one_user_message_images_first(tmp_path: Path) -> N
         messages=({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe this image."}]},),
         max_new_tokens=16, tags=(), thresholds={},
     )
-    assert two.images == (tmp_path / "img.png", tmp_path / "b.jpg")
+    assert two.images == (tmp_path / "sub" / "img.png", tmp_path / "sub" / "pics" / "b.jpg")
     text = {"type": "text", "text": "Compare them."}
     assert two.messages[0]["content"] == [{"type": "image"}, {"type": "image"}, text]
     assert (two.max_new_tokens, two.tags, two.thresholds) == (24, ("png", "multi-image"), {"prefill_max": 1e-3})
@@ -93,7 +99,7 @@ def test_chat_prompt_string_content_is_normalized(tmp_path: Path) -> None:
     )
 
 
-def test_text_only_case_and_absolute_image_path(tmp_path: Path) -> None:
+def test_text_only_case_and_absolute_image_path_inside_the_folder(tmp_path: Path) -> None:
     path = write(tmp_path, f"""
   - id: text-only
     prompt: "Hello there."
@@ -118,7 +124,9 @@ def test_text_only_case_and_absolute_image_path(tmp_path: Path) -> None:
         ("  - {id: c, images: img.png, prompt: hi}\n", "c", "images", "must be a list"),
         ("  - {id: c, images: [img.png, 3], prompt: hi}\n", "c", "images[1]", "non-empty string"),
         ("  - {id: c, images: [img.png, images/x.jpg], prompt: hi}\n", "c", "images[1]",
-         "file not found: images/x.jpg"),
+         "file not found: "),
+        ("  - {id: c, images: [../img.png], prompt: hi}\n", "c", "images[0]",
+         "'../img.png' resolves to "),
         ("  - {id: c, images: [img.png]}\n", "c", "prompt", "required"),
         ("  - {id: c, prompt: '  '}\n", "c", "prompt", "must not be empty"),
         ("  - {id: c, prompt: []}\n", "c", "prompt", "non-empty"),
@@ -204,7 +212,7 @@ def test_unreadable_file_is_one_problem_without_case(tmp_path: Path, text: str) 
 
 def test_unknown_top_level_key_keeps_cases(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    (tmp_path / "img.png").write_bytes(b"x")
+    image(tmp_path / "img.png")
     path.write_text("case_defaults: {}\ncases:" + GOOD, encoding="utf-8")
     problem = only_problem(path)
     assert (problem.case_id, problem.field, problem.message) == (None, "case_defaults", "unknown top-level key")

@@ -103,11 +103,13 @@ class FailingReference(resolve_engine(FAKE)):  # type: ignore[misc]
 
 def test_fatal_engine_error_mid_run_keeps_what_was_done(tmp_path: Path, tiny_model: Path) -> None:
     run = fake_run(tmp_path, tiny_model, variants=["base"], options={"die_after": 2})
-    assert run.status == "failed" and "failed mid-run: RuntimeError: fake engine died" in run.error
+    # The case in flight is an error; nothing was left to send, so no restart and the run is complete.
+    fault = f"engine {FAKE!r} failed mid-run: RuntimeError: fake engine died"
+    assert run.status == "complete" and run.provenance["engine_groups"][0]["faults"] == [fault]
     verdicts = sorted(c.verdict for c in run.cases)
     assert verdicts == ["error", "pass", "pass"]
     died = [c for c in run.cases if c.verdict == "error"][0]
-    assert died.reasons == [f"batched: engine failed: {run.error}"]
+    assert died.reasons == [f"batched: engine error (attempt 1): {fault} while this case was in flight"]
     assert read_results(tmp_path / "out").cases[0].verdict == "pass"  # written before the engine died
     # On the whole matrix, the cells computed before the death are kept and judged.
     matrix = fake_run(tmp_path, tiny_model, options={"die_after": 2})

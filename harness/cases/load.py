@@ -2,24 +2,32 @@
 
 Bad input never raises: every mistake becomes a `CaseProblem` naming the file,
 the case and the field, and only that case is dropped, so the runner can report
-it as an error result while every other case still runs.
+it as an error result while every other case still runs. Images are checked here,
+once (`harness.cases.images`: inside the case file's folder, and decodable), so
+no engine ever sees a bad one.
 """
 from __future__ import annotations
 
 import math
-import os
 import re
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
+from harness.cases.images import image_problem, resolve_image
+
 DEFAULT_MAX_NEW_TOKENS = 16
 MAX_NEW_TOKENS_LIMIT = 4096
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 ROLES = ("system", "user", "assistant")
 CASE_KEYS = ("id", "images", "prompt", "max_new_tokens", "tags", "thresholds")
+# A value quoted in a message stays short: YAML aliases can nest a few lines into millions of items.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring = 2, 4, 4, 80
+_show = _REPR.repr
 
 
 @dataclass(frozen=True)
@@ -66,8 +74,9 @@ def load_cases(paths: Sequence[Path]) -> LoadedCases:
     """Load every case from YAML files and directories (their *.yaml/*.yml, sorted)."""
     loaded = LoadedCases([], [])
     seen: dict[str, Path] = {}
+    checked: dict[Path, str | None] = {}  # image path -> its problem; an image shared by cases is decoded once
     for file in _case_files(paths, loaded.problems):
-        _load_file(file, seen, loaded)
+        _load_file(file, seen, checked, loaded)
     return loaded
 
 
@@ -94,10 +103,13 @@ def _case_files(paths: Sequence[Path], problems: list[CaseProblem]) -> list[Path
     return list(unique.values())
 
 
-def _load_file(file: Path, seen: dict[str, Path], loaded: LoadedCases) -> None:
+def _load_file(file: Path, seen: dict[str, Path], checked: dict[Path, str | None], loaded: LoadedCases) -> None:
     try:
         doc = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+    except yaml.YAMLError as e:
+        loaded.problems.append(CaseProblem(file, None, None, _yaml_error(e)))
+        return
+    except (OSError, UnicodeDecodeError) as e:
         loaded.problems.append(CaseProblem(file, None, None, f"cannot read YAML: {e}"))
         return
     if not isinstance(doc, dict) or not isinstance(doc.get("cases"), list):
@@ -106,18 +118,27 @@ def _load_file(file: Path, seen: dict[str, Path], loaded: LoadedCases) -> None:
     for key in doc:
         if key != "cases":
             loaded.problems.append(CaseProblem(file, None, str(key), "unknown top-level key"))
-    folder = file.resolve().parent
+    folder = file.resolve().parent  # the only folder its images may come from
     for index, raw in enumerate(doc["cases"]):
         if not isinstance(raw, dict):
             loaded.problems.append(CaseProblem(file, None, f"cases[{index}]", "case must be a mapping"))
             continue
         case_id, errors = _check_id(raw.get("id"), file, seen)
-        case = _parse_case(raw, case_id, file, folder, errors)
+        case = _parse_case(raw, case_id, file, folder, checked, errors)
         # Without a usable id, point at the entry's position so the user can find it.
         prefix = "" if case_id is not None and ID_PATTERN.fullmatch(case_id) else f"cases[{index}]."
         loaded.problems.extend(CaseProblem(file, case_id, prefix + f, m) for f, m in errors)
         if not errors:
             loaded.cases.append(case)
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    """One line with where it is, instead of PyYAML's multi-line excerpt of an anonymous string."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"invalid YAML: {exc}"
+    context = f" ({exc.context})" if getattr(exc, "context", None) else ""
+    return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"
 
 
 def _check_id(value: Any, file: Path, seen: dict[str, Path]) -> tuple[str | None, Errors]:
@@ -133,10 +154,11 @@ def _check_id(value: Any, file: Path, seen: dict[str, Path]) -> tuple[str | None
     return value, []
 
 
-def _parse_case(raw: dict, case_id: str | None, file: Path, folder: Path, errors: Errors) -> Case:
+def _parse_case(raw: dict, case_id: str | None, file: Path, folder: Path, checked: dict[Path, str | None],
+                errors: Errors) -> Case:
     """Check every field, appending to `errors`; the returned Case is only used if none were found."""
     errors.extend((str(k), "unknown key") for k in raw if k not in CASE_KEYS)
-    images = _parse_images(raw.get("images", []), folder, errors)
+    images = _parse_images(raw.get("images", []), folder, checked, errors)
     messages = _parse_prompt(raw.get("prompt"), len(images) if images is not None else None, errors)
     return Case(
         id=case_id or "",
@@ -149,8 +171,10 @@ def _parse_case(raw: dict, case_id: str | None, file: Path, folder: Path, errors
     )
 
 
-def _parse_images(value: Any, folder: Path, errors: Errors) -> tuple[Path, ...] | None:
-    """Resolved image paths, or None when the list itself is malformed (count cannot be checked)."""
+def _parse_images(value: Any, folder: Path, checked: dict[Path, str | None],
+                  errors: Errors) -> tuple[Path, ...] | None:
+    """Real image paths inside `folder`, each decoded once per load (`checked`), or None when the
+    list itself is malformed (the image count cannot be checked)."""
     if not isinstance(value, list):
         errors.append(("images", "must be a list of file paths"))
         return None
@@ -159,10 +183,14 @@ def _parse_images(value: Any, folder: Path, errors: Errors) -> tuple[Path, ...] 
         if not isinstance(item, str) or not item:
             errors.append((f"images[{i}]", "must be a non-empty string"))
             continue
-        # normpath, not resolve(): purely lexical, so odd names (NUL bytes) cannot raise.
-        path = Path(os.path.normpath(folder / item))  # an absolute `item` replaces `folder`
-        if not path.is_file():
-            errors.append((f"images[{i}]", f"file not found: {item}"))
+        path, refused = resolve_image(folder, item)
+        if path is None:
+            errors.append((f"images[{i}]", str(refused)))
+            continue
+        if path not in checked:
+            checked[path] = image_problem(path)
+        if checked[path]:
+            errors.append((f"images[{i}]", str(checked[path])))
         paths.append(path)
     return tuple(paths)
 
@@ -193,7 +221,7 @@ def _parse_message(value: Any, where: str, errors: Errors) -> dict:
     errors.extend((f"{where}.{k}", "unknown key") for k in value if k not in ("role", "content"))
     role = value.get("role")
     if role not in ROLES:
-        errors.append((f"{where}.role", f"must be one of {', '.join(ROLES)}, got {role!r}"))
+        errors.append((f"{where}.role", f"must be one of {', '.join(ROLES)}, got {_show(role)}"))
     content = value.get("content")
     if isinstance(content, str):
         if not content.strip():
@@ -224,7 +252,8 @@ def _parse_part(value: Any, where: str, errors: Errors) -> dict | None:
 
 def _parse_max_new_tokens(value: Any, errors: Errors) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NEW_TOKENS_LIMIT:
-        errors.append(("max_new_tokens", f"must be an integer from 1 to {MAX_NEW_TOKENS_LIMIT}, got {value!r}"))
+        errors.append(("max_new_tokens",
+                       f"must be an integer from 1 to {MAX_NEW_TOKENS_LIMIT}, got {_show(value)}"))
         return DEFAULT_MAX_NEW_TOKENS
     return value
 
@@ -244,7 +273,7 @@ def _parse_thresholds(value: Any, errors: Errors) -> dict:
     for name, limit in value.items():
         # NaN would make every comparison false, silently passing or failing the case.
         if isinstance(limit, bool) or not isinstance(limit, (int, float)) or math.isnan(limit):
-            errors.append((f"thresholds.{name}", f"must be a number, got {limit!r}"))
+            errors.append((f"thresholds.{name}", f"must be a number, got {_show(limit)}"))
             continue
         out[str(name)] = limit
     return out

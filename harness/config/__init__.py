@@ -25,12 +25,18 @@ class Thresholds:
 
 
 def load_config(path: Path | None = None) -> dict[str, Any]:
-    """Read the thresholds file (the packaged default unless `path` is given)."""
-    if path is None:
-        text = resources.files("harness.config").joinpath("thresholds.yaml").read_text()
-    else:
-        text = Path(path).read_text()
-    return yaml.safe_load(text)
+    """The packaged thresholds, with the file at `path` (if any) layered over them: a user's file
+    holds only what it changes (a converted model's `models:` entry), every default keeps its reason."""
+    config = yaml.safe_load(resources.files("harness.config").joinpath("thresholds.yaml").read_text())
+    return _merge(config, yaml.safe_load(Path(path).read_text()) or {}) if path is not None else config
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both else value
+    return merged
 
 
 def effective_dtype(engine_dtype: str, reference_dtype: str) -> str:

@@ -1,25 +1,62 @@
-"""The client half of the engine worker: start an engine in its own process and
-yield its outputs as they arrive (see `engines.worker` for the protocol)."""
+"""The client half of the engine worker: start an engine in its own process, yield its outputs
+as they arrive, and start a fresh one when it breaks mid-run (see `engines.worker` for the protocol).
+
+When an engine breaks mid-run (its process killed or crashed, stalled, or its adapter raised):
+the outputs it already returned stand; the requests it was working on (its last submission)
+become errors naming the cause, and are not sent again: such a request may be what broke the
+engine, and re-sending it would spend the restarts on it and hide a crash that is the engine's
+to fix. A fresh worker then runs every request not yet submitted, at most `restarts` times per
+stream. An engine that fails to start is not restarted (a wrong option or checkpoint fails the
+same way twice), and neither is one stopped by the run's deadline (`--run-timeout`).
+"""
 from __future__ import annotations
 
+import enum
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
-import select
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.engines.base import EngineSettings, Request
+from harness.engines.worker import Key
 from harness.schema import EngineOutput, from_dict
 
 Progress = Callable[[str], None]
 
 
-def _lines(pipe: Any, stall_s: float) -> Iterator[str | None]:
-    """Lines from the worker's pipe; None once nothing arrived for `stall_s` seconds."""
+class _Silence(enum.Enum):
+    """Why no line came: the engine went quiet for the stall timeout, or the run's deadline passed."""
+
+    STALLED = "stalled"
+    OVERDUE = "overdue"
+
+
+@dataclass
+class Deadline:
+    """The run's time budget: past it the running engine is stopped and no other one starts."""
+
+    seconds: float
+    at: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.at = time.monotonic() + self.seconds
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def reason(self) -> str:
+        return f"run timeout of {self.seconds:g} s reached"
+
+
+def _lines(pipe: Any, stall_s: float, deadline: Deadline | None) -> Iterator[str | _Silence]:
+    """Lines from the worker's pipe; then a _Silence if it went quiet or the deadline passed, or nothing at its end."""
     buffer = b""
     fd = pipe.fileno()
     while True:
@@ -27,9 +64,13 @@ def _lines(pipe: Any, stall_s: float) -> Iterator[str | None]:
             line, buffer = buffer.split(b"\n", 1)
             yield line.decode()
             continue
-        ready, _, _ = select.select([fd], [], [], stall_s)
+        if deadline is not None and deadline.left() <= 0:
+            yield _Silence.OVERDUE
+            return
+        wait = stall_s if deadline is None else min(stall_s, deadline.left())
+        ready, _, _ = select.select([fd], [], [], wait)
         if not ready:
-            yield None
+            yield _Silence.OVERDUE if deadline is not None and deadline.left() <= 0 else _Silence.STALLED
             return
         chunk = os.read(fd, 1 << 16)
         if not chunk:
@@ -39,26 +80,81 @@ def _lines(pipe: Any, stall_s: float) -> Iterator[str | None]:
 
 @dataclass
 class EngineSide:
-    """Where one engine process stands while the run goes on."""
+    """Where one engine stands while the run goes on, over all its worker processes."""
 
     info: dict[str, Any] = field(default_factory=dict)
-    run_s: float | None = None
-    fatal: str | None = None
-    tokens: int = 0
+    run_s: float | None = None  # the last worker's time in run(), once it finished
+    fatal: str | None = None  # why the engine was given up on: its unfinished requests are errors
+    tokens: int = 0  # output tokens of the last worker (with run_s: its throughput)
+    restarts: int = 0
+    faults: list[str] = field(default_factory=list)  # each mid-run breakdown, in order
+
+
+@dataclass
+class _Worker:
+    """What one worker process did before it ended."""
+
+    started: bool = False
+    submitted: set[Key] = field(default_factory=set)
+    in_flight: list[Key] = field(default_factory=list)
+    finished: bool = False
+    fault: str | None = None
+    final: bool = False  # a fault no restart can help (the run's deadline)
 
 
 def stream(engine: str, settings: EngineSettings, requests: list[Request], side: EngineSide, progress: Progress,
-           role: str, stall_s: float = 600.0) -> Iterator[EngineOutput]:
+           role: str, stall_s: float = 600.0, restarts: int = 2,
+           deadline: Deadline | None = None) -> Iterator[EngineOutput]:
     """Start `engine` in a worker process and yield its outputs as they arrive.
 
     An engine that sends nothing for `stall_s` seconds (a hung request, a deadlocked
-    scheduler) is killed, and the run goes on with what it returned.
+    scheduler) is stopped; like one that died, its in-flight requests become errors
+    and a fresh one (up to `restarts`) runs the rest.
     """
     if not requests:
         return
+    keys = [(r.case_id, r.variant, attempt) for r in requests for attempt in range(r.repeats)]
+    settled: set[Key] = set()  # returned, or given up as in flight: never sent again
+    while True:
+        if deadline is not None and deadline.left() <= 0:
+            side.fatal = f"{deadline.reason()} before {engine} {'restarted' if side.restarts else 'started'}"
+            return
+        worker = _Worker()
+        yield from _run_worker(engine, settings, requests, settled, side, progress, role, stall_s, deadline, worker,
+                               len(keys))
+        if worker.fault is None:  # finished
+            return
+        if not worker.started:
+            side.fatal = worker.fault + (f" (after {side.restarts} restarts)" if side.restarts else "")
+            return
+        side.faults.append(worker.fault)
+        cause = worker.fault.rstrip(".")
+        for case_id, variant, attempt in worker.in_flight:
+            if (case_id, variant, attempt) not in settled:
+                settled.add((case_id, variant, attempt))
+                yield EngineOutput.failed(case_id, engine, f"{cause} while this case was in flight", variant, attempt)
+        settled |= worker.submitted  # an earlier submission's missing output is not re-sent either
+        left = sum(key not in settled for key in keys)
+        if not left:
+            return
+        if worker.final:
+            side.fatal = worker.fault
+            return
+        if side.restarts >= restarts:
+            side.fatal = f"{cause}; no restarts left (--engine-restarts {restarts}) for {left} more requests"
+            return
+        side.restarts += 1
+        progress(f"[{role}] {cause}; restart {side.restarts}/{restarts} for the {left} requests not yet sent")
+
+
+def _run_worker(engine: str, settings: EngineSettings, requests: list[Request], settled: set[Key], side: EngineSide,
+                progress: Progress, role: str, stall_s: float, deadline: Deadline | None, worker: _Worker,
+                total: int) -> Iterator[EngineOutput]:
+    """One worker process over the requests not yet settled; what happened is left in `worker`."""
     progress(f"[{role}] starting {engine} ({settings.model}, {settings.dtype}, {settings.device}) "
-             f"for {len(requests)} requests")
-    spec = {"engine": engine, "settings": asdict(settings), "requests": [asdict(r) for r in requests]}
+             f"for {total - len(settled)} requests")
+    spec = {"engine": engine, "settings": asdict(settings), "requests": [asdict(r) for r in requests],
+            "skip": sorted(settled), "parent": os.getpid()}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
     read_fd, write_fd = os.pipe()
@@ -67,35 +163,52 @@ def stream(engine: str, settings: EngineSettings, requests: list[Request], side:
         proc = subprocess.Popen([sys.executable, "-m", "harness.engines.worker", f.name, str(write_fd)],
                                 pass_fds=(write_fd,))
         os.close(write_fd)
-        total = sum(r.repeats for r in requests)
-        done = 0
         with open(read_fd) as messages:
-            for line in _lines(messages, stall_s):
-                if line is None:
+            for line in _lines(messages, stall_s, deadline):
+                if line is _Silence.STALLED:
                     _stop(proc)
-                    side.fatal = f"{engine} sent nothing for {stall_s:.0f} s: stalled, stopped"
+                    worker.fault = f"{engine} sent nothing for {stall_s:g} s (stalled) and was stopped"
+                    break
+                if line is _Silence.OVERDUE:
+                    assert deadline is not None
+                    _stop(proc)
+                    worker.fault, worker.final = deadline.reason(), True
                     break
                 message = json.loads(line)
-                if message["kind"] == "info":
-                    side.info = message["info"]
-                elif message["kind"] == "fatal":
-                    side.fatal = message["error"]
-                elif message["kind"] == "done":
-                    side.run_s = message["run_s"]
+                kind = message["kind"]
+                if kind == "info":
+                    side.info, side.tokens, worker.started = message["info"], 0, True
+                elif kind == "submitted":
+                    worker.in_flight = [(c, v, a) for c, v, a in message["keys"]]
+                    worker.submitted.update(worker.in_flight)
+                elif kind == "fatal":
+                    worker.fault = message["error"]
+                elif kind == "done":
+                    side.run_s, worker.finished = message["run_s"], True
                 else:
                     output = from_dict(EngineOutput, message["output"])
-                    done += 1
+                    settled.add((output.case_id, output.variant, output.attempt))
                     side.tokens += 0 if output.error else len(output.output_ids)
                     status = f"error: {output.error}" if output.error else "ok"
-                    progress(f"[{role}] {done}/{total} {output.case_id} {output.variant} {status}")
+                    progress(f"[{role}] {len(settled)}/{total} {output.case_id} {output.variant} {status}")
                     yield output
         code = proc.wait()
-        if code != 0 and side.fatal is None and side.run_s is None:
-            side.fatal = f"{engine} process exited with code {code}"
+        if worker.fault is None and not worker.finished:
+            worker.fault = _exit_cause(code)
     finally:
         if proc is not None and proc.poll() is None:  # the harness itself broke (or Ctrl-C): no orphan engine
             _stop(proc)
         os.unlink(f.name)
+
+
+def _exit_cause(code: int) -> str:
+    """A worker that ended without finishing, in words: the signal that killed it, or its exit code."""
+    if code < 0:
+        try:
+            return f"engine process died ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"engine process died (signal {-code})"
+    return f"engine process exited with code {code} before finishing"
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -38,7 +38,11 @@ class HFEngine(Engine):
         ).to(settings.device).eval()
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), **self._versions}
+        """Versions, and the choices transformers made that move logprobs (fast or slow image
+        processor, attention kernel): stored references record them."""
+        return {**super().info(), **self._versions,
+                "image_processor": type(getattr(self.processor, "image_processor", None)).__name__,
+                "attn_implementation": getattr(self.model.config, "_attn_implementation", None)}
 
     def run(self, requests: Sequence[Request]) -> Iterator[EngineOutput]:
         for request in requests:

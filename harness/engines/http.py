@@ -7,11 +7,20 @@ body as an EngineOutput) and, when the harness may start the server itself,
 port (or attaches to `settings.url` and never stops it), waits for its health
 endpoint, sends the cases concurrently (bounded, so the server batches them),
 yields each output as it completes, and stops the server it started by its
-own PID, also when the run fails.
+own PID, also when the run fails (and, should the worker itself be killed,
+the kernel stops it: it is started with the worker as its parent-death signal).
+
+A request that fails is that case's error, in words: the HTTP status and the
+start of the body, "connection closed by the server", "malformed JSON at line
+L column C", or no answer within `request_timeout` seconds (an engine option,
+the per-case timeout of HTTP engines; default 600). A server this adapter
+started that has died is no one case's fault: run() raises, and the worker's
+client starts a fresh one for the cases not yet sent.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import signal
 import socket
@@ -26,11 +35,19 @@ from typing import Any
 import httpx
 
 from harness.engines.base import Engine, EngineSettings, Request
+from harness.engines.worker import stop_with_parent
 from harness.schema import EngineOutput
 
 HEALTH_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 600.0
 CONCURRENCY = 8
+BODY_EXCERPT = 300  # characters of a bad response shown in the case's error
+# Engine options the adapter reads itself; never passed on to a server's command line.
+ADAPTER_OPTIONS = frozenset({"request_timeout", "served_model"})
+
+
+class ServerDied(RuntimeError):
+    """The server this adapter started exited mid-run: no request can succeed until a new one starts."""
 
 
 class HTTPEngine(Engine):
@@ -43,7 +60,8 @@ class HTTPEngine(Engine):
         self.url = (settings.url or "").rstrip("/")
         self._server: subprocess.Popen[bytes] | None = None
         self._log: Any = None
-        self.client = httpx.Client(timeout=REQUEST_TIMEOUT_S)
+        self.timeout_s = float(settings.options.get("request_timeout", REQUEST_TIMEOUT_S))
+        self.client = httpx.Client(timeout=self.timeout_s)
 
     def server_command(self, port: int) -> tuple[list[str], dict[str, str]]:
         """The command line and extra environment that start the server on 127.0.0.1:port."""
@@ -64,7 +82,8 @@ class HTTPEngine(Engine):
             self._log = tempfile.NamedTemporaryFile("w+b", prefix=f"vlm-parity-{self.name}-", suffix=".log",
                                                     delete=False)
             self._server = subprocess.Popen(command, env={**os.environ, **env}, stdout=self._log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=stop_with_parent)
             self.url = f"http://127.0.0.1:{port}"
         self._wait_healthy()
 
@@ -91,21 +110,60 @@ class HTTPEngine(Engine):
         """Send every request at once (bounded), so the server batches them; yield each as it completes."""
         with concurrent.futures.ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
             futures = {pool.submit(self._one, r): r for r in requests}
-            for future in concurrent.futures.as_completed(futures):
-                yield future.result()
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    yield future.result()
+            finally:
+                for future in futures:  # a dead server (raised) or a closed stream: send nothing more
+                    future.cancel()
 
     def _one(self, request: Request) -> EngineOutput:
         start = time.perf_counter()
         try:
-            path, body = self.payload(request)
-            response = self.client.post(self.url + path, json=body)
-            if response.status_code != 200:
-                raise ValueError(f"HTTP {response.status_code}: {response.text[:500]}")
-            output = self.parse(request, response.json())
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, IndexError, OSError) as exc:
-            return EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}", request.variant)
+            path, payload = self.payload(request)
+        except (OSError, ValueError) as exc:  # an unreadable image, a form the server cannot take
+            return self._failed(request, f"{type(exc).__name__}: {exc}")
+        try:
+            response = self.client.post(self.url + path, json=payload)
+        except httpx.TransportError as exc:
+            self._raise_if_dead()
+            return self._failed(request, self._transport_error(exc, path))
+        if response.status_code != 200:
+            return self._failed(request, f"HTTP {response.status_code} from {path}: {_excerpt(response.content)}")
+        try:
+            body = response.json()
+        except json.JSONDecodeError as exc:
+            return self._failed(request, f"malformed JSON from {path} at line {exc.lineno} column {exc.colno} "
+                                         f"({exc.msg}); the body starts {_excerpt(response.content)}")
+        try:
+            output = self.parse(request, body)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:  # valid JSON, not the expected answer
+            return self._failed(request, f"{type(exc).__name__}: {exc}")
         output.timings["request_s"] = time.perf_counter() - start
         return output
+
+    def _failed(self, request: Request, error: str) -> EngineOutput:
+        return EngineOutput.failed(request.case_id, self.name, error, request.variant)
+
+    def _transport_error(self, exc: httpx.TransportError, path: str) -> str:
+        if isinstance(exc, httpx.TimeoutException):
+            return f"no response from {path} within {self.timeout_s:g} s ({type(exc).__name__})"
+        if isinstance(exc, httpx.RemoteProtocolError):
+            return f"connection closed by the server before a complete response to {path} ({exc})"
+        return f"cannot reach {self.url}{path}: {type(exc).__name__}: {exc}"
+
+    def _raise_if_dead(self) -> None:
+        """A transport failure because the server this adapter started has exited is the run's, not the case's."""
+        if self._server is None:
+            return
+        try:  # a killed server drops its connections a moment before it can be reaped
+            self._server.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return
+        code = self._server.returncode
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        log = f" (its log: {self._log.name})" if self._log is not None else ""
+        raise ServerDied(f"{self.name} server (pid {self._server.pid}) {how}{log}")
 
     def close(self) -> None:
         """Stop the server this adapter started (never one it attached to): SIGINT, then SIGKILL.
@@ -125,6 +183,11 @@ class HTTPEngine(Engine):
     def info(self) -> dict[str, Any]:
         return {**super().info(), "url": self.url, "started_server": self._server is not None,
                 "server_log": self._log.name if self._log is not None else None}
+
+
+def _excerpt(body: bytes) -> str:
+    text = body.decode(errors="replace")
+    return repr(text[:BODY_EXCERPT]) + (f" ... ({len(text)} characters)" if len(text) > BODY_EXCERPT else "")
 
 
 def free_port() -> int:

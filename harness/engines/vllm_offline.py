@@ -1,13 +1,18 @@
 """vLLM's offline `LLM` API: started once per run, all cases submitted together.
 
-Submitting every case in one `generate` call is what exercises vLLM's
-scheduler and cross-request batching, which is where several real parity
-bugs lived. If the batch raises, cases are retried one by one so that a
-single bad request becomes that case's error, not the run's.
+Submitting every case at once, as one `generate` call does, is what exercises
+vLLM's scheduler and cross-request batching, which is where several real
+parity bugs lived. The adapter adds the requests with `LLM.enqueue` and steps
+the engine itself (what `generate` does inside), so each case is handed back
+the moment it finishes: an engine that dies mid-batch loses only the cases
+still running. If the submission raises, the cases not yet handed back are
+retried one by one so that a single bad request becomes that case's error,
+not the run's.
 """
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import replace
 from importlib import metadata
@@ -102,7 +107,10 @@ class VLLMEngine(Engine):
                 os.environ.setdefault(key, value)
         import vllm
 
+        from vllm.v1.engine.exceptions import EngineDeadError
+
         self._vllm = vllm
+        self._engine_dead = EngineDeadError  # its engine-core process is gone: nothing more can run here
         self.llm: Any = None
         self._tower: VisionTower | None = None
 
@@ -127,25 +135,44 @@ class VLLMEngine(Engine):
             limit_mm_per_prompt={"image": max((len(r.images) for r in requests), default=1) or 1},
             **options,
         )
+        self._wake_when_engine_core_dies()
+
+    def _wake_when_engine_core_dies(self) -> None:
+        """With its engine core in a child process, vLLM 0.32 marks the engine dead when that process dies
+        but leaves step() waiting forever for its outputs (measured: the engine-core process killed by
+        PID, the worker hung). Hand the waiting step() vLLM's own EngineDeadError instead, so the harness
+        starts a fresh engine now rather than after the stall timeout."""
+        client = self.llm.llm_engine.engine_core
+        resources, outputs = getattr(client, "resources", None), getattr(client, "outputs_queue", None)
+        if resources is None or outputs is None:  # the engine core runs in this process: nothing to wait on
+            return
+
+        def watch() -> None:
+            while not resources.engine_dead:
+                time.sleep(1)
+            outputs.put_nowait(self._engine_dead())
+
+        threading.Thread(target=watch, name="vlm-parity-engine-core-watch", daemon=True).start()
 
     def run(self, requests: Sequence[Request]) -> Iterator[EngineOutput]:
-        """The rendered form through `generate` (the harness's text and pixels), the native form through
-        `chat` (vLLM renders the checkpoint's template and decodes the image bytes with its media loader)."""
+        """The rendered form as `generate` sends it (the harness's text and pixels), the native form as `chat`
+        does (vLLM renders the checkpoint's template and decodes the image bytes with its media loader)."""
         rendered = [r for r in requests if r.prompt_form == "rendered"]
         native = [r for r in requests if r.prompt_form == "native"]
-        yield from self._submit(rendered, self._prompt, self._generate)
-        yield from self._submit(native, chat_messages, self._chat)
+        yield from self._submit(rendered, self._prompt, self._enqueue)
+        yield from self._submit(native, chat_messages, self._enqueue_chat)
 
-    def _generate(self, prompts: list[Any], params: list[Any]) -> list[Any]:
-        return self.llm.generate(prompts, params, use_tqdm=False)
+    def _enqueue(self, prompts: list[Any], params: list[Any]) -> list[str]:
+        return self.llm.enqueue(prompts, params, use_tqdm=False)
 
-    def _chat(self, conversations: list[Any], params: list[Any]) -> list[Any]:
-        return self.llm.chat(conversations, params, use_tqdm=False)
+    def _enqueue_chat(self, conversations: list[Any], params: list[Any]) -> list[str]:
+        return self.llm.enqueue_chat(conversations, params, use_tqdm=False)
 
     def _submit(self, requests: list[Request], build: Callable[[Request], Any],
-                call: Callable[[list[Any], list[Any]], list[Any]]) -> Iterator[EngineOutput]:
-        """One call for the whole submission; if it raises, one call per request, so a single bad
-        request becomes that case's error, not the submission's."""
+                enqueue: Callable[[list[Any], list[Any]], list[str]]) -> Iterator[EngineOutput]:
+        """One submission of them all, each case handed back as it finishes; if the submission raises,
+        the cases not yet handed back go one by one, so a single bad request becomes that case's error,
+        not the submission's. An engine that died is raised: a fresh one must run the rest."""
         prompts: list[tuple[Request, Any]] = []
         for request in requests:
             try:
@@ -153,30 +180,52 @@ class VLLMEngine(Engine):
             except Exception as exc:  # unreadable image: this case's error only
                 yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}",
                                           request.variant)
-        if not prompts:
-            return
-        start = time.perf_counter()
+        pending = set(range(len(prompts)))  # indexes of the requests not yet handed back
         try:
-            results = call([p for _, p in prompts], [self._params(r) for r, _ in prompts])
+            yield from self._finish(list(enumerate(prompts)), enqueue, pending)
+        except self._engine_dead:
+            raise
         except Exception:
             self._abort_unfinished()
-            for request, prompt in prompts:
-                start = time.perf_counter()
+            for index in sorted(pending):
+                request = prompts[index][0]
                 try:
-                    result = call([prompt], [self._params(request)])[0]
+                    yield from self._finish([(index, prompts[index])], enqueue, pending)
+                except self._engine_dead:
+                    raise
                 except Exception as exc:
                     self._abort_unfinished()
                     yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}",
                                               request.variant)
-                    continue
-                yield self._output(request, result, {"request_s": time.perf_counter() - start})
+
+    def _finish(self, items: list[tuple[int, tuple[Request, Any]]],
+                enqueue: Callable[[list[Any], list[Any]], list[str]], pending: set[int]) -> Iterator[EngineOutput]:
+        """Add the requests to the engine together, as LLM.generate does, then step the engine as it does,
+        handing back each request at the step that finishes it (and taking its index out of `pending`)."""
+        if not items:
             return
-        batch_s = time.perf_counter() - start
-        for (request, _), result in zip(prompts, results):
-            yield self._output(request, result, {"batch_s": batch_s})
+        start = time.perf_counter()
+        ids = enqueue([prompt for _, (_, prompt) in items], [self._params(request) for _, (request, _) in items])
+        engine = self.llm.llm_engine
+        # enqueue() names vLLM's internal request ids; its outputs carry the id the request was given.
+        external = [engine.output_processor.request_states[i].external_req_id for i in ids]
+        waiting = dict(zip(external, items))
+        while waiting:
+            if not engine.has_unfinished_requests():
+                raise RuntimeError(f"vLLM has no unfinished requests but never returned requests {sorted(waiting)}")
+            for result in engine.step():
+                if not result.finished or result.request_id not in waiting:
+                    continue
+                index, (request, _) = waiting.pop(result.request_id)
+                try:
+                    output = self._output(request, result, {"request_s": time.perf_counter() - start})
+                except ValueError as exc:  # a result that makes no sense is this case's error, not the submission's
+                    output = EngineOutput.failed(request.case_id, self.name, f"ValueError: {exc}", request.variant)
+                pending.discard(index)
+                yield output
 
     def _abort_unfinished(self) -> None:
-        """A generate() that raised leaves its requests in the engine, and the next call would wait on
+        """A submission that raised leaves its requests in the engine, and the next one would wait on
         them forever: abort them (internal=True, or vLLM ignores the abort)."""
         engine = self.llm.llm_engine
         engine.abort_request(list(engine.output_processor.request_states), internal=True)
@@ -205,9 +254,16 @@ class VLLMEngine(Engine):
                                          prompt_logprobs=k)
 
     def _output(self, request: Request, result: Any, timings: dict[str, float]) -> EngineOutput:
+        """vLLM's result as an EngineOutput; ValueError when its logprobs cannot be matched to its tokens
+        (one logprob short, and which position lacks it is unknown: every later one would be misplaced)."""
         completion = result.outputs[0]
         prompt_ids = list(result.prompt_token_ids)
         k = self.settings.top_k
+        counts = (len(result.prompt_logprobs or ()), len(prompt_ids), len(completion.logprobs or ()),
+                  len(completion.token_ids))
+        if counts[0] != counts[1] or counts[2] != counts[3]:
+            raise ValueError("vLLM returned {} prompt logprobs for {} prompt tokens and {} logprobs for {} output "
+                             "tokens: they cannot be matched to their positions".format(*counts))
         return EngineOutput(
             case_id=request.case_id,
             engine=self.name,
@@ -226,4 +282,6 @@ def _score(position: dict[int, Any], token_id: int, k: int) -> TokenLogprobs:
     """vLLM returns the top-k plus the actual token (when outside the top-k),
     each with its vocab rank; keep the actual token's logprob and the top-k."""
     top = sorted((lp.rank, tid, lp.logprob) for tid, lp in position.items() if lp.rank is not None and lp.rank <= k)
+    if token_id not in position:
+        raise ValueError(f"vLLM's logprobs for a position lack the token there ({token_id})")
     return TokenLogprobs(token_id, float(position[token_id].logprob), [(tid, float(v)) for _, tid, v in top])

@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from harness.engines.base import Capabilities, Request
-from harness.engines.http import HTTPEngine
+from harness.engines.http import ADAPTER_OPTIONS, HTTPEngine
 from harness.engines.messages import chat_messages, sampling_fields
 from harness.engines.vllm_offline import CPU_ENV, VLLMEngine
 from harness.schema import EngineOutput, TokenLogprobs
@@ -33,7 +33,8 @@ class VLLMServerEngine(HTTPEngine):
         s = self.settings
         # trust_request_chat_template: the rendered form sends the reference's template with each request.
         options = {"enforce_eager": True, "max_model_len": 4096, "generation_config": "vllm",
-                   "limit_mm_per_prompt": json.dumps({"image": 4}), "trust_request_chat_template": True, **s.options}
+                   "limit_mm_per_prompt": json.dumps({"image": 4}), "trust_request_chat_template": True,
+                   **{k: v for k, v in s.options.items() if k not in ADAPTER_OPTIONS}}
         command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", s.model,
                    "--host", "127.0.0.1", "--port", str(port), "--dtype", s.dtype, "--seed", str(s.seed)]
         for key, value in options.items():
@@ -61,9 +62,13 @@ class VLLMServerEngine(HTTPEngine):
         prompt_ids = list(body["prompt_token_ids"])
         output_ids = list(choice["token_ids"])
         k = self.settings.top_k
+        steps = choice["logprobs"]["content"]
+        counts = (len(body["prompt_logprobs"]), len(prompt_ids), len(steps), len(output_ids))
+        if counts[0] != counts[1] or counts[2] != counts[3]:  # which position lacks one is unknown
+            raise ValueError("the server returned {} prompt logprobs for {} prompt tokens and {} logprobs for {} "
+                             "output tokens: they cannot be matched to their positions".format(*counts))
         prompt_logprobs = [None if pos is None else _prompt_score(pos, tid, k)
                            for pos, tid in zip(body["prompt_logprobs"], prompt_ids)]
-        steps = choice["logprobs"]["content"]
         return EngineOutput(
             case_id=request.case_id, engine=self.name, variant=request.variant, prompt_ids=prompt_ids,
             prompt_logprobs=prompt_logprobs, output_ids=output_ids,

@@ -8,18 +8,24 @@ file descriptor, so whatever the engine prints to stdout cannot corrupt them.
 The client half is `engines.client`.
 
 Protocol, one JSON object per line: {"kind": "info", "info": {...}} once the
-engine has started; {"kind": "output", "output": EngineOutput} per request and
+engine has started; {"kind": "submitted", "keys": [[case_id, variant,
+attempt], ...]} before each submission (what is in flight, should the engine
+die under it); {"kind": "output", "output": EngineOutput} per request and
 attempt; {"kind": "done", "run_s": seconds spent in run()}; or {"kind":
 "fatal", "error": "..."} if the engine could not start or broke mid-run.
+The spec's `skip` lists the keys a previous worker already settled, so a
+restarted engine runs only what is left.
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, replace
 from typing import IO, Any
 
@@ -27,17 +33,34 @@ from harness.engines.base import Engine, EngineSettings, Request, resolve_engine
 from harness.schema import EngineOutput
 
 
-def submissions(engine: Engine, requests: Sequence[Request]) -> Iterator[EngineOutput]:
+Key = tuple[str, str, int]  # (case id, variant, attempt): one output of a run
+
+
+def submissions(engine: Engine, requests: Sequence[Request], skip: Collection[Key] = (),
+                announce: Callable[[list[Key]], None] = lambda keys: None) -> Iterator[EngineOutput]:
     """Submit in rounds, one per attempt: each round sends every batched request of
     that attempt in one submission, then each `alone` request by itself. Attempt
-    n+1 comes after attempt n has finished, so a repeat hits the engine's caches."""
+    n+1 comes after attempt n has finished, so a repeat hits the engine's caches
+    (not across a restart: a fresh engine starts with empty caches).
+    `announce` hears each submission's keys before it is sent."""
     for attempt in range(max((r.repeats for r in requests), default=0)):
-        due = [r for r in requests if r.repeats > attempt]
+        due = [r for r in requests if r.repeats > attempt and (r.case_id, r.variant, attempt) not in skip]
         batched = [r for r in due if r.submit == "batched"]
         groups = ([batched] if batched else []) + [[r] for r in due if r.submit == "alone"]
         for group in groups:
+            announce([(r.case_id, r.variant, attempt) for r in group])
             for output in engine.run(group):
                 yield replace(output, attempt=attempt)
+
+
+def stop_with_parent() -> None:
+    """The kernel sends this process SIGTERM when its parent dies, even by SIGKILL, so neither a worker
+    nor a server it started outlives a killed harness (Linux prctl PR_SET_PDEATHSIG; elsewhere a
+    no-op). Called by the worker itself, and before exec in a server's child process."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def serve(spec: dict[str, Any], out: IO[str]) -> None:
@@ -54,7 +77,8 @@ def serve(spec: dict[str, Any], out: IO[str]) -> None:
         send({"kind": "info", "info": engine.info()})
         phase = "mid-run"  # from here, the cases already returned stand
         start = time.perf_counter()
-        for output in submissions(engine, requests):
+        skip = {(c, v, a) for c, v, a in spec.get("skip", [])}
+        for output in submissions(engine, requests, skip, lambda keys: send({"kind": "submitted", "keys": keys})):
             send({"kind": "output", "output": asdict(output)})
     except Exception as exc:
         traceback.print_exc()
@@ -67,11 +91,15 @@ def serve(spec: dict[str, Any], out: IO[str]) -> None:
 
 
 def main() -> None:
-    # SIGTERM from the harness (a stalled engine) unwinds through serve()'s finally, which closes the engine.
+    # SIGTERM from the harness (a stalled engine), or from the kernel when the harness dies, unwinds
+    # through serve()'s finally, which closes the engine (and a server it started).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stop_with_parent()
     spec_path, fd = sys.argv[1], int(sys.argv[2])
     with open(spec_path) as f:
         spec = json.load(f)
+    if spec.get("parent", os.getppid()) != os.getppid():  # the harness died before the line above
+        sys.exit(143)
     with open(fd, "w") as out:
         serve(spec, out)
 

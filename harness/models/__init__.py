@@ -275,8 +275,15 @@ def model_fingerprint(model_dir: Path) -> str:
 def image_token_id(model: str | Path) -> int | None:
     """The id of the image placeholder token from the model's config, or None if it names none.
 
-    Qwen2-VL calls it `image_token_id`; LLaVA-style configs call it `image_token_index`.
+    Qwen2-VL calls it `image_token_id`; LLaVA-style configs call it `image_token_index`. A local
+    checkpoint's config.json is read as JSON: a stored-reference run never imports transformers.
     """
+    config_file = Path(model) / "config.json"
+    if config_file.is_file():
+        raw = json.loads(config_file.read_text())
+        value = raw.get("image_token_id", raw.get("image_token_index"))
+        if value is not None:
+            return int(value)
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(model))

@@ -34,12 +34,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from harness.models import tiny_qwen2vl
+if TYPE_CHECKING:
+    import torch
 
 SEED = 1234
 HELDOUT_SEED = 987_654
@@ -278,6 +278,7 @@ def make_case_images(out_dir: Path) -> list[Path]:
 
 def _build_processor() -> tuple[Any, dict[str, int], Any]:
     """The processor and tokenizer of `tiny_qwen2vl`, built the same way."""
+    from harness.models import tiny_qwen2vl
     from transformers import (
         PreTrainedTokenizerFast,
         Qwen2VLImageProcessor,
@@ -309,6 +310,7 @@ def prompt_text(processor: Any, question: str, with_image: bool = True) -> str:
 
 def _batch(processor: Any, token_ids: dict[str, int], seeds: list[int]) -> dict[str, torch.Tensor]:
     """Model inputs and labels for the examples with these seeds (right-padded, loss on the answer tail only)."""
+    import torch
     tokenizer = processor.tokenizer
     im_end, pad = token_ids["<|im_end|>"], token_ids["<|endoftext|>"]
     rows, labels, images = [], [], []
@@ -344,10 +346,12 @@ def _batch(processor: Any, token_ids: dict[str, int], seeds: list[int]) -> dict[
 
 
 def _never_emitted(token_ids: dict[str, int], raw: Any) -> list[int]:
+    from harness.models import tiny_qwen2vl
     return [token_ids[t] for t in tiny_qwen2vl.VISION_TOKENS] + tiny_qwen2vl._not_text(raw)
 
 
 def _config(tokenizer_size: int, token_ids: dict[str, int]) -> Any:
+    from harness.models import tiny_qwen2vl
     config = tiny_qwen2vl._config(tokenizer_size, token_ids)
     config.text_config.num_hidden_layers = TEXT_LAYERS
     return config
@@ -363,6 +367,7 @@ def train(out_dir: Path, steps: int = STEPS, log: Any = sys.stderr) -> None:
     learns to put real answers far above it. The training figures (steps,
     final loss, wall time) go to `out_dir/training.json`.
     """
+    import torch
     from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
 
     torch.set_num_threads(THREADS)
@@ -438,6 +443,7 @@ def train(out_dir: Path, steps: int = STEPS, log: Any = sys.stderr) -> None:
 
 def answer(model: Any, processor: Any, image: Image.Image | None, question: str, max_new_tokens: int = 16) -> str:
     """The greedy answer (special tokens dropped) from a loaded HF model."""
+    import torch
     text = prompt_text(processor, question, image is not None)
     inputs = processor(text=[text], images=[image] if image is not None else None, return_tensors="pt")
     with torch.inference_mode():

@@ -18,6 +18,7 @@ from harness.gate import GateDecision
 from harness.history import HEADLINE
 from harness.report.decode_effect import PAIRS, decode_effect_rows, decoder_variants
 from harness.report.format import fmt
+from harness.results import write_atomic
 from harness.schema import METRICS, VERDICTS, CaseComparison, RunResult
 
 PROVENANCE_KEYS = (
@@ -81,6 +82,4 @@ def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
         css=_static("report.css"), js=_static("report.js"), plotly_js=get_plotlyjs(),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "index.html"
-    path.write_text(html)
-    return path
+    return write_atomic(out_dir / "index.html", html)  # a CI artifact never holds half a report

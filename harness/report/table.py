@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.results import write_atomic
 from harness.schema import SCALAR_FIELDS, RunResult
 
 COLUMNS = ("case_id", "variant", "verdict", "case_verdict", "reasons", "tags", "images", "source", *SCALAR_FIELDS,
@@ -36,7 +37,5 @@ def case_table(run: RunResult) -> pd.DataFrame:
 
 def write_tables(run: RunResult, out_dir: Path) -> list[Path]:
     frame = case_table(run)
-    parquet, csv = out_dir / "cases.parquet", out_dir / "cases.csv"
-    frame.to_parquet(parquet, index=False)
-    frame.to_csv(csv, index=False)
-    return [parquet, csv]
+    return [write_atomic(out_dir / "cases.parquet", frame.to_parquet(index=False)),
+            write_atomic(out_dir / "cases.csv", frame.to_csv(index=False))]

@@ -1,0 +1,253 @@
+"""What runs inside each measured subprocess: `python -m harness.bench.probe MODE --report FILE ...`.
+
+The bench measures every subprocess from the outside (wall time, memory of its
+process tree); the probe adds what only the inside can see and writes it as
+JSON to `--report`:
+
+- `run -- ARGS`: `vlm-parity ARGS` exactly as the CLI runs it, with timers around the
+  harness's stages and every engine stream recorded (its spec saved with `--record`,
+  so the engine and the reference can be re-run alone on the very same requests).
+- `stream SPEC`: one recorded engine stream alone, through `harness.engines.client.stream`.
+- `per-case`: the engine-per-case style of vLLM's own tests: for each case a fresh reference
+  and a fresh engine, started, run on that case, closed (in this process, or each in its own).
+- `load`: model resolution, processor and reference model load, imports apart.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import importlib
+import inspect
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+# Stage timers of a run: name -> functions (module:attribute) whose calls are summed. Nested calls
+# count in both (judging includes the decode deltas of decoder variants). A target the harness no
+# longer has is reported missing rather than failing the probe.
+TIMED = {
+    "model_resolve": ("harness.runner:resolve_model",),
+    "case_load": ("harness.runner:load_cases",),
+    "processor_load": ("harness.prompt:Prompter.__init__",),
+    "decode_deltas": ("harness.runner:same_pixels", "harness.judge:case_pixel_deltas"),
+    "judge": ("harness.judge:Judge.__call__",),
+    "results_write": ("harness.results:ResultsSink.add", "harness.results:ResultsSink.write"),
+    "execute": ("harness.runner:execute",),
+    "report": ("harness.cli:publish",),
+}
+STREAM_TARGET = "harness.runner:stream"
+
+
+def _resolve(target: str) -> tuple[Any, str]:
+    """The object holding the attribute, and its name: `module:attr` or `module:Class.attr`."""
+    module_name, _, path = target.partition(":")
+    owner: Any = importlib.import_module(module_name)
+    *parents, name = path.split(".")
+    for parent in parents:
+        owner = getattr(owner, parent)
+    if not hasattr(owner, name):
+        raise AttributeError(f"{target}: no such attribute")
+    return owner, name
+
+
+class Timers:
+    """Wall seconds and call counts per stage, from wrappers installed on the harness's functions."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.missing: list[str] = []
+
+    def install(self, timed: dict[str, tuple[str, ...]]) -> None:
+        for name, targets in timed.items():
+            self.seconds[name], self.calls[name] = 0.0, 0
+            for target in targets:
+                try:
+                    owner, attr = _resolve(target)
+                except (ImportError, AttributeError):
+                    self.missing.append(target)
+                    continue
+                setattr(owner, attr, self._timed(name, getattr(owner, attr)))
+
+    def _timed(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+                self.calls[name] += 1
+        return wrapper
+
+    def report(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "calls": self.calls, "missing": self.missing}
+
+
+class StreamRecorder:
+    """Wraps the runner's engine stream: times each engine process as the run consumes it and, with
+    a folder, saves its spec (engine, settings, requests) for re-running it alone."""
+
+    def __init__(self, record_dir: Path | None) -> None:
+        self.record_dir = record_dir
+        self.streams: list[dict[str, Any]] = []
+
+    def install(self, target: str = STREAM_TARGET) -> None:
+        owner, attr = _resolve(target)
+        original = getattr(owner, attr)
+        signature = inspect.signature(original)
+
+        def recorded(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            # Recorded when the run creates the stream (one thread), timed from when it is first read
+            # (the runner may read several streams at once).
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            a = bound.arguments
+            entry: dict[str, Any] = {"role": a["role"], "engine": a["engine"], "requests": len(a["requests"])}
+            if self.record_dir is not None:
+                self.record_dir.mkdir(parents=True, exist_ok=True)
+                spec = self.record_dir / f"stream-{len(self.streams)}.json"
+                spec.write_text(json.dumps({"engine": a["engine"], "role": a["role"], "stall_s": a.get("stall_s"),
+                                            "settings": asdict(a["settings"]),
+                                            "requests": [asdict(r) for r in a["requests"]]}))
+                entry["spec"] = str(spec)
+            self.streams.append(entry)
+            return timed(entry, original(*args, **kwargs), a["side"])
+
+        def timed(entry: dict[str, Any], outputs: Iterator[Any], side: Any) -> Iterator[Any]:
+            start = time.perf_counter()
+            count = 0
+            for output in outputs:
+                count += 1
+                yield output
+            entry.update(total_s=time.perf_counter() - start, outputs=count, run_s=side.run_s, fatal=side.fatal)
+
+        setattr(owner, attr, recorded)
+
+
+def probe_run(argv: list[str], record_dir: Path | None) -> dict[str, Any]:
+    timers, recorder = Timers(), StreamRecorder(record_dir)
+    timers.install(TIMED)
+    recorder.install()
+    from harness import cli
+
+    from harness.options import DEFAULT_OUT
+    from harness.results import read_results
+
+    exit_code = cli.main(argv)
+    try:
+        provenance = read_results(cli.build_parser().parse_args(argv).out or DEFAULT_OUT).provenance
+    except ValueError:  # the run wrote nothing readable; its exit code and log say why
+        provenance = {}
+    return {"exit": exit_code, "timers": timers.report(), "streams": recorder.streams,
+            "stage_s": provenance.get("stage_s"), "engine_run_s": provenance.get("engine_run_s")}
+
+
+def probe_stream(spec_path: Path) -> dict[str, Any]:
+    from harness.engines.base import EngineSettings, Request
+    from harness.engines.client import EngineSide, stream
+
+    spec = json.loads(spec_path.read_text())
+    settings = EngineSettings.from_dict(spec["settings"])
+    requests = [Request.from_dict(r) for r in spec["requests"]]
+    side = EngineSide()
+    start = time.perf_counter()
+    outputs = list(stream(spec["engine"], settings, requests, side, lambda line: None, spec["role"],
+                          spec.get("stall_s") or 600.0))
+    errors = sum(1 for o in outputs if o.error)
+    return {"total_s": time.perf_counter() - start, "run_s": side.run_s, "fatal": side.fatal,
+            "outputs": len(outputs), "errors": errors, "exit": 2 if side.fatal or errors else 0}
+
+
+def probe_per_case(cases: list[Path], model: str | None, engine: str, reference: str,
+                   fresh_process: bool) -> dict[str, Any]:
+    """Each case with its own reference and engine, as a test per case would: constructed in this process
+    (imports paid once, as in one pytest session), or with `fresh_process` each in a worker process of
+    its own (start-up paid per case, as where each engine start spawns its own engine process)."""
+    from harness.cases import load_cases
+    from harness.engines.base import EngineSettings, Request, resolve_engine
+    from harness.engines.client import EngineSide, stream
+    from harness.models import resolve_model
+    from harness.prompt import Prompter
+
+    path = resolve_model(model)
+    prompter = Prompter(path)
+    settings = EngineSettings(path, chat_template=prompter.chat_template)
+    per_case = []
+    errors = 0
+    for case in load_cases(cases).cases:
+        request = Request(case.id, prompter.render(case), "base", case.messages, tuple(map(str, case.images)),
+                          max_new_tokens=case.max_new_tokens)
+        times = {}
+        for role, name in (("reference", reference), ("engine", engine)):
+            start = time.perf_counter()
+            if fresh_process:
+                side = EngineSide()
+                errors += sum(1 for o in stream(name, settings, [request], side, lambda line: None, role) if o.error)
+                errors += side.fatal is not None
+            else:
+                instance = resolve_engine(name)(settings)
+                instance.start([request])
+                errors += sum(1 for o in instance.run([request]) if o.error)
+                instance.close()
+                del instance
+                gc.collect()
+            times[role] = time.perf_counter() - start
+        per_case.append({"case": case.id, **times})
+    return {"cases": per_case, "errors": errors, "exit": 2 if errors else 0}
+
+
+def probe_load(model: str | None) -> dict[str, Any]:
+    """Where model loading goes, imports timed apart so they are not counted twice."""
+    seconds = {}
+    start = time.perf_counter()
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from harness.models import resolve_model
+    seconds["imports"] = time.perf_counter() - start
+    start = time.perf_counter()
+    path = resolve_model(model)
+    seconds["model_resolve"] = time.perf_counter() - start
+    start = time.perf_counter()
+    AutoProcessor.from_pretrained(path)
+    seconds["processor_load"] = time.perf_counter() - start
+    start = time.perf_counter()
+    AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
+    seconds["reference_model_load"] = time.perf_counter() - start
+    return {"seconds": seconds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.probe")
+    parser.add_argument("mode", choices=("run", "stream", "per-case", "load"))
+    parser.add_argument("--report", type=Path, required=True, help="where the probe writes its JSON")
+    parser.add_argument("--record", type=Path, help="run: folder for the recorded stream specs")
+    parser.add_argument("--spec", type=Path, help="stream: a recorded spec")
+    parser.add_argument("--cases", type=Path, nargs="+", help="per-case: case files or folders")
+    parser.add_argument("--model")
+    parser.add_argument("--engine", default="vllm")
+    parser.add_argument("--reference-engine", default="hf")
+    parser.add_argument("--fresh-process", action="store_true", help="per-case: each engine in its own process")
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)  # run: after `--`, the vlm-parity arguments
+    args = parser.parse_args(argv[:split])
+    if args.mode == "run":
+        report = probe_run(argv[split + 1:], args.record)
+    elif args.mode == "stream":
+        report = probe_stream(args.spec)
+    elif args.mode == "per-case":
+        report = probe_per_case(args.cases, args.model, args.engine, args.reference_engine, args.fresh_process)
+    else:
+        report = probe_load(args.model)
+    args.report.write_text(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

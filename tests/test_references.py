@@ -1,0 +1,230 @@
+"""Stored references: content keys, staleness named by field, atomic writes, no overwrite without
+--update, a stored run without transformers, and stored == live on the default suite."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.cases import load_cases
+from harness.cli import main
+from harness.record import RecordConfig, record, select
+from harness.references import DEFAULT_DIR, changed_fields, dump
+from harness.results import write_atomic
+from harness.runner import RunConfig, execute
+from harness.schema import METRICS
+
+from conftest import CASES, DEFAULT_CASES
+
+FAKE = "tests.fake_engine:FakeEngine"
+
+
+def copy_cases(tmp_path: Path) -> Path:
+    """The default cases in a folder of their own, to edit."""
+    target = tmp_path / "cases"
+    shutil.copytree(CASES, target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return target
+
+
+def single_use_image(cases: Path) -> tuple[str, Path]:
+    """A case whose first image, a JFIF JPEG, no other case uses, and that image."""
+    loaded = load_cases([cases]).cases
+    uses = Counter(p for c in loaded for p in c.images)
+    case = next(c for c in loaded if c.images and uses[c.images[0]] == 1 and c.images[0].read_bytes()[6:10] == b"JFIF")
+    return case.id, case.images[0]
+
+
+def flip_byte(path: Path) -> None:
+    """One byte of the JFIF header's pixel density: other bytes, the same pixels, a valid image."""
+    data = bytearray(path.read_bytes())
+    data[15] ^= 0x02
+    path.write_bytes(bytes(data))
+
+
+def states(cases: Path, references: Path = DEFAULT_DIR) -> dict[str, object]:
+    return select([cases], None, "float32", 5, references, []).statuses
+
+
+def test_committed_references_are_fresh_for_the_default_cases() -> None:
+    found = states(CASES)
+    assert len(found) == DEFAULT_CASES
+    stale = {case: status.describe() for case, status in found.items() if status.state != "fresh"}
+    assert not stale, f"re-record with `vlm-parity record --update`: {stale}"
+
+
+def test_one_changed_byte_makes_exactly_that_case_stale_with_the_reason(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    cases = copy_cases(tmp_path)
+    case_id, image = single_use_image(cases)
+    flip_byte(image)
+    found = states(cases)
+    assert {c for c, s in found.items() if s.state != "fresh"} == {case_id}
+    assert found[case_id].state == "stale" and found[case_id].changes == ["image bytes of images[0]"]
+    assert main(["references", "check", "--cases", str(cases)]) == 1
+    out = capsys.readouterr().out
+    assert f"STALE   {case_id}: stale ({case_id}." in out and "changed: image bytes of images[0]" in out
+
+
+def test_renaming_a_case_keeps_its_reference(tmp_path: Path) -> None:
+    cases = copy_cases(tmp_path)
+    yaml_file = cases / "default.yaml"
+    yaml_file.write_text(yaml_file.read_text().replace("id: astronaut-420", "id: astronaut-renamed"))
+    found = states(cases)
+    assert found["astronaut-renamed"].state == "fresh"
+    assert found["astronaut-renamed"].reference.case_id == "astronaut-420"
+
+
+def test_edits_are_named_by_field() -> None:
+    old = {"messages": "a", "processor": "p", "images": ["x", "y"], "max_new_tokens": 16, "top_k": 5,
+           "dtype": "float32"}
+    assert changed_fields(old, {**old, "messages": "b", "max_new_tokens": 8}) == [
+        "prompt (the case's chat messages)", "max_new_tokens (16 -> 8)"]
+    assert changed_fields(old, {**old, "images": ["x"], "dtype": "bfloat16"}) == [
+        "number of images (2 -> 1)", "dtype (float32 -> bfloat16)"]
+    assert changed_fields(old, {**old, "processor": "q", "images": ["x", "z"]}) == [
+        "processor, tokenizer or chat template files", "image bytes of images[1]"]
+
+
+def test_stored_mode_makes_a_stale_case_an_error_and_runs_the_rest(tmp_path: Path) -> None:
+    cases = copy_cases(tmp_path)
+    case_id, image = single_use_image(cases)
+    flip_byte(image)
+    run = execute(RunConfig(cases=[cases], out=tmp_path / "out", engine=FAKE, variants=["base"], reference="stored"),
+                  progress=lambda _: None)
+    stale = run.case(case_id)
+    assert stale.verdict == "error" and stale.reference_stale == ["image bytes of images[0]"]
+    assert stale.reasons[0].startswith("reference_stale: stale (") and "image bytes of images[0]" in stale.reasons[0]
+    others = [c for c in run.cases if c.case_id != case_id]
+    assert len(others) == DEFAULT_CASES - 1 and all(c.reference_source.startswith("stored: ") for c in others)
+    assert all(c.verdict != "error" for c in others)  # judged (the fake engine fails them), not lost
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["provenance"]["references_stored"] == len(others)
+
+
+def test_auto_mode_runs_a_stale_case_live_and_says_why(tmp_path: Path) -> None:
+    cases = copy_cases(tmp_path)
+    case_id, image = single_use_image(cases)
+    flip_byte(image)
+    keep = {case_id, "text-only"}
+    run = execute(RunConfig(cases=[cases], out=tmp_path / "out", engine=FAKE, variants=["base"], only=keep),
+                  progress=lambda _: None)
+    stale, fresh = run.case(case_id), run.case("text-only")
+    assert stale.reference_source == "live" and stale.reference is not None and not stale.reference.error
+    assert stale.warnings[0].startswith("stored reference stale (") and "image bytes of images[0]" in stale.warnings[0]
+    assert stale.warnings[0].endswith("the reference ran live")
+    assert fresh.reference_source.startswith("stored: text-only.") and not fresh.reference_stale
+
+
+def test_a_stored_run_imports_neither_transformers_nor_torch(tmp_path: Path) -> None:
+    script = f"""
+import sys
+from pathlib import Path
+from harness.report import publish
+from harness.runner import RunConfig, execute
+run = execute(RunConfig(cases=[Path({str(CASES)!r})], out=Path({str(tmp_path)!r}), engine={FAKE!r},
+                        variants=["base"], reference="stored"), progress=lambda _: None)
+publish(run, Path({str(tmp_path)!r}))
+assert len(run.cases) == {DEFAULT_CASES} and all(c.reference_source.startswith("stored") for c in run.cases)
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("transformers", "torch")))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_write_atomic_leaves_no_half_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "ref.json"
+    target.write_text("old")
+
+    def killed(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["ref.json"]
+
+
+def test_dump_is_json_with_one_line_per_position_and_exact_floats() -> None:
+    value = {"outputs": {"reference": {"prompt_logprobs": [None, {"token_id": 3, "logprob": -0.1 / 3,
+                                                                  "top": [[3, -0.1 / 3]]}]}}}
+    text = dump(value)
+    assert json.loads(text) == value
+    assert '  {"token_id":3,"logprob":-0.03333333333333333,"top":[[3,-0.03333333333333333]]}' in text
+
+
+def test_record_writes_what_is_committed_and_never_overwrites_without_update(tmp_path: Path) -> None:
+    cases = copy_cases(tmp_path)
+    case_file = cases / "default.yaml"
+    doc = yaml.safe_load(case_file.read_text())
+    # rocket-exif6 also records the re-run with transformers' decoder (its pixels differ from PIL's)
+    doc["cases"] = [c for c in doc["cases"] if c["id"] in ("text-only", "rocket-exif6")]
+    case_file.write_text(yaml.safe_dump(doc))
+    refs = tmp_path / "refs"
+    config = RecordConfig([cases], references_dir=refs)
+    assert record(config, progress=lambda _: None) == 0
+    written = sorted((refs / "tiny-qwen2-vl-trained").glob("*.*.json"))
+    assert len(written) == 2
+    for path in written:
+        mine, theirs = (json.loads(p.read_text()) for p in (path, DEFAULT_DIR / "tiny-qwen2-vl-trained" / path.name))
+        for data in (mine, theirs):
+            del data["provenance"]["date"], data["provenance"]["case_file"]
+        assert mine == theirs, f"{path.name}: recording is not deterministic or the committed one is out of date"
+    assert "reference-transformers" in json.loads(written[0].read_text())["outputs"]  # rocket-exif6 sorts first
+
+    before = {p: p.stat().st_mtime_ns for p in written}
+    log: list[str] = []
+    assert record(config, progress=log.append) == 0
+    assert {p: p.stat().st_mtime_ns for p in written} == before
+    assert sum(line.startswith("KEPT") for line in log) == 2
+
+    doc["cases"][0]["max_new_tokens"] = 4
+    case_file.write_text(yaml.safe_dump(doc))
+    edited = doc["cases"][0]["id"]
+    assert states(cases, refs)[edited].changes == ["max_new_tokens (16 -> 4)"]
+    config.update = True
+    log.clear()
+    assert record(config, progress=log.append) == 0
+    assert any(line.startswith(f"REMOVED {edited}.") for line in log)
+    assert all(s.state == "fresh" for s in states(cases, refs).values())
+    assert len(list((refs / "tiny-qwen2-vl-trained").glob(f"{edited}.*.json"))) == 1
+
+
+@pytest.mark.engine
+def test_stored_and_live_give_the_same_verdicts_and_metrics(tmp_path: Path) -> None:
+    """The live HF path stays tested: the default suite on the base path, once live, once stored."""
+    common = dict(cases=[CASES], variants=["base"])
+    live = execute(RunConfig(out=tmp_path / "live", reference="live", **common), progress=lambda _: None)
+    stored = execute(RunConfig(out=tmp_path / "stored", reference="stored", **common), progress=lambda _: None)
+    assert live.provenance["references_live"] == stored.provenance["references_stored"] == DEFAULT_CASES
+    by_id = {c.case_id: c for c in stored.cases}
+    for case in live.cases:
+        other = by_id[case.case_id]
+        assert (case.verdict, case.reasons) == (other.verdict, other.reasons), case.case_id
+        for name in METRICS:
+            assert getattr(case.comparison, name) == getattr(other.comparison, name), (case.case_id, name)
+        ours, theirs = asdict(case.reference), asdict(other.reference)
+        ours["timings"] = theirs["timings"] = {}
+        assert ours == theirs, case.case_id
+        assert (case.tokens, case.checks, case.warnings) == (other.tokens, other.checks, other.warnings)
+
+
+def test_a_thresholds_file_is_layered_over_the_packaged_one(tmp_path: Path) -> None:
+    """The converted-checkpoint workflow's per-model thresholds: only what changes is written."""
+    from harness import config
+
+    path = tmp_path / "thresholds.yaml"
+    path.write_text('models:\n  "*-awq":\n    bfloat16:\n      prefill_max: {value: 0.5, reason: "4-bit weights"}\n')
+    layered = config.load_config(path)
+    converted = config.resolve(layered, "bfloat16", "/ckpt/original-awq")
+    assert converted["prefill_max"] == 0.5 and converted.reasons["prefill_max"] == "model override (*-awq): 4-bit weights"
+    packaged = config.load_config()
+    assert config.resolve(layered, "float32", "/ckpt/original") == config.resolve(packaged, "float32", "/ckpt/original")
