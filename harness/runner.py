@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -215,8 +216,9 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
             sink.add(_with_origin(result, stored, notes))
 
     def launch(index: int) -> None:
-        """Start an engine group's stream; a group that waited for the reference drops the cases whose
-        reference failed and resolves what it needed the reference for (its prefill chunk size)."""
+        """Start an engine group's stream; a group started after the reference finished drops the cases
+        whose reference failed and resolves what it needed the reference for (its prefill chunk size).
+        With overlap its engine starts now and computes once the job before it has finished."""
         group = groups[index]
         if reference_finished:
             failed = {r.case_id for r in group.requests if references.get(r.case_id) is None
@@ -228,23 +230,34 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
             spans = {c: image_spans(references[c].prompt_ids, judge.image_token)
                      for c in {r.case_id for r in group.requests}}
             _resolve_chunking(group, spans, details, run)
+        launched.add(index)
         streams.launch(str(index), stream(cfg.engine, group.settings, group.requests, group.side, progress,
                                           f"engine {'+'.join(group.variants)}", cfg.stall_s, cfg.engine_restarts,
-                                          deadline))
+                                          deadline, go[index] if overlap else None))
+
+    def ready(index: int) -> None:
+        """The job before group `index` has finished: the group may compute (and, without overlap, start)."""
+        if index < len(groups):
+            go[index].set()
+            if index not in launched:
+                launch(index)
 
     for case_id in [c for c in by_id if waiting[c] == 0]:  # stored reference and every variant skipped
         settle(case_id, 0)
-    # With overlap the engine groups start with the reference (CPU: the start-ups overlap), except a
-    # group that needs the reference's prompt ids; without it, one process at a time, reference first.
+    # One job computes at a time: the reference, then each engine group in order. With overlap the next
+    # engines start while the job before them computes (a group that needs the reference's prompt ids
+    # once the reference has finished); without it, one process exists at a time.
     reference_finished = not ref_requests
-    later = [i for i, g in enumerate(groups) if not overlap or "prefill_chunk_tokens" in g.settings.features]
+    go = [threading.Event() for _ in groups]
+    launched: set[int] = set()
     streams = Streams()
     try:
         with stages("engines"):  # reference and engines, including the judging and writing meanwhile
             streams.launch("reference", stream(cfg.reference_engine, ref_settings, ref_requests, reference_side,
                                                progress, "reference", cfg.stall_s, cfg.engine_restarts, deadline))
-            for index in (i for i in range(len(groups)) if i not in later):
-                launch(index)
+            for index, group in enumerate(groups):
+                if overlap and (reference_finished or "prefill_chunk_tokens" not in group.settings.features):
+                    launch(index)
             for name, output in streams:
                 if name == "reference" and output is not None:
                     if output.variant == "reference":
@@ -262,8 +275,10 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
                             settle(request.case_id)
                         elif request.variant != "reference" and request.variant not in extra[request.case_id]:
                             settle(request.case_id)
-                    for index in later[:1] if not overlap else later:
-                        launch(index)
+                    for index in range(len(groups)) if overlap else ():
+                        if index not in launched:
+                            launch(index)
+                    ready(0)
                 else:
                     group = groups[int(name)]
                     reason = (f"engine failed: {group.side.fatal}" if group.side.fatal
@@ -272,9 +287,10 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
                     for request in group.requests:
                         got = sum(o.attempt < request.repeats for o in outputs[request.case_id].get(request.variant, []))
                         settle(request.case_id, request.repeats - got)
-                    if not overlap and later and int(name) in later and later.index(int(name)) + 1 < len(later):
-                        launch(later[later.index(int(name)) + 1])
+                    ready(int(name) + 1)
     finally:
+        for event in go:  # an engine waiting to compute must not wait forever on a run that broke
+            event.set()
         streams.stop()
 
     main = groups[0] if groups else None

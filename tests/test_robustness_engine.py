@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -234,3 +235,36 @@ def test_run_timeout_stops_the_engine_and_the_cases_not_returned_are_errors(tmp_
                                                        "in flight"], unsent: [f"engine failed: {timeout}"]}
     assert run.provenance["engine_groups"][0]["restarts"] == 0
     assert len(read_results(tmp_path / "out").cases) == 3
+
+
+def test_run_killed_with_sigkill_halfway_keeps_exactly_the_completed_cases(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The real vLLM engine on the default suite, cases handed back one by one (`alone`): SIGKILL the
+    harness after five, and `vlm-parity report` on its folder shows exactly the cases on disk, as partial."""
+    out = tmp_path / "out"
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "harness.cli", "run", "--variants", "alone", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    announced: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(("PASS", "FAIL", "ERROR", "KNOWN")):
+                announced.append(line.split()[1])
+                if len(announced) == 5:
+                    break
+        proc.kill()
+        assert proc.wait() == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    written = [r["case"]["case_id"] for r in lines if r["record"] == "case"]
+    assert written[:5] == announced and len(written) < len(load_cases([CASES]).cases)
+    assert main(["report", str(out)]) == 0
+    assert f"PARTIAL run: it stopped before it ended; {len(written)} case result(s) completed" in \
+        capsys.readouterr().out
+    run = read_results(out)
+    assert run.status == "partial" and [c.case_id for c in run.cases] == written
+    html = (out / "index.html").read_text()
+    assert [part.split('"', 1)[0] for part in html.split('data-case="')[1:]] == written

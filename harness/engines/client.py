@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -104,7 +105,7 @@ class _Worker:
 
 def stream(engine: str, settings: EngineSettings, requests: list[Request], side: EngineSide, progress: Progress,
            role: str, stall_s: float = 600.0, restarts: int = 2,
-           deadline: Deadline | None = None) -> Iterator[EngineOutput]:
+           deadline: Deadline | None = None, go: threading.Event | None = None) -> Iterator[EngineOutput]:
     """Start `engine` in a worker process and yield its outputs as they arrive.
 
     An engine that sends nothing for `stall_s` seconds (a hung request, a deadlocked
@@ -121,7 +122,7 @@ def stream(engine: str, settings: EngineSettings, requests: list[Request], side:
             return
         worker = _Worker()
         yield from _run_worker(engine, settings, requests, settled, side, progress, role, stall_s, deadline, worker,
-                               len(keys))
+                               len(keys), go)
         if worker.fault is None:  # finished
             return
         if not worker.started:
@@ -149,19 +150,23 @@ def stream(engine: str, settings: EngineSettings, requests: list[Request], side:
 
 def _run_worker(engine: str, settings: EngineSettings, requests: list[Request], settled: set[Key], side: EngineSide,
                 progress: Progress, role: str, stall_s: float, deadline: Deadline | None, worker: _Worker,
-                total: int) -> Iterator[EngineOutput]:
-    """One worker process over the requests not yet settled; what happened is left in `worker`."""
+                total: int, go: threading.Event | None = None) -> Iterator[EngineOutput]:
+    """One worker process over the requests not yet settled; what happened is left in `worker`.
+
+    With `go` not yet set, the engine starts now but computes only once `go` is set: its start-up
+    overlaps another engine's work while their computing stays one at a time."""
+    wait = go is not None and not go.is_set()
     progress(f"[{role}] starting {engine} ({settings.model}, {settings.dtype}, {settings.device}) "
              f"for {total - len(settled)} requests")
     spec = {"engine": engine, "settings": asdict(settings), "requests": [asdict(r) for r in requests],
-            "skip": sorted(settled), "parent": os.getpid()}
+            "skip": sorted(settled), "parent": os.getpid(), "wait": wait}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
     read_fd, write_fd = os.pipe()
     proc = None
     try:
         proc = subprocess.Popen([sys.executable, "-m", "harness.engines.worker", f.name, str(write_fd)],
-                                pass_fds=(write_fd,))
+                                pass_fds=(write_fd,), stdin=subprocess.PIPE if wait else None)
         os.close(write_fd)
         with open(read_fd) as messages:
             for line in _lines(messages, stall_s, deadline):
@@ -178,6 +183,11 @@ def _run_worker(engine: str, settings: EngineSettings, requests: list[Request], 
                 kind = message["kind"]
                 if kind == "info":
                     side.info, side.tokens, worker.started = message["info"], 0, True
+                    if wait:
+                        assert go is not None and proc.stdin is not None
+                        go.wait()
+                        proc.stdin.write(b"go\n")
+                        proc.stdin.close()
                 elif kind == "submitted":
                     worker.in_flight = [(c, v, a) for c, v, a in message["keys"]]
                     worker.submitted.update(worker.in_flight)

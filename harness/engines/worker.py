@@ -75,6 +75,8 @@ def serve(spec: dict[str, Any], out: IO[str]) -> None:
         engine = resolve_engine(spec["engine"])(EngineSettings.from_dict(spec["settings"]))
         engine.start(requests)
         send({"kind": "info", "info": engine.info()})
+        if spec.get("wait") and not sys.stdin.readline():  # started early; compute when the harness says go
+            return  # the harness closed the pipe without a go: it is gone or gave up on this engine
         phase = "mid-run"  # from here, the cases already returned stand
         start = time.perf_counter()
         skip = {(c, v, a) for c, v, a in spec.get("skip", [])}
