@@ -83,6 +83,7 @@ def _store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--references-dir", type=Path, metavar="DIR", help="default: the project's references/")
     parser.add_argument("--variants-file", type=Path, action="append", default=[], metavar="YAML",
                         help="extra variants whose reference decoders must be recorded too")
+    parser.add_argument("--reference-engine", default="hf", help="the reference adapter (default: hf)")
 
 
 def _publish_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         from harness.record import RecordConfig, record
 
         return record(RecordConfig(args.cases, args.model, args.dtype, args.device, args.top_k, args.references_dir,
-                                   args.variants_file, args.update, args.stall_timeout))
+                                   args.variants_file, args.update, args.stall_timeout, args.reference_engine))
     if args.command == "references":
         from harness.record import check
 
-        return check(args.cases, args.model, args.dtype, args.top_k, args.references_dir, args.variants_file)
+        return check(args.cases, args.model, args.dtype, args.top_k, args.references_dir, args.variants_file,
+                     engine=args.reference_engine)
     from harness.models import resolve_model
 
     print(resolve_model(args.name, args.cache))

@@ -2,6 +2,8 @@
 prompt form gets this text, and the report turns token ids back into text with it."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from harness.cases import Case
 from harness.schema import EngineOutput
 
@@ -20,6 +22,12 @@ class Prompter:
 
     def token_texts(self, outputs: list[EngineOutput]) -> dict[str, str]:
         """Text of every output token and every top-k candidate, keyed by id."""
-        ids = {t for o in outputs for t in o.output_ids}
-        ids |= {t for o in outputs for step in o.output_logprobs for t, _ in step.top}
-        return {str(i): self.processor.decode([i]) for i in sorted(ids)}
+        return {str(i): self.processor.decode([i]) for i in shown_token_ids(outputs)}
+
+
+def shown_token_ids(outputs: Iterable[EngineOutput]) -> list[int]:
+    """The ids the report shows as text: every output token and every top-k candidate."""
+    outputs = list(outputs)
+    ids = {t for o in outputs for t in o.output_ids}
+    ids |= {t for o in outputs for step in o.output_logprobs for t, _ in step.top}
+    return sorted(ids)

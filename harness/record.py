@@ -28,7 +28,8 @@ from harness.references import (
     content_key,
     provenance,
 )
-from harness.runner import reference_requests
+from harness.judge import sane
+from harness.runner import reference_decoders, reference_requests
 from harness.schema import EngineOutput
 
 Progress = Callable[[str], None]
@@ -47,7 +48,7 @@ class RecordConfig:
     variants_files: list[Path] = field(default_factory=list)
     update: bool = False  # re-record references that exist (fresh or stale by provenance)
     stall_s: float = 600.0
-    reference_engine: str = "hf"
+    reference_engine: str = "hf"  # the reference adapter (any engine name or module:Class)
 
 
 @dataclass
@@ -66,15 +67,15 @@ def select(cases: list[Path], model: str | None, dtype: str, top_k: int, referen
     """Every case's stored-reference status, for the decoders any variant compares with."""
     store = ReferenceStore(references_dir or DEFAULT_DIR, model or DEFAULT_MODEL, resolve_model(model), engine)
     loaded = load_cases(cases)
-    decoders = sorted({v.reference_decoder for v in load_variants(variants_files).select(["all"])} - {"pil"})
+    decoders = reference_decoders(load_variants(variants_files).select(["all"]))
     statuses = {c.id: store.status(c, top_k, dtype, decoders) for c in loaded.cases}
     return Selection(store, statuses, loaded.cases, [str(p) for p in loaded.problems], decoders)
 
 
 def check(cases: list[Path], model: str | None, dtype: str, top_k: int, references_dir: Path | None,
-          variants_files: list[Path], progress: Progress = print) -> int:
+          variants_files: list[Path], progress: Progress = print, engine: str = "hf") -> int:
     """Print each case's status and the unused files; 1 if any case is missing or stale, 2 on invalid cases."""
-    sel = select(cases, model, dtype, top_k, references_dir, variants_files)
+    sel = select(cases, model, dtype, top_k, references_dir, variants_files, engine)
     for case in sel.cases:
         progress(f"{sel.statuses[case.id].state.upper():7} {case.id}: {sel.statuses[case.id].describe()}")
     keys = {s.reference.key for s in sel.statuses.values() if s.reference}
@@ -93,6 +94,9 @@ def record(cfg: RecordConfig, progress: Progress = print) -> int:
     """Record the missing references (and, with `update`, re-record existing ones): 0 when every case
     has a fresh reference afterwards, 1 when some could not be recorded or were kept stale, 2 on invalid cases."""
     model = resolve_model(cfg.model)
+    if not Path(model).is_dir():
+        progress(f"record needs the checkpoint on this machine (a folder): {model} is not one")
+        return 2
     sel = select(cfg.cases, cfg.model, cfg.dtype, cfg.top_k, cfg.references_dir, cfg.variants_files,
                  cfg.reference_engine)
     store = sel.store
@@ -107,10 +111,12 @@ def record(cfg: RecordConfig, progress: Progress = print) -> int:
     for problem in sel.problems:
         progress(f"INVALID {problem}")
     failed = sum(s.state == "stale" for c, s in sel.statuses.items() if c not in {t.id for t in todo})
+    prompter = Prompter(model)
+    if store.processor is None:  # without it no stored run can use the references
+        store.save_processor(_processor_info(store, prompter, model))
     if not todo:
         return 2 if sel.problems else 1 if failed else 0
 
-    prompter = Prompter(model)
     prompts = {c.id: prompter.render(c) for c in todo}
     engine = resolve_engine(cfg.reference_engine)
     requests = reference_requests(todo, prompts, sel.decoders, engine.capabilities)
@@ -126,12 +132,11 @@ def record(cfg: RecordConfig, progress: Progress = print) -> int:
             continue
         case = by_id[output.case_id]
         errors = [o.error for o in outputs[case.id].values() if o.error]
+        errors += [f"{o.variant}: {p}" for o in outputs[case.id].values() if not o.error for p in sane(o)]
         if errors:
             progress(f"ERROR   {case.id}: {'; '.join(errors)}")
             failed += 1
             continue
-        if written == 0:
-            store.save_processor(_processor_info(store, prompter, model))
         path = _save(store, case, prompts[case.id], outputs[case.id], sel.decoders, side, cfg)
         written += 1
         progress(f"WROTE   {case.id}: {path}")

@@ -24,11 +24,13 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from harness.cases import Case
+from harness.prompt import shown_token_ids
 from harness.results import write_atomic
 from harness.schema import SCHEMA_VERSION, EngineOutput, from_dict
 
@@ -38,8 +40,10 @@ DEFAULT_DIR = Path(__file__).resolve().parents[1] / "references"
 # rest of a checkpoint (weights, config) is its weights hash.
 PROCESSOR_FILE = re.compile(r"(tokenizer.*|chat_template.*|.*processor_config\.json|special_tokens_map\.json|"
                             r"vocab\..*|merges\.txt|added_tokens\.json)")
-DOC_FILE = re.compile(r".*\.(md|txt)$|training\.json")
-VERSIONED = ("transformers", "torch")  # a reference recorded under other versions is stale
+DOC_FILE = re.compile(r"README.*|LICENSE.*|.*\.md|training\.json")  # documentation: changes no output
+# A reference recorded under other versions of what computes it (transformers' model code, torch's
+# kernels, Pillow's decoders, torchvision's fast image processors) is stale.
+VERSIONED = ("transformers", "torch", "pillow", "torchvision")
 
 
 def _sha(data: bytes) -> str:
@@ -60,9 +64,11 @@ def checkpoint_hashes(model_dir: Path) -> dict[str, str]:
     digests: dict[str, hashlib._Hash] = {"processor": hashlib.sha256(), "weights": hashlib.sha256()}
     for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
         name = path.relative_to(model_dir).as_posix()
-        if DOC_FILE.fullmatch(path.name):
+        if name.startswith(".") or "/." in name:  # download caches (.cache/huggingface) hold timestamps
             continue
         part = "processor" if PROCESSOR_FILE.fullmatch(path.name) else "weights"
+        if part == "weights" and DOC_FILE.fullmatch(path.name):
+            continue
         file_hash = hashlib.sha256()
         with path.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -72,11 +78,12 @@ def checkpoint_hashes(model_dir: Path) -> dict[str, str]:
 
 
 def library_versions() -> dict[str, str | None]:
-    """Installed versions without importing the libraries (a stored run never imports them)."""
+    """Installed versions without importing the libraries (a stored run never imports them). The
+    local label goes (torch's `+cpu`, `+cu124`): a CPU and a CUDA build of one release compute alike."""
     found: dict[str, str | None] = {}
     for name in VERSIONED:
         try:
-            found[name] = version(name)
+            found[name] = version(name).split("+")[0]
         except PackageNotFoundError:
             found[name] = None
     return found
@@ -141,9 +148,7 @@ class ProcessorInfo:
 
     def texts(self, outputs: Iterable[EngineOutput]) -> dict[str, str]:
         """Text of every output token and top-k candidate (as `Prompter.token_texts`)."""
-        ids = {t for o in outputs for t in o.output_ids}
-        ids |= {t for o in outputs for step in o.output_logprobs for t, _ in step.top}
-        return {str(i): self.token_texts.get(str(i), f"<id {i}>") for i in sorted(ids)}
+        return {str(i): self.token_texts.get(str(i), f"<id {i}>") for i in shown_token_ids(outputs)}
 
 
 @dataclass
@@ -190,22 +195,29 @@ class ReferenceStore:
         self.model = model
         self.engine = engine  # the reference engine: another one's outputs are not this one's references
         self.local = Path(model).is_dir()
-        self._hashes = checkpoint_hashes(Path(model)) if self.local else None
         self.versions = library_versions()
 
-    @property
+    @cached_property
+    def _hashes(self) -> dict[str, str] | None:
+        """Read once, and only when a reference is looked up (a live run never hashes the checkpoint)."""
+        return checkpoint_hashes(Path(self.model)) if self.local else None
+
+    @cached_property
     def processor_sha256(self) -> str | None:
-        """This checkpoint's processor hash; without the checkpoint here, the one the store was recorded with."""
+        """This checkpoint's processor hash; without the checkpoint here, the store's only recorded one
+        (with several, which one applies cannot be told: None, and every case is missing)."""
         if self._hashes:
             return self._hashes["processor_sha256"]
-        recorded = sorted(self.dir.glob("processor-*.json"), key=lambda p: p.stat().st_mtime)
-        return json.loads(recorded[-1].read_text())["processor_sha256"] if recorded else None
+        recorded = list(self.dir.glob("processor-*.json"))
+        return json.loads(recorded[0].read_text())["processor_sha256"] if len(recorded) == 1 else None
 
     @property
     def weights_sha256(self) -> str | None:
         return self._hashes["weights_sha256"] if self._hashes else None
 
-    def processor_info(self) -> ProcessorInfo | None:
+    @cached_property
+    def processor(self) -> ProcessorInfo | None:
+        """The recorded chat template, image token and token texts for this checkpoint's processor."""
         sha = self.processor_sha256
         path = self.dir / f"processor-{sha[:16]}.json" if sha else None
         return from_dict(ProcessorInfo, json.loads(path.read_text())) if path and path.is_file() else None
@@ -239,7 +251,8 @@ class ReferenceStore:
             fields = self.fields(case, top_k, dtype)
         except OSError as exc:
             return Status("missing", [f"cannot read an image: {exc}"])
-        path = self.find(content_key(fields))
+        key = content_key(fields)
+        path = self.find(key)
         if path is None:
             for old in self.of_case(case.id):
                 try:
@@ -252,7 +265,13 @@ class ReferenceStore:
             ref = self.load(path)
         except ValueError as exc:
             return Status("stale", [str(exc)], path)
-        changes = self._provenance_changes(ref.provenance)
+        changes = [] if ref.key == key else [f"content key (the file holds {ref.key[:16]}...)"]
+        if ref.format != FORMAT or ref.provenance.get("schema_version") != SCHEMA_VERSION:
+            changes.append(f"file format {ref.format}/schema {ref.provenance.get('schema_version')} "
+                           f"(this harness: {FORMAT}/{SCHEMA_VERSION})")
+        if self.processor is None:
+            changes.append(f"no processor file for processor {str(self.processor_sha256)[:16]} in {self.dir}")
+        changes += self._provenance_changes(ref.provenance)
         lacking = [d for d in needs if case.images and f"reference-{d}" not in ref.outputs
                    and not ref.same_pixels.get(d)]
         changes += [f"no reference re-run with {d} pixels (recorded before a variant needed it)" for d in lacking]

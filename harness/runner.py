@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +22,7 @@ from harness import __version__, config
 from harness.cases import Case, CaseProblem, load_cases
 from harness.decode import same_pixels
 from harness.engines.base import Capabilities, EngineSettings, Request, resolve_engine
-from harness.engines.client import Deadline, EngineSide, stream
+from harness.engines.client import Deadline, EngineSide, Gate, stream
 from harness.judge import Judge, case_result
 from harness.known import load_known
 from harness.models import DEFAULT_MODEL, image_token_id, model_fingerprint, resolve_model
@@ -124,12 +123,14 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     variants = variant_set.select(names)
     base_settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k, options=cfg.engine_options,
                                    url=cfg.engine_url)
+    model_sha256 = _fingerprint(model)
     run = RunResult(provenance={
         "harness_version": __version__, "git_commit": _git_commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "engine": cfg.engine, "engine_version": engine_cls.version(), "model": model, "model_name": model_name,
-        "model_sha256": _fingerprint(model), "reference_engine": cfg.reference_engine,
-        "reference_model": reference_model, "reference_model_sha256": _fingerprint(reference_model),
+        "model_sha256": model_sha256, "reference_engine": cfg.reference_engine,
+        "reference_model": reference_model,
+        "reference_model_sha256": model_sha256 if reference_model == model else _fingerprint(reference_model),
         "dtype": cfg.dtype, "reference_dtype": reference_dtype, "device": cfg.device, "decoder": cfg.decoder,
         "engine_options": cfg.engine_options, "base_variant": variant_set.base,
         "capabilities": _jsonable(asdict(capabilities)), "cases": [str(p) for p in cfg.cases],
@@ -149,7 +150,7 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
         store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, cfg.reference_model or model_name, reference_model,
                                cfg.reference_engine)
         stored, notes = _stored_references(cfg, cases, store, reference_dtype, variants, sink, run)
-        processor_info = store.processor_info() if stored else None
+        processor_info = store.processor if stored else None
     live = [c for c in cases if c.id not in stored and (cfg.reference != "stored")]
     run.provenance.update(reference_mode=cfg.reference, references_dir=str(store.dir),
                           references_stored=len(stored), references_live=len(live))
@@ -175,8 +176,7 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
         c.id: {k: v for k, v in stored[c.id].outputs.items() if k != "reference"} if c.id in stored else {}
         for c in cases}
     ref_settings = EngineSettings(reference_model, reference_dtype, cfg.reference_device or cfg.device, cfg.top_k)
-    ref_requests = reference_requests(live, prompts, [v.reference_decoder for v in variants],
-                                      reference_cls.capabilities)
+    ref_requests = reference_requests(live, prompts, reference_decoders(variants), reference_cls.capabilities)
     known = load_known(model_name, model, cfg.engine, engine_cls.version(), cfg.device)
     image_token = processor_info.image_token if processor_info and not store.local else image_token_id(reference_model)
     judge = Judge(thresholds_config, cfg.dtype, reference_dtype, model, image_token,
@@ -194,6 +194,8 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
         waiting.update(r.case_id for r in group.requests for _ in range(r.repeats))
     missing: dict[str, str] = {}
     done: set[str] = set()
+    expected = {(r.case_id, r.variant) for r in ref_requests}
+    expected |= {(r.case_id, r.variant) for g in groups for r in g.requests}
 
     def settle(case_id: str, count: int = 1) -> None:
         """`count` outputs of the case arrived or will never come; judge it once nothing is left to wait for."""
@@ -238,7 +240,7 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     def ready(index: int) -> None:
         """The job before group `index` has finished: the group may compute (and, without overlap, start)."""
         if index < len(groups):
-            go[index].set()
+            go[index].open()
             if index not in launched:
                 launch(index)
 
@@ -248,7 +250,7 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
     # engines start while the job before them computes (a group that needs the reference's prompt ids
     # once the reference has finished); without it, one process exists at a time.
     reference_finished = not ref_requests
-    go = [threading.Event() for _ in groups]
+    go = [Gate() for _ in groups]
     launched: set[int] = set()
     streams = Streams()
     try:
@@ -259,6 +261,9 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
                 if overlap and (reference_finished or "prefill_chunk_tokens" not in group.settings.features):
                     launch(index)
             for name, output in streams:
+                if output is not None and (output.case_id, output.variant) not in expected:
+                    progress(f"[{name}] ignored an output nobody asked for: {output.case_id} {output.variant}")
+                    continue
                 if name == "reference" and output is not None:
                     if output.variant == "reference":
                         references[output.case_id] = output
@@ -288,14 +293,16 @@ def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
                         got = sum(o.attempt < request.repeats for o in outputs[request.case_id].get(request.variant, []))
                         settle(request.case_id, request.repeats - got)
                     ready(int(name) + 1)
+            for case_id in [c for c in by_id if c not in done]:  # a miscount must not lose a case
+                settle(case_id, waiting[case_id])
     finally:
-        for event in go:  # an engine waiting to compute must not wait forever on a run that broke
-            event.set()
+        for gate in go:  # an engine still waiting to compute is told the run is over
+            gate.cancel()
         streams.stop()
 
     main = groups[0] if groups else None
     run.provenance.update(
-        reference_info=reference_side.info, engine_info=main.side.info if main else {},
+        reference_info=reference_side.info or _stored_info(stored), engine_info=main.side.info if main else {},
         engine_run_s=main.side.run_s if main else None,
         throughput_tok_s=main.side.tokens / main.side.run_s if main and main.side.run_s and main.side.tokens else None,
         engine_groups=[{"variants": g.variants, "features": g.settings.features, "options": g.settings.options,
@@ -319,6 +326,11 @@ def _overlap(cfg: RunConfig) -> bool:
     return {cfg.device, cfg.reference_device or cfg.device} == {"cpu"}
 
 
+def reference_decoders(variants: Sequence[Variant]) -> list[str]:
+    """The decoders, other than PIL, whose pixels some variant's reference must be re-run with."""
+    return sorted({v.reference_decoder for v in variants} - {"pil"})
+
+
 def reference_requests(cases: list[Case], prompts: dict[str, str], decoders: Sequence[str],
                         capabilities: Capabilities) -> list[Request]:
     """Each case once as the reference sees it; each image case also with flat grey images (a case whose
@@ -329,7 +341,7 @@ def reference_requests(cases: list[Case], prompts: dict[str, str], decoders: Seq
     with_images = [r for r in requests if r.images]
     if "flat-grey" in capabilities.image_inputs:
         requests += [replace(r, variant="flat-grey", image_input="flat-grey") for r in with_images]
-    for decoder in sorted(set(decoders) - {"pil"}):
+    for decoder in decoders:
         requests += [replace(r, variant=f"reference-{decoder}", decoder=decoder) for r in with_images
                      if not same_pixels(r.images, decoder)]
     return requests
@@ -345,16 +357,16 @@ def _stored_references(cfg: RunConfig, cases: list[Case], store: ReferenceStore,
     stored one is stale (a missing one changed nothing: one run warning). `live` uses none."""
     if cfg.reference == "live":
         return {}, {}
-    needs = sorted({v.reference_decoder for v in variants} - {"pil"})
+    needs = reference_decoders(variants)
     stored: dict[str, StoredReference] = {}
     notes: dict[str, Status] = {}
-    processor_known = store.processor_info() is not None
     for case in cases:
         status = store.status(case, cfg.top_k, dtype, needs)
-        if status.state == "fresh" and not processor_known:
-            status.state, status.changes = "stale", [f"no processor file in {store.dir}"]
         if status.state == "fresh" and status.reference:
-            stored[case.id] = status.reference
+            # a renamed case's reference was recorded under its old id
+            ref = status.reference
+            ref.outputs = {name: replace(o, case_id=case.id) for name, o in ref.outputs.items()}
+            stored[case.id] = ref
         elif cfg.reference == "stored":
             result = case_result(case, "", "error", [f"reference_stale: {status.describe()}"])
             result.reference_stale = status.changes or ["no stored reference"]
@@ -381,6 +393,12 @@ def _with_origin(result: CaseResult, stored: dict[str, StoredReference], notes: 
         result.warnings.insert(0, f"stored reference {status.describe()}: the reference ran live")
         result.reference_stale = status.changes
     return result
+
+
+def _stored_info(stored: dict[str, StoredReference]) -> dict[str, Any]:
+    """With no live reference, what the stored ones say of how they were computed (one recording's)."""
+    first = next(iter(stored.values()), None)
+    return {"stored": True, **first.provenance} if first else {}
 
 
 def _no_texts(outputs: list[EngineOutput]) -> dict[str, str]:

@@ -29,19 +29,19 @@ class Streams:
         threading.Thread(target=self._drain, args=(name, outputs), name=f"stream-{name}", daemon=True).start()
 
     def _drain(self, name: str, outputs: Iterator[EngineOutput]) -> None:
+        end: object = _END
         try:
             for output in outputs:
                 if self._stop.is_set():
                     break
                 self._queue.put((name, output))
-        except BaseException as exc:  # a harness bug in a stream: raised again in the calling thread
-            self._queue.put((name, exc))
-            return
-        finally:
             close = getattr(outputs, "close", None)
             if close is not None:
                 close()  # a generator's finally stops its worker process
-        self._queue.put((name, _END))
+        except BaseException as exc:  # a harness bug in a stream: raised again in the calling thread
+            end = exc
+        finally:
+            self._queue.put((name, end))  # always: the calling thread counts the streams still running
 
     def __iter__(self) -> Iterator[tuple[str, EngineOutput | None]]:
         while self._running:

@@ -15,6 +15,7 @@ import pytest
 
 from harness.bench.figures import (
     all_figures,
+    covered,
     bench_json,
     per_case_figures,
     scaling_figures,
@@ -100,7 +101,8 @@ def test_stage_figures_come_from_the_probe_reports() -> None:
             "alone-engine-1": _run("alone-engine-1", 16.0, report={"total_s": 15.0, "run_s": 3.0}),
             "single": _run("single", 30.0, report={
                 "timers": {"seconds": {"judge": 0.4}, "calls": {"judge": 26}},
-                "streams": [{"role": "reference", "total_s": 10.0}, {"role": "engine batched", "total_s": 16.0}],
+                "streams": [{"role": "reference", "total_s": 10.0, "start_s": 5.0, "end_s": 15.0},
+                            {"role": "engine batched", "total_s": 16.0, "start_s": 6.0, "end_s": 22.0}],
                 "stage_s": {"render": 1.5}})}
     figures = _by_name(all_figures(runs, ["stages"], 16, []))
     assert figures["import vllm (fresh interpreter)"].value == 5.5
@@ -108,7 +110,13 @@ def test_stage_figures_come_from_the_probe_reports() -> None:
     assert figures["engine process: spawn, imports, load, start, close"].value == 12.0
     assert figures["single: judge (26 calls)"].value == 0.4
     assert figures["single: stage_s render"].value == 1.5
-    assert figures["single: outside the engine streams (start-up, render, report)"].value == 4.0
+    # the two streams overlap: together they cover 5..22 s of the run's 30 s
+    assert figures["single: while no engine stream runs (start-up, render, report)"].value == 13.0
+
+
+def test_covered_counts_overlapping_spans_once() -> None:
+    assert covered([]) == 0.0
+    assert covered([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0), (5.5, 5.8)]) == 4.0
 
 
 def test_table_and_json_carry_every_figure() -> None:

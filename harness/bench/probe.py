@@ -41,6 +41,7 @@ TIMED = {
     "report": ("harness.cli:publish",),
 }
 STREAM_TARGET = "harness.runner:stream"
+STARTED = time.perf_counter()
 
 
 def _resolve(target: str) -> tuple[Any, str]:
@@ -125,7 +126,10 @@ class StreamRecorder:
             for output in outputs:
                 count += 1
                 yield output
-            entry.update(total_s=time.perf_counter() - start, outputs=count, run_s=side.run_s, fatal=side.fatal)
+            end = time.perf_counter()
+            # start_s/end_s: from the probe's start, so overlapping streams can be merged into one span
+            entry.update(total_s=end - start, start_s=start - STARTED, end_s=end - STARTED, outputs=count,
+                         run_s=side.run_s, fatal=side.fatal)
 
         setattr(owner, attr, recorded)
 

@@ -79,6 +79,30 @@ def _lines(pipe: Any, stall_s: float, deadline: Deadline | None) -> Iterator[str
         buffer += chunk
 
 
+class Gate:
+    """When an engine that started early may compute: opened when the job before it has finished,
+    cancelled when the run ended first (the engine then closes without computing)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._cancelled = False
+
+    def open(self) -> None:
+        self._event.set()
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._event.set()
+
+    def is_open(self) -> bool:
+        return self._event.is_set() and not self._cancelled
+
+    def wait(self) -> bool:
+        """Block until opened or cancelled; True when the engine may compute."""
+        self._event.wait()
+        return not self._cancelled
+
+
 @dataclass
 class EngineSide:
     """Where one engine stands while the run goes on, over all its worker processes."""
@@ -105,7 +129,7 @@ class _Worker:
 
 def stream(engine: str, settings: EngineSettings, requests: list[Request], side: EngineSide, progress: Progress,
            role: str, stall_s: float = 600.0, restarts: int = 2,
-           deadline: Deadline | None = None, go: threading.Event | None = None) -> Iterator[EngineOutput]:
+           deadline: Deadline | None = None, go: Gate | None = None) -> Iterator[EngineOutput]:
     """Start `engine` in a worker process and yield its outputs as they arrive.
 
     An engine that sends nothing for `stall_s` seconds (a hung request, a deadlocked
@@ -150,12 +174,12 @@ def stream(engine: str, settings: EngineSettings, requests: list[Request], side:
 
 def _run_worker(engine: str, settings: EngineSettings, requests: list[Request], settled: set[Key], side: EngineSide,
                 progress: Progress, role: str, stall_s: float, deadline: Deadline | None, worker: _Worker,
-                total: int, go: threading.Event | None = None) -> Iterator[EngineOutput]:
+                total: int, go: Gate | None = None) -> Iterator[EngineOutput]:
     """One worker process over the requests not yet settled; what happened is left in `worker`.
 
     With `go` not yet set, the engine starts now but computes only once `go` is set: its start-up
     overlaps another engine's work while their computing stays one at a time."""
-    wait = go is not None and not go.is_set()
+    wait = go is not None and not go.is_open()
     progress(f"[{role}] starting {engine} ({settings.model}, {settings.dtype}, {settings.device}) "
              f"for {total - len(settled)} requests")
     spec = {"engine": engine, "settings": asdict(settings), "requests": [asdict(r) for r in requests],
@@ -185,9 +209,16 @@ def _run_worker(engine: str, settings: EngineSettings, requests: list[Request], 
                     side.info, side.tokens, worker.started = message["info"], 0, True
                     if wait:
                         assert go is not None and proc.stdin is not None
-                        go.wait()
-                        proc.stdin.write(b"go\n")
-                        proc.stdin.close()
+                        proceed = go.wait()
+                        try:
+                            proc.stdin.write(b"go\n" if proceed else b"")
+                            proc.stdin.close()  # without a go line the worker closes its engine and exits
+                        except OSError:  # it died while it waited: read on to its exit status
+                            pass
+                        if not proceed:
+                            _stop(proc)
+                            worker.fault, worker.final = "the run ended before this engine could compute", True
+                            break
                 elif kind == "submitted":
                     worker.in_flight = [(c, v, a) for c, v, a in message["keys"]]
                     worker.submitted.update(worker.in_flight)

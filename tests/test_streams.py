@@ -1,0 +1,47 @@
+"""Engines started early and held until their turn (the `Gate`), and several streams merged:
+the harness's own orchestration, so a fake engine in real worker processes."""
+from __future__ import annotations
+
+import threading
+
+from harness.engines.base import EngineSettings, Request
+from harness.engines.client import EngineSide, Gate, stream
+from harness.streams import Streams
+
+FAKE = "tests.fake_engine:FakeEngine"
+REQUESTS = [Request(f"case-{i}", f"prompt {i}", "batched") for i in range(3)]
+
+
+def test_a_held_engine_computes_only_once_its_gate_opens() -> None:
+    gate, side, log = Gate(), EngineSide(), []
+    streams = Streams()
+    streams.launch("held", stream(FAKE, EngineSettings("m"), REQUESTS, side, log.append, "held", go=gate))
+    threading.Timer(1.0, gate.open).start()
+    got = [output.case_id for name, output in streams if output is not None]
+    assert got == ["case-0", "case-1", "case-2"] and side.fatal is None and side.info  # started, then computed
+
+
+def test_a_cancelled_gate_closes_the_engine_without_computing_or_restarting() -> None:
+    gate, side = Gate(), EngineSide()
+    streams = Streams()
+    streams.launch("held", stream(FAKE, EngineSettings("m"), REQUESTS, side, lambda _: None, "held", go=gate))
+    threading.Timer(1.0, gate.cancel).start()
+    outputs = [output for _, output in streams if output is not None]
+    assert side.info and side.restarts == 0
+    assert {o.case_id for o in outputs} <= {r.case_id for r in REQUESTS} and all(o.error for o in outputs)
+    assert side.fatal is not None and "the run ended before this engine could compute" in side.fatal
+
+
+def test_a_stream_that_raises_is_raised_in_the_calling_thread() -> None:
+    def broken():
+        yield from ()
+        raise RuntimeError("harness bug")
+
+    streams = Streams()
+    streams.launch("broken", broken())
+    try:
+        list(streams)
+    except RuntimeError as exc:
+        assert str(exc) == "harness bug"
+    else:
+        raise AssertionError("the error was swallowed")
