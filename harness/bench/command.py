@@ -149,7 +149,11 @@ class Bench:
         return QUICK["per_case"] if self.args.quick else self.args.per_case
 
 
-def _context(args: argparse.Namespace, load_before: tuple[float, ...]) -> dict[str, object]:
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _context(args: argparse.Namespace, started: str, load_before: tuple[float, ...]) -> dict[str, object]:
     from harness.engines.base import resolve_engine
 
     versions = {}
@@ -158,7 +162,7 @@ def _context(args: argparse.Namespace, load_before: tuple[float, ...]) -> dict[s
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    return {"started": started, "ended": _now(),
             "machine": {"platform": platform.platform(), "python": platform.python_version(),
                         "cpus": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": os.getloadavg()},
             "versions": {**versions, f"engine {args.engine}": resolve_engine(args.engine).version()},
@@ -172,7 +176,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if unknown:
         print(f"vlm-parity bench: unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}", file=sys.stderr)
         return 2
-    load_before = os.getloadavg()
+    started, load_before = _now(), os.getloadavg()
     bench = Bench(args)
     for part in PARTS:  # a fixed order, whatever order --parts names them in
         if part in args.parts:
@@ -180,7 +184,7 @@ def run_bench(args: argparse.Namespace) -> int:
     figures: list[Figure] = all_figures(bench.runs, [p for p in PARTS if p in args.parts], bench.per_case_n(),
                                         bench.sizes())
     print(table(figures))
-    path = write_json(bench_json(figures, bench.runs, _context(args, load_before)), args.out / "bench.json")
+    path = write_json(bench_json(figures, bench.runs, _context(args, started, load_before)), args.out / "bench.json")
     print(f"bench: {path}")
     if bench.failed:
         print(f"vlm-parity bench: these measurements did not complete: {', '.join(bench.failed)} "
