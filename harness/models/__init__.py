@@ -276,7 +276,7 @@ def image_token_id(model: str | Path) -> int | None:
     """The id of the image placeholder token from the model's config, or None if it names none.
 
     Qwen2-VL calls it `image_token_id`; LLaVA-style configs call it `image_token_index`. A local
-    checkpoint's config.json is read as JSON: a stored-reference run never imports transformers.
+    checkpoint's config.json is read as JSON, so a stored-reference run need not import transformers.
     """
     config_file = Path(model) / "config.json"
     if config_file.is_file():
