@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cases import Case
+from harness.models import file_digests
 from harness.prompt import shown_token_ids
 from harness.results import write_atomic
 from harness.schema import SCHEMA_VERSION, EngineOutput, from_dict
@@ -61,19 +62,15 @@ def model_key(name: str) -> str:
 
 def checkpoint_hashes(model_dir: Path) -> dict[str, str]:
     """sha256 of a checkpoint's processor files and of the rest (weights and config), docs left out."""
-    digests: dict[str, hashlib._Hash] = {"processor": hashlib.sha256(), "weights": hashlib.sha256()}
-    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
-        name = path.relative_to(model_dir).as_posix()
+    digests = {"processor": hashlib.sha256(), "weights": hashlib.sha256()}
+    for name, digest in file_digests(model_dir).items():
         if name.startswith(".") or "/." in name:  # download caches (.cache/huggingface) hold timestamps
             continue
-        part = "processor" if PROCESSOR_FILE.fullmatch(path.name) else "weights"
-        if part == "weights" and DOC_FILE.fullmatch(path.name):
+        base = name.rsplit("/", 1)[-1]
+        part = "processor" if PROCESSOR_FILE.fullmatch(base) else "weights"
+        if part == "weights" and DOC_FILE.fullmatch(base):
             continue
-        file_hash = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                file_hash.update(chunk)
-        digests[part].update(name.encode() + b"\0" + file_hash.digest())
+        digests[part].update(name.encode() + b"\0" + digest)
     return {f"{part}_sha256": h.hexdigest() for part, h in digests.items()}
 
 

@@ -28,15 +28,14 @@ import pytest
 
 from harness.cases import load_cases
 from harness.cli import main
-from harness.engines.base import EngineSettings, Request
-from harness.engines.http import free_port
-from harness.engines.vllm_server import VLLMServerEngine
+from harness.engines.base import Request
 from harness.report import publish
 from harness.results import read_results
 from harness.runner import RunConfig, execute
 from harness.schema import EngineOutput, RunResult
 from tests.conftest import CASES
 from tests.fake_engine import FakeEngine
+from tests import servers
 from tests.fault_proxy import FaultProxy, Rule
 
 pytestmark = pytest.mark.engine
@@ -157,23 +156,8 @@ def test_nan_inf_and_short_logprobs_fail_only_their_case(tmp_path: Path, tiny_mo
 @pytest.fixture(scope="module")
 def vllm_server(tiny_model: Path) -> Iterator[str]:
     """A real vLLM OpenAI server on 127.0.0.1, shared by this module's HTTP tests, stopped by its PID."""
-    port = free_port()
-    command, env = VLLMServerEngine(EngineSettings(str(tiny_model))).server_command(port)
-    proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while proc.poll() is None:
-            try:
-                if httpx.get(url + "/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        assert proc.poll() is None, f"the vLLM server exited with code {proc.returncode}"
+    with servers.vllm_server(tiny_model) as (_, url):
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=60)
 
 
 def test_http_faults_are_that_cases_error_and_the_others_pass(tmp_path: Path, tiny_model: Path,

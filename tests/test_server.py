@@ -1,22 +1,16 @@
 """The vLLM OpenAI-compatible server adapter against a real vLLM CPU server on 127.0.0.1."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from harness.engines.base import EngineSettings
-from harness.engines.http import free_port
-from harness.engines.vllm_server import VLLMServerEngine
 from harness.gate import UNDECIDED, decide, load_gate_config
 from harness.report import publish
 from harness.runner import RunConfig, execute
 from harness.schema import RunResult
+from tests.servers import vllm_server
 from tests.conftest import CASES, DEFAULT_CASES
 
 pytestmark = pytest.mark.engine
@@ -50,19 +44,7 @@ def test_server_started_and_stopped_by_the_harness_matches_offline(tmp_path: Pat
 
 
 def test_engine_url_attaches_and_never_stops_the_server(tmp_path: Path, tiny_model: Path) -> None:
-    port = free_port()
-    command, env = VLLMServerEngine(EngineSettings(str(tiny_model))).server_command(port)
-    proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
+    with vllm_server(tiny_model) as (proc, url):
         only = {"astronaut-420", "two-images", "text-only"}
         run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=str(tiny_model), engine="vllm-server",
                                 engine_url=url, variants=["base", "native"], only=only), progress=lambda _: None)
@@ -86,6 +68,3 @@ def test_engine_url_attaches_and_never_stops_the_server(tmp_path: Path, tiny_mod
         decision = decide(generic, "release", {**release, "min_cases": 1})
         assert decision.code == UNDECIDED and "prefill_max, which is unavailable" in decision.reasons[0]
         assert "unavailable</td>" in publish(generic, tmp_path / "generic").html.read_text()
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=60)

@@ -258,18 +258,26 @@ def model_fingerprint(model_dir: Path) -> str:
     tokenizer and processor settings. A missing directory is an error rather
     than the hash of nothing, which would look like a real fingerprint.
     """
+    h = hashlib.sha256()
+    for name, digest in file_digests(model_dir).items():
+        h.update(name.encode() + b"\0")
+        h.update(digest)
+    return h.hexdigest()
+
+
+def file_digests(model_dir: Path) -> dict[str, bytes]:
+    """sha256 of every file under `model_dir` by relative path, in sorted order (read in 1 MiB chunks)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory not found: {model_dir}")
-    h = hashlib.sha256()
+    digests = {}
     for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
         file_hash = hashlib.sha256()
         with path.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 file_hash.update(chunk)
-        h.update(path.relative_to(model_dir).as_posix().encode() + b"\0")
-        h.update(file_hash.digest())
-    return h.hexdigest()
+        digests[path.relative_to(model_dir).as_posix()] = file_hash.digest()
+    return digests
 
 
 def image_token_id(model: str | Path) -> int | None:
