@@ -8,11 +8,13 @@ exactly unless told otherwise through `--engine-option`:
   die_after=N        raise after N outputs (a fatal engine error mid-run)
   drop_variant=NAME  never return that variant's outputs (an output that never arrives)
   delay_s=X          sleep X seconds before each output (a slow engine, to stop a run part way)
+  ran_file=PATH      create PATH when it starts computing (to see that a held engine waited)
 """
 from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 from collections.abc import Iterator, Sequence
 
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
@@ -29,6 +31,8 @@ class FakeEngine(Engine):
 
     def run(self, requests: Sequence[Request]) -> Iterator[EngineOutput]:
         options = self.settings.options
+        if "ran_file" in options:
+            Path(options["ran_file"]).touch()
         for request in requests:
             if request.variant == options.get("drop_variant"):
                 continue

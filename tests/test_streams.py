@@ -2,7 +2,8 @@
 the harness's own orchestration, so a fake engine in real worker processes."""
 from __future__ import annotations
 
-import threading
+import time
+from pathlib import Path
 
 from harness.engines.base import EngineSettings, Request
 from harness.engines.client import EngineSide, Gate, stream
@@ -12,22 +13,35 @@ FAKE = "tests.fake_engine:FakeEngine"
 REQUESTS = [Request(f"case-{i}", f"prompt {i}", "batched") for i in range(3)]
 
 
-def test_a_held_engine_computes_only_once_its_gate_opens() -> None:
-    gate, side, log = Gate(), EngineSide(), []
+def started(side: EngineSide) -> None:
+    """Wait until the held engine has started (sent its info), then a little longer."""
+    deadline = time.monotonic() + 120
+    while not side.info and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+
+
+def test_a_held_engine_computes_only_once_its_gate_opens(tmp_path: Path) -> None:
+    gate, side, ran = Gate(), EngineSide(), tmp_path / "ran"
     streams = Streams()
-    streams.launch("held", stream(FAKE, EngineSettings("m"), REQUESTS, side, log.append, "held", go=gate))
-    threading.Timer(1.0, gate.open).start()
+    settings = EngineSettings("m", options={"ran_file": str(ran)})
+    streams.launch("held", stream(FAKE, settings, REQUESTS, side, lambda _: None, "held", go=gate))
+    started(side)
+    assert side.info and not ran.exists(), "the engine computed before its gate opened"
+    gate.open()
     got = [output.case_id for name, output in streams if output is not None]
-    assert got == ["case-0", "case-1", "case-2"] and side.fatal is None and side.info  # started, then computed
+    assert got == ["case-0", "case-1", "case-2"] and side.fatal is None and ran.exists()
 
 
-def test_a_cancelled_gate_closes_the_engine_without_computing_or_restarting() -> None:
-    gate, side = Gate(), EngineSide()
+def test_a_cancelled_gate_closes_the_engine_without_computing_or_restarting(tmp_path: Path) -> None:
+    gate, side, ran = Gate(), EngineSide(), tmp_path / "ran"
     streams = Streams()
-    streams.launch("held", stream(FAKE, EngineSettings("m"), REQUESTS, side, lambda _: None, "held", go=gate))
-    threading.Timer(1.0, gate.cancel).start()
+    settings = EngineSettings("m", options={"ran_file": str(ran)})
+    streams.launch("held", stream(FAKE, settings, REQUESTS, side, lambda _: None, "held", go=gate))
+    started(side)
+    gate.cancel()
     outputs = [output for _, output in streams if output is not None]
-    assert side.info and side.restarts == 0
+    assert side.info and side.restarts == 0 and not ran.exists()
     assert {o.case_id for o in outputs} <= {r.case_id for r in REQUESTS} and all(o.error for o in outputs)
     assert side.fatal is not None and "the run ended before this engine could compute" in side.fatal
 
