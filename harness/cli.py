@@ -15,11 +15,16 @@ import yaml
 
 from harness.bench.command import add_bench_arguments
 from harness.decode.diff import add_decode_diff_arguments, run_decode_diff
+from harness.explain import drift_lines
 from harness.gate import gate_file, load_gate_config
-from harness.options import DEFAULT_CASES, DTYPES, add_options, run_config
+from harness.merge import merge_runs
+from harness.observe import Observer
+from harness.options import add_options, build_config, run_config
+from harness.outcome import conclude
+from harness.record import RecordConfig
 from harness.report import publish
 from harness.report.decode_effect import decode_effect_markdown
-from harness.merge import merge_runs
+from harness.report.summary import write_step_summary
 from harness.results import PARTIAL, read_results, write_results
 from harness.runner import execute
 
@@ -32,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the engine and the reference on the cases and compare them")
     add_options(run.add_argument)
-    run.add_argument("--case", dest="only", action="append", metavar="ID", help="run only this case (repeatable)")
 
     report = sub.add_parser("report", help="re-render the report and tables from a results file, no engine needed")
     report.add_argument("results", type=Path)
@@ -52,15 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     _publish_arguments(gate)
 
     record = sub.add_parser("record", help="record the reference's outputs once, for runs with --reference stored|auto")
-    _store_arguments(record)
-    record.add_argument("--device", default="cpu", help="device the reference runs on (default: cpu)")
-    record.add_argument("--update", action="store_true",
-                        help="re-record references that exist, and remove a case's superseded ones")
-    record.add_argument("--stall-timeout", type=float, default=600.0, metavar="SECONDS")
+    add_options(record.add_argument, cls=RecordConfig)
 
     references = sub.add_parser("references", help="stored references: `check` lists missing and stale ones")
     references_sub = references.add_subparsers(dest="references_command", required=True)
-    _store_arguments(references_sub.add_parser("check", help="exit 1 when any case's reference is missing or stale"))
+    add_options(references_sub.add_parser("check", help="exit 1 when any case's reference is missing or stale")
+                .add_argument, cls=RecordConfig)
 
     build = sub.add_parser("build-model", help="build (or find) a built-in tiny model and print its folder")
     build.add_argument("name", nargs="?", default=None, help="built-in model name (default: the default model)")
@@ -75,26 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _store_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="reference checkpoint or built-in model name (default: the default model)")
-    parser.add_argument("--cases", type=Path, nargs="+", default=[DEFAULT_CASES], help="default: cases/")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="the reference's dtype (default: float32)")
-    parser.add_argument("--top-k", type=int, default=5, help="top-k candidates stored per position (default: 5)")
-    parser.add_argument("--references-dir", type=Path, metavar="DIR", help="default: the project's references/")
-    parser.add_argument("--variants-file", type=Path, action="append", default=[], metavar="YAML",
-                        help="extra variants whose reference decoders must be recorded too")
-    parser.add_argument("--reference-engine", default="hf", help="the reference adapter (default: hf)")
-
-
 def _publish_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default="default", help="gate policy from the gate config (default: default)")
     parser.add_argument("--gate-config", type=Path, help="gate YAML (default: the packaged one)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, observer: Observer | None = None) -> int:
+    """`observer` hears the run's stages and engine streams (`vlm-parity bench` passes its own)."""
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        return _run(args)
+        return _run(args, observer or Observer())
     if args.command == "report":
         return _report(args)
     if args.command == "gate":
@@ -110,15 +101,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_bench(args)
     if args.command == "record":
-        from harness.record import RecordConfig, record
+        from harness.record import record
 
-        return record(RecordConfig(args.cases, args.model, args.dtype, args.device, args.top_k, args.references_dir,
-                                   args.variants_file, args.update, args.stall_timeout, args.reference_engine))
+        return record(build_config(lambda name: getattr(args, name), RecordConfig), observer=observer)
     if args.command == "references":
         from harness.record import check
 
-        return check(args.cases, args.model, args.dtype, args.top_k, args.references_dir, args.variants_file,
-                     engine=args.reference_engine)
+        return check(build_config(lambda name: getattr(args, name), RecordConfig))
     from harness.models import resolve_model
 
     print(resolve_model(args.name, args.cache))
@@ -144,12 +133,15 @@ def _models(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
-def _run(args: argparse.Namespace) -> int:
-    cfg = run_config(lambda name: getattr(args, name), only=set(args.only) if args.only else None)
+def _run(args: argparse.Namespace, observer: Observer) -> int:
+    cfg = run_config(lambda name: getattr(args, name))
     progress = lambda line: print(line, flush=True)  # noqa: E731
     try:
-        run = execute(cfg, progress)
-        published = publish(run, cfg.out, args.history, args.policy, args.gate_config)
+        run = execute(cfg, progress, observer)
+        with observer.stage("report"):
+            outcome = conclude(run, cfg.history, cfg.policy, cfg.gate_config)
+            published = publish(run, cfg.out, outcome)
+            write_step_summary(run, outcome)
     except Exception as exc:  # the run itself could not complete; per-case failures never get here
         print(f"vlm-parity: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -157,9 +149,14 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{run.verdict.upper()}: {counts['pass']} pass, {counts['known']} known, {counts['fail']} fail, "
           f"{counts['error']} error"
           f"{'; run error: ' + run.error if run.error else ''}")
-    for line in published.diagnosis:
+    drifting = [f"{c.case_id} {line}" for c in run.cases for line in drift_lines(c)]
+    for line in drifting[:10]:
+        print(f"DRIFT: {line}")
+    if len(drifting) > 10:
+        print(f"DRIFT: ... and {len(drifting) - 10} more (see the report)")
+    for line in outcome.diagnosis:
         print(f"DIAGNOSIS: {line}")
-    for regression in published.regressions:
+    for regression in outcome.regressions:
         print(f"REGRESSION: {regression}")
     if cfg.decode_effect:
         print(f"\ndecode-path effect ({cfg.decode_effect} pixels to the engine, PIL to the reference):\n"
@@ -178,7 +175,7 @@ def _merge(args: argparse.Namespace) -> int:
         print(f"vlm-parity merge: {exc}", file=sys.stderr)
         return EXIT_ERROR
     write_results(run, args.out)
-    published = publish(run, args.out, policy=args.policy, gate_config=args.gate_config)
+    published = publish(run, args.out, conclude(run, policy=args.policy, gate_config=args.gate_config))
     counts = run.counts()
     print(f"{run.verdict.upper()}: {counts['pass']} pass, {counts['known']} known, {counts['fail']} fail, "
           f"{counts['error']} error from {len(args.results)} shards\nreport: {published.html}")
@@ -189,7 +186,7 @@ def _report(args: argparse.Namespace) -> int:
     try:
         run = read_results(args.results)
         out = args.out or (args.results if args.results.is_dir() else args.results.parent)
-        published = publish(run, out, policy=args.policy, gate_config=args.gate_config)
+        published = publish(run, out, conclude(run, policy=args.policy, gate_config=args.gate_config))
     except ValueError as exc:
         print(f"vlm-parity: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from harness.explain import case_lines, finding_text
 from harness.results import read_results
 from harness.schema import METRICS, PASSING, RunResult
 
@@ -49,18 +50,23 @@ def decide(run: RunResult, name: str, policy: dict[str, Any]) -> GateDecision:
                                               f"{max(policy.get('min_cases', 1), 1)}"])
     bounds = policy.get("metrics") or {}
     # `name: x` is an upper bound, `name_min: x` a lower one, on every variant's comparison with the reference.
-    unknown = [m for m in bounds if m.removesuffix("_min") not in METRICS]
+    needed = list(policy.get("required_metrics") or [])
+    unknown = [m for m in [*bounds, *needed] if m.removesuffix("_min") not in METRICS]
     if unknown:
         return GateDecision(UNDECIDED, name, [f"policy names unknown metrics: {', '.join(unknown)}"])
     allowed = {a["case"]: a["reason"] for a in policy.get("allowed_failures") or []}
     reasons, undecided, known = [], [], []
     for case in (c for c in required if c.case_id not in allowed):
         if case.verdict not in PASSING:
-            reasons.append(f"{case.case_id}: {case.verdict}: {'; '.join(case.reasons)}")
+            reasons.append(f"{case.case_id}: {case.verdict}: {'; '.join(case_lines(case))}")
         elif case.verdict == "known":
-            known.append(f"{case.case_id}: known: {'; '.join(case.reasons)}")
+            known.append(f"{case.case_id}: known: {'; '.join(case_lines(case))}")
         for variant in case.variants.values():
             cmp, where = variant.comparison, f"{case.case_id} [{variant.variant}]"
+            if policy.get("no_drift"):
+                reasons += [f"{where}: drift: {finding_text(f)}" for f in variant.drifting]
+            undecided += [f"{where}: policy needs {m}, which is unavailable: {cmp.unavailable[m]}" for m in needed
+                          if cmp and m in cmp.unavailable]
             for key, bound in bounds.items() if cmp else ():
                 metric = key.removesuffix("_min")
                 value = getattr(cmp, metric)

@@ -16,27 +16,40 @@ from harness.schema import METRIC_INFO, PASSING, RunResult
 _SUMMARIZED = {(name if info["headline"] == "max" else f"{name}_{info['headline']}"): (name, info["headline"])
                for name, info in METRIC_INFO.items() if info["headline"]}
 HEADLINE = (*_SUMMARIZED, "throughput_tok_s")
+HEADLINE_FLOORS = ("prefill_max", "prefill_mean", "kl_mean")  # the largest floor of the run, per metric
 
 
 def summarize_run(run: RunResult) -> dict[str, Any]:
-    """Headline metrics: the worst value over every case and variant, and engine throughput."""
+    """Headline metrics (the worst value over every case and variant), the worst ratio to the floor per
+    judged metric, the cells that drift, and engine throughput."""
     cmps = [v.comparison for c in run.cases for v in c.variants.values() if v.comparison is not None]
 
     def summarize(key: str, how: str) -> float | None:
         values = [getattr(c, key) for c in cmps if getattr(c, key) is not None]
         return (max if how == "max" else min)(values) if values else None
 
+    ratios: dict[str, float] = {}
+    for cmp in cmps:
+        for name, check in cmp.checks.items():
+            if check.ratio is not None and check.rule != "info":
+                ratios[name] = max(ratios.get(name, 0.0), check.ratio)
+    floors = {m: max(v for c in run.cases if c.floor and (v := c.floor.metrics.get(m)) is not None)
+              for m in HEADLINE_FLOORS if any(c.floor and c.floor.metrics.get(m) is not None for c in run.cases)}
+
     p = run.provenance
     return {
-        "date": p.get("date"), "git_commit": p.get("git_commit"), "engine": p.get("engine"),
-        "engine_version": (p.get("engine_info") or {}).get("engine_version"), "model": p.get("model"),
-        "model_sha256": p.get("model_sha256"), "dtype": p.get("dtype"), "verdict": run.verdict,
+        "date": p.date, "git_commit": p.git_commit, "engine": p.engine,
+        "engine_version": p.engine_info.get("engine_version") or p.engine_version, "model": p.model,
+        "model_sha256": p.model_sha256, "dtype": p.dtype, "verdict": run.verdict,
         "counts": run.counts(),
         "not_passing": sorted(c.case_id for c in run.cases if c.verdict not in PASSING),
         "passing": sorted(c.case_id for c in run.cases if c.verdict in PASSING),
         "variants": [v["name"] for v in run.variants],
         "metrics": {**{name: summarize(key, how) for name, (key, how) in _SUMMARIZED.items()},
-                    "throughput_tok_s": p.get("throughput_tok_s")},
+                    "throughput_tok_s": p.throughput_tok_s},
+        "ratios": ratios, "floors": floors,
+        "drifting": sorted(f"{c.case_id}/{name}/{f.metric}" for c in run.cases for name, v in c.variants.items()
+                           for f in v.drifting),
     }
 
 
@@ -66,6 +79,9 @@ def regressions(previous: dict[str, Any], current: dict[str, Any], bands: dict[s
     newly_failing = sorted(set(current["not_passing"]) & set(previous.get("passing", [])))
     if newly_failing:
         found.append(f"new failures: {', '.join(newly_failing)}")
+    newly_drifting = sorted(set(current.get("drifting", [])) - set(previous.get("drifting", [])))
+    if newly_drifting:
+        found.append(f"newly drifting (above k_warn x floor, within the bound): {', '.join(newly_drifting)}")
     for metric, band in bands.items():
         before, now = previous["metrics"].get(metric), current["metrics"].get(metric)
         if before is None or now is None:

@@ -2,11 +2,14 @@
 
 Each variant is compared with what its plan entry names (the reference, the
 engine's base variant, or both), repeated attempts with the first attempt,
-and the case's verdict is the worst of its variants', with the failing
-variants named in its reasons.
+every comparison judged relative to the case's floor (the reference's own
+error in the variant's dtype), and the case's verdict is the worst of its
+variants'. What fails or drifts is a Finding record; text is rendered from it
+at the edges (`harness.explain`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,12 +18,31 @@ from typing import Any
 from harness import config
 from harness.cases import Case
 from harness.compare import compare_outputs, judge
+from harness.compare.floor import measure_floor
 from harness.compare.sensitivity import image_sensitivity
-from harness.decode.diff import case_pixel_deltas
 from harness.known import KnownFailure, mark_known
-from harness.plan import Variant
-from harness.report.thumbnails import thumbnail
-from harness.schema import CaseComparison, CaseResult, EngineOutput, VariantResult, worst
+from harness.ledger import REFERENCE
+from harness.plan import FLOOR_PREFIX
+from harness.schema import CaseComparison, CaseResult, EngineOutput, Finding, Floor, VariantResult, worst
+from harness.variants import Variant
+
+
+@dataclass
+class CaseInputs:
+    """What one case's judging receives: its outputs (the ledger's entry for it) and what the stages before
+    judging computed for it (pixel deltas of the decoders its variants use, thumbnails)."""
+
+    case: Case
+    prompt: str
+    reference: EngineOutput | None
+    outputs: Mapping[str, list[EngineOutput]]  # engine outputs by variant, attempts in order
+    extra: Mapping[str, EngineOutput] = dataclasses.field(default_factory=dict)  # the reference's other requests
+    skipped: Mapping[str, str] = dataclasses.field(default_factory=dict)  # variant -> why it did not run
+    missing: Mapping[str, str] = dataclasses.field(default_factory=dict)  # variant -> why its outputs never came
+    details: Mapping[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # what the plan recorded
+    stored_floors: Mapping[str, Floor] | None = None  # a stored reference's floors by engine dtype
+    pixel_deltas: Mapping[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)  # by decoder
+    thumbnails: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -36,47 +58,65 @@ class Judge:
     base: str
     unavailable: Mapping[str, str]  # output fields the engine cannot supply -> reason
     known: Sequence[KnownFailure] = ()
+    # Engine dtype -> the floor runs (name -> overrides) measured for it (`harness.plan.floor_runs`),
+    # and why there are none (a reference engine that cannot recompute with overrides).
+    floor_runs: Mapping[str, Mapping[str, dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    no_floor: str | None = None
 
-    def __call__(self, case: Case, prompt: str, reference: EngineOutput | None, variants: Sequence[Variant],
-                 outputs: Mapping[str, list[EngineOutput]], skipped: Mapping[str, str],
-                 missing_reason: Mapping[str, str], details: Mapping[str, dict[str, Any]],
-                 extra: Mapping[str, EngineOutput] | None = None) -> CaseResult:
-        """`outputs[variant]` are its attempts in order; `skipped[variant]` why it did not run;
-        `missing_reason[variant]` why its outputs may be absent (an engine that died); `details[variant]`
-        what the plan recorded for the case (which image spans a prefill chunk split); `extra` the
-        reference's other outputs for the case by request variant: `flat-grey` (the image-sensitivity
-        check) and `reference-<decoder>` (images decoded by another decoder, for variants that ask)."""
-        extra = extra or {}
-        result = case_result(case, prompt, "error", [])
+    def __call__(self, got: CaseInputs, variants: Sequence[Variant]) -> CaseResult:
+        """The case on every variant. The reference's other outputs (`got.extra`) are by request variant:
+        `flat-grey` (the image-sensitivity check), `reference-<decoder>` (images decoded by another decoder,
+        for variants that ask) and `floor-*` (the floor runs)."""
+        case, reference, extra = got.case, got.reference, got.extra
+        result = case_result(case, got.prompt, "error", [], got.thumbnails)
         result.reference = reference
         if reference is not None and not reference.error:
             result.checks, result.warnings = self._reference_checks(reference, extra.get("flat-grey"))
+        floors = self.floors(reference, extra, got.stored_floors)
+        result.floor = floors.get(self.engine_dtype)
         try:
             result.thresholds = self._thresholds(case, None).values
         except ValueError as exc:
             result.reasons = [f"{case.source}: case {case.id!r}: field 'thresholds': {exc}"]
             return result
-        base_output = (outputs.get(self.base) or [None])[0]
-        base_skipped = skipped.get(self.base)
+        base_output = (got.outputs.get(self.base) or [None])[0]
         for variant in variants:
             try:
                 own = extra.get(f"reference-{variant.reference_decoder}", reference)
-                cell = self._variant(case, own, variant, outputs.get(variant.name, []),
-                                     skipped.get(variant.name), base_output, missing_reason.get(variant.name),
-                                     dict(details.get(variant.name, {})), base_skipped)
-                result.variants[variant.name] = mark_known(case.id, cell, self.known)
+                details = dict(got.details.get(variant.name, {}))
+                decoder = variant.request.get("decoder")
+                if decoder and decoder != "pil":
+                    details.update(decoder=decoder, pixel_deltas=got.pixel_deltas.get(decoder, []))
+                cell = self._variant(case, own, variant, got.outputs.get(variant.name, []),
+                                     got.skipped.get(variant.name), base_output, got.missing.get(variant.name),
+                                     details, got.skipped.get(self.base), floors.get(variant.dtype or self.engine_dtype))
+                result.variants[variant.name] = mark_known(case, cell, self.known)
             except Exception as exc:  # a harness bug on one variant must not end the run
                 result.variants[variant.name] = VariantResult(
                     variant.name, "error", [f"harness error judging this variant: {type(exc).__name__}: {exc}"])
         ran = [n for n, v in result.variants.items() if v.verdict != "skipped"]
         result.headline = self.base if self.base in ran else (ran[0] if ran else None)
         result.verdict = worst(v.verdict for v in result.variants.values())
-        result.reasons = [f"{name}: {reason}" for name, v in result.variants.items()
-                          if v.verdict in ("fail", "error", "known") for reason in v.reasons]
-        every = [o for o in [reference, *extra.values()] if o]
+        every = [o for name, o in [(REFERENCE, reference), *extra.items()] if o and not name.startswith(FLOOR_PREFIX)]
         every += [o for v in result.variants.values() for o in ([v.engine] if v.engine else []) + v.attempts]
         result.tokens = self.token_texts(every)
         return result
+
+    def floors(self, reference: EngineOutput | None, extra: Mapping[str, EngineOutput],
+               stored: Mapping[str, Floor] | None) -> dict[str, Floor]:
+        """The case's floor per engine dtype: recorded with a stored reference, else measured from this run's
+        floor runs; a dtype with neither has a floor that says why it is unavailable."""
+        floors: dict[str, Floor] = {}
+        for dtype, runs in self.floor_runs.items():
+            if stored and dtype in stored:
+                floors[dtype] = stored[dtype]
+            elif self.no_floor:
+                floors[dtype] = Floor(dict(runs), unavailable=self.no_floor)
+            elif reference is None or reference.error:
+                floors[dtype] = Floor(dict(runs), unavailable="no reference output")
+            else:
+                floors[dtype] = measure_floor(reference, extra, runs, self.image_token)
+        return floors
 
     def _reference_checks(self, reference: EngineOutput,
                           grey: EngineOutput | None) -> tuple[dict[str, Any], list[str]]:
@@ -107,13 +147,10 @@ class Judge:
 
     def _variant(self, case: Case, reference: EngineOutput | None, variant: Variant, attempts: list[EngineOutput],
                  skipped: str | None, base_output: EngineOutput | None, missing: str | None,
-                 details: dict[str, Any], base_skipped: str | None = None) -> VariantResult:
+                 details: dict[str, Any], base_skipped: str | None, floor: Floor | None) -> VariantResult:
         name = variant.name
         if skipped:
             return VariantResult(name, "skipped", [skipped])
-        decoder = variant.request.get("decoder")
-        if decoder and decoder != "pil":
-            details.update(decoder=decoder, pixel_deltas=case_pixel_deltas(case.images, decoder))
         if reference is not None and reference.variant != "reference":
             details["reference"] = f"{reference.variant}: the reference re-run with these pixels"
         if not attempts:
@@ -125,18 +162,16 @@ class Judge:
             return VariantResult(name, "error", [f"engine error (attempt {a.attempt + 1}): {a.error}" for a in failed],
                                  engine=first, attempts=rest, details=details)
         th = self._thresholds(case, variant)
-        both = len(variant.against) > 1
-        reasons = [f"attempt {a.attempt + 1}: {r}" for a in attempts for r in sane(a)]
+        findings = [f for a in attempts for f in sane(a)]
         cmp = against_base = None
         if "reference" in variant.against:
             if reference is None or reference.error:
                 return VariantResult(name, "error", ["no reference output to compare with"], engine=first,
                                      attempts=rest, details=details)
-            cmp, found = self._compare(reference, first, variant, th)
-            reasons += [f"vs reference: {r}" if both else r for r in found]
+            cmp, found = self._compare(reference, first, variant, th, floor, "reference")
+            findings += found
             for a in rest:
-                reasons += [f"attempt {a.attempt + 1} vs reference: {r}"
-                            for r in self._compare(reference, a, variant, th)[1]]
+                findings += self._compare(reference, a, variant, th, floor, "reference", a.attempt)[1]
         if "base" in variant.against and variant.name != self.base and base_skipped:
             details["base"] = f"not compared with {self.base}: it was skipped ({base_skipped})"
         elif "base" in variant.against and variant.name != self.base and "reference" in details:
@@ -144,21 +179,23 @@ class Judge:
                                f"{self.base}'s (the reference was re-run with them)")
         elif "base" in variant.against and variant.name != self.base:
             if base_output is None or base_output.error:
-                reasons.append(f"vs {self.base}: the base variant has no output to compare with")
+                findings.append(Finding("base_output", "fail", rule="structural", against="base",
+                                        detail=f"the base variant {self.base} has no output to compare with"))
             else:
-                against_base, found = self._compare(base_output, first, variant, th)
-                reasons += [f"vs {self.base}: {r}" for r in found]
+                against_base, found = self._compare(base_output, first, variant, th, floor, "base")
+                findings += found
         for a in rest:  # repeated submissions must agree with the first
-            reasons += [f"attempt {a.attempt + 1} vs attempt 1: {r}"
-                        for r in self._compare(first, a, variant, th, checks=("prefill", "decode"))[1]]
-        if reasons and variant.request.get("prompt_form") == "native":
+            findings += self._compare(first, a, variant, th, floor, "attempt", a.attempt, ("prefill", "decode"))[1]
+        verdict = "fail" if any(f.level == "fail" for f in findings) else "pass"
+        if verdict == "fail" and variant.request.get("prompt_form") == "native":
             details["stage"] = native_stage(cmp or against_base)
-        return VariantResult(name, "fail" if reasons else "pass", reasons, cmp, against_base, first, rest, details)
+        return VariantResult(name, verdict, [], cmp, against_base, first, rest, details, findings)
 
     def _compare(self, expected: EngineOutput, actual: EngineOutput, variant: Variant, th: config.Thresholds,
-                 checks: Sequence[str] | None = None) -> tuple[CaseComparison, list[str]]:
+                 floor: Floor | None, against: str, attempt: int = 0,
+                 checks: Sequence[str] | None = None) -> tuple[CaseComparison, list[Finding]]:
         cmp = compare_outputs(expected, actual, self.image_token, self.unavailable, checks or variant.checks)
-        return cmp, judge(cmp, th)[1]
+        return cmp, judge(cmp, th, floor, against, attempt)
 
 
 def native_stage(cmp: CaseComparison | None) -> str:
@@ -171,20 +208,23 @@ def native_stage(cmp: CaseComparison | None) -> str:
     return "prompt token ids agree; the difference is after rendering"
 
 
-def sane(output: EngineOutput) -> list[str]:
+def sane(output: EngineOutput) -> list[Finding]:
     """What no engine may return whatever the path: non-finite logprobs, negative token ids."""
     problems = []
     steps = [("prompt", p) for p in output.prompt_logprobs if p is not None]
     steps += [("output", p) for p in output.output_logprobs]
     bad = [kind for kind, p in steps if not math.isfinite(p.logprob)]
     if bad:
-        problems.append(f"{len(bad)} non-finite logprobs ({', '.join(sorted(set(bad)))})")
+        problems.append(Finding("non_finite", "fail", float(len(bad)), rule="structural", attempt=output.attempt,
+                                detail=f"{len(bad)} non-finite logprobs ({', '.join(sorted(set(bad)))})"))
     if any(t < 0 for t in output.output_ids):
-        problems.append("negative output token ids")
+        problems.append(Finding("negative_ids", "fail", rule="structural", attempt=output.attempt,
+                                detail="negative output token ids"))
     return problems
 
 
-def case_result(case: Case, prompt_text: str, verdict: str, reasons: list[str]) -> CaseResult:
+def case_result(case: Case, prompt_text: str, verdict: str, reasons: list[str],
+                thumbnails: list[str] | None = None) -> CaseResult:
     return CaseResult(case_id=case.id, verdict=verdict, reasons=reasons, source=str(case.source),
                       tags=list(case.tags), images=[str(p) for p in case.images], prompt_text=prompt_text,
-                      thumbnails=[thumbnail(p) for p in case.images])
+                      thumbnails=list(thumbnails or []))

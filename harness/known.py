@@ -1,22 +1,26 @@
 """Known engine failures: failures on record are reported as "known", never hidden.
 
-An entry in `harness/config/known_failures.yaml` names the model, engine,
-engine version, device, cases, variants and metrics of a real engine bug; a
-variant that fails only on those metrics is `known`, with the entry's reason
-and reproduction in its reasons.
+An entry in `harness/config/known_failures.yaml` names the model, engine, engine version, device,
+and the condition a real engine bug shows under: case ids, variants, and image facts (an alpha
+channel, a JPEG subsampling: `harness.decode.facts.ImageFacts`), and the metrics it makes fail. A
+variant that fails only on those metrics, under that condition, is `known`, with the entry's reason
+and reproduction in its reasons. Matching reads the variant's findings (records), never its text.
 """
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from harness.schema import METRICS, VariantResult
+from harness.cases import Case
+from harness.decode.facts import ImageFacts, image_facts
+from harness.schema import VariantResult
 
 
 @dataclass(frozen=True)
@@ -26,26 +30,36 @@ class KnownFailure:
     cases: tuple[str, ...] | str
     variants: tuple[str, ...] | str
     metrics: tuple[str, ...] | str
+    images: dict[str, Any] = field(default_factory=dict)  # image facts one of the case's images must have
 
-    def applies_to(self, case_id: str, variant: str) -> bool:
-        return listed(self.cases, case_id) and listed(self.variants, variant)
-
-    def covers(self, case_id: str, variant: VariantResult) -> bool:
-        """The variant failed (not errored) on this case, and only on metrics this entry names."""
-        if variant.verdict != "fail" or not self.applies_to(case_id, variant.variant):
+    def applies_to(self, case: Case, variant: str) -> bool:
+        """The entry's condition holds for this case on this variant."""
+        if not (listed(self.cases, case.id) and listed(self.variants, variant)):
             return False
-        metrics = [reason_metric(r) for r in variant.reasons]
-        return all(m is not None and listed(self.metrics, m) for m in metrics)
+        return not self.images or any(_has(_facts(path), self.images) for path in case.images)
+
+    def covers(self, case: Case, variant: VariantResult) -> bool:
+        """The variant failed (not errored) on this case, under the entry's condition, and only on
+        metrics the entry names."""
+        if variant.verdict != "fail" or not self.applies_to(case, variant.variant):
+            return False
+        return all(listed(self.metrics, f.metric) for f in variant.failing)
 
 
 def listed(allowed: tuple[str, ...] | str, value: str) -> bool:
     return allowed == "*" or value in allowed
 
 
-def reason_metric(reason: str) -> str | None:
-    """The metric a failure reason is about ("vs batched: prefill_max = 0.3 > 1e-4" -> prefill_max)."""
-    found = [(m.start(), name) for name in METRICS if (m := re.search(rf"\b{name}\b", reason))]
-    return min(found)[1] if found else None
+@lru_cache(maxsize=256)
+def _facts(path: Path) -> ImageFacts | None:
+    try:
+        return image_facts(path)
+    except OSError:
+        return None
+
+
+def _has(facts: ImageFacts | None, wanted: dict[str, Any]) -> bool:
+    return facts is not None and all(getattr(facts, key, None) == value for key, value in wanted.items())
 
 
 def load_known(model_name: str, model_path: str, engine: str, engine_version: str | None, device: str,
@@ -63,14 +77,18 @@ def _entry(e: dict[str, Any]) -> KnownFailure:
     def ids(value: Any) -> tuple[str, ...] | str:
         return "*" if value in (None, "*") else tuple(value)
 
+    unknown = set(e.get("images") or {}) - set(ImageFacts.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"known_failures.yaml: entry {e.get('reason', '')[:40]!r}: field 'images': unknown image "
+                         f"facts {', '.join(sorted(unknown))} (known: {', '.join(ImageFacts.__dataclass_fields__)})")
     return KnownFailure(" ".join(e["reason"].split()), e.get("reproduction", ""), ids(e.get("cases")),
-                        ids(e.get("variants")), ids(e.get("metrics")))
+                        ids(e.get("variants")), ids(e.get("metrics")), dict(e.get("images") or {}))
 
 
-def mark_known(case_id: str, variant: VariantResult, known: Sequence[KnownFailure]) -> VariantResult:
+def mark_known(case: Case, variant: VariantResult, known: Sequence[KnownFailure]) -> VariantResult:
     """`known` with the entry's reason when an entry covers the failure; otherwise unchanged."""
     for entry in known:
-        if entry.covers(case_id, variant):
+        if entry.covers(case, variant):
             variant.verdict = "known"
             where = f" (reproduction: {entry.reproduction})" if entry.reproduction else ""
             variant.reasons = [f"known failure: {entry.reason}{where}", *variant.reasons]

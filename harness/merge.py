@@ -6,6 +6,7 @@ version, dtype, variants and case list, and together cover every shard once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from harness.results import read_results
@@ -25,7 +26,7 @@ def merge_runs(paths: Sequence[Path]) -> RunResult:
     shards: dict[int, Path] = {}
     total = None
     for path, run in runs:
-        shard = run.provenance.get("shard")
+        shard = run.provenance.shard
         if not shard:
             raise ValueError(f"{path}: not a shard (run without --shard)")
         index, n = shard
@@ -36,23 +37,22 @@ def merge_runs(paths: Sequence[Path]) -> RunResult:
             raise ValueError(f"{path}: shard {index}/{n} given twice (also {shards[index]})")
         shards[index] = path
         for key in SAME:
-            if run.provenance.get(key) != first.provenance.get(key):
-                raise ValueError(f"{path}: {key} is {run.provenance.get(key)!r}, but {first_path} has "
-                                 f"{first.provenance.get(key)!r}: shards of different runs")
+            mine, theirs = getattr(run.provenance, key), getattr(first.provenance, key)
+            if mine != theirs:
+                raise ValueError(f"{path}: {key} is {mine!r}, but {first_path} has {theirs!r}: shards of different runs")
         if [v["name"] for v in run.variants] != [v["name"] for v in first.variants]:
             raise ValueError(f"{path}: variants differ from {first_path}'s: shards of different plans")
     missing = sorted(set(range(1, (total or 0) + 1)) - set(shards))
     if missing:
         raise ValueError(f"missing shard(s) {', '.join(f'{i}/{total}' for i in missing)}: merged results would "
                          "silently lack their cases")
-    merged = RunResult(provenance={k: v for k, v in first.provenance.items() if k != "shard"},
+    merged = RunResult(provenance=replace(first.provenance, shard=None, merged_from=[str(p) for p, _ in runs]),
                        variants=first.variants)
-    merged.provenance["merged_from"] = [str(p) for p, _ in runs]
-    for _, run in sorted(runs, key=lambda r: r[1].provenance["shard"][0]):
+    for _, run in sorted(runs, key=lambda r: r[1].provenance.shard[0]):  # type: ignore[index]
         merged.cases += run.cases
         merged.skipped.update(run.skipped)
         merged.warnings += [w for w in run.warnings if w not in merged.warnings]
-    errors = [f"shard {r.provenance['shard'][0]}: {r.error}" for _, r in runs if r.error]
+    errors = [f"shard {r.provenance.shard[0]}: {r.error}" for _, r in runs if r.error]  # type: ignore[index]
     merged.error = "; ".join(errors) or None
     merged.status = "complete" if all(r.status == "complete" for _, r in runs) else "failed"
     return merged

@@ -1,177 +1,111 @@
-"""The run plan: a run is cases x variants.
+"""The run plan: everything a run will do, computed once by pure functions before any engine starts.
 
-A variant is a path through the engine, as data: engine-setting overrides
-(engine-neutral `features`, raw `engine_options`, dtype), request overrides
-(decoder, prompt form, image input, sampling, submission, repeats), what it is
-judged against (the reference, the engine's own base variant, or both) and
-which comparisons apply. Variants are declared in `harness/config/variants.yaml`
-(plus any `--variants-file`); `decoder-<name>` exists for every registered
-decoder. The plan skips, with the reason, a variant the engine cannot run
-(missing capability) or this machine cannot (missing hardware), and groups
-the rest by effective engine settings: one engine start per group.
+From the config, the loaded cases, the variants and the engines' capabilities: which cases run
+(shards, `--case`), which variants the engine or machine cannot run (with the reason), what the
+reference is asked (the reference itself, the flat-grey image-sensitivity run, re-runs with other
+decoders' pixels, the floor runs), how the engine's requests group into engine starts (one per
+distinct engine settings, the base variant's first), and so what output each case waits for. The
+runner, `record`, the pytest plugin and the bench all take their plan from here.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import yaml
+from harness.cases import Case, CaseProblem, LoadedCases
+from harness.decode import same_pixels
+from harness.engines.base import Capabilities, EngineSettings, Request
+from harness.ledger import REFERENCE, Key
+from harness.options import RunConfig
+from harness.variants import DECODER_PREFIX, Variant, VariantSet
 
-from harness.cases import Case
-from harness.decode import DECODERS
-from harness.engines.base import Capabilities, EngineSettings, Request, Sampling
-
-AGAINST = ("reference", "base")
-CHECKS = ("prefill", "decode")
-CASE_FILTERS = ("all", "images")
-REQUEST_KEYS = ("decoder", "prompt_form", "image_input", "sampling", "submit", "repeats")
-VARIANT_KEYS = ("reason", "diagnosis", "engine", "engine_options", "dtype", "request", "reference", "against",
-                "checks", "cases", "requires")
-DECODER_PREFIX = "decoder-"
+FLOOR_PREFIX = "floor-"  # request variants of the reference that measure a floor
+# Engine-neutral features whose value is chosen from the reference's outputs (a prefill chunk size
+# from the image spans): a group with one starts only once the reference has finished.
+NEEDS_REFERENCE = ("prefill_chunk_tokens",)
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One path through the engine, and why it exists."""
+@dataclass
+class CaseSelection:
+    """The cases a run covers, and the results it owes for cases that will never reach an engine."""
 
-    name: str
-    reason: str
-    diagnosis: str = ""  # what it means when only this variant fails
-    features: dict[str, Any] = field(default_factory=dict)
-    engine_options: dict[str, Any] = field(default_factory=dict)
-    dtype: str | None = None
-    request: dict[str, Any] = field(default_factory=dict)
-    reference_decoder: str = "pil"  # how the reference it is compared with decoded the images
-    against: tuple[str, ...] = ("reference",)
-    checks: tuple[str, ...] = CHECKS
-    cases: str = "all"
-    requires: dict[str, Any] = field(default_factory=dict)
-
-    def describe(self) -> dict[str, Any]:
-        """What the report and results say about the variant."""
-        return asdict(self)
+    cases: list[Case]
+    errors: dict[str, list[str]] = field(default_factory=dict)  # case id (or <file>) -> why it is an error
+    sources: dict[str, str] = field(default_factory=dict)  # the file an erroring case came from
+    partial: bool = False  # a subset of the suite (--case, pytest -k): no baseline for the nightly history
+    plan_cases: list[str] = field(default_factory=list)  # every shard's cases together (they must agree to merge)
 
 
-@dataclass(frozen=True)
-class VariantSet:
-    """Every declared variant, the base one, and the default selection."""
+@dataclass
+class EngineGroup:
+    """Variants that share engine settings, and so one engine start; `needs_reference` when its settings
+    are chosen from the reference's outputs."""
 
-    variants: dict[str, Variant]
+    settings: EngineSettings
+    variants: list[str]
+    requests: list[Request] = field(default_factory=list)
+    needs_reference: bool = False
+
+
+@dataclass
+class RunPlan:
+    cases: list[Case]
+    variants: list[Variant]
     base: str
-    default: tuple[str, ...]
+    skipped: dict[str, str]  # variant -> why the engine or this machine cannot run it
+    case_skips: dict[str, dict[str, str]]  # case -> variant -> why the variant does not apply to it
+    reference_requests: list[Request]
+    groups: list[EngineGroup]
+    floors: dict[str, dict[str, dict[str, Any]]]  # engine dtype -> floor run name -> the reference's overrides
+    no_floor: str | None  # why the reference cannot measure floors
 
-    def get(self, name: str) -> Variant:
-        if name in self.variants:
-            return self.variants[name]
-        if name.startswith(DECODER_PREFIX) and name[len(DECODER_PREFIX):] in DECODERS:
-            return decoder_variant(name[len(DECODER_PREFIX):])
-        known = [*self.variants, *(DECODER_PREFIX + d for d in DECODERS)]
-        raise ValueError(f"unknown variant {name!r} (known: {', '.join(known)}; also: base, default, all)")
-
-    def select(self, names: Sequence[str] | None) -> list[Variant]:
-        """The variants to run, in declaration order, base first. `base` names the base
-        variant, `default` the default set, `all` every declared one; a variant judged
-        against the base brings the base in."""
-        wanted: list[str] = []
-        for name in names or ["default"]:
-            if name == "default":
-                wanted += self.default
-            elif name == "all":
-                wanted += list(self.variants)
-            else:
-                wanted.append(self.base if name == "base" else name)
-        chosen = {n: self.get(n) for n in dict.fromkeys(wanted)}
-        if any("base" in v.against for v in chosen.values()):
-            chosen.setdefault(self.base, self.get(self.base))
-        order = [self.base, *self.variants]
-        return sorted(chosen.values(), key=lambda v: order.index(v.name) if v.name in order else len(order))
+    def expected(self) -> dict[str, dict[Key, str]]:
+        """Case -> each output it waits for -> the stream that owes it (the reference or a group index)."""
+        owed: dict[str, dict[Key, str]] = {c.id: {} for c in self.cases}
+        for r in self.reference_requests:
+            owed[r.case_id][(r.variant, 0)] = REFERENCE
+        for index, group in enumerate(self.groups):
+            for r in group.requests:
+                owed[r.case_id].update({(r.variant, a): str(index) for a in range(r.repeats)})
+        return owed
 
 
-def decoder_variant(decoder: str) -> Variant:
-    """The engine fed `decoder`'s pixels while the reference keeps PIL's: what a
-    decode-path difference does to parity (`--decode-effect`)."""
-    return Variant(
-        name=DECODER_PREFIX + decoder,
-        reason=f"the engine decodes images with {decoder} instead of PIL (the reference keeps PIL): "
-               "shows what a decode-path difference does to logprobs and outputs",
-        diagnosis=f"fails only with {decoder} pixels",
-        request={"decoder": decoder}, against=("reference",), cases="images",
-    )
+def in_shard(case_id: str, index: int, total: int) -> bool:
+    """Deterministic, order-free slicing: a case's shard is a hash of its id."""
+    return int(hashlib.sha256(case_id.encode()).hexdigest(), 16) % total == index - 1
 
 
-def load_variants(extra: Sequence[Path] = ()) -> VariantSet:
-    """The packaged variants.yaml, then each extra file (whose entries add or replace by name).
-
-    Raises ValueError naming the file, the variant and the field."""
-    docs = [("harness/config/variants.yaml",
-             resources.files("harness.config").joinpath("variants.yaml").read_text())]
-    for path in extra:
-        try:
-            docs.append((str(path), Path(path).read_text()))
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read variants file: {exc.strerror}") from exc
-    variants: dict[str, Variant] = {}
-    base, default = "", ()
-    for source, text in docs:
-        try:
-            doc = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{source}: not valid YAML: {exc}") from exc
-        if not isinstance(doc, dict) or not isinstance(doc.get("variants", {}), dict):
-            raise ValueError(f"{source}: must be a mapping with a 'variants' mapping")
-        unknown = set(doc) - {"variants", "base", "default"}
-        if unknown:
-            raise ValueError(f"{source}: unknown top-level keys: {', '.join(sorted(unknown))}")
-        for name, spec in (doc.get("variants") or {}).items():
-            variants[name] = _parse_variant(source, str(name), spec)
-        base = doc.get("base", base)
-        default = tuple(doc.get("default", default))
-    for name in (base, *default):
-        if name not in variants:
-            raise ValueError(f"variants: base/default names unknown variant {name!r}")
-    return VariantSet(variants, base, default)
+def problem_id(problem: CaseProblem) -> str:
+    """The id a case problem is reported under; a file-level problem is named by its file."""
+    return problem.case_id or f"<{problem.file}>"
 
 
-def _parse_variant(source: str, name: str, spec: Any) -> Variant:
-    where = f"{source}: variant {name!r}"
-    if not isinstance(spec, dict):
-        raise ValueError(f"{where}: must be a mapping")
-    unknown = set(spec) - set(VARIANT_KEYS)
-    if unknown:
-        raise ValueError(f"{where}: unknown fields: {', '.join(sorted(unknown))} (known: {', '.join(VARIANT_KEYS)})")
-    if not isinstance(spec.get("reason"), str) or not spec["reason"].strip():
-        raise ValueError(f"{where}: field 'reason': every variant says why it exists")
-    request = dict(spec.get("request") or {})
-    bad = set(request) - set(REQUEST_KEYS)
-    if bad:
-        raise ValueError(f"{where}: field 'request': unknown keys {', '.join(sorted(bad))} "
-                         f"(known: {', '.join(REQUEST_KEYS)})")
-    if "decoder" in request and request["decoder"] not in DECODERS:
-        raise ValueError(f"{where}: field 'request.decoder': unknown decoder {request['decoder']!r}")
-    if "sampling" in request:
-        try:
-            request["sampling"] = Sampling(**request["sampling"])
-        except TypeError as exc:
-            raise ValueError(f"{where}: field 'request.sampling': {exc}") from exc
-    against = tuple(spec.get("against", ["reference"]))
-    checks = tuple(spec.get("checks", list(CHECKS)))
-    for key, values, allowed in (("against", against, AGAINST), ("checks", checks, CHECKS)):
-        if not values or not set(values) <= set(allowed):
-            raise ValueError(f"{where}: field {key!r}: must be a non-empty list of {', '.join(allowed)}")
-    reference = dict(spec.get("reference") or {})
-    if set(reference) - {"decoder"} or reference.get("decoder", "pil") not in DECODERS:
-        raise ValueError(f"{where}: field 'reference': only {{decoder: NAME}} with a registered decoder")
-    if spec.get("cases", "all") not in CASE_FILTERS:
-        raise ValueError(f"{where}: field 'cases': must be one of {', '.join(CASE_FILTERS)}")
-    return Variant(name=name, reason=spec["reason"].strip(), diagnosis=spec.get("diagnosis", ""), features=dict(spec.get("engine") or {}),
-                   engine_options=dict(spec.get("engine_options") or {}), dtype=spec.get("dtype"), request=request,
-                   reference_decoder=reference.get("decoder", "pil"),
-                   against=against, checks=checks, cases=spec.get("cases", "all"),
-                   requires=dict(spec.get("requires") or {}))
+def select_cases(cfg: RunConfig, loaded: LoadedCases) -> CaseSelection:
+    """The selected cases of this shard; invalid and unknown ones become errors with their reasons."""
+    mine = (lambda case_id: True) if cfg.shard is None else (lambda case_id: in_shard(case_id, *cfg.shard))
+    wanted = (lambda case_id: mine(case_id)) if cfg.only is None else (lambda case_id: case_id in cfg.only
+                                                                       and mine(case_id))
+    selection = CaseSelection([c for c in loaded.cases if wanted(c.id)])
+    for problem in loaded.problems:
+        if wanted(problem_id(problem)):
+            selection.errors.setdefault(problem_id(problem), []).append(f"invalid case: {problem}")
+            selection.sources.setdefault(problem_id(problem), str(problem.file))
+    known = {c.id for c in loaded.cases} | {problem_id(p) for p in loaded.problems}
+    for case_id in sorted((cfg.only or set()) - known):
+        if mine(case_id):
+            selection.errors[case_id] = [f"no case {case_id!r} in {', '.join(map(str, cfg.cases))}"]
+    selection.partial = cfg.only is not None and not known <= cfg.only
+    selection.plan_cases = sorted(c.id for c in loaded.cases if cfg.only is None or c.id in cfg.only)
+    return selection
+
+
+def select_variants(cfg: RunConfig, variant_set: VariantSet) -> list[Variant]:
+    """The variants the run asked for (`--variants`, plus `--decode-effect`'s), base first."""
+    names = list(cfg.variants or ["default"]) + ([DECODER_PREFIX + cfg.decode_effect] if cfg.decode_effect else [])
+    return variant_set.select(names)
 
 
 def engine_skip_reason(variant: Variant, capabilities: Capabilities, engine: str, device: str) -> str | None:
@@ -219,6 +153,119 @@ def settings_key(settings: EngineSettings) -> str:
     return json.dumps(asdict(settings), sort_keys=True, default=str)
 
 
+def floor_runs(engine_dtype: str, reference_dtype: str, attention: str, same_dtype: str) -> dict[str, dict[str, Any]]:
+    """How the reference is recomputed to measure a case's floor for an engine in `engine_dtype`
+    (run name -> the reference's overrides), both measured exactly like the engine's error:
+
+    - in the engine's dtype with another attention kernel (`attention`): the rounding a legitimate
+      reordering of the same dtype's arithmetic gives;
+    - in the engine's dtype when it is not the reference's (a bfloat16 engine against a float32
+      reference: what bfloat16 alone costs), else in `same_dtype` (float64: the reference's own
+      rounding error, torch.dynamo's yardstick).
+    """
+    precise = engine_dtype if engine_dtype != reference_dtype else same_dtype
+    return {f"{FLOOR_PREFIX}{precise}": {"dtype": precise},
+            f"{FLOOR_PREFIX}{engine_dtype}-{attention}": {"dtype": engine_dtype, "attn_implementation": attention}}
+
+
+def plan_floors(dtypes: Sequence[str], reference_dtype: str, recipe: Mapping[str, Any],
+                capabilities: Capabilities, reference_engine: str) -> tuple[dict[str, dict[str, dict[str, Any]]],
+                                                                           str | None]:
+    """Engine dtype -> its floor runs, and why there are none (a reference that cannot recompute with the
+    runs' overrides: every metric then falls back to its ceiling)."""
+    floors = {d: floor_runs(d, reference_dtype, recipe["attention"], recipe["same_dtype"]) for d in sorted(dtypes)}
+    lacking = sorted({k for runs in floors.values() for o in runs.values() for k in o} - capabilities.overrides)
+    if lacking:
+        return floors, f"the reference engine {reference_engine!r} cannot recompute a request with {', '.join(lacking)}"
+    return floors, None
+
+
+def reference_decoders(variants: Sequence[Variant]) -> list[str]:
+    """The decoders, other than PIL, whose pixels some variant's reference must be re-run with."""
+    return sorted({v.reference_decoder for v in variants} - {"pil"})
+
+
+def reference_requests(cases: Sequence[Case], prompts: Mapping[str, str], decoders: Sequence[str],
+                       capabilities: Capabilities, floors: Mapping[str, dict[str, Any]] | None = None) -> list[Request]:
+    """Each case once as the reference sees it; each image case also with flat grey images (a case whose
+    reference barely moves cannot catch image bugs) and, for variants compared with a reference that
+    decodes differently, with that decoder's pixels where they differ from PIL's; and each case once per
+    floor run (grouped by run, so the reference loads each recomputed model once)."""
+    base = [Request(c.id, prompts.get(c.id, ""), REFERENCE, c.messages, tuple(map(str, c.images)),
+                    max_new_tokens=c.max_new_tokens) for c in cases]
+    requests = list(base)
+    for name, overrides in (floors or {}).items():
+        if set(overrides) <= capabilities.overrides:
+            requests += [replace(r, variant=name, overrides=overrides) for r in base]
+    with_images = [r for r in base if r.images]
+    if "flat-grey" in capabilities.image_inputs:
+        requests += [replace(r, variant="flat-grey", image_input="flat-grey") for r in with_images]
+    for decoder in decoders:
+        requests += [replace(r, variant=f"reference-{decoder}", decoder=decoder) for r in with_images
+                     if not same_pixels(r.images, decoder)]
+    return requests
+
+
+def engine_groups(variants: Sequence[Variant], cases: Sequence[Case], prompts: Mapping[str, str],
+                  skipped: Mapping[str, str], base_settings: EngineSettings, decoder: str,
+                  base: str) -> tuple[list[EngineGroup], dict[str, dict[str, str]]]:
+    """Requests grouped by effective engine settings, the base variant's group first; and, per case, the
+    variants that do not apply to it with the reason."""
+    groups: dict[str, EngineGroup] = {}
+    case_skips: dict[str, dict[str, str]] = {c.id: dict(skipped) for c in cases}
+    for variant in variants:
+        if variant.name in skipped:
+            continue
+        settings = engine_settings(variant, base_settings)
+        group = groups.setdefault(settings_key(settings), EngineGroup(
+            settings, [], needs_reference=any(f in settings.features for f in NEEDS_REFERENCE)))
+        group.variants.append(variant.name)
+        for case in cases:
+            reason = case_skip_reason(variant, case)
+            if reason:
+                case_skips[case.id][variant.name] = reason
+                continue
+            group.requests.append(build_request(variant, case, prompts.get(case.id, ""), decoder))
+    ordered = sorted((g for g in groups.values() if g.requests), key=lambda g: base not in g.variants)
+    return ordered, case_skips
+
+
+@dataclass
+class Paths:
+    """The paths a run takes, before any case is looked at: what a stored reference must hold for it."""
+
+    variants: list[Variant]
+    base: str
+    skipped: dict[str, str]  # variant -> why the engine or this machine cannot run it
+    decoders: list[str]  # decoders whose pixels some variant's reference is re-run with
+    floors: dict[str, dict[str, dict[str, Any]]]
+    no_floor: str | None
+
+
+def plan_paths(cfg: RunConfig, variant_set: VariantSet, capabilities: Capabilities,
+               reference_capabilities: Capabilities, floor_recipe: Mapping[str, Any]) -> Paths:
+    variants = select_variants(cfg, variant_set)
+    skipped = {v.name: reason for v in variants
+               if (reason := engine_skip_reason(v, capabilities, cfg.engine, cfg.device))}
+    dtypes = {v.dtype or cfg.dtype for v in variants if v.name not in skipped} or {cfg.dtype}
+    floors, no_floor = plan_floors(dtypes, cfg.reference_dtype or cfg.dtype, floor_recipe, reference_capabilities,
+                                   cfg.reference_engine)
+    return Paths(variants, variant_set.base, skipped, reference_decoders(variants), floors, no_floor)
+
+
+def make_plan(cfg: RunConfig, cases: Sequence[Case], paths: Paths, reference_capabilities: Capabilities,
+              base_settings: EngineSettings, prompts: Mapping[str, str], stored: Sequence[str]) -> RunPlan:
+    """The whole plan of a run. `stored` are the cases whose reference outputs (and floors) are recorded:
+    the reference computes only the others."""
+    live = [c for c in cases if c.id not in set(stored)]
+    runs = {} if paths.no_floor else {n: o for per_dtype in paths.floors.values() for n, o in per_dtype.items()}
+    requests = reference_requests(live, prompts, paths.decoders, reference_capabilities, runs)
+    groups, case_skips = engine_groups(paths.variants, cases, prompts, paths.skipped, base_settings, cfg.decoder,
+                                       paths.base)
+    return RunPlan(list(cases), paths.variants, paths.base, dict(paths.skipped), case_skips, requests, groups,
+                   paths.floors, paths.no_floor)
+
+
 def image_spans(prompt_ids: Sequence[int], image_token: int | None) -> list[tuple[int, int]]:
     """[start, end) runs of image placeholder tokens in a prompt."""
     spans, start = [], None
@@ -240,3 +287,26 @@ def chunk_budget(spans: Sequence[Sequence[tuple[int, int]]], smallest: int = 8, 
     """The prefill chunk size that splits the most image spans over all cases (the larger one on a tie,
     for fewer engine steps)."""
     return max(range(smallest, largest + 1), key=lambda b: (sum(len(split_spans(s, b)) for s in spans), b))
+
+
+@dataclass
+class Chunking:
+    """A prefill-chunked group's size, chosen from the reference's image spans, and what it splits."""
+
+    tokens: int
+    split: dict[str, list[tuple[int, int]]]  # case -> the image spans a chunk boundary falls inside
+
+
+def resolve_chunking(group: EngineGroup, spans: Mapping[str, list[tuple[int, int]]]) -> tuple[EngineGroup,
+                                                                                              Chunking | None]:
+    """The group with an `auto` prefill chunk size made concrete (the size that splits the most image
+    spans of its cases), and which spans it splits per case; no chunking for a group without the feature."""
+    tokens = group.settings.features.get("prefill_chunk_tokens")
+    if tokens is None:
+        return group, None
+    cases = sorted({r.case_id for r in group.requests})
+    if tokens == "auto":
+        tokens = chunk_budget([spans[c] for c in cases])
+        group = replace(group, settings=replace(group.settings, features={**group.settings.features,
+                                                                          "prefill_chunk_tokens": tokens}))
+    return group, Chunking(int(tokens), {c: split_spans(spans[c], int(tokens)) for c in cases})

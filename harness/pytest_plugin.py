@@ -11,65 +11,65 @@ conftest.py, and a test taking the `parity_result` fixture.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from harness.cases import load_cases
+from harness import config
+from harness.cases import Case, load_cases
 from harness.engines import resolve_engine
 from harness.known import KnownFailure, load_known
 from harness.models import DEFAULT_MODEL, resolve_model
-from harness.options import DEFAULT_CASES, add_options, run_config
-from harness.plan import DECODER_PREFIX, engine_skip_reason, load_variants
+from harness.options import add_options, run_config
+from harness.outcome import conclude
+from harness.plan import plan_paths, problem_id, select_cases
 from harness.report import publish
-from harness.runner import execute, problem_id
+from harness.report.summary import write_step_summary
+from harness.runner import RunConfig, execute
 from harness.schema import CaseResult, RunResult, VariantResult
+from harness.variants import load_variants
 
 _SELECTED = pytest.StashKey[set]()
 PREFIX = "parity-"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    add_options(parser.getgroup("vlm-parity").addoption, PREFIX)
+    add_options(parser.getgroup("vlm-parity").addoption, PREFIX, front="pytest")
 
 
-def _get(config: pytest.Config):
-    return lambda name: config.getoption(PREFIX.replace("-", "_") + name)
-
-
-def _cases(config: pytest.Config) -> list[Path]:
-    return _get(config)("cases") or [config.rootpath / DEFAULT_CASES]
+def _config(config: pytest.Config, **fixed: object) -> RunConfig:
+    dest = PREFIX.replace("-", "_")
+    return run_config(lambda name: config.getoption(dest + name), config.rootpath, front="pytest", **fixed)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """One test per case and variant; invalid cases once (with the base variant) so their problems show up."""
+    """One test per case and variant, from the run's own plan (skips with the plan's reasons, known
+    failures as strict expected failures); invalid cases once, with the base variant, so their problems
+    show up."""
     if "parity_case" not in metafunc.fixturenames:
         return
-    get = _get(metafunc.config)
-    variant_set = load_variants(get("variants_file"))
-    names = list(get("variants") or ["default"])
-    if get("decode_effect"):
-        names.append(DECODER_PREFIX + get("decode_effect"))
-    engine = resolve_engine(get("engine"))
-    model = resolve_model(get("model"))
-    capabilities = engine.capabilities_for(model)
-    known = load_known(get("model") or DEFAULT_MODEL, model, get("engine"), engine.version(), get("device"))
-    loaded = load_cases(_cases(metafunc.config))
+    cfg = _config(metafunc.config)
+    model = resolve_model(cfg.model)
+    engine = resolve_engine(cfg.engine)
+    paths = plan_paths(cfg, load_variants(cfg.variants_files), engine.capabilities_for(model),
+                       resolve_engine(cfg.reference_engine).capabilities,
+                       config.resolve_section(config.load_config(cfg.thresholds_file), "floor").values)
+    known = load_known(cfg.model or DEFAULT_MODEL, model, cfg.engine, engine.version(), cfg.device)
+    loaded = load_cases(cfg.cases)
+    selection = select_cases(cfg, loaded)
     params = []
-    for variant in variant_set.select(names):
-        skip = engine_skip_reason(variant, capabilities, get("engine"), get("device"))
+    for variant in paths.variants:
+        skip = paths.skipped.get(variant.name)
         marks = [pytest.mark.skip(reason=f"variant {variant.name}: {skip}")] if skip else []
-        params += [pytest.param(c.id, variant.name, id=f"{c.id}-{variant.name}", marks=marks + _known(known, c.id, variant.name))
-                   for c in loaded.cases]
-    bad = dict.fromkeys(problem_id(p) for p in loaded.problems)
-    params += [pytest.param(case_id, variant_set.base, id=case_id) for case_id in bad]
+        params += [pytest.param(c.id, variant.name, id=f"{c.id}-{variant.name}",
+                                marks=marks + _known(known, c, variant.name)) for c in selection.cases]
+    params += [pytest.param(case_id, paths.base, id=case_id) for case_id in dict.fromkeys(
+        problem_id(p) for p in loaded.problems)]
     metafunc.parametrize(("parity_case", "parity_variant"), params)
 
 
-def _known(known: list[KnownFailure], case_id: str, variant: str) -> list[pytest.MarkDecorator]:
+def _known(known: list[KnownFailure], case: Case, variant: str) -> list[pytest.MarkDecorator]:
     """A known engine failure is a strict expected failure: when the engine is fixed, the test XPASSes and fails."""
     return [pytest.mark.xfail(strict=True, reason=f"known failure: {entry.reason}")
-            for entry in known if entry.applies_to(case_id, variant)][:1]
+            for entry in known if entry.applies_to(case, variant)][:1]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -83,17 +83,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def parity_run(request: pytest.FixtureRequest) -> RunResult:
     """The whole run, executed once for the selected cases and variants."""
-    config = request.config
-    get = _get(config)
-    selected = config.stash[_SELECTED]
-    cfg = run_config(get, only={c for c, _ in selected}, root=config.rootpath)
-    cfg.variants = sorted({v for _, v in selected}) or cfg.variants
-    cfg.decode_effect = None  # its variant is already among the selected ones
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    selected = request.config.stash[_SELECTED]
+    variants = sorted({v for _, v in selected})
+    cfg = _config(request.config, only={c for c, _ in selected}, decode_effect=None)  # already among the selected
+    cfg.variants = variants or cfg.variants
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     progress = (lambda line: reporter.write_line(line)) if reporter else print
     run = execute(cfg, progress)
-    published = publish(run, cfg.out, get("history"), get("policy"), get("gate_config"))
-    for regression in published.regressions:
+    outcome = conclude(run, cfg.history, cfg.policy, cfg.gate_config)
+    published = publish(run, cfg.out, outcome)
+    write_step_summary(run, outcome)
+    for regression in outcome.regressions:
         progress(f"REGRESSION: {regression}")
     progress(f"parity report: {published.html}")
     return run

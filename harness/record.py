@@ -8,16 +8,22 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from harness import __version__
+from harness import __version__, config
 from harness.cases import Case, load_cases
+from harness.compare.floor import measure_floor
 from harness.decode import same_pixels
 from harness.engines.base import EngineSettings, resolve_engine
 from harness.engines.client import EngineSide, stream
+from harness.judge import sane
+from harness.ledger import REFERENCE, CaseLedger
 from harness.models import DEFAULT_MODEL, image_token_id, resolve_model
-from harness.plan import load_variants
+from harness.observe import Observer
+from harness.options import DTYPES, comma_list, option, same_as
+from harness.plan import FLOOR_PREFIX, plan_floors, reference_decoders, reference_requests
 from harness.prompt import Prompter
 from harness.references import (
     DEFAULT_DIR,
@@ -28,27 +34,33 @@ from harness.references import (
     content_key,
     provenance,
 )
-from harness.judge import sane
-from harness.runner import reference_decoders, reference_requests
 from harness.schema import EngineOutput
+from harness.variants import load_variants
 
 Progress = Callable[[str], None]
 
 
 @dataclass
 class RecordConfig:
-    """What to record: the reference model's outputs on these cases, in this dtype, on this device."""
+    """What to record: the reference model's outputs on these cases, in this dtype, on this device, with the
+    floors of every engine dtype in `floor_dtypes`. Its options share the run's declarations."""
 
-    cases: list[Path]
-    model: str | None = None  # None: the default model
-    dtype: str = "float32"
-    device: str = "cpu"
-    top_k: int = 5
-    references_dir: Path | None = None
-    variants_files: list[Path] = field(default_factory=list)
-    update: bool = False  # re-record references that exist (fresh or stale by provenance)
-    stall_s: float = 600.0
-    reference_engine: str = "hf"  # the reference adapter (any engine name or module:Class)
+    cases: list[Path] = same_as("cases")
+    model: str | None = same_as("model", help="reference checkpoint or built-in model name (default: the default "
+                                              "model)")
+    dtype: str = same_as("dtype", help="the reference's dtype (default: float32)")
+    device: str = same_as("device", help="device the reference runs on (default: cpu)")
+    top_k: int = same_as("top_k", help="top-k candidates stored per position (default: 5)")
+    references_dir: Path | None = same_as("references_dir")
+    variants_files: list[Path] = same_as("variants_files", help="extra variants whose reference decoders must be "
+                                                                "recorded too")
+    update: bool = option(False, "re-record references that exist, and remove a case's superseded ones",
+                          action="store_true")
+    stall_s: float = same_as("stall_s", help="stop a reference that returns nothing for this long (default: 600)")
+    reference_engine: str = same_as("reference_engine")
+    floor_dtypes: list[str] = option(help=f"engine dtypes to measure each case's floor for (default: "
+                                          f"{','.join(DTYPES)})", type=comma_list, metavar="DTYPE,...",
+                                     factory=lambda: list(DTYPES))
 
 
 @dataclass
@@ -60,22 +72,26 @@ class Selection:
     cases: list[Case]
     problems: list[str]
     decoders: list[str]
+    floors: dict[str, dict[str, dict[str, Any]]]  # engine dtype -> its floor runs
 
 
-def select(cases: list[Path], model: str | None, dtype: str, top_k: int, references_dir: Path | None,
-           variants_files: list[Path], engine: str = "hf") -> Selection:
-    """Every case's stored-reference status, for the decoders any variant compares with."""
-    store = ReferenceStore(references_dir or DEFAULT_DIR, model or DEFAULT_MODEL, resolve_model(model), engine)
-    loaded = load_cases(cases)
-    decoders = reference_decoders(load_variants(variants_files).select(["all"]))
-    statuses = {c.id: store.status(c, top_k, dtype, decoders) for c in loaded.cases}
-    return Selection(store, statuses, loaded.cases, [str(p) for p in loaded.problems], decoders)
+def select(cfg: RecordConfig) -> Selection:
+    """Every case's stored-reference status, for the decoders any variant compares with and the floors of
+    `floor_dtypes` (none where the reference engine cannot recompute with their overrides)."""
+    store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, cfg.model or DEFAULT_MODEL, resolve_model(cfg.model),
+                           cfg.reference_engine)
+    loaded = load_cases(cfg.cases or [Path("cases")])
+    decoders = reference_decoders(load_variants(cfg.variants_files).select(["all"]))
+    floors, no_floor = plan_floors(cfg.floor_dtypes, cfg.dtype, config.resolve_section(config.load_config(), "floor")
+                                   .values, resolve_engine(cfg.reference_engine).capabilities, cfg.reference_engine)
+    floors = {} if no_floor else floors
+    statuses = {c.id: store.status(c, cfg.top_k, cfg.dtype, decoders, floors) for c in loaded.cases}
+    return Selection(store, statuses, loaded.cases, [str(p) for p in loaded.problems], decoders, floors)
 
 
-def check(cases: list[Path], model: str | None, dtype: str, top_k: int, references_dir: Path | None,
-          variants_files: list[Path], progress: Progress = print, engine: str = "hf") -> int:
+def check(cfg: RecordConfig, progress: Progress = print) -> int:
     """Print each case's status and the unused files; 1 if any case is missing or stale, 2 on invalid cases."""
-    sel = select(cases, model, dtype, top_k, references_dir, variants_files, engine)
+    sel = select(cfg)
     for case in sel.cases:
         progress(f"{sel.statuses[case.id].state.upper():7} {case.id}: {sel.statuses[case.id].describe()}")
     keys = {s.reference.key for s in sel.statuses.values() if s.reference}
@@ -90,77 +106,89 @@ def check(cases: list[Path], model: str | None, dtype: str, top_k: int, referenc
     return 1 if counts["stale"] or counts["missing"] else 0
 
 
-def record(cfg: RecordConfig, progress: Progress = print) -> int:
+def record(cfg: RecordConfig, progress: Progress = print, observer: Observer | None = None) -> int:
     """Record the missing references (and, with `update`, re-record existing ones): 0 when every case
     has a fresh reference afterwards, 1 when some could not be recorded or were kept stale, 2 on invalid cases."""
     model = resolve_model(cfg.model)
     if not Path(model).is_dir():
         progress(f"record needs the checkpoint on this machine (a folder): {model} is not one")
         return 2
-    sel = select(cfg.cases, cfg.model, cfg.dtype, cfg.top_k, cfg.references_dir, cfg.variants_files,
-                 cfg.reference_engine)
-    store = sel.store
-    todo = []
+    sel = select(cfg)
+    todo = [c for c in sel.cases if _due(sel.statuses[c.id], cfg.update)]
     for case in sel.cases:
-        status = sel.statuses[case.id]
-        if status.state == "missing" or cfg.update or (status.state == "stale" and status.reference is None):
-            todo.append(case)
-        else:
-            advice = "" if status.state == "fresh" else " (use --update to re-record)"
-            progress(f"KEPT    {case.id}: {status.describe()}{advice}")
+        if case not in todo:
+            advice = "" if sel.statuses[case.id].state == "fresh" else " (use --update to re-record)"
+            progress(f"KEPT    {case.id}: {sel.statuses[case.id].describe()}{advice}")
     for problem in sel.problems:
         progress(f"INVALID {problem}")
-    failed = sum(s.state == "stale" for c, s in sel.statuses.items() if c not in {t.id for t in todo})
+    failed = sum(sel.statuses[c.id].state == "stale" for c in sel.cases if c not in todo)
     prompter = Prompter(model)
-    if store.processor is None:  # without it no stored run can use the references
-        store.save_processor(_processor_info(store, prompter, model))
-    if not todo:
-        return 2 if sel.problems else 1 if failed else 0
+    if sel.store.processor is None:  # without it no stored run can use the references
+        sel.store.save_processor(_processor_info(sel.store, prompter, model))
+    written, unrecorded, fatal = _record(cfg, sel, todo, prompter, model, progress, observer or Observer())
+    if fatal:
+        progress(f"reference failed: {fatal}")
+    if todo:
+        progress(f"{sel.store.dir}: {written} written, {failed + unrecorded} not recorded")
+    return 2 if sel.problems else 1 if failed or unrecorded or fatal else 0
 
+
+def _due(status: Status, update: bool) -> bool:
+    return status.state == "missing" or update or (status.state == "stale" and status.reference is None)
+
+
+def _record(cfg: RecordConfig, sel: Selection, todo: list[Case], prompter: Prompter, model: str, progress: Progress,
+            observer: Observer) -> tuple[int, int, str | None]:
+    """Run the reference on the cases to record, writing each case as soon as the ledger closes it:
+    (written, not recorded, why the reference failed)."""
+    if not todo:
+        return 0, 0, None
     prompts = {c.id: prompter.render(c) for c in todo}
-    engine = resolve_engine(cfg.reference_engine)
-    requests = reference_requests(todo, prompts, sel.decoders, engine.capabilities)
-    expected = Counter(r.case_id for r in requests)
-    outputs: dict[str, dict[str, EngineOutput]] = {c.id: {} for c in todo}
-    by_id = {c.id: c for c in todo}
-    side = EngineSide()
+    runs = {name: overrides for per_dtype in sel.floors.values() for name, overrides in per_dtype.items()}
+    requests = reference_requests(todo, prompts, sel.decoders, resolve_engine(cfg.reference_engine).capabilities,
+                                  runs)
+    ledger = CaseLedger({c.id: {(r.variant, 0): REFERENCE for r in requests if r.case_id == c.id} for c in todo})
+    by_id, side, written, unrecorded = {c.id: c for c in todo}, EngineSide(), 0, 0
     settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k)
-    written = 0
-    for output in stream(cfg.reference_engine, settings, requests, side, progress, "record", cfg.stall_s):
-        outputs[output.case_id][output.variant] = output
-        if len(outputs[output.case_id]) < expected[output.case_id]:
-            continue
-        case = by_id[output.case_id]
-        errors = [o.error for o in outputs[case.id].values() if o.error]
-        errors += [f"{o.variant}: {p}" for o in outputs[case.id].values() if not o.error for p in sane(o)]
-        if errors:
-            progress(f"ERROR   {case.id}: {'; '.join(errors)}")
-            failed += 1
-            continue
-        path = _save(store, case, prompts[case.id], outputs[case.id], sel.decoders, side, cfg)
-        written += 1
-        progress(f"WROTE   {case.id}: {path}")
-        if cfg.update:
-            for old in store.of_case(case.id):
-                if old != path:
-                    old.unlink()
-                    progress(f"REMOVED {old.name}: {case.id}'s superseded reference")
-    failed += sum(len(o) < expected[c] for c, o in outputs.items())
-    if side.fatal:
-        progress(f"reference failed: {side.fatal}")
-    progress(f"{store.dir}: {written} written, {failed} not recorded")
-    return 2 if sel.problems else 1 if failed or side.fatal else 0
+    outputs = stream(cfg.reference_engine, settings, requests, side, progress, "record", cfg.stall_s)
+    for output in observer.stream("record", cfg.reference_engine, settings, requests, outputs, side):
+        for case_id in ledger.accept(REFERENCE, output):
+            ok = _write(cfg, sel, by_id[case_id], prompts[case_id], ledger.entry(case_id), side, progress)
+            written, unrecorded = written + ok, unrecorded + (not ok)
+    unrecorded += len(ledger.stream_ended(REFERENCE, side.fatal or "the reference ended"))
+    return written, unrecorded, side.fatal
+
+
+def _write(cfg: RecordConfig, sel: Selection, case: Case, prompt: str, entry: Any, side: EngineSide,
+           progress: Progress) -> bool:
+    """One case's file, if every output of it is sane; the superseded ones removed with --update."""
+    outputs = {REFERENCE: entry.reference, **entry.extra} if entry.reference else dict(entry.extra)
+    errors = [f"{name}: {o.error}" for name, o in outputs.items() if o.error]
+    errors += [f"{name}: {p.detail}" for name, o in outputs.items() if not o.error for p in sane(o)]
+    if errors or entry.reference is None:
+        progress(f"ERROR   {case.id}: {'; '.join(errors) or 'no reference output'}")
+        return False
+    path = _save(sel.store, case, prompt, outputs, sel, side, cfg)
+    progress(f"WROTE   {case.id}: {path}")
+    for old in sel.store.of_case(case.id) if cfg.update else ():
+        if old != path:
+            old.unlink()
+            progress(f"REMOVED {old.name}: {case.id}'s superseded reference")
+    return True
 
 
 def _save(store: ReferenceStore, case: Case, prompt_text: str, outputs: dict[str, EngineOutput],
-          decoders: list[str], side: EngineSide, cfg: RecordConfig) -> Path:
+          sel: Selection, side: EngineSide, cfg: RecordConfig) -> Path:
+    """The case's reference outputs and, instead of the floor runs' outputs, the floors they measure."""
     fields = store.fields(case, cfg.top_k, cfg.dtype)
+    image_token = image_token_id(store.model)
+    floors = {d: measure_floor(outputs["reference"], outputs, runs, image_token) for d, runs in sel.floors.items()}
     # Timings vary run to run: keeping them out keeps a re-recorded file's diff to what changed.
-    clean = {name: _without_timings(o) for name, o in outputs.items()}
-    pixels = {d: same_pixels(case.images, d) for d in decoders} if case.images else {}
+    clean = {name: _without_timings(o) for name, o in outputs.items() if not name.startswith(FLOOR_PREFIX)}
+    pixels = {d: same_pixels(case.images, d) for d in sel.decoders} if case.images else {}
     return store.save(StoredReference(
         key=content_key(fields), fields=fields, case_id=case.id, prompt_text=prompt_text, outputs=clean,
-        same_pixels=pixels,
+        same_pixels=pixels, floors=floors,
         provenance=provenance(cfg.model or DEFAULT_MODEL, store, side.info, cfg.dtype, cfg.device, case, __version__),
     ))
 

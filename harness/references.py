@@ -3,8 +3,10 @@
 Layout under `references/<model-key>/` (plain JSON, diff-friendly, never pickle):
 
 - `<case-id>.<key[:16]>.json`: one case's reference outputs (the reference itself, the
-  flat-grey image-sensitivity run, re-runs with other decoders' pixels), the prompt as
-  rendered, the content key's fields and the provenance of the recording.
+  flat-grey image-sensitivity run, re-runs with other decoders' pixels), its floors per
+  engine dtype (`harness.compare.floor`: the reference's own error, so a stored run pays
+  nothing for them), the prompt as rendered, the content key's fields and the provenance
+  of the recording, including the hardware it was computed on.
 - `processor-<sha[:16]>.json`: what a stored run needs instead of the processor: the chat
   template, the image token id and the text of every token id (for the report).
 
@@ -14,7 +16,9 @@ image's bytes, max_new_tokens, top-k and dtype. So renaming a case keeps its ref
 and editing one cannot reuse an old one; the case id in the file name only lets a stale
 reference be found and the field that changed be named. Weights and library versions are
 provenance, checked on use: a reference whose weights hash or transformers/torch version
-differs from this machine's is stale, never compared silently.
+differs from this machine's is stale, never compared silently. The hardware is not: another
+CPU changes a float32 reference in its last bits (other SIMD kernels), far inside the floor every
+verdict is judged with, so a reference recorded on one machine serves every other.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
@@ -33,9 +37,9 @@ from harness.cases import Case
 from harness.models import file_digests
 from harness.prompt import shown_token_ids
 from harness.results import write_atomic
-from harness.schema import SCHEMA_VERSION, EngineOutput, from_dict
+from harness.schema import SCHEMA_VERSION, EngineOutput, Floor, from_dict
 
-FORMAT = 1
+FORMAT = 2  # 2: floors per engine dtype, hardware in the provenance
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "references"
 # Files that decide the rendered prompt, its token ids and the pixels the model sees; the
 # rest of a checkpoint (weights, config) is its weights hash.
@@ -130,6 +134,7 @@ class StoredReference:
     prompt_text: str
     outputs: dict[str, EngineOutput]
     same_pixels: dict[str, bool] = field(default_factory=dict)
+    floors: dict[str, Floor] = field(default_factory=dict)  # engine dtype -> the case's floor
     provenance: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT
 
@@ -241,9 +246,11 @@ class ReferenceStore:
     def fields(self, case: Case, top_k: int, dtype: str) -> dict[str, Any]:
         return key_fields(case, self.processor_sha256 or "", top_k, dtype)
 
-    def status(self, case: Case, top_k: int, dtype: str, needs: Sequence[str] = ()) -> Status:
+    def status(self, case: Case, top_k: int, dtype: str, needs: Sequence[str] = (),
+               floors: Mapping[str, Mapping[str, dict[str, Any]]] | None = None) -> Status:
         """The case's stored reference and whether it still describes the case. `needs` are the
-        decoders whose re-run the planned variants compare with."""
+        decoders whose re-run the planned variants compare with, `floors` the floor runs each planned
+        engine dtype is judged with (`harness.plan.floor_runs`)."""
         try:
             fields = self.fields(case, top_k, dtype)
         except OSError as exc:
@@ -274,6 +281,12 @@ class ReferenceStore:
         changes += [f"no reference re-run with {d} pixels (recorded before a variant needed it)" for d in lacking]
         if case.images and "flat-grey" not in ref.outputs:
             changes.append("no flat-grey run (image-sensitivity check)")
+        for engine_dtype, runs in (floors or {}).items():
+            recorded = ref.floors.get(engine_dtype)
+            if recorded is None:
+                changes.append(f"no floor for a {engine_dtype} engine (record it with --floor-dtypes)")
+            elif recorded.runs != dict(runs):
+                changes.append(f"the {engine_dtype} floor was measured with other runs ({', '.join(recorded.runs)})")
         return Status("stale" if changes else "fresh", changes, path, ref)
 
     def _provenance_changes(self, recorded: dict[str, Any]) -> list[str]:
@@ -313,7 +326,7 @@ def provenance(model_name: str, store: ReferenceStore, info: dict[str, Any], dty
     return {
         "model": model_name, "reference_engine": store.engine, "weights_sha256": store.weights_sha256, "processor_sha256": store.processor_sha256,
         "image_processor": info.get("image_processor"), "attn_implementation": info.get("attn_implementation"),
-        **store.versions, "dtype": dtype, "device": device,
+        **store.versions, "dtype": dtype, "device": device, "hardware": info.get("hardware"),
         "schema_version": SCHEMA_VERSION, "harness_version": harness_version, "case_file": str(case.source),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -27,6 +27,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from harness.explain import case_lines, drift_lines
 from harness.schema import CaseResult, RunResult
 
 RESULTS_NAME = "results.json"
@@ -113,7 +114,9 @@ class ResultsSink:
         self._append(_line("case", body))
         self.written[result.case_id] = body
         line = f"{result.verdict.upper():5} {result.case_id}"
-        self.progress(line + (f"  ({'; '.join(result.reasons)})" if result.reasons else ""))
+        reasons, drift = case_lines(result), drift_lines(result)
+        self.progress(line + (f"  ({'; '.join(reasons)})" if reasons else "")
+                      + (f"  [drift: {'; '.join(drift)}]" if drift else ""))
 
     def write(self) -> Path:
         head = _run_json(self.run)

@@ -1,321 +1,291 @@
-"""A parity run, orchestrated: cases x variants -> reference -> engine groups -> verdicts -> results.
+"""A parity run: plan it, then feed the engines' merged output streams to the ledger and the scheduler.
 
-The reference runs first, then one engine process per group of variants that
-share engine settings (the base variant's group first). Each case is judged
-and written as soon as its last expected output arrives. Every failure below
-the run itself becomes an `error` result for that case or variant, with its reason.
+`execute` is the loop; the decisions live in small objects tested without a process: the plan
+(`harness.plan`: what runs), the ledger (`harness.ledger`: what each case still waits for), the
+scheduler (`harness.scheduler`: which engine computes when). `Session` holds one run's state and
+turns their answers into engine streams and results. Each case is judged and written the moment the
+ledger closes it; every failure below the run itself becomes an `error` result with its reason.
 """
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import subprocess
-import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from harness import __version__, config
-from harness.cases import Case, CaseProblem, load_cases
-from harness.decode import same_pixels
-from harness.engines.base import Capabilities, EngineSettings, Request, resolve_engine
+from harness.cases import Case, load_cases
+from harness.decode.diff import case_pixel_deltas
+from harness.engines.base import EngineSettings, resolve_engine
 from harness.engines.client import Deadline, EngineSide, Gate, stream
-from harness.judge import Judge, case_result
+from harness.hardware import cpu
+from harness.judge import CaseInputs, Judge, case_result
 from harness.known import load_known
+from harness.ledger import REFERENCE, CaseEntry, CaseLedger
 from harness.models import DEFAULT_MODEL, image_token_id, model_fingerprint, resolve_model
-from harness.plan import (
-    DECODER_PREFIX,
-    Variant,
-    build_request,
-    case_skip_reason,
-    chunk_budget,
-    engine_settings,
-    engine_skip_reason,
-    image_spans,
-    load_variants,
-    settings_key,
-    split_spans,
-)
+from harness.observe import Observer
+from harness.options import RunConfig
+from harness.plan import Paths, RunPlan, image_spans, make_plan, plan_paths, resolve_chunking, select_cases
 from harness.prompt import Prompter
+from harness.provenance import EngineGroupInfo, Provenance
 from harness.references import DEFAULT_DIR, ReferenceStore, Status, StoredReference
+from harness.report.thumbnails import thumbnail
 from harness.results import ResultsSink
+from harness.scheduler import Action, Launch, Open, Scheduler
 from harness.schema import CaseResult, EngineOutput, RunResult
 from harness.streams import Streams
+from harness.variants import load_variants
 
-Progress = Callable[[str], None]
-REFERENCE_MODES = ("live", "stored", "auto")
-
-
-class Stopwatch:
-    """Wall seconds per stage of a run, summed over repeats (for `vlm-parity bench`)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+__all__ = ["RunConfig", "execute"]
+# How one engine's stream is started: the worker-process client by default (same signature).
+Launcher = Callable[..., Iterator[EngineOutput]]
 
 
-@dataclass
-class RunConfig:
-    """Everything a run needs; the CLI and the pytest plugin both build one (see `harness.options`)."""
-
-    cases: list[Path]
-    out: Path
-    engine: str = "vllm"
-    model: str | None = None  # None: the built-in tiny model
-    engine_url: str | None = None  # a running server to attach to
-    reference_model: str | None = None  # None: same as model
-    reference_engine: str = "hf"
-    dtype: str = "float32"
-    reference_dtype: str | None = None  # None: same as dtype
-    device: str = "cpu"
-    reference_device: str | None = None  # None: same as device
-    decoder: str = "pil"  # how the engine's images are decoded; the reference always uses PIL
-    decode_effect: str | None = None  # adds the decoder-<name> variant
-    variants: list[str] | None = None  # None: the default set of variants.yaml
-    variants_files: list[Path] = field(default_factory=list)
-    engine_options: dict[str, Any] = field(default_factory=dict)
-    thresholds_file: Path | None = None
-    only: set[str] | None = None  # case ids to run; None: all
-    top_k: int = 5
-    shard: tuple[int, int] | None = None  # (i, n): the i-th of n slices of the cases
-    stall_s: float = 600.0  # an engine silent this long is stopped
-    engine_restarts: int = 2  # fresh engines per engine group (and the reference) after one breaks mid-run
-    run_timeout_s: float | None = None  # past this, engines are stopped and the cases not run are errors
-    reference: str = "auto"  # live: run HF; stored: recorded references only; auto: stored where fresh, else live
-    references_dir: Path | None = None  # None: the project's references/
-    overlap: str = "auto"  # on: reference and engine groups start together; auto: on when every side is on the CPU
-
-
-@dataclass
-class _Group:
-    """Variants that share engine settings, and so one engine start."""
-
-    settings: EngineSettings
-    variants: list[str]
-    requests: list[Request] = field(default_factory=list)
-    side: EngineSide = field(default_factory=EngineSide)
-
-
-def execute(cfg: RunConfig, progress: Progress = print) -> RunResult:
-    """Run every case on every variant; results are written as each case completes."""
-    stages = Stopwatch()
-    deadline = Deadline(cfg.run_timeout_s) if cfg.run_timeout_s else None
-    model_name = cfg.model or DEFAULT_MODEL
-    model = resolve_model(cfg.model)
-    reference_model = resolve_model(cfg.reference_model) if cfg.reference_model else model
-    reference_dtype = cfg.reference_dtype or cfg.dtype
-    thresholds_config = config.load_config(cfg.thresholds_file)
-    engine_cls = resolve_engine(cfg.engine)
-    capabilities = engine_cls.capabilities_for(model)
-    reference_cls = resolve_engine(cfg.reference_engine)
-    names = list(cfg.variants or ["default"]) + ([DECODER_PREFIX + cfg.decode_effect] if cfg.decode_effect else [])
-    variant_set = load_variants(cfg.variants_files)
-    variants = variant_set.select(names)
-    base_settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k, options=cfg.engine_options,
-                                   url=cfg.engine_url)
-    model_sha256 = _fingerprint(model)
-    run = RunResult(provenance={
-        "harness_version": __version__, "git_commit": _git_commit(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "engine": cfg.engine, "engine_version": engine_cls.version(), "model": model, "model_name": model_name,
-        "model_sha256": model_sha256, "reference_engine": cfg.reference_engine,
-        "reference_model": reference_model,
-        "reference_model_sha256": model_sha256 if reference_model == model else _fingerprint(reference_model),
-        "dtype": cfg.dtype, "reference_dtype": reference_dtype, "device": cfg.device, "decoder": cfg.decoder,
-        "engine_options": cfg.engine_options, "base_variant": variant_set.base,
-        "capabilities": _jsonable(asdict(capabilities)), "cases": [str(p) for p in cfg.cases],
-        "thresholds": asdict(config.resolve(thresholds_config, config.effective_dtype(cfg.dtype, reference_dtype),
-                                            model)),
-    }, variants=[v.describe() for v in variants])
-    sink = ResultsSink(run, cfg.out, progress)
-    for variant in variants:
-        reason = engine_skip_reason(variant, capabilities, cfg.engine, cfg.device)
-        if reason:
-            run.skipped[variant.name] = reason
-            progress(f"SKIP  variant {variant.name}: {reason}")
-
-    with stages("cases"):
-        cases = _load(cfg, sink, run)
-    with stages("stored_references"):
-        store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, cfg.reference_model or model_name, reference_model,
-                               cfg.reference_engine)
-        stored, notes = _stored_references(cfg, cases, store, reference_dtype, variants, sink, run)
-        processor_info = store.processor if stored else None
-    live = [c for c in cases if c.id not in stored and (cfg.reference != "stored")]
-    run.provenance.update(reference_mode=cfg.reference, references_dir=str(store.dir),
-                          references_stored=len(stored), references_live=len(live))
-    prompts = {case_id: ref.prompt_text for case_id, ref in stored.items()}
-    prompter = None
-    with stages("render"):
-        if live:
-            prompter = Prompter(reference_model)
-            for case in live:
-                try:
-                    prompts[case.id] = prompter.render(case)
-                except Exception as exc:
-                    sink.add(case_result(case, "", "error", [f"cannot render the chat template: {exc}"]))
-    cases = [c for c in cases if c.id in prompts]
-    live = [c for c in live if c.id in prompts]
-    chat_template = prompter.chat_template if prompter else processor_info.chat_template if processor_info else None
-    base_settings = replace(base_settings, chat_template=chat_template)
-    sink.write()
-
-    reference_side = EngineSide()
-    references = {case_id: ref.outputs["reference"] for case_id, ref in stored.items()}
-    extra: dict[str, dict[str, EngineOutput]] = {
-        c.id: {k: v for k, v in stored[c.id].outputs.items() if k != "reference"} if c.id in stored else {}
-        for c in cases}
-    ref_settings = EngineSettings(reference_model, reference_dtype, cfg.reference_device or cfg.device, cfg.top_k)
-    ref_requests = reference_requests(live, prompts, reference_decoders(variants), reference_cls.capabilities)
-    known = load_known(model_name, model, cfg.engine, engine_cls.version(), cfg.device)
-    image_token = processor_info.image_token if processor_info and not store.local else image_token_id(reference_model)
-    judge = Judge(thresholds_config, cfg.dtype, reference_dtype, model, image_token,
-                  prompter.token_texts if prompter else processor_info.texts if processor_info else _no_texts,
-                  variant_set.base, capabilities.unavailable(), known)
-    by_id = {c.id: c for c in cases}
-    skipped = {c.id: dict(run.skipped) for c in cases}
-    details: dict[str, dict[str, dict[str, Any]]] = {c.id: {} for c in cases}
-    groups = _plan(variants, cases, prompts, run.skipped, skipped, base_settings, cfg.decoder, variant_set.base)
-    overlap = _overlap(cfg)
-    run.provenance["overlap"] = overlap
-    outputs: dict[str, dict[str, list[EngineOutput]]] = {c.id: {} for c in cases}
-    waiting = Counter(r.case_id for r in ref_requests)  # outputs still to come per case, reference and engine
-    for group in groups:
-        waiting.update(r.case_id for r in group.requests for _ in range(r.repeats))
-    missing: dict[str, str] = {}
-    done: set[str] = set()
-    expected = {(r.case_id, r.variant) for r in ref_requests}
-    expected |= {(r.case_id, r.variant) for g in groups for r in g.requests}
-
-    def settle(case_id: str, count: int = 1) -> None:
-        """`count` outputs of the case arrived or will never come; judge it once nothing is left to wait for."""
-        waiting[case_id] -= count
-        if waiting[case_id] > 0 or case_id in done:
-            return
-        done.add(case_id)
-        ref = references.get(case_id)
-        if ref is None or ref.error:
-            reason = (f"reference failed: {ref.error}" if ref is not None
-                      else f"reference failed: {reference_side.fatal}" if reference_side.fatal
-                      else "reference process ended before returning this case")
-            result = case_result(by_id[case_id], prompts[case_id], "error", [reason])
-            result.reference = ref
-        else:
-            with stages("judge"):
-                result = judge(by_id[case_id], prompts[case_id], ref, variants, outputs[case_id], skipped[case_id],
-                               missing, details[case_id], extra[case_id])
-        with stages("results"):
-            sink.add(_with_origin(result, stored, notes))
-
-    def launch(index: int) -> None:
-        """Start an engine group's stream; a group started after the reference finished drops the cases
-        whose reference failed and resolves what it needed the reference for (its prefill chunk size).
-        With overlap its engine starts now and computes once the job before it has finished."""
-        group = groups[index]
-        if reference_finished:
-            failed = {r.case_id for r in group.requests if references.get(r.case_id) is None
-                      or references[r.case_id].error}
-            for request in group.requests:
-                if request.case_id in failed:
-                    settle(request.case_id, request.repeats)
-            group.requests = [r for r in group.requests if r.case_id not in failed]
-            spans = {c: image_spans(references[c].prompt_ids, judge.image_token)
-                     for c in {r.case_id for r in group.requests}}
-            _resolve_chunking(group, spans, details, run)
-        launched.add(index)
-        streams.launch(str(index), stream(cfg.engine, group.settings, group.requests, group.side, progress,
-                                          f"engine {'+'.join(group.variants)}", cfg.stall_s, cfg.engine_restarts,
-                                          deadline, go[index] if overlap else None))
-
-    def ready(index: int) -> None:
-        """The job before group `index` has finished: the group may compute (and, without overlap, start)."""
-        if index < len(groups):
-            go[index].open()
-            if index not in launched:
-                launch(index)
-
-    for case_id in [c for c in by_id if waiting[c] == 0]:  # stored reference and every variant skipped
-        settle(case_id, 0)
-    # One job computes at a time: the reference, then each engine group in order. With overlap the next
-    # engines start while the job before them computes (a group that needs the reference's prompt ids
-    # once the reference has finished); without it, one process exists at a time.
-    reference_finished = not ref_requests
-    go = [Gate() for _ in groups]
-    launched: set[int] = set()
+def execute(cfg: RunConfig, progress: Any = print, observer: Observer | None = None,
+            launcher: Launcher = stream) -> RunResult:
+    """Run every case on every variant; results are written as each case completes. `launcher` starts one
+    engine's stream (`harness.engines.client.stream`: a worker process; tests run engines in-process)."""
+    observer = observer or Observer()
+    session = Session.prepare(cfg, progress, observer, launcher)
+    ledger, scheduler = session.ledger, session.scheduler
+    session.finish(ledger.opening())
     streams = Streams()
     try:
-        with stages("engines"):  # reference and engines, including the judging and writing meanwhile
-            streams.launch("reference", stream(cfg.reference_engine, ref_settings, ref_requests, reference_side,
-                                               progress, "reference", cfg.stall_s, cfg.engine_restarts, deadline))
-            for index, group in enumerate(groups):
-                if overlap and (reference_finished or "prefill_chunk_tokens" not in group.settings.features):
-                    launch(index)
-            for name, output in streams:
-                if output is not None and (output.case_id, output.variant) not in expected:
-                    progress(f"[{name}] ignored an output nobody asked for: {output.case_id} {output.variant}")
+        with observer.stage("engines"):  # the engines' work, with the judging and writing meanwhile
+            if session.plan.reference_requests:
+                session.launch_reference(streams)
+            session.apply(scheduler.start(), streams)
+            for source, output in streams:
+                if output is not None:
+                    session.finish(ledger.accept(source, output))
                     continue
-                if name == "reference" and output is not None:
-                    if output.variant == "reference":
-                        references[output.case_id] = output
-                    else:
-                        extra[output.case_id][output.variant] = output
-                    settle(output.case_id)
-                elif output is not None:
-                    outputs[output.case_id].setdefault(output.variant, []).append(output)
-                    settle(output.case_id)
-                elif name == "reference":  # requests it never answered will not be answered
-                    reference_finished = True
-                    for request in ref_requests:
-                        if request.variant == "reference" and request.case_id not in references:
-                            settle(request.case_id)
-                        elif request.variant != "reference" and request.variant not in extra[request.case_id]:
-                            settle(request.case_id)
-                    for index in range(len(groups)) if overlap else ():
-                        if index not in launched:
-                            launch(index)
-                    ready(0)
-                else:
-                    group = groups[int(name)]
-                    reason = (f"engine failed: {group.side.fatal}" if group.side.fatal
-                              else "engine process ended before returning this variant")
-                    missing.update(dict.fromkeys(group.variants, reason))
-                    for request in group.requests:
-                        got = sum(o.attempt < request.repeats for o in outputs[request.case_id].get(request.variant, []))
-                        settle(request.case_id, request.repeats - got)
-                    ready(int(name) + 1)
-            for case_id in [c for c in by_id if c not in done]:  # a miscount must not lose a case
-                settle(case_id, waiting[case_id])
+                session.finish(ledger.stream_ended(source, session.end_reason(source)))
+                events = scheduler.reference_finished() if source == REFERENCE else scheduler.group_finished(
+                    int(source))
+                session.apply(events, streams)
     finally:
-        for gate in go:  # an engine still waiting to compute is told the run is over
+        session.stop(streams)
+    return session.close()
+
+
+@dataclass
+class Stored:
+    """What the store gave the run: fresh references by case, why others were not used, and errors owed."""
+
+    references: dict[str, StoredReference] = field(default_factory=dict)
+    notes: dict[str, Status] = field(default_factory=dict)
+    errors: list[CaseResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Session:
+    """One run in progress: its plan, ledger and scheduler, the engines' sides, and the results sink."""
+
+    cfg: RunConfig
+    run: RunResult
+    sink: ResultsSink
+    plan: RunPlan
+    judge: Judge
+    prompts: dict[str, str]
+    stored: Stored
+    ledger: CaseLedger
+    scheduler: Scheduler
+    progress: Any
+    observer: Observer
+    launcher: Launcher = stream
+    deadline: Deadline | None = None
+    reference_side: EngineSide = field(default_factory=EngineSide)
+    sides: list[EngineSide] = field(default_factory=list)
+    gates: list[Gate] = field(default_factory=list)
+    details: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    @classmethod
+    def prepare(cls, cfg: RunConfig, progress: Any, observer: Observer, launcher: Launcher = stream) -> Session:
+        """Everything before the first engine starts: cases, stored references, prompts, the plan."""
+        with observer.stage("setup"):
+            model = resolve_model(cfg.model)
+            reference_model = resolve_model(cfg.reference_model) if cfg.reference_model else model
+            thresholds = config.load_config(cfg.thresholds_file)
+            engine_cls, reference_cls = resolve_engine(cfg.engine), resolve_engine(cfg.reference_engine)
+            variant_set = load_variants(cfg.variants_files)
+            run = RunResult(provenance=_provenance(cfg, model, reference_model, engine_cls, thresholds, variant_set.base))
+            sink = ResultsSink(run, cfg.out, progress)
+        with observer.stage("case_load"):
+            selection = select_cases(cfg, load_cases(cfg.cases))
+        for case_id, reasons in selection.errors.items():
+            sink.add(CaseResult(case_id=case_id, verdict="error", reasons=reasons, source=selection.sources.get(
+                case_id, "")))
+        store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, cfg.reference_model or cfg.model or DEFAULT_MODEL,
+                               reference_model, cfg.reference_engine)
+        capabilities = engine_cls.capabilities_for(model)
+        paths = plan_paths(cfg, variant_set, capabilities, reference_cls.capabilities,
+                           config.resolve_section(thresholds, "floor").values)
+        with observer.stage("stored_references"):
+            stored = _stored_references(cfg, selection.cases, store, paths)
+        for result in stored.errors:
+            sink.add(result)
+        cases = [c for c in selection.cases if c.id not in {r.case_id for r in stored.errors}]
+        with observer.stage("render"):
+            prompts, prompter = _render(cases, stored, reference_model, sink)
+        cases = [c for c in cases if c.id in prompts]
+        processor = store.processor if stored.references else None
+        chat_template = prompter.chat_template if prompter else processor.chat_template if processor else None
+        base_settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k, options=cfg.engine_options,
+                                       url=cfg.engine_url, chat_template=chat_template)
+        with observer.stage("plan"):
+            plan = make_plan(cfg, cases, paths, reference_cls.capabilities, base_settings, prompts,
+                             list(stored.references))
+        p = run.provenance
+        p.partial, p.shard = selection.partial, list(cfg.shard) if cfg.shard else None
+        p.plan_cases = selection.plan_cases if cfg.shard else []
+        p.references_dir, p.references_stored = str(store.dir), len(stored.references)
+        p.references_live, p.overlap = len(cases) - len(stored.references), _overlap(cfg)
+        run.variants, run.skipped = [v.describe() for v in plan.variants], dict(plan.skipped)
+        run.warnings += stored.warnings + ([f"no floors: {plan.no_floor}; every metric is judged by its absolute "
+                                            "ceiling alone"] if plan.no_floor else [])
+        for name, reason in plan.skipped.items():
+            progress(f"SKIP  variant {name}: {reason}")
+        image_token = (processor.image_token if processor and not store.local else image_token_id(reference_model))
+        texts = prompter.token_texts if prompter else processor.texts if processor else _no_texts
+        judge = Judge(thresholds, cfg.dtype, cfg.reference_dtype or cfg.dtype, model, image_token, texts, plan.base,
+                      capabilities.unavailable(), load_known(cfg.model or DEFAULT_MODEL, model, cfg.engine,
+                                                             engine_cls.version(), cfg.device),
+                      plan.floors, plan.no_floor)
+        ledger = CaseLedger(plan.expected(), {c: s.outputs for c, s in stored.references.items()})
+        scheduler = Scheduler([g.needs_reference for g in plan.groups], p.overlap, bool(plan.reference_requests))
+        sink.write()
+        return cls(cfg, run, sink, plan, judge, prompts, stored, ledger, scheduler, progress, observer, launcher,
+                   Deadline(cfg.run_timeout_s) if cfg.run_timeout_s else None,
+                   sides=[EngineSide() for _ in plan.groups], gates=[Gate() for _ in plan.groups],
+                   details={c.id: {} for c in cases})
+
+    def launch_reference(self, streams: Streams) -> None:
+        cfg = self.cfg
+        settings = EngineSettings(resolve_model(cfg.reference_model) if cfg.reference_model else resolve_model(
+            cfg.model), cfg.reference_dtype or cfg.dtype, cfg.reference_device or cfg.device, cfg.top_k)
+        self._launch(streams, REFERENCE, cfg.reference_engine, settings, self.plan.reference_requests,
+                     self.reference_side, "reference", None)
+
+    def apply(self, actions: Sequence[Action], streams: Streams) -> None:
+        """The scheduler's actions: open a held engine's gate, or start an engine group's stream (first
+        dropping the cases whose reference failed and choosing what it needed the reference for)."""
+        for action in actions:
+            if isinstance(action, Open):
+                self.gates[action.group].open()
+                continue
+            assert isinstance(action, Launch)
+            group = self.plan.groups[action.group]
+            if group.needs_reference:
+                group = self._resolve(action.group)
+            self._launch(streams, str(action.group), self.cfg.engine, group.settings, group.requests,
+                         self.sides[action.group], f"engine {'+'.join(group.variants)}",
+                         self.gates[action.group] if self.scheduler.overlap else None)
+
+    def _resolve(self, index: int) -> Any:
+        """A group launched after the reference: the cases without a reference are withdrawn from it, and its
+        prefill chunk size is chosen from the others' image spans."""
+        group = self.plan.groups[index]
+        failed = {r.case_id for r in group.requests if (ref := self.ledger.entry(r.case_id).reference) is None
+                  or ref.error}
+        self.finish(self.ledger.withdraw(sorted(failed), str(index), "not sent: the case's reference failed"))
+        group = replace(group, requests=[r for r in group.requests if r.case_id not in failed])
+        spans = {c: image_spans(self.ledger.entry(c).reference.prompt_ids, self.judge.image_token)  # type: ignore
+                 for c in {r.case_id for r in group.requests}}
+        group, chunking = resolve_chunking(group, spans)
+        if chunking is not None:
+            for name in group.variants:
+                for case_id, split in chunking.split.items():
+                    self.details[case_id][name] = {"chunk_tokens": chunking.tokens, "split_spans": split}
+                if not any(chunking.split.values()):
+                    self.run.warnings.append(f"variant {name}: prefill chunks of {chunking.tokens} tokens split no "
+                                             "image span: the variant does not exercise its path on these cases")
+        self.plan.groups[index] = group
+        return group
+
+    def _launch(self, streams: Streams, name: str, engine: str, settings: EngineSettings, requests: list[Any],
+                side: EngineSide, role: str, gate: Gate | None) -> None:
+        outputs = self.launcher(engine, settings, requests, side, self.progress, role, self.cfg.stall_s,
+                                self.cfg.engine_restarts, self.deadline, gate)
+        streams.launch(name, self.observer.stream(role, engine, settings, requests, outputs, side))
+
+    def end_reason(self, source: str) -> str:
+        """Why what a finished stream still owed will never come."""
+        if source == REFERENCE:
+            fatal = self.reference_side.fatal
+            return f"reference failed: {fatal}" if fatal else "reference process ended before returning this case"
+        fatal = self.sides[int(source)].fatal
+        return f"engine failed: {fatal}" if fatal else "engine process ended before returning this variant"
+
+    def finish(self, case_ids: Sequence[str]) -> None:
+        """Judge and write each closed case (pixel deltas and thumbnails computed first)."""
+        for case_id in case_ids:
+            entry = self.ledger.entry(case_id)
+            case = next(c for c in self.plan.cases if c.id == case_id)
+            with self.observer.stage("decode_deltas"):
+                decoders = {d for v in self.plan.variants if (d := v.request.get("decoder")) and d != "pil"}
+                deltas = {d: case_pixel_deltas(case.images, d) for d in decoders} if case.images else {}
+                thumbs = [thumbnail(p) for p in case.images]
+            with self.observer.stage("judge"):
+                result = self._judge(case, entry, deltas, thumbs)
+            with self.observer.stage("results_write"):
+                self.sink.add(_with_origin(result, self.stored))
+        for line in self.ledger.ignored:
+            self.progress(f"ignored an output nobody asked for: {line}")
+        self.ledger.ignored.clear()
+
+    def _judge(self, case: Case, entry: CaseEntry, deltas: dict[str, Any], thumbs: list[str]) -> CaseResult:
+        ref = entry.reference
+        if ref is None or ref.error:
+            reason = f"reference failed: {ref.error}" if ref is not None else entry.closed or "no reference output"
+            result = case_result(case, self.prompts[case.id], "error", [reason], thumbs)
+            result.reference = ref
+            return result
+        stored = self.stored.references.get(case.id)
+        return self.judge(CaseInputs(case, self.prompts[case.id], ref, entry.outputs, entry.extra,
+                                     self.plan.case_skips[case.id], entry.missing, self.details[case.id],
+                                     stored.floors if stored else None, deltas, thumbs), self.plan.variants)
+
+    def stop(self, streams: Streams) -> None:
+        for gate in self.gates:  # an engine still waiting to compute is told the run is over
             gate.cancel()
         streams.stop()
 
-    main = groups[0] if groups else None
-    run.provenance.update(
-        reference_info=reference_side.info or _stored_info(stored), engine_info=main.side.info if main else {},
-        engine_run_s=main.side.run_s if main else None,
-        throughput_tok_s=main.side.tokens / main.side.run_s if main and main.side.run_s and main.side.tokens else None,
-        engine_groups=[{"variants": g.variants, "features": g.settings.features, "options": g.settings.options,
-                        "dtype": g.settings.dtype, "requests": len(g.requests), "run_s": g.side.run_s,
-                        "fatal": g.side.fatal, "restarts": g.side.restarts, "faults": g.side.faults}
-                       for g in groups],
-        reference_restarts=reference_side.restarts, reference_faults=reference_side.faults,
-        stage_s=stages.seconds,
-    )
-    run.error = reference_side.fatal or (main.side.fatal if main else None)
-    run.status = "failed" if run.error else "complete"
-    sink.write()
-    return run
+    def close(self) -> RunResult:
+        """The run's final provenance and status, written with the results."""
+        run, p = self.run, self.run.provenance
+        main = self.sides[0] if self.sides else None
+        p.reference_info = self.reference_side.info or _stored_info(self.stored.references)
+        p.engine_info = main.info if main else {}
+        p.engine_run_s = main.run_s if main else None
+        p.throughput_tok_s = main.tokens / main.run_s if main and main.run_s and main.tokens else None
+        p.engine_groups = [EngineGroupInfo(g.variants, g.settings.features, g.settings.options, g.settings.dtype,
+                                           len(g.requests), s.run_s, s.fatal, s.restarts, s.faults)
+                           for g, s in zip(self.plan.groups, self.sides)]
+        p.reference_restarts, p.reference_faults = self.reference_side.restarts, self.reference_side.faults
+        p.stage_s = dict(self.observer.seconds)
+        run.error = self.reference_side.fatal or (main.fatal if main else None)
+        run.status = "failed" if run.error else "complete"
+        self.sink.write()
+        return run
+
+
+def _provenance(cfg: RunConfig, model: str, reference_model: str, engine_cls: Any, thresholds: dict[str, Any],
+                base: str) -> Provenance:
+    sha = _fingerprint(model)
+    reference_dtype = cfg.reference_dtype or cfg.dtype
+    return Provenance(
+        harness_version=__version__, git_commit=_git_commit(),
+        date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), engine=cfg.engine,
+        engine_version=engine_cls.version(), model=model, model_name=cfg.model or DEFAULT_MODEL, model_sha256=sha,
+        reference_engine=cfg.reference_engine, reference_model=reference_model,
+        reference_model_sha256=sha if reference_model == model else _fingerprint(reference_model), dtype=cfg.dtype,
+        reference_dtype=reference_dtype, device=cfg.device, decoder=cfg.decoder, engine_options=cfg.engine_options,
+        base_variant=base, capabilities=_jsonable(asdict(engine_cls.capabilities_for(model))),
+        cases=[str(p) for p in cfg.cases], reference_mode=cfg.reference, hardware=cpu(),
+        thresholds=asdict(config.resolve(thresholds, config.effective_dtype(cfg.dtype, reference_dtype), model)))
 
 
 def _overlap(cfg: RunConfig) -> bool:
@@ -326,69 +296,61 @@ def _overlap(cfg: RunConfig) -> bool:
     return {cfg.device, cfg.reference_device or cfg.device} == {"cpu"}
 
 
-def reference_decoders(variants: Sequence[Variant]) -> list[str]:
-    """The decoders, other than PIL, whose pixels some variant's reference must be re-run with."""
-    return sorted({v.reference_decoder for v in variants} - {"pil"})
-
-
-def reference_requests(cases: list[Case], prompts: dict[str, str], decoders: Sequence[str],
-                        capabilities: Capabilities) -> list[Request]:
-    """Each case once as the reference sees it; each image case also with flat grey images (a case whose
-    reference barely moves cannot catch image bugs) and, for variants compared with a reference that
-    decodes differently, with that decoder's pixels where they differ from PIL's."""
-    requests = [Request(c.id, prompts[c.id], "reference", c.messages, tuple(map(str, c.images)),
-                        max_new_tokens=c.max_new_tokens) for c in cases]
-    with_images = [r for r in requests if r.images]
-    if "flat-grey" in capabilities.image_inputs:
-        requests += [replace(r, variant="flat-grey", image_input="flat-grey") for r in with_images]
-    for decoder in decoders:
-        requests += [replace(r, variant=f"reference-{decoder}", decoder=decoder) for r in with_images
-                     if not same_pixels(r.images, decoder)]
-    return requests
-
-
-def _stored_references(cfg: RunConfig, cases: list[Case], store: ReferenceStore, dtype: str,
-                       variants: list[Variant], sink: ResultsSink,
-                       run: RunResult) -> tuple[dict[str, StoredReference], dict[str, Status]]:
+def _stored_references(cfg: RunConfig, cases: list[Case], store: ReferenceStore, paths: Paths) -> Stored:
     """The fresh stored references by case id, and the status of each stale case.
 
     `stored` mode makes a stale or missing reference an error naming what changed; `auto`
     runs the live reference instead, with a case warning naming what changed when the
     stored one is stale (a missing one changed nothing: one run warning). `live` uses none."""
+    found = Stored()
     if cfg.reference == "live":
-        return {}, {}
-    needs = reference_decoders(variants)
-    stored: dict[str, StoredReference] = {}
-    notes: dict[str, Status] = {}
+        return found
     for case in cases:
-        status = store.status(case, cfg.top_k, dtype, needs)
+        status = store.status(case, cfg.top_k, cfg.reference_dtype or cfg.dtype, paths.decoders,
+                              {} if paths.no_floor else paths.floors)
         if status.state == "fresh" and status.reference:
-            # a renamed case's reference was recorded under its old id
-            ref = status.reference
+            ref = status.reference  # a renamed case's reference was recorded under its old id
             ref.outputs = {name: replace(o, case_id=case.id) for name, o in ref.outputs.items()}
-            stored[case.id] = ref
+            where = f"stored: {status.path.name if status.path else ref.case_id}"
+            ref.floors = {d: replace(f, source=where) for d, f in ref.floors.items()}
+            found.references[case.id] = ref
         elif cfg.reference == "stored":
             result = case_result(case, "", "error", [f"reference_stale: {status.describe()}"])
             result.reference_stale = status.changes or ["no stored reference"]
-            sink.add(result)
+            found.errors.append(result)
         elif status.state == "stale":
-            notes[case.id] = status
-    if stored and not store.local:
-        run.warnings.append(f"reference model {store.model} is not on this machine: the stored references' weights "
-                            "hash was not checked against it (their processor files are taken as recorded)")
-    missing = [c.id for c in cases if c.id not in stored and c.id not in notes]
+            found.notes[case.id] = status
+    if found.references and not store.local:
+        found.warnings.append(f"reference model {store.model} is not on this machine: the stored references' "
+                              "weights hash was not checked against it (their processor files are taken as recorded)")
+    missing = [c.id for c in cases if c.id not in found.references and c.id not in found.notes]
     if cfg.reference == "auto" and missing and store.dir.is_dir():
-        run.warnings.append(f"{len(missing)} cases have no stored reference in {store.dir} and ran the live reference "
-                            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): `vlm-parity record` "
-                            "stores them")
-    return stored, notes
+        found.warnings.append(f"{len(missing)} cases have no stored reference in {store.dir} and ran the live "
+                              f"reference ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): "
+                              "`vlm-parity record` stores them")
+    return found
 
 
-def _with_origin(result: CaseResult, stored: dict[str, StoredReference], notes: dict[str, Status]) -> CaseResult:
+def _render(cases: list[Case], stored: Stored, model: str, sink: ResultsSink) -> tuple[dict[str, str],
+                                                                                       Prompter | None]:
+    """The prompt of every case: recorded with its stored reference, else rendered with the reference's
+    processor (loaded only when some case needs it); a case that cannot be rendered is an error."""
+    prompts = {case_id: ref.prompt_text for case_id, ref in stored.references.items()}
+    live = [c for c in cases if c.id not in prompts]
+    prompter = Prompter(model) if live else None
+    for case in live:
+        try:
+            prompts[case.id] = prompter.render(case)  # type: ignore[union-attr]
+        except Exception as exc:
+            sink.add(case_result(case, "", "error", [f"cannot render the chat template: {exc}"]))
+    return prompts, prompter
+
+
+def _with_origin(result: CaseResult, stored: Stored) -> CaseResult:
     """Say where the case's reference came from, and why a stored one was not used."""
-    ref = stored.get(result.case_id)
+    ref = stored.references.get(result.case_id)
     result.reference_source = f"stored: {ref.case_id}.{ref.key[:16]}.json" if ref else "live"
-    status = notes.get(result.case_id)
+    status = stored.notes.get(result.case_id)
     if status is not None:
         result.warnings.insert(0, f"stored reference {status.describe()}: the reference ran live")
         result.reference_stale = status.changes
@@ -401,80 +363,9 @@ def _stored_info(stored: dict[str, StoredReference]) -> dict[str, Any]:
     return {"stored": True, **first.provenance} if first else {}
 
 
-def _no_texts(outputs: list[EngineOutput]) -> dict[str, str]:
+def _no_texts(outputs: list[Any]) -> dict[str, str]:
     """No processor and no stored one: the report shows token ids only."""
     return {}
-
-
-def _load(cfg: RunConfig, sink: ResultsSink, run: RunResult) -> list[Case]:
-    """The selected cases; invalid and unknown ones become error results."""
-    loaded = load_cases(cfg.cases)
-    problems: dict[str, list[CaseProblem]] = {}
-    for problem in loaded.problems:
-        problems.setdefault(problem_id(problem), []).append(problem)
-    mine = (lambda case_id: True) if cfg.shard is None else (lambda case_id: in_shard(case_id, *cfg.shard))
-    for case_id, found in problems.items():
-        if (cfg.only is None or case_id in cfg.only) and mine(case_id):
-            sink.add(CaseResult(case_id=case_id, verdict="error", reasons=[f"invalid case: {p}" for p in found],
-                                source=str(found[0].file)))
-    for case_id in sorted(c for c in (cfg.only or set()) - {c.id for c in loaded.cases} - set(problems) if mine(c)):
-        sink.add(CaseResult(case_id=case_id, verdict="error", reasons=[f"no case {case_id!r} in {cfg.cases}"]))
-    # A partial run (--case, pytest -k) is no baseline for the nightly history; a shard is one until merged.
-    run.provenance["partial"] = cfg.only is not None and not {c.id for c in loaded.cases} | set(problems) <= cfg.only
-    cases = [c for c in loaded.cases if cfg.only is None or c.id in cfg.only]
-    if cfg.shard:
-        run.provenance.update(shard=list(cfg.shard), plan_cases=sorted(c.id for c in cases))
-    return [c for c in cases if mine(c.id)]
-
-
-def in_shard(case_id: str, index: int, total: int) -> bool:
-    """Deterministic, order-free slicing: a case's shard is a hash of its id."""
-    return int(hashlib.sha256(case_id.encode()).hexdigest(), 16) % total == index - 1
-
-
-def _plan(variants: list[Variant], cases: list[Case], prompts: dict[str, str], engine_skips: dict[str, str],
-          case_skips: dict[str, dict[str, str]], base_settings: EngineSettings, decoder: str,
-          base: str) -> list[_Group]:
-    """Requests grouped by effective engine settings, the base variant's group first."""
-    groups: dict[str, _Group] = {}
-    for variant in variants:
-        if variant.name in engine_skips:
-            continue
-        settings = engine_settings(variant, base_settings)
-        group = groups.setdefault(settings_key(settings), _Group(settings, []))
-        group.variants.append(variant.name)
-        for case in cases:
-            reason = case_skip_reason(variant, case)
-            if reason:
-                case_skips[case.id][variant.name] = reason
-                continue
-            group.requests.append(build_request(variant, case, prompts[case.id], decoder))
-    return sorted((g for g in groups.values() if g.requests), key=lambda g: base not in g.variants)
-
-
-def _resolve_chunking(group: _Group, spans: dict[str, list[tuple[int, int]]],
-                      details: dict[str, dict[str, dict[str, Any]]], run: RunResult) -> None:
-    """Pick the prefill chunk size of an `auto` group from the cases' image spans and record,
-    per case, which spans it splits; a plan that splits none is not exercising its path."""
-    tokens = group.settings.features.get("prefill_chunk_tokens")
-    if tokens is None:
-        return
-    cases = sorted({r.case_id for r in group.requests})
-    if tokens == "auto":
-        tokens = chunk_budget([spans[c] for c in cases])
-        group.settings = replace(group.settings, features={**group.settings.features, "prefill_chunk_tokens": tokens})
-    split = {c: split_spans(spans[c], tokens) for c in cases}
-    for name in group.variants:
-        for case_id in cases:
-            details[case_id][name] = {"chunk_tokens": tokens, "split_spans": split[case_id]}
-        if not any(split.values()):
-            run.warnings.append(f"variant {name}: prefill chunks of {tokens} tokens split no image span: "
-                                "the variant does not exercise its path on these cases")
-
-
-def problem_id(problem: CaseProblem) -> str:
-    """The id a case problem is reported under; a file-level problem is named by its file."""
-    return problem.case_id or f"<{problem.file}>"
 
 
 def _jsonable(value: Any) -> Any:

@@ -16,7 +16,9 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
 
-SCHEMA_VERSION = 2
+from harness.provenance import Provenance
+
+SCHEMA_VERSION = 3
 
 # A case's verdict is the worst of its variants' verdicts; "skipped" (a variant
 # the engine or machine cannot run) never outranks a verdict that was reached;
@@ -31,10 +33,77 @@ def worst(verdicts: typing.Iterable[str]) -> str:
     return max(verdicts, key=_SEVERITY.__getitem__, default="skipped")
 
 
-def metric(better: str, label: str, headline: str | None = None) -> Any:
-    """A CaseComparison field that is a metric. `better` is "lower" or "higher"; `headline`
-    names how the history summarizes it over cases ("max" or "min"), None if it is not a headline."""
-    return field(default=None, metadata={"metric": True, "better": better, "label": label, "headline": headline})
+# The output fields an engine may be unable to supply (`Capabilities.unavailable`); a metric
+# that needs one of them is `unavailable` for that engine, never computed from empty data.
+OUTPUT_FIELDS = ("prompt_ids", "prompt_logprobs", "top_k", "output_ids", "output_logprobs")
+PROMPT = ("prompt_ids", "prompt_logprobs")
+GREEDY = ("output_ids",)
+SECTIONS = ("prompt", "prefill", "distribution", "decode", "text")
+
+
+def metric(better: str, label: str, section: str, needs: tuple[str, ...] = (), headline: str | None = None,
+           pooled: str | None = None, unit: str = "", order: int = 1) -> Any:
+    """A CaseComparison field that is a metric: the one place its name, direction and use are declared.
+
+    `better` is "lower" or "higher"; `section` groups it in reports ("prefill", "distribution",
+    "decode", ...) and names the comparison that computes it; `needs` the output fields it is computed
+    from; `headline` how the history summarizes it over cases ("max" or "min"), None if not at all;
+    `pooled` another metric whose floor it shares when its own sample is small (16 greedy steps are a
+    noisier floor than a prompt's positions computed by the same arithmetic); `unit` what a value is;
+    `order` how it grows with a logprob difference (KL divergence is second order, ~ sum p d^2 / 2: an
+    engine k times as far off as the floor has k^2 times its KL, so its floor multiple is k^order)."""
+    assert better in ("lower", "higher") and section in SECTIONS and set(needs) <= set(OUTPUT_FIELDS)
+    return field(default=None, metadata={"metric": True, "better": better, "label": label, "section": section,
+                                         "needs": needs, "headline": headline, "pooled": pooled, "unit": unit,
+                                         "order": order})
+
+
+@dataclass
+class Finding:
+    """One judged metric of one comparison, as data: the reason text is rendered from it at the edges.
+
+    `level` is "pass", "drift" (above `k_warn` x floor, below the failure bound: a warning tracked
+    nightly) or "fail". `rule` says what decided: "floor" (`value <= k * floor + atol`, capped by the
+    ceiling), "ceiling" (the absolute bound, where it is tighter than the floor rule or no floor exists),
+    "exact"/"topk" (greedy agreement), "min" (a lower bound such as ROUGE-L), or "structural" (token ids
+    or logprobs missing or misaligned: no number can pass). `ratio` is the error over the floor (for a
+    higher-is-better metric, its shortfall from 1 over the floor's); `against` is what the output was
+    compared with ("reference", "base" or "attempt"), `attempt` which submission of the request
+    (0-based). `detail` holds what a number cannot say (prompt lengths, the divergence position).
+    """
+
+    metric: str
+    level: str
+    value: float | None = None
+    bound: float | None = None
+    floor: float | None = None
+    ratio: float | None = None
+    rule: str = "floor"
+    against: str = "reference"
+    attempt: int = 0
+    detail: str = ""
+    k: float | None = None
+
+
+LEVELS = ("pass", "drift", "fail")
+
+
+@dataclass
+class Floor:
+    """The reference's own error on one case: how far a healthy engine may be from it.
+
+    The reference recomputed in legitimate other ways (`runs`: run name -> what changed, e.g. the
+    engine's dtype, another attention kernel, float64) and compared with itself exactly as the engine
+    is; per metric the worst over the runs. `diffs` is the per-prompt-position worst |difference|, for
+    the report's chart. `source` is "live" (measured in this run) or where a stored one was recorded;
+    `unavailable` says why a case has no floor (its metrics then fall back to the ceilings).
+    """
+
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    diffs: list[float | None] = field(default_factory=list)
+    source: str = "live"
+    unavailable: str | None = None
 
 
 @dataclass
@@ -87,30 +156,47 @@ class CaseComparison:
     pass nor zero, and a gate that needs it cannot decide.
     """
 
-    prompt_ids_match: bool | None = metric("higher", "prompt ids match")
+    prompt_ids_match: bool | None = metric("higher", "prompt ids match", "prompt", ("prompt_ids",))
     prompt_len_reference: int = 0
     prompt_len_engine: int = 0
     image_positions: int = 0
-    prefill_max: float | None = metric("lower", "prefill max", headline="max")
-    prefill_mean: float | None = metric("lower", "prefill mean", headline="max")
-    prefill_p99: float | None = metric("lower", "prefill p99")
-    prefill_max_image: float | None = metric("lower", "prefill max (image)")
-    prefill_max_text: float | None = metric("lower", "prefill max (text)")
-    prefill_topk_overlap: float | None = metric("higher", "top-k overlap")
+    prefill_max: float | None = metric("lower", "prefill max", "prefill", PROMPT, headline="max", unit="logprob")
+    prefill_mean: float | None = metric("lower", "prefill mean", "prefill", PROMPT, headline="max", unit="logprob")
+    prefill_p99: float | None = metric("lower", "prefill p99", "prefill", PROMPT, unit="logprob")
+    prefill_max_image: float | None = metric("lower", "prefill max (image)", "prefill", PROMPT, unit="logprob")
+    prefill_max_text: float | None = metric("lower", "prefill max (text)", "prefill", PROMPT, unit="logprob")
+    prefill_topk_overlap: float | None = metric("higher", "top-k overlap", "prefill", (*PROMPT, "top_k"),
+                                                unit="fraction")
     # Per prompt position |engine - reference| (None at position 0) and whether
     # that position is inside an image placeholder span: the report charts these.
     prefill_diffs: list[float | None] = field(default_factory=list)
     image_mask: list[bool] = field(default_factory=list)
+    # The next-token distribution at each prompt position (llama.cpp's --kl-divergence statistics):
+    # KL(reference || engine) over the reference's top-k plus one bucket for the rest of the mass.
+    kl_mean: float | None = metric("lower", "KL mean", "distribution", (*PROMPT, "top_k"), headline="max",
+                                   unit="nats", order=2)
+    kl_p99: float | None = metric("lower", "KL p99", "distribution", (*PROMPT, "top_k"), unit="nats", order=2)
+    kl_max: float | None = metric("lower", "KL max", "distribution", (*PROMPT, "top_k"), unit="nats", order=2)
+    same_top1: float | None = metric("higher", "same top-1", "distribution", (*PROMPT, "top_k"), headline="min",
+                                     unit="fraction")
+    same_top1_se: float | None = None  # its standard error, sqrt(p (1 - p) / (n - 1))
+    delta_p_rms: float | None = metric("lower", "delta-p RMS", "distribution", PROMPT, unit="probability")
+    delta_p_max: float | None = metric("lower", "delta-p max", "distribution", PROMPT, unit="probability")
     decode_len: int = 0
-    decode_common_prefix: int | None = metric("higher", "common prefix")
-    first_divergence: int | None = metric("higher", "first divergence")
-    decode_max: float | None = metric("lower", "decode max", headline="max")
-    decode_mean: float | None = metric("lower", "decode mean")
-    divergence_in_topk: bool | None = metric("higher", "divergence in top-k")
-    rouge_l: float | None = metric("higher", "ROUGE-L", headline="min")
+    decode_common_prefix: int | None = metric("higher", "common prefix", "decode", GREEDY, unit="tokens")
+    first_divergence: int | None = metric("higher", "first divergence", "decode", GREEDY, unit="token")
+    decode_max: float | None = metric("lower", "decode max", "decode", (*GREEDY, "output_logprobs"),
+                                      headline="max", pooled="prefill_max", unit="logprob")
+    decode_mean: float | None = metric("lower", "decode mean", "decode", (*GREEDY, "output_logprobs"),
+                                       pooled="prefill_mean", unit="logprob")
+    divergence_in_topk: bool | None = metric("higher", "divergence in top-k", "decode",
+                                             (*GREEDY, "output_logprobs", "top_k"))
+    rouge_l: float | None = metric("higher", "ROUGE-L", "text", headline="min", unit="F")
     # Structural gaps (a side returned fewer logprobs than tokens): always a failure.
     missing: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
+    # Every judged metric of this comparison, with its floor, ratio, bound and level (see Finding).
+    checks: dict[str, Finding] = field(default_factory=dict)
 
 
 # Metric names for every table, summary, gate and history: derived from the schema, never listed twice.
@@ -118,7 +204,12 @@ METRICS: tuple[str, ...] = tuple(f.name for f in fields(CaseComparison) if f.met
 METRIC_INFO: dict[str, dict[str, Any]] = {f.name: dict(f.metadata) for f in fields(CaseComparison)
                                           if f.metadata.get("metric")}
 SCALAR_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CaseComparison)
-                                       if f.name not in ("prefill_diffs", "image_mask", "missing", "unavailable"))
+                                       if f.type in ("int", "float | None", "int | None", "bool | None"))
+
+
+def metrics_of(section: str) -> tuple[str, ...]:
+    """The metrics a comparison section computes, in declaration order."""
+    return tuple(name for name, info in METRIC_INFO.items() if info["section"] == section)
 
 
 @dataclass
@@ -128,9 +219,12 @@ class VariantResult:
     `comparison` is against the reference, `against_base` against the engine's
     own base variant (batch invariance, cache hits, input forms); either is None
     when the variant is not judged against it. `attempts` holds repeated
-    submissions beyond the first (`engine`). `details` carries what a variant
-    measures besides the comparison (pixel deltas of a decoder, which image
-    spans a prefill chunk split).
+    submissions beyond the first (`engine`). `findings` are the checks that
+    failed or drift, over every comparison of the variant, as records;
+    `reasons` what is not a measurement (an engine error, why it was skipped,
+    the known failure it matches). `details` carries what a variant measures
+    besides the comparison (pixel deltas of a decoder, which image spans a
+    prefill chunk split).
     """
 
     variant: str
@@ -141,6 +235,15 @@ class VariantResult:
     engine: EngineOutput | None = None
     attempts: list[EngineOutput] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def failing(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "fail"]
+
+    @property
+    def drifting(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "drift"]
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -149,10 +252,12 @@ class VariantResult:
 
 @dataclass
 class CaseResult:
-    """One case: its overall verdict (the worst of its variants'), the reasons, and every variant.
+    """One case: its overall verdict (the worst of its variants'), and every variant.
 
-    `headline` names the variant the tables show (the base variant when it
-    ran); `comparison` and `engine` are that variant's.
+    `reasons` are the case's own (an invalid case, a failed reference); its variants' findings and
+    reasons are rendered with them at the edges (`harness.explain`). `headline` names the variant the
+    tables show (the base variant when it ran); `comparison` and `engine` are that variant's. `floor`
+    is the reference's own error on the case, what every variant's metrics are judged relative to.
     """
 
     case_id: str
@@ -179,6 +284,7 @@ class CaseResult:
     # no longer describes the case, what changed (image bytes, prompt, weights, versions).
     reference_source: str = ""
     reference_stale: list[str] = field(default_factory=list)
+    floor: Floor | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -209,7 +315,7 @@ class RunResult:
     what makes the run less telling than it looks (a variant that exercised nothing).
     """
 
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)
     cases: list[CaseResult] = field(default_factory=list)
     variants: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -244,8 +350,10 @@ class RunResult:
         version = d.get("schema_version")
         if version == 1:
             d = upgrade_v1(d)
+        elif version == 2:
+            d = upgrade_v2(d)
         elif version != SCHEMA_VERSION:
-            raise ValueError(f"results schema_version {version!r} is not 1 or {SCHEMA_VERSION}")
+            raise ValueError(f"results schema_version {version!r} is not 1, 2 or {SCHEMA_VERSION}")
         return from_dict(cls, d)
 
 
@@ -318,5 +426,17 @@ def upgrade_v1(d: dict[str, Any]) -> dict[str, Any]:
                               "details": {"decoder": effect["decoder"], "pixel_deltas": effect.get("pixel_deltas", [])}}
         case["variants"] = variants
         case["headline"] = "batched" if "batched" in variants else None
+        if variants:  # the variants now hold them
+            case["reasons"] = []
         cases.append(case)
+    return upgrade_v2({**d, "cases": cases, "schema_version": 2})
+
+
+def upgrade_v2(d: dict[str, Any]) -> dict[str, Any]:
+    """A version-2 results file as version 3: a case's reasons no longer repeat its variants' (they are
+    rendered from the variants at the edges); metric failures stay text in the variants' reasons."""
+    cases = []
+    for case in d.get("cases", []):
+        prefixes = tuple(f"{name}: " for name in case.get("variants", {}))
+        cases.append({**case, "reasons": [r for r in case.get("reasons", []) if not r.startswith(prefixes)]})
     return {**d, "cases": cases, "schema_version": SCHEMA_VERSION}

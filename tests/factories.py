@@ -9,6 +9,7 @@ import random
 
 from harness.compare import compare_outputs, judge
 from harness.config import load_config, resolve
+from harness.provenance import Provenance
 from harness.report.thumbnails import thumbnail
 from harness.schema import CaseResult, EngineOutput, RunResult, TokenLogprobs, VariantResult
 from tests.conftest import CASES
@@ -43,7 +44,7 @@ def synthetic_case(i: int, rng: random.Random, kind: str = "pass", output_text: 
     if kind == "error":
         failed = VariantResult("batched", "error", ["engine error: ValueError: bad request"],
                                engine=EngineOutput.failed(case_id, "vllm", "ValueError: bad request", "batched"))
-        return CaseResult(case_id=case_id, verdict="error", reasons=["batched: engine error: ValueError: bad request"],
+        return CaseResult(case_id=case_id, verdict="error",
                           tags=["synthetic", "error"], images=["img.png"], prompt_text="Describe.",
                           thumbnails=[thumb], reference=ref, variants={"batched": failed}, headline="batched")
     drift = 0.3 if kind == "fail" else 1e-6
@@ -54,11 +55,12 @@ def synthetic_case(i: int, rng: random.Random, kind: str = "pass", output_text: 
                 " ".join(f"w{t}" for t in eng_out) if output_text is None else output_text + " (engine)")
     eng.case_id = case_id
     cmp = compare_outputs(ref, eng, IMAGE_TOKEN)
-    verdict, reasons = judge(cmp, THRESHOLDS)
+    findings = judge(cmp, THRESHOLDS)
+    verdict = "fail" if any(f.level == "fail" for f in findings) else "pass"
     tokens = {str(t): f"w{t} " for t in set(out) | set(eng_out) | {t + k for t in out + eng_out for k in (1, 2)}}
-    batched = VariantResult("batched", verdict, reasons, cmp, engine=eng)
+    batched = VariantResult("batched", verdict, [], cmp, engine=eng, findings=findings)
     alone = VariantResult("alone", "pass", [], compare_outputs(ref, ref, IMAGE_TOKEN), engine=ref)
-    return CaseResult(case_id=case_id, verdict=verdict, reasons=[f"batched: {r}" for r in reasons],
+    return CaseResult(case_id=case_id, verdict=verdict,
                       tags=["synthetic", kind, f"group{i % 5}"], images=["img.png"], prompt_text=f"Describe image {i}.",
                       thresholds=THRESHOLDS.values, reference=ref, variants={"batched": batched, "alone": alone},
                       headline="batched", tokens=tokens, thumbnails=[thumb])
@@ -72,11 +74,10 @@ def synthetic_run(n: int, fail_every: int = 10, error_every: int = 25, seed: int
     for i in range(n):
         kind = "error" if i % error_every == error_every - 1 else "fail" if i % fail_every == fail_every - 1 else "pass"
         cases.append(synthetic_case(i, rng, kind, thumb=thumb))
-    return RunResult(provenance={"engine": "vllm", "reference_engine": "hf", "model": "/models/tiny",
-                                 "dtype": "float32", "date": "2026-11-21T00:00:00+00:00", "git_commit": "abc123",
-                                 "throughput_tok_s": throughput,
-                                 "thresholds": {"values": THRESHOLDS.values, "reasons": THRESHOLDS.reasons},
-                                 "base_variant": "batched"},
+    return RunResult(provenance=Provenance(engine="vllm", reference_engine="hf", model="/models/tiny",
+                                           dtype="float32", date="2026-11-21T00:00:00+00:00", git_commit="abc123",
+                                           throughput_tok_s=throughput, base_variant="batched",
+                                           thresholds={"values": THRESHOLDS.values, "reasons": THRESHOLDS.reasons}),
                      variants=[{"name": "batched", "reason": "all cases in one submission", "features": {},
                                 "engine_options": {}, "dtype": None, "request": {}, "against": ["reference"],
                                 "checks": ["prefill", "decode"]},

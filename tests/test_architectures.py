@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.explain import case_lines
 from harness.runner import RunConfig, execute
 from harness.schema import RunResult
 from tests.conftest import CASES, DEFAULT_CASES
@@ -28,7 +29,8 @@ def run_model(name: str, out: Path) -> RunResult:
 def test_architecture_passes_the_default_cases(name: str, tmp_path: Path) -> None:
     run = run_model(name, tmp_path)
     assert run.status == "complete" and len(run.cases) == DEFAULT_CASES
-    failing = {c.case_id: c.reasons for c in run.cases if c.verdict != "pass"}
+    assert all(c.reference_source.startswith("stored: ") for c in run.cases)  # recorded in references/
+    failing = {c.case_id: case_lines(c) for c in run.cases if c.verdict != "pass"}
     assert not failing, failing
     assert max(c.comparison.prefill_max for c in run.cases) < 1e-4
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,8 @@ import pytest
 
 from harness.bench.figures import (
     all_figures,
-    covered,
     bench_json,
+    covered,
     per_case_figures,
     scaling_figures,
     single_figures,
@@ -24,11 +23,12 @@ from harness.bench.figures import (
 )
 from harness.bench.measure import Measured, measure
 from harness.bench.memory import PeakSampler, tree_rss
-from harness.bench.probe import StreamRecorder, Timers
+from harness.bench.probe import _observer
 from harness.bench.synthetic import write_synthetic_cases
 from harness.cases import load_cases
 from harness.cli import main as cli_main
 from harness.engines.base import EngineSettings, Request
+from harness.observe import STAGES
 
 FAKE = "tests.fake_engine:FakeEngine"
 
@@ -201,55 +201,43 @@ def test_measure_records_exit_code_and_log(tmp_path: Path) -> None:
     assert m.cpu_s is not None and m.cpu_s > 0  # the child's CPU time, counted once it was reaped
 
 
-@pytest.fixture
-def fake_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """A module standing in for the harness's own, so the probe's patches touch nothing real."""
-    module = types.ModuleType("bench_target")
+def test_bench_observer_saves_the_spec_and_times_each_stream(tmp_path: Path) -> None:
+    """The bench hears the runner's streams through the observer interface (harness.observe)."""
 
     @dataclass
     class Side:
         run_s: float | None = None
         fatal: str | None = None
 
-    def work(x: int) -> int:
-        return x + 1
-
-    def stream(engine: str, settings: EngineSettings, requests: list[Request], side: Side, progress: object,
-               role: str, stall_s: float = 600.0) -> Iterator[str]:
-        for request in requests:
-            yield request.case_id
+    def outputs(requests: list[Request], side: Side) -> Iterator[str]:
+        yield from (r.case_id for r in requests)
         side.run_s = 0.5
 
-    module.work, module.stream, module.Side = work, stream, Side
-    monkeypatch.setitem(sys.modules, "bench_target", module)
-    return module
-
-
-def test_timers_count_calls_and_report_targets_that_are_gone(fake_module: types.ModuleType) -> None:
-    timers = Timers()
-    timers.install({"work": ("bench_target:work",), "gone": ("bench_target:nothing", "no_such_module:f")})
-    assert fake_module.work(1) == 2 and fake_module.work(2) == 3
-    report = timers.report()
-    assert report["calls"] == {"work": 2, "gone": 0}
-    assert report["missing"] == ["bench_target:nothing", "no_such_module:f"]
-
-
-def test_stream_recorder_saves_the_spec_and_times_the_stream(fake_module: types.ModuleType, tmp_path: Path) -> None:
-    recorder = StreamRecorder(tmp_path / "specs")
-    recorder.install("bench_target:stream")
+    observer = _observer(tmp_path / "specs")
     requests = [Request("a", "prompt a", "base"), Request("b", "prompt b", "base", max_new_tokens=4)]
-    side, other = fake_module.Side(), fake_module.Side()
-    # Two streams created before either is read, as a runner that reads them together does.
-    engine = fake_module.stream("vllm", EngineSettings("model"), requests, side, print, "engine batched")
-    reference = fake_module.stream("hf", EngineSettings("ref"), requests[:1], other, print, "reference", 5.0)
+    side, other = Side(), Side()
+    # Two streams opened before either is read, as a runner that reads them together does.
+    engine = observer.stream("engine batched", "vllm", EngineSettings("model"), requests, outputs(requests, side), side)
+    reference = observer.stream("reference", "hf", EngineSettings("ref"), requests[:1], outputs(requests[:1], other),
+                                other)
     assert list(reference) == ["a"] and list(engine) == ["a", "b"]
-    first, second = recorder.streams
+    first, second = observer.streams
     assert first["role"] == "engine batched" and first["outputs"] == 2 and first["run_s"] == 0.5
     assert second["role"] == "reference" and second["outputs"] == 1 and first["spec"] != second["spec"]
     spec = json.loads(Path(first["spec"]).read_text())
     assert [Request.from_dict(r) for r in spec["requests"]] == requests
-    assert EngineSettings.from_dict(spec["settings"]) == EngineSettings("model") and spec["stall_s"] == 600.0
-    assert json.loads(Path(second["spec"]).read_text())["stall_s"] == 5.0
+    assert EngineSettings.from_dict(spec["settings"]) == EngineSettings("model")
+
+
+def test_every_stage_the_bench_measures_is_reported_by_a_run(tmp_path: Path, tiny_model: str) -> None:
+    """A stage the runner stops reporting (renamed, removed) fails here, not silently in the bench's figures."""
+    observer = _observer(None)
+    code = cli_main(["run", "--engine", FAKE, "--reference-engine", FAKE, "--model", tiny_model, "--case", "tiny-png",
+                     "--case", "text-only", "--variants", "base", "--decode-effect", "simplejpeg",
+                     "--out", str(tmp_path)], observer)
+    assert code in (0, 1)
+    assert set(STAGES) <= set(observer.seconds), set(STAGES) - set(observer.seconds)
+    assert [s["role"] for s in observer.streams] == ["reference", "engine batched+decoder-simplejpeg"]
 
 
 def test_bench_single_part_end_to_end_on_the_fake_engine(tmp_path: Path, tiny_model: Path,

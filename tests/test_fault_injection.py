@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.explain import case_lines, variant_lines
 from harness.runner import RunConfig, execute
 from harness.schema import CaseComparison, RunResult
 from tests.conftest import CASES
@@ -29,10 +30,10 @@ STALL_S = 90  # an engine that reports nothing for this long is hung (engine sta
 TOLERANCE = 1e-4  # the float32 prefill_max threshold; the unfaulted runs are ~2e-6
 
 
-def run(model: Path, out: Path, fault: str, variants: list[str], only: set[str] = SUBSET) -> RunResult:
+def run(model: str, out: Path, fault: str, variants: list[str], only: set[str] = SUBSET, **options) -> RunResult:
     """One harness run with `fault` injected; an engine that hangs is stopped by the harness's stall guard."""
-    config = RunConfig(cases=[CASES], out=out, engine=ENGINE, engine_options={"fault": fault}, model=str(model),
-                       only=only, variants=variants, stall_s=STALL_S)
+    config = RunConfig(cases=[CASES], out=out, engine=ENGINE, engine_options={"fault": fault}, model=model,
+                       only=only, variants=variants, stall_s=STALL_S, **options)
     return execute(config, progress=lambda _: None)
 
 
@@ -48,7 +49,7 @@ def verdicts(result: RunResult) -> dict[str, dict[str, str]]:
     return {c.case_id: {name: v.verdict for name, v in c.variants.items()} for c in result.cases}
 
 
-def test_sampler_crash_on_temperature_is_a_sampling_error_only(tmp_path: Path, tiny_model: Path) -> None:
+def test_sampler_crash_on_temperature_is_a_sampling_error_only(tmp_path: Path, tiny_model: str) -> None:
     """Sampler.apply_temperature divides an inference tensor in place outside inference mode:
     every step with a sampled request raises; greedy steps never reach it. The sampled requests
     share the batched submissions with greedy ones, so those fail as a whole and the adapter's
@@ -59,19 +60,19 @@ def test_sampler_crash_on_temperature_is_a_sampling_error_only(tmp_path: Path, t
     message = "RuntimeError: Inplace update to inference tensor outside InferenceMode is not allowed"
     for case in result.cases:
         sampling = case.variants["sampling"]
-        assert sampling.verdict == "error", (case.case_id, sampling.reasons)
+        assert sampling.verdict == "error", (case.case_id, variant_lines(sampling))
         # Both submissions of the sampled request, with the engine's own message.
         assert [r.partition(": ")[0] for r in sampling.reasons] == ["engine error (attempt 1)",
                                                                   "engine error (attempt 2)"]
         assert all(r.split(": ", 1)[1].startswith(message) for r in sampling.reasons), sampling.reasons
         assert case.verdict == "error"
-        assert case.reasons == [f"sampling: {r}" for r in sampling.reasons]
+        assert case_lines(case) == [f"sampling: {r}" for r in sampling.reasons]
         # Greedy requests of the same submissions (batched, the repeats) and alone: exact.
         for name in ("batched", "alone", "repeat"):
-            assert case.variants[name].verdict == "pass", (case.case_id, name, case.variants[name].reasons)
+            assert case.variants[name].verdict == "pass", (case.case_id, name, variant_lines(case.variants[name]))
 
 
-def test_wrong_image_embeddings_fail_image_embeds_only(tmp_path: Path, tiny_model: Path) -> None:
+def test_wrong_image_embeddings_fail_image_embeds_only(tmp_path: Path, tiny_model: str) -> None:
     """Qwen2-VL's _process_image_input scales precomputed image_embeds by 1.05; pixels untouched."""
     result = run(tiny_model, tmp_path / "out", "image-embeds", ["batched", "alone", "image-embeds"])
     assert result.status == "complete", result.error
@@ -84,13 +85,14 @@ def test_wrong_image_embeddings_fail_image_embeds_only(tmp_path: Path, tiny_mode
             assert case.verdict == "pass" and case.variants["image-embeds"].reasons == ["the case has no images"]
             continue
         embeds = case.variants["image-embeds"]
-        assert case.reasons[0].startswith("image-embeds: vs reference: prefill_max = "), case.reasons
-        assert all(r.startswith("image-embeds: ") for r in case.reasons), case.reasons
-        assert any(r.startswith(f"vs {result.provenance['base_variant']}: prefill_max = ") for r in embeds.reasons)
+        lines = case_lines(case)
+        assert lines[0].startswith("image-embeds: vs reference: prefill_max = "), lines
+        assert all(r.startswith("image-embeds: ") for r in lines), lines
+        assert any(f.metric == "prefill_max" and f.against == "base" for f in embeds.failing), variant_lines(embeds)
         assert_wrong_from_first_image(case.case_id, embeds.comparison)
 
 
-def test_off_by_one_chunk_slice_fails_chunked_prefill_only(tmp_path: Path, tiny_model: Path) -> None:
+def test_off_by_one_chunk_slice_fails_chunked_prefill_only(tmp_path: Path, tiny_model: str) -> None:
     """_gather_mm_embeddings takes the rows of an image begun in an earlier prefill chunk one row
     early. With the normal token budget no image is split: only chunked-prefill sees it."""
     result = run(tiny_model, tmp_path / "out", "chunk-slice", ["batched", "alone", "chunked-prefill"])
@@ -106,8 +108,9 @@ def test_off_by_one_chunk_slice_fails_chunked_prefill_only(tmp_path: Path, tiny_
             assert split == [] and case.verdict == "pass"
             continue
         assert split, f"{case.case_id}: no image span split by {tokens}-token chunks"
-        assert case.reasons[0].startswith("chunked-prefill: vs reference: prefill_max = "), case.reasons
-        assert all(r.startswith("chunked-prefill: ") for r in case.reasons), case.reasons
+        lines = case_lines(case)
+        assert lines[0].startswith("chunked-prefill: vs reference: prefill_max = "), lines
+        assert all(r.startswith("chunked-prefill: ") for r in lines), lines
         # Exact through the first chunk; wrong from the logprob predicted at the second chunk's
         # first position, which holds an image token whose slice started past 0.
         diffs = chunked.comparison.prefill_diffs
@@ -115,7 +118,7 @@ def test_off_by_one_chunk_slice_fails_chunked_prefill_only(tmp_path: Path, tiny_
         assert diffs[tokens + 1] > TOLERANCE, (case.case_id, tokens, diffs[:tokens + 3])
 
 
-def test_encoder_cache_hit_serving_a_wrong_entry_fails_repeat_only(tmp_path: Path, tiny_model: Path) -> None:
+def test_encoder_cache_hit_serving_a_wrong_entry_fails_repeat_only(tmp_path: Path, tiny_model: str) -> None:
     """An encoder-cache hit (an image's encoder output computed for another request) is served
     scaled by 1.05. A repeat of a request in the same engine is served that way (its prompt
     logprobs keep it off the prefix cache, and the encoder-cache hit means the processor cache's
@@ -134,8 +137,30 @@ def test_encoder_cache_hit_serving_a_wrong_entry_fails_repeat_only(tmp_path: Pat
             assert case.verdict == "pass"
             continue
         repeat = case.variants["repeat"]
-        assert case.reasons[0].startswith("repeat: vs reference: prefill_max = "), case.reasons
-        assert all(r.startswith("repeat: ") for r in case.reasons), case.reasons
+        lines = case_lines(case)
+        assert lines[0].startswith("repeat: vs reference: prefill_max = "), lines
+        assert all(r.startswith("repeat: ") for r in lines), lines
         # The second submission, sent after the first finished, is served from the cache too.
-        assert any(r.startswith("attempt 2 vs reference: prefill_max = ") for r in repeat.reasons), repeat.reasons
+        assert any(f.metric == "prefill_max" and f.attempt == 1 and f.against == "reference"
+                   for f in repeat.failing), variant_lines(repeat)
         assert_wrong_from_first_image(case.case_id, repeat.comparison)
+
+
+def test_in_bfloat16_healthy_paths_pass_by_their_floor_and_the_chunk_fault_still_fails(tmp_path: Path,
+                                                                                    tiny_model: str) -> None:
+    """The dtype engines ship: a bfloat16 engine against the float32 stored reference. The base path passes
+    (its error is the bfloat16 floor's size, far past the float32 bounds), the chunk-slice bug fails."""
+    only = {"astronaut-420", "two-images", "text-only"}
+    result = run(tiny_model, tmp_path / "out", "chunk-slice", ["batched", "chunked-prefill"], only,
+                 dtype="bfloat16", reference_dtype="float32")
+    assert result.status == "complete", result.error
+    assert verdicts(result) == {**{c: {"batched": "pass", "chunked-prefill": "fail"} for c in only - {"text-only"}},
+                                "text-only": {"batched": "pass", "chunked-prefill": "pass"}}
+    for case in result.cases:
+        batched = case.variants["batched"].comparison
+        assert batched.prefill_max > 1e-2 and batched.checks["prefill_max"].floor > 1e-2  # bfloat16-sized, both
+        assert case.floor.runs == {"floor-bfloat16": {"dtype": "bfloat16"},
+                                   "floor-bfloat16-eager": {"dtype": "bfloat16", "attn_implementation": "eager"}}
+        if case.case_id != "text-only":
+            worst = max(f.ratio for f in case.variants["chunked-prefill"].failing if f.ratio is not None)
+            assert worst > 10, variant_lines(case.variants["chunked-prefill"])

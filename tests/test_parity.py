@@ -1,10 +1,11 @@
 """The parity suite: one test per case, vLLM (or --parity-engine) vs the HF reference."""
 import pytest
 
-from harness.schema import CaseResult
+from harness.explain import lines
+from harness.schema import CaseResult, VariantResult
 
 pytestmark = pytest.mark.parity
 
 
-def test_case(parity_result: CaseResult) -> None:
-    assert parity_result.verdict == "pass", "\n".join(parity_result.reasons)
+def test_case(parity_result: CaseResult | VariantResult) -> None:
+    assert parity_result.verdict == "pass", "\n".join(lines(parity_result))

@@ -1,27 +1,27 @@
-"""Run plan, variants, capabilities and the runner's orchestration, with the fake
-engine from tests/ (registered by string: no vLLM, seconds per run)."""
+"""Run plan, variants, capabilities and the runner's orchestration, with the fake engine from tests/
+(registered by string, no vLLM), run in-process (tests/inline.py) unless the worker protocol is the point."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from harness.cli import build_parser, main
+from harness.cli import main
 from harness.engines import resolve_engine
+from harness.engines.client import stream
+from harness.explain import case_lines
 from harness.gate import UNDECIDED, decide, load_gate_config
 from harness.merge import merge_runs
-from harness.plan import load_variants
 from harness.report import publish
 from harness.report.summary import markdown_summary
 from harness.results import read_results
 from harness.runner import RunConfig, execute
 from harness.schema import RunResult, upgrade_v1
-from tests.conftest import CASES, DEFAULT_CASES
+from harness.variants import load_variants
+from tests.conftest import CASES, DEFAULT_CASES, FAKE
+from tests.inline import inline
 
-FAKE = "tests.fake_engine:FakeEngine"
 SUBSET = {"astronaut-420", "two-images", "text-only"}
 ALONE = """
 variants:
@@ -36,11 +36,12 @@ variants:
 """
 
 
-def fake_run(tmp_path: Path, tiny_model: Path, engine: str = FAKE, variants: list[str] | None = None,
-             options: dict | None = None, files: list[Path] | None = None, only: set[str] = SUBSET) -> RunResult:
+def fake_run(tmp_path: Path, tiny_model: str, engine: str = FAKE, variants: list[str] | None = None,
+             options: dict | None = None, files: list[Path] | None = None, only: set[str] = SUBSET,
+             launcher=inline) -> RunResult:
     return execute(RunConfig(cases=[CASES], out=tmp_path / "out", engine=engine, reference_engine=FAKE,
-                             model=str(tiny_model), variants=variants, engine_options=options or {},
-                             variants_files=files or [], only=only), progress=lambda _: None)
+                             model=tiny_model, variants=variants, engine_options=options or {},
+                             variants_files=files or [], only=only), progress=lambda _: None, launcher=launcher)
 
 
 def variants_file(tmp_path: Path) -> Path:
@@ -49,7 +50,7 @@ def variants_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_variant_is_one_yaml_entry_and_an_engine_one_module(tmp_path: Path, tiny_model: Path) -> None:
+def test_a_variant_is_one_yaml_entry_and_an_engine_one_module(tmp_path: Path, tiny_model: str) -> None:
     run = fake_run(tmp_path, tiny_model, variants=["alone-check"], files=[variants_file(tmp_path)])
     assert [v["name"] for v in run.variants] == ["batched", "alone-check"]  # judged against base: base comes along
     assert run.status == "complete" and run.verdict == "pass"
@@ -59,11 +60,11 @@ def test_a_variant_is_one_yaml_entry_and_an_engine_one_module(tmp_path: Path, ti
         assert alone.verdict == "pass" and alone.comparison.prefill_max == 0.0
         assert alone.against_base is not None and alone.against_base.first_divergence is None
     # Both variants share engine settings: one engine start.
-    assert len(run.provenance["engine_groups"]) == 1
-    assert run.provenance["engine_groups"][0]["variants"] == ["batched", "alone-check"]
+    assert len(run.provenance.engine_groups) == 1
+    assert run.provenance.engine_groups[0].variants == ["batched", "alone-check"]
 
 
-def test_variant_skipped_for_missing_capability_says_why(tmp_path: Path, tiny_model: Path) -> None:
+def test_variant_skipped_for_missing_capability_says_why(tmp_path: Path, tiny_model: str) -> None:
     run = fake_run(tmp_path, tiny_model, variants=["base", "needs-embeddings"], files=[variants_file(tmp_path)])
     assert run.skipped == {"needs-embeddings": "engine 'tests.fake_engine:FakeEngine' does not accept images as embeddings"}
     assert run.verdict == "pass"
@@ -73,15 +74,18 @@ def test_variant_skipped_for_missing_capability_says_why(tmp_path: Path, tiny_mo
     assert "skipped: engine &#39;tests.fake_engine:FakeEngine&#39; does not accept images as embeddings" in html
 
 
-def test_drift_fails_by_metric_naming_the_variant(tmp_path: Path, tiny_model: Path) -> None:
+def test_drift_fails_by_metric_naming_the_variant(tmp_path: Path, tiny_model: str) -> None:
     run = fake_run(tmp_path, tiny_model, options={"drift": 0.01})
     case = run.case("text-only")
-    assert case.verdict == "fail" and case.reasons[0].startswith("batched: prefill_max = 0.01 > ")
+    assert case.verdict == "fail" and case_lines(case)[0].startswith("batched: vs reference: prefill_max = 0.01 > ")
+    finding = case.variants["batched"].failing[0]
+    assert (finding.metric, finding.against, finding.value) == ("prefill_max", "reference", pytest.approx(0.01))
 
 
-def test_reference_failure_is_that_case_error_while_the_engine_is_fine(tmp_path: Path, tiny_model: Path) -> None:
-    run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", engine=FAKE, model=str(tiny_model), only=SUBSET,
-                            reference_engine="tests.test_plan:FailingReference"), progress=lambda _: None)
+def test_reference_failure_is_that_case_error_while_the_engine_is_fine(tmp_path: Path, tiny_model: str) -> None:
+    run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", engine=FAKE, model=tiny_model, only=SUBSET,
+                            reference_engine="tests.test_plan:FailingReference"), progress=lambda _: None,
+                  launcher=inline)
     by_id = {c.case_id: c for c in run.cases}
     assert by_id["two-images"].verdict == "error" and by_id["two-images"].reasons == ["reference failed: fake failure"]
     assert by_id["text-only"].verdict == "pass" and by_id["astronaut-420"].verdict == "pass"
@@ -101,15 +105,16 @@ class FailingReference(resolve_engine(FAKE)):  # type: ignore[misc]
                 yield self.output(request, 0.0)
 
 
-def test_fatal_engine_error_mid_run_keeps_what_was_done(tmp_path: Path, tiny_model: Path) -> None:
-    run = fake_run(tmp_path, tiny_model, variants=["base"], options={"die_after": 2})
+def test_fatal_engine_error_mid_run_keeps_what_was_done(tmp_path: Path, tiny_model: str) -> None:
+    """Through the real worker process: the client turns the death into a fault and errors in flight."""
+    run = fake_run(tmp_path, tiny_model, variants=["base"], options={"die_after": 2}, launcher=stream)
     # The case in flight is an error; nothing was left to send, so no restart and the run is complete.
     fault = f"engine {FAKE!r} failed mid-run: RuntimeError: fake engine died"
-    assert run.status == "complete" and run.provenance["engine_groups"][0]["faults"] == [fault]
+    assert run.status == "complete" and run.provenance.engine_groups[0].faults == [fault]
     verdicts = sorted(c.verdict for c in run.cases)
     assert verdicts == ["error", "pass", "pass"]
     died = [c for c in run.cases if c.verdict == "error"][0]
-    assert died.reasons == [f"batched: engine error (attempt 1): {fault} while this case was in flight"]
+    assert case_lines(died) == [f"batched: engine error (attempt 1): {fault} while this case was in flight"]
     assert read_results(tmp_path / "out").cases[0].verdict == "pass"  # written before the engine died
     # On the whole matrix, the cells computed before the death are kept and judged.
     matrix = fake_run(tmp_path, tiny_model, options={"die_after": 2})
@@ -117,15 +122,15 @@ def test_fatal_engine_error_mid_run_keeps_what_was_done(tmp_path: Path, tiny_mod
     assert batched == ["error", "pass", "pass"] and all(c.verdict == "error" for c in matrix.cases)
 
 
-def test_variant_whose_output_never_arrives_is_an_error(tmp_path: Path, tiny_model: Path) -> None:
+def test_variant_whose_output_never_arrives_is_an_error(tmp_path: Path, tiny_model: str) -> None:
     run = fake_run(tmp_path, tiny_model, variants=["alone-check"], files=[variants_file(tmp_path)],
                    options={"drop_variant": "alone-check"})
     case = run.case("text-only")
     assert case.verdict == "error" and case.variants["batched"].verdict == "pass"
-    assert case.reasons == ["alone-check: engine process ended before returning this variant"]
+    assert case_lines(case) == ["alone-check: engine process ended before returning this variant"]
 
 
-def test_unavailable_metric_in_results_report_summary_and_gate(tmp_path: Path, tiny_model: Path) -> None:
+def test_unavailable_metric_in_results_report_summary_and_gate(tmp_path: Path, tiny_model: str) -> None:
     run = fake_run(tmp_path, tiny_model, engine="tests.fake_engine:NoPromptLogprobsEngine")
     assert run.verdict == "pass"  # judged on what the engine supplies (outputs)
     data = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -133,30 +138,46 @@ def test_unavailable_metric_in_results_report_summary_and_gate(tmp_path: Path, t
     assert cmp["prefill_max"] is None and cmp["prompt_ids_match"] is None
     assert cmp["unavailable"]["prefill_max"] == "the engine does not return prompt logprobs"
     assert cmp["first_divergence"] is None and cmp["decode_max"] == 0.0  # output metrics still computed
-    published = publish(run, tmp_path / "out")
-    html = published.html.read_text()
+    html = publish(run, tmp_path / "out").html.read_text()
     assert 'title="the engine does not return prompt logprobs" data-value="">unavailable</td>' in html
     assert "| unavailable |" in markdown_summary(run)
     release = load_gate_config()["policies"]["release"]
     decision = decide(run, "release", {**release, "min_cases": 1})
-    assert decision.code == UNDECIDED and "prefill_max, which is unavailable" in decision.reasons[0]
+    assert decision.code == UNDECIDED and "policy needs prefill_max, which is unavailable" in decision.reasons[0]
+    bounded = decide(run, "x", {"metrics": {"prefill_max": 1e-4}})
+    assert bounded.code == UNDECIDED and "policy bounds prefill_max, which is unavailable" in bounded.reasons[0]
 
 
-def test_cli_and_pytest_offer_the_same_run_options() -> None:
-    run = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "run")[1]
-    cli = {o for a in run._actions for o in a.option_strings if o.startswith("--")} - {"--help", "--case"}
-    help_text = subprocess.run([sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True,
-                               cwd=CASES.parent).stdout
-    plugin = {o.replace("--parity-", "--").split("=")[0].rstrip(",") for o in help_text.split()
-              if o.startswith("--parity-")}
-    assert cli == plugin
+def test_every_run_option_reaches_the_config_from_both_front_ends() -> None:
+    """Each RunConfig field that is an option, given to `vlm-parity run` and to the pytest plugin's front end,
+    arrives in the config changed from its default: a field a front end cannot set fails here."""
+    from harness.cli import build_parser
+    from harness.options import flag_of, options, run_config
+
+    def sample(f, spec) -> str:
+        kwargs = spec["argparse"]
+        default = RunConfig.__dataclass_fields__[f.name].default
+        if kwargs.get("choices"):
+            return next(str(c) for c in kwargs["choices"] if c != default)
+        return {"shard": "1/2", "engine_options": "a=1", "top_k": "7", "stall_s": "7.5", "engine_restarts": "7",
+                "run_timeout_s": "7.5", "variants": "a,b"}.get(f.name, "/x/y")
+
+    parser = build_parser()
+    for front in ("cli", "pytest"):
+        for f, spec in options(RunConfig, front):
+            args = parser.parse_args(["run", f"--{flag_of(f, spec)}", sample(f, spec)])
+            cfg = run_config(lambda name: getattr(args, name), front=front)
+            default = RunConfig.__dataclass_fields__[f.name]
+            assert getattr(cfg, f.name) not in (None, [], {}, default.default), (front, f.name)
+    pytest_fields = {f.name for f, _ in options(RunConfig, "pytest")}
+    assert {f.name for f, _ in options(RunConfig, "cli")} - pytest_fields == {"only"}  # pytest selects with -k
 
 
-def test_unknown_variant_or_engine_is_a_clear_run_error(tmp_path: Path, tiny_model: Path, capsys) -> None:
-    assert main(["run", "--engine", FAKE, "--reference-engine", FAKE, "--model", str(tiny_model),
+def test_unknown_variant_or_engine_is_a_clear_run_error(tmp_path: Path, tiny_model: str, capsys) -> None:
+    assert main(["run", "--engine", FAKE, "--reference-engine", FAKE, "--model", tiny_model,
                  "--variants", "no-such", "--out", str(tmp_path)]) == 2
     assert "unknown variant 'no-such'" in capsys.readouterr().err
-    assert main(["run", "--engine", "nope:Nothing", "--model", str(tiny_model), "--out", str(tmp_path)]) == 2
+    assert main(["run", "--engine", "nope:Nothing", "--model", tiny_model, "--out", str(tmp_path)]) == 2
     assert "engine 'nope:Nothing': cannot load nope:Nothing" in capsys.readouterr().err
 
 
@@ -182,14 +203,14 @@ def test_version_1_results_still_render(tmp_path: Path) -> None:
     case = run.case("a")
     assert case.comparison.prefill_max == 1e-6
     assert case.variants["decoder-simplejpeg-fastupsample"].comparison.prefill_max == 0.1
-    assert upgrade_v1(v1)["schema_version"] == 2
+    assert upgrade_v1(v1)["schema_version"] == 3
     (tmp_path / "results.json").write_text(json.dumps(v1))
     assert main(["report", str(tmp_path / "results.json")]) == 0
 
 
-def test_shards_merged_equal_the_unsharded_run_and_a_missing_shard_is_named(tmp_path: Path, tiny_model: Path) -> None:
+def test_shards_merged_equal_the_unsharded_run_and_a_missing_shard_is_named(tmp_path: Path, tiny_model: str) -> None:
     def run(shard: str | None, out: str) -> int:
-        args = ["run", "--engine", FAKE, "--reference-engine", FAKE, "--model", str(tiny_model), "--out",
+        args = ["run", "--engine", FAKE, "--reference-engine", FAKE, "--model", tiny_model, "--out",
                 str(tmp_path / out), "--engine-option", "drift=0.01", "--variants", "base"]
         return main(args + (["--shard", shard] if shard else []))
 

@@ -11,7 +11,9 @@ import pytest
 from harness.cli import main
 from harness.gate import FAIL, PASS, UNDECIDED, decide, load_gate_config
 from harness.history import load_history, regressions, summarize_run
+from harness.outcome import conclude
 from harness.report import publish
+from harness.report.summary import write_step_summary
 from harness.results import write_results
 from harness.schema import RunResult
 from tests.factories import synthetic_case, synthetic_run
@@ -51,7 +53,9 @@ def test_tables_and_step_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     run = synthetic_run(30)
-    published = publish(run, tmp_path / "out")
+    outcome = conclude(run)
+    publish(run, tmp_path / "out", outcome)
+    write_step_summary(run, outcome)
     frame = pd.read_parquet(tmp_path / "out" / "cases.parquet")
     # One row per case and variant: 30 batched cells, and an `alone` cell for the 29 cases that reached the engine.
     assert len(frame) == 59 and set(frame.verdict) == {"pass", "fail", "error"}
@@ -59,17 +63,18 @@ def test_tables_and_step_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert pd.read_csv(tmp_path / "out" / "cases.csv").shape[0] == 59
     text = summary.read_text()
     assert text.startswith("## vlm-parity: FAIL") and "case-0009" in text and "| fail |" in text
-    assert published.gate.code == FAIL
+    assert outcome.gate.code == FAIL
 
 
 def test_history_flags_throughput_drop_and_new_failures(tmp_path: Path) -> None:
     history = tmp_path / "history.jsonl"
     good = synthetic_run(10, fail_every=1000, error_every=1000, throughput=9443.0)
-    publish(good, tmp_path / "night1", history)
+    publish(good, tmp_path / "night1", conclude(good, history))
     bad = synthetic_run(10, fail_every=5, error_every=1000, throughput=857.0)
-    published = publish(bad, tmp_path / "night2", history)
-    assert any(r.startswith("throughput_tok_s 9443 -> 857 (-91%") for r in published.regressions)
-    assert any(r.startswith("new failures: case-0004, case-0009") for r in published.regressions)
+    outcome = conclude(bad, history)
+    published = publish(bad, tmp_path / "night2", outcome)
+    assert any(r.startswith("throughput_tok_s 9443 -> 857 (-91%") for r in outcome.regressions)
+    assert any(r.startswith("new failures: case-0004, case-0009") for r in outcome.regressions)
     assert len(load_history(history)) == 2
     html = published.html.read_text()
     assert 'class="banner" id="regressions"' in html and "REGRESSION" in html

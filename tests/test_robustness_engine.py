@@ -29,19 +29,19 @@ import pytest
 from harness.cases import load_cases
 from harness.cli import main
 from harness.engines.base import Request
+from harness.explain import case_lines, variant_lines
 from harness.report import publish
 from harness.results import read_results
 from harness.runner import RunConfig, execute
 from harness.schema import EngineOutput, RunResult
 from tests.conftest import CASES
 from tests.fake_engine import FakeEngine
-from tests import servers
 from tests.fault_proxy import FaultProxy, Rule
 
 pytestmark = pytest.mark.engine
 
 ENGINE = "tests.faulty_vllm:FaultyVLLMEngine"
-STALL_S = 90  # longer than an engine start here (~20-40 s on a busy 2-core machine)
+STALL_S = 15  # the stall clock starts once the engine has started: 15 s of silence mid-run is a hang here
 REQUEST_TIMEOUT_S = 30  # the HTTP per-case timeout; the tiny model answers in about a second
 
 
@@ -51,7 +51,7 @@ def load_order(ids: set[str]) -> list[str]:
 
 
 def reasons(run: RunResult, variant: str) -> dict[str, list[str]]:
-    return {c.case_id: c.variants[variant].reasons for c in run.cases}
+    return {c.case_id: variant_lines(c.variants[variant]) for c in run.cases}
 
 
 def strict_json(path: Path) -> object:
@@ -80,7 +80,7 @@ class Killer(threading.Thread):
             self.done.wait(0.2)
 
 
-def test_engine_killed_by_pid_then_hung_keeps_every_returned_case(tmp_path: Path, tiny_model: Path,
+def test_engine_killed_by_pid_then_hung_keeps_every_returned_case(tmp_path: Path, tiny_model: str,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """Batched first (all five cases), then each case alone. The second alone case hangs in vLLM and
     its engine process is killed by PID; a fresh engine runs the third; the fourth hangs and the stall
@@ -93,7 +93,7 @@ def test_engine_killed_by_pid_then_hung_keeps_every_returned_case(tmp_path: Path
     killer = Killer(pid_file)
     killer.start()
     try:
-        code = main(["run", "--cases", str(CASES), "--model", str(tiny_model), "--engine", ENGINE,
+        code = main(["run", "--cases", str(CASES), "--model", tiny_model, "--engine", ENGINE,
                      "--engine-option", f"case_faults={json.dumps(faults)}", "--engine-option", f"pid_file={pid_file}",
                      "--variants", "alone", "--stall-timeout", str(STALL_S), "--engine-restarts", "1",
                      "--out", str(out),
@@ -117,8 +117,8 @@ def test_engine_killed_by_pid_then_hung_keeps_every_returned_case(tmp_path: Path
     }
     assert {c.case_id: c.verdict for c in run.cases} == {first: "pass", restarted: "pass", killed: "error",
                                                          stalled: "error", unsent: "error"}
-    group = run.provenance["engine_groups"][0]
-    assert (group["restarts"], group["faults"]) == (1, [died, stall])
+    group = run.provenance.engine_groups[0]
+    assert (group.restarts, group.faults) == (1, [died, stall])
     # The fresh engine was sent only what was left: each batched case ran once.
     assert capsys.readouterr().out.count(" batched ok") == 5
     strict_json(out / "results.json")
@@ -126,21 +126,21 @@ def test_engine_killed_by_pid_then_hung_keeps_every_returned_case(tmp_path: Path
     assert "while this case was in flight" in html and "no restarts left" in html
 
 
-def test_nan_inf_and_short_logprobs_fail_only_their_case(tmp_path: Path, tiny_model: Path) -> None:
+def test_nan_inf_and_short_logprobs_fail_only_their_case(tmp_path: Path, tiny_model: str) -> None:
     """vLLM's output processor hands back one case's prompt logprobs with a NaN, another's first
     output logprob +inf, a third's logprobs one short on both sides; a fourth case is untouched.
     Non-finite values fail the case (and are written as null); a logprob short is that case's error."""
     nan, inf, short, clean = "astronaut-420", "two-images", "text-only", "shapes-two"
     faults = {nan: "nan", inf: "inf", short: "short"}
     out = tmp_path / "out"
-    run = execute(RunConfig(cases=[CASES], out=out, model=str(tiny_model), engine=ENGINE, variants=["base"],
+    run = execute(RunConfig(cases=[CASES], out=out, model=tiny_model, engine=ENGINE, variants=["base"],
                             engine_options={"case_faults": faults}, only={nan, inf, short, clean}),
                   progress=lambda _: None)
     assert run.status == "complete", run.error
     assert {c.case_id: c.verdict for c in run.cases} == {nan: "fail", inf: "fail", short: "error", clean: "pass"}
     found = reasons(run, "batched")
-    assert found[nan][0] == "attempt 1: 1 non-finite logprobs (prompt)", found[nan]
-    assert found[inf][0] == "attempt 1: 1 non-finite logprobs (output)", found[inf]
+    assert found[nan][0] == "vs reference: non_finite: 1 non-finite logprobs (prompt)", found[nan]
+    assert found[inf][0] == "vs reference: non_finite: 1 non-finite logprobs (output)", found[inf]
     # One logprob short: which position lacks it is unknown, so none can be placed: an error, not misplaced values.
     reference = run.case(short).reference
     n_prompt, n_output = len(reference.prompt_ids), len(reference.output_ids)
@@ -153,23 +153,17 @@ def test_nan_inf_and_short_logprobs_fail_only_their_case(tmp_path: Path, tiny_mo
     assert "non-finite logprobs" in publish(run, out).html.read_text()
 
 
-@pytest.fixture(scope="module")
-def vllm_server(tiny_model: Path) -> Iterator[str]:
-    """A real vLLM OpenAI server on 127.0.0.1, shared by this module's HTTP tests, stopped by its PID."""
-    with servers.vllm_server(tiny_model) as (_, url):
-        yield url
-
-
-def test_http_faults_are_that_cases_error_and_the_others_pass(tmp_path: Path, tiny_model: Path,
-                                                              vllm_server: str) -> None:
+def test_http_faults_are_that_cases_error_and_the_others_pass(tmp_path: Path, tiny_model: str,
+                                                              vllm_server: tuple) -> None:
     prompts = {"shapes-two": "How many shapes are there?", "text-only": "a quiet morning by the sea",
                "two-images": "Compare the first image with the second image.",
                "coffee-444": "What is in the cup on the table?"}
     faults = {"shapes-two": "status", "text-only": "close", "two-images": "malformed", "coffee-444": "stall"}
     clean = "astronaut-420"
     path = "/v1/chat/completions"
-    with FaultProxy(vllm_server, [Rule(prompts[c], fault) for c, fault in faults.items()]) as proxy:
-        run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=str(tiny_model), engine="vllm-server",
+    url = vllm_server[1]
+    with FaultProxy(url, [Rule(prompts[c], fault) for c, fault in faults.items()]) as proxy:
+        run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=tiny_model, engine="vllm-server",
                                 engine_url=proxy.url, engine_options={"request_timeout": REQUEST_TIMEOUT_S},
                                 variants=["base"], only={*faults, clean}), progress=lambda _: None)
     assert sorted(r.fault for r in proxy.injected) == sorted(faults.values())  # each fault once: no re-sends
@@ -186,8 +180,8 @@ def test_http_faults_are_that_cases_error_and_the_others_pass(tmp_path: Path, ti
     for case_id, error in errors.items():
         if case_id != clean:
             case = run.case(case_id)
-            assert case.verdict == "error" and case.reasons == [f"batched: engine error (attempt 1): {error}"]
-    assert httpx.get(vllm_server + "/health").status_code == 200  # the harness never stops a server it attached to
+            assert case.verdict == "error" and case_lines(case) == [f"batched: engine error (attempt 1): {error}"]
+    assert httpx.get(url + "/health").status_code == 200  # the harness never stops a server it attached to
     strict_json(tmp_path / "out" / "results.json")
 
 
@@ -202,22 +196,22 @@ class HangingEngine(FakeEngine):
 
 
 def test_run_timeout_stops_the_engine_and_the_cases_not_returned_are_errors(tmp_path: Path,
-                                                                           tiny_model: Path) -> None:
+                                                                           tiny_model: str) -> None:
     """--run-timeout bounds the whole run: past it the hung engine is stopped (not restarted), the case
     it was running and the ones never sent are errors, and what returned before stands."""
     first, hung, unsent = load_order({"astronaut-420", "two-images", "text-only"})
     fake = "tests.fake_engine:FakeEngine"
-    run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=str(tiny_model), reference_engine=fake,
+    run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=tiny_model, reference_engine=fake,
                             engine="tests.test_robustness_engine:HangingEngine",
                             engine_options={"hang": f"{hung}@alone"},
-                            variants=["alone"], only={first, hung, unsent}, run_timeout_s=30),
+                            variants=["alone"], only={first, hung, unsent}, run_timeout_s=10),
                   progress=lambda _: None)
-    timeout = "run timeout of 30 s reached"
+    timeout = "run timeout of 10 s reached"
     assert run.status == "failed" and run.error == timeout
     assert reasons(run, "batched") == dict.fromkeys((first, hung, unsent), [])
     assert reasons(run, "alone") == {first: [], hung: [f"engine error (attempt 1): {timeout} while this case was "
                                                        "in flight"], unsent: [f"engine failed: {timeout}"]}
-    assert run.provenance["engine_groups"][0]["restarts"] == 0
+    assert run.provenance.engine_groups[0].restarts == 0
     assert len(read_results(tmp_path / "out").cases) == 3
 
 

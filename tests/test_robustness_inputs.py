@@ -25,12 +25,14 @@ from PIL import Image, ImageFile
 
 from harness.cases import load_cases
 from harness.cli import main
+from harness.outcome import conclude
 from harness.report import publish
 from harness.results import LOG_NAME, RESULTS_NAME, ResultsSink, read_results
 from harness.runner import RunConfig, execute
 from harness.schema import CaseResult, RunResult
 from tests.conftest import CASES, DEFAULT_CASES
 from tests.factories import synthetic_run
+from tests.inline import inline
 
 FAKE = "tests.fake_engine:FakeEngine"
 REPO = CASES.parent
@@ -286,7 +288,7 @@ def test_yaml_alias_bomb_gives_a_short_message(tmp_path: Path) -> None:
     assert max(len(p) for p in problems.values()) < 300
 
 
-def test_bad_case_is_an_error_in_the_run_and_report_and_the_others_pass(tmp_path: Path, tiny_model: Path) -> None:
+def test_bad_case_is_an_error_in_the_run_and_report_and_the_others_pass(tmp_path: Path, tiny_model: str) -> None:
     folder = tmp_path / "suite"
     (folder / "images").mkdir(parents=True)
     for name in ("tiny.png", "gradient.png"):
@@ -299,8 +301,8 @@ def test_bad_case_is_an_error_in_the_run_and_report_and_the_others_pass(tmp_path
   - {id: text, prompt: Hello.}
 """)
     out = tmp_path / "out"
-    run = execute(RunConfig(cases=[folder], out=out, engine=FAKE, reference_engine=FAKE, model=str(tiny_model),
-                            variants=["base"]), progress=lambda _: None)
+    run = execute(RunConfig(cases=[folder], out=out, engine=FAKE, reference_engine=FAKE, model=tiny_model,
+                            variants=["base"]), progress=lambda _: None, launcher=inline)
     verdicts = {c.case_id: c.verdict for c in run.cases}
     assert verdicts == {"broken": "error", "tiny": "pass", "gradient": "pass", "text": "pass"}
     broken = run.case("broken")
@@ -316,10 +318,11 @@ def test_bad_case_is_an_error_in_the_run_and_report_and_the_others_pass(tmp_path
 
 # --- nothing lost: results.jsonl ---------------------------------------------------------------------------------
 
-def fake_run(out: Path, tiny_model: Path, progress: Callable[[str], None] = lambda _: None,
+def fake_run(out: Path, tiny_model: str, progress: Callable[[str], None] = lambda _: None,
              only: set[str] | None = None) -> RunResult:
-    return execute(RunConfig(cases=[CASES], out=out, engine=FAKE, reference_engine=FAKE, model=str(tiny_model),
-                             variants=["base"], only=only or {"astronaut-420", "two-images", "text-only"}), progress)
+    return execute(RunConfig(cases=[CASES], out=out, engine=FAKE, reference_engine=FAKE, model=tiny_model,
+                             variants=["base"], only=only or {"astronaut-420", "two-images", "text-only"}), progress,
+                   launcher=inline)
 
 
 def log_records(out: Path) -> list[dict]:
@@ -328,7 +331,7 @@ def log_records(out: Path) -> list[dict]:
 
 
 def test_each_case_is_appended_as_it_completes_and_results_json_written_at_the_end(tmp_path: Path,
-                                                                                   tiny_model: Path) -> None:
+                                                                                   tiny_model: str) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / RESULTS_NAME).write_text('{"stale": "from an earlier run"}')
@@ -349,7 +352,7 @@ def test_each_case_is_appended_as_it_completes_and_results_json_written_at_the_e
     assert from_json.status == "complete"
 
 
-def stopped_run(tmp_path: Path, tiny_model: Path) -> Path:
+def stopped_run(tmp_path: Path, tiny_model: str) -> Path:
     """A finished run's folder made to look killed after its second case: no final record, no results.json,
     and half of the third case's line (the append the kill interrupted)."""
     out = tmp_path / "out"
@@ -362,7 +365,7 @@ def stopped_run(tmp_path: Path, tiny_model: Path) -> Path:
     return out
 
 
-def test_stopped_run_reads_as_partial_and_report_and_gate_say_so(tmp_path: Path, tiny_model: Path,
+def test_stopped_run_reads_as_partial_and_report_and_gate_say_so(tmp_path: Path, tiny_model: str,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = stopped_run(tmp_path, tiny_model)
     run = read_results(out)
@@ -417,12 +420,12 @@ def test_results_are_json_only_never_unpickled(tmp_path: Path) -> None:
 
 
 def test_sigkill_leaves_every_completed_case_readable_and_the_report_partial(
-        tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, tiny_model: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`vlm-parity run` killed -9 part way: the report shows exactly the cases written, including every case
     the run announced as done (it announces a case after its line is on disk)."""
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "harness.cli", "run", "--engine", FAKE, "--reference-engine", FAKE,
-           "--model", str(tiny_model), "--variants", "base", "--engine-option", "delay_s=0.5", "--out", str(out)]
+           "--model", tiny_model, "--variants", "base", "--engine-option", "delay_s=0.5", "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     announced: list[str] = []
@@ -466,9 +469,9 @@ def report_with(text: str, folder: Path) -> str:
     case.variants["batched"].reasons.append(text)
     run.error, run.warnings, run.skipped = text, [text], {"x": text}
     run.variants[0]["reason"] = text
-    run.provenance.update(model=text, git_commit=text, engine_info={"build": text})
-    publish(run, folder / "first", history_file=folder / "history.jsonl")
-    return publish(run, folder / "second", history_file=folder / "history.jsonl").html.read_text()
+    run.provenance.model, run.provenance.git_commit, run.provenance.engine_info = text, text, {"build": text}
+    publish(run, folder / "first", conclude(run, folder / "history.jsonl"))
+    return publish(run, folder / "second", conclude(run, folder / "history.jsonl")).html.read_text()
 
 
 def test_untrusted_text_is_escaped_everywhere_in_the_report(tmp_path: Path) -> None:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.explain import case_lines, variant_lines
 from harness.gate import UNDECIDED, decide, load_gate_config
 from harness.report import publish
 from harness.runner import RunConfig, execute
 from harness.schema import RunResult
-from tests.servers import vllm_server
 from tests.conftest import CASES, DEFAULT_CASES
 
 pytestmark = pytest.mark.engine
@@ -26,45 +26,45 @@ def outputs(run: RunResult) -> dict[str, tuple]:
     return {c.case_id: (c.verdict, c.engine.prompt_ids, c.engine.output_ids) for c in run.cases}
 
 
-def test_server_started_and_stopped_by_the_harness_matches_offline(tmp_path: Path, tiny_model: Path) -> None:
+def test_server_started_and_stopped_by_the_harness_matches_offline(tmp_path: Path, tiny_model: str) -> None:
     before = servers()
-    common = dict(cases=[CASES], model=str(tiny_model), variants=["base"])
+    common = dict(cases=[CASES], model=tiny_model, variants=["base"])
     server = execute(RunConfig(out=tmp_path / "server", engine="vllm-server", **common), progress=lambda _: None)
     assert servers() == before, "the harness left its server running"
     offline = execute(RunConfig(out=tmp_path / "offline", **common), progress=lambda _: None)
     assert server.status == "complete" and len(server.cases) == DEFAULT_CASES
-    assert server.verdict == "pass", [(c.case_id, c.reasons) for c in server.cases if c.verdict != "pass"]
+    assert server.verdict == "pass", [(c.case_id, case_lines(c)) for c in server.cases if c.verdict != "pass"]
     assert outputs(server) == outputs(offline)
     for case in server.cases:
         twin = offline.case(case.case_id).engine
         diffs = [abs(a.logprob - b.logprob) for a, b in zip(case.engine.prompt_logprobs, twin.prompt_logprobs)
                  if a is not None and b is not None]
         assert max(diffs) < 1e-5, case.case_id
-    assert server.provenance["engine_info"]["started_server"] is True
+    assert server.provenance.engine_info["started_server"] is True
 
 
-def test_engine_url_attaches_and_never_stops_the_server(tmp_path: Path, tiny_model: Path) -> None:
-    with vllm_server(tiny_model) as (proc, url):
-        only = {"astronaut-420", "two-images", "text-only"}
-        run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=str(tiny_model), engine="vllm-server",
+def test_engine_url_attaches_and_never_stops_the_server(tmp_path: Path, tiny_model: str, vllm_server: tuple) -> None:
+    proc, url = vllm_server  # the session's server (tests/conftest.py)
+    only = {"astronaut-420", "two-images", "text-only"}
+    run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=tiny_model, engine="vllm-server",
+                            engine_url=url, variants=["base", "native"], only=only), progress=lambda _: None)
+    assert run.verdict == "pass", [(c.case_id, case_lines(c)) for c in run.cases]
+    assert run.provenance.engine_info["started_server"] is False
+    assert proc.poll() is None, "the harness stopped a server it did not start"
+    native = {c.case_id: c.variants["native"].engine.prompt_ids for c in run.cases}
+    assert native == {c.case_id: c.engine.prompt_ids for c in run.cases}  # same template, same ids
+    # The same server through the generic OpenAI adapter: output text only, the rest unavailable.
+    generic = execute(RunConfig(cases=[CASES], out=tmp_path / "generic", model=tiny_model, engine="openai",
                                 engine_url=url, variants=["base", "native"], only=only), progress=lambda _: None)
-        assert run.verdict == "pass", [(c.case_id, c.reasons) for c in run.cases]
-        assert run.provenance["engine_info"]["started_server"] is False
-        assert proc.poll() is None, "the harness stopped a server it did not start"
-        native = {c.case_id: c.variants["native"].engine.prompt_ids for c in run.cases}
-        assert native == {c.case_id: c.engine.prompt_ids for c in run.cases}  # same template, same ids
-        # The same server through the generic OpenAI adapter: output text only, the rest unavailable.
-        generic = execute(RunConfig(cases=[CASES], out=tmp_path / "generic", model=str(tiny_model), engine="openai",
-                                    engine_url=url, variants=["base", "native"], only=only), progress=lambda _: None)
-        assert generic.skipped == {"batched": "engine 'openai' does not accept the 'rendered' prompt form"}
-        for case in generic.cases:
-            cell = case.variants["native"]
-            assert cell.verdict == "pass", (case.case_id, cell.reasons)
-            assert cell.comparison.prefill_max is None and cell.comparison.first_divergence is None
-            assert cell.comparison.unavailable["prefill_max"] == "the engine does not return prompt logprobs"
-            assert cell.comparison.unavailable["decode_max"] == "the engine does not return output logprobs"
-            assert cell.comparison.rouge_l == 1.0  # what a text-only API can show: the same greedy text
-        release = load_gate_config()["policies"]["release"]
-        decision = decide(generic, "release", {**release, "min_cases": 1})
-        assert decision.code == UNDECIDED and "prefill_max, which is unavailable" in decision.reasons[0]
-        assert "unavailable</td>" in publish(generic, tmp_path / "generic").html.read_text()
+    assert generic.skipped == {"batched": "engine 'openai' does not accept the 'rendered' prompt form"}
+    for case in generic.cases:
+        cell = case.variants["native"]
+        assert cell.verdict == "pass", (case.case_id, variant_lines(cell))
+        assert cell.comparison.prefill_max is None and cell.comparison.first_divergence is None
+        assert cell.comparison.unavailable["prefill_max"] == "the engine does not return prompt logprobs"
+        assert cell.comparison.unavailable["decode_max"] == "the engine does not return output logprobs"
+        assert cell.comparison.rouge_l == 1.0  # what a text-only API can show: the same greedy text
+    release = load_gate_config()["policies"]["release"]
+    decision = decide(generic, "release", {**release, "min_cases": 1})
+    assert decision.code == UNDECIDED and "policy needs prefill_max, which is unavailable" in decision.reasons[0]
+    assert "unavailable</td>" in publish(generic, tmp_path / "generic").html.read_text()

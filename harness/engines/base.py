@@ -39,6 +39,11 @@ class Sampling:
     seed: int = 0
 
 
+def _by_variant(default: Any) -> Any:
+    """A request field a variant may set (its `request:` mapping in variants.yaml)."""
+    return field(default=default, metadata={"variant": True})
+
+
 @dataclass(frozen=True)
 class Request:
     """One case on one variant as an engine sees it.
@@ -50,6 +55,9 @@ class Request:
     `decoder`), file `bytes` the engine decodes, precomputed `embeddings`, or
     `processor` output. `submit` is "batched" (one submission with every other
     batched request) or "alone"; `repeats` submits the request that many times.
+    `overrides` are model settings this one request is computed with instead of
+    the engine's (a floor run of the reference: `dtype`, `attn_implementation`);
+    only an engine that declares them in `Capabilities.overrides` gets such requests.
     """
 
     case_id: str
@@ -57,13 +65,14 @@ class Request:
     variant: str = ""
     messages: tuple[dict[str, Any], ...] = ()
     images: tuple[str, ...] = ()
-    decoder: str = "pil"
-    prompt_form: str = "rendered"
-    image_input: str = "pixels"
+    decoder: str = _by_variant("pil")
+    prompt_form: str = _by_variant("rendered")
+    image_input: str = _by_variant("pixels")
     max_new_tokens: int = 16
-    sampling: Sampling | None = None
-    submit: str = "batched"
-    repeats: int = 1
+    sampling: Sampling | None = _by_variant(None)
+    submit: str = _by_variant("batched")
+    repeats: int = _by_variant(1)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Request:
@@ -111,6 +120,7 @@ class Capabilities:
     image_inputs: frozenset[str] = frozenset({"pixels"})
     sampling: bool = True
     features: frozenset[str] = frozenset()
+    overrides: frozenset[str] = frozenset()  # per-request model settings it can recompute with (floor runs)
 
     def unavailable(self) -> dict[str, str]:
         """Output fields this engine cannot supply, with the reason (for the comparators)."""

@@ -56,8 +56,15 @@ class Deadline:
         return f"run timeout of {self.seconds:g} s reached"
 
 
-def _lines(pipe: Any, stall_s: float, deadline: Deadline | None) -> Iterator[str | _Silence]:
-    """Lines from the worker's pipe; then a _Silence if it went quiet or the deadline passed, or nothing at its end."""
+# How long an engine may take to start (import, load, compile) before it is given up on: start-up is not
+# a stall, so the stall timeout counts from the engine's first message, and a slow start has its own bound.
+START_S = 900.0
+
+
+def _lines(pipe: Any, stall_s: float, deadline: Deadline | None,
+           worker: _Worker | None = None) -> Iterator[str | _Silence]:
+    """Lines from the worker's pipe; then a _Silence if it went quiet or the deadline passed, or nothing at its end.
+    Until `worker` has started, the silence allowed is the start-up bound, not the stall timeout."""
     buffer = b""
     fd = pipe.fileno()
     while True:
@@ -68,7 +75,8 @@ def _lines(pipe: Any, stall_s: float, deadline: Deadline | None) -> Iterator[str
         if deadline is not None and deadline.left() <= 0:
             yield _Silence.OVERDUE
             return
-        wait = stall_s if deadline is None else min(stall_s, deadline.left())
+        quiet = stall_s if worker is None or worker.started else max(stall_s, START_S)
+        wait = quiet if deadline is None else min(quiet, deadline.left())
         ready, _, _ = select.select([fd], [], [], wait)
         if not ready:
             yield _Silence.OVERDUE if deadline is not None and deadline.left() <= 0 else _Silence.STALLED
@@ -179,57 +187,31 @@ def _run_worker(engine: str, settings: EngineSettings, requests: list[Request], 
 
     With `go` not yet set, the engine starts now but computes only once `go` is set: its start-up
     overlaps another engine's work while their computing stays one at a time."""
-    wait = go is not None and not go.is_open()
+    held = go if go is not None and not go.is_open() else None
     progress(f"[{role}] starting {engine} ({settings.model}, {settings.dtype}, {settings.device}) "
              f"for {total - len(settled)} requests")
     spec = {"engine": engine, "settings": asdict(settings), "requests": [asdict(r) for r in requests],
-            "skip": sorted(settled), "parent": os.getpid(), "wait": wait}
+            "skip": sorted(settled), "parent": os.getpid(), "wait": held is not None}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
     read_fd, write_fd = os.pipe()
     proc = None
     try:
         proc = subprocess.Popen([sys.executable, "-m", "harness.engines.worker", f.name, str(write_fd)],
-                                pass_fds=(write_fd,), stdin=subprocess.PIPE if wait else None)
+                                pass_fds=(write_fd,), stdin=subprocess.PIPE if held else None)
         os.close(write_fd)
         with open(read_fd) as messages:
-            for line in _lines(messages, stall_s, deadline):
-                if line is _Silence.STALLED:
+            for line in _lines(messages, stall_s, deadline, worker):
+                if isinstance(line, _Silence):
                     _stop(proc)
-                    worker.fault = f"{engine} sent nothing for {stall_s:g} s (stalled) and was stopped"
+                    worker.fault, worker.final = ((f"{engine} sent nothing for {stall_s:g} s (stalled) and was stopped",
+                                                   False) if line is _Silence.STALLED
+                                                  else (deadline.reason() if deadline else "overdue", True))
                     break
-                if line is _Silence.OVERDUE:
-                    assert deadline is not None
-                    _stop(proc)
-                    worker.fault, worker.final = deadline.reason(), True
+                output = _on_message(json.loads(line), proc, worker, side, held, settled)
+                if worker.final:  # the gate was cancelled: the run ended before this engine could compute
                     break
-                message = json.loads(line)
-                kind = message["kind"]
-                if kind == "info":
-                    side.info, side.tokens, worker.started = message["info"], 0, True
-                    if wait:
-                        assert go is not None and proc.stdin is not None
-                        proceed = go.wait()
-                        try:
-                            proc.stdin.write(b"go\n" if proceed else b"")
-                            proc.stdin.close()  # without a go line the worker closes its engine and exits
-                        except OSError:  # it died while it waited: read on to its exit status
-                            pass
-                        if not proceed:
-                            _stop(proc)
-                            worker.fault, worker.final = "the run ended before this engine could compute", True
-                            break
-                elif kind == "submitted":
-                    worker.in_flight = [(c, v, a) for c, v, a in message["keys"]]
-                    worker.submitted.update(worker.in_flight)
-                elif kind == "fatal":
-                    worker.fault = message["error"]
-                elif kind == "done":
-                    side.run_s, worker.finished = message["run_s"], True
-                else:
-                    output = from_dict(EngineOutput, message["output"])
-                    settled.add((output.case_id, output.variant, output.attempt))
-                    side.tokens += 0 if output.error else len(output.output_ids)
+                if output is not None:
                     status = f"error: {output.error}" if output.error else "ok"
                     progress(f"[{role}] {len(settled)}/{total} {output.case_id} {output.variant} {status}")
                     yield output
@@ -240,6 +222,43 @@ def _run_worker(engine: str, settings: EngineSettings, requests: list[Request], 
         if proc is not None and proc.poll() is None:  # the harness itself broke (or Ctrl-C): no orphan engine
             _stop(proc)
         os.unlink(f.name)
+
+
+def _on_message(message: dict[str, Any], proc: subprocess.Popen[bytes], worker: _Worker, side: EngineSide,
+                held: Gate | None, settled: set[Key]) -> EngineOutput | None:
+    """One protocol message into the worker's and the side's state; an output is returned to be yielded."""
+    kind = message["kind"]
+    if kind == "info":
+        side.info, side.tokens, worker.started = message["info"], 0, True
+        if held is not None:  # started early: compute once the job before it has finished
+            _release(proc, worker, held)
+    elif kind == "submitted":
+        worker.in_flight = [(c, v, a) for c, v, a in message["keys"]]
+        worker.submitted.update(worker.in_flight)
+    elif kind == "fatal":
+        worker.fault = message["error"]
+    elif kind == "done":
+        side.run_s, worker.finished = message["run_s"], True
+    else:
+        output = from_dict(EngineOutput, message["output"])
+        settled.add((output.case_id, output.variant, output.attempt))
+        side.tokens += 0 if output.error else len(output.output_ids)
+        return output
+    return None
+
+
+def _release(proc: subprocess.Popen[bytes], worker: _Worker, go: Gate) -> None:
+    """Wait for the gate, then tell the held worker to compute; a cancelled gate closes it instead."""
+    assert proc.stdin is not None
+    proceed = go.wait()
+    try:
+        proc.stdin.write(b"go\n" if proceed else b"")
+        proc.stdin.close()  # without a go line the worker closes its engine and exits
+    except OSError:  # it died while it waited: read on to its exit status
+        pass
+    if not proceed:
+        _stop(proc)
+        worker.fault, worker.final = "the run ended before this engine could compute", True
 
 
 def _exit_cause(code: int) -> str:

@@ -1,8 +1,13 @@
 """The HuggingFace transformers reference: one case at a time, unbatched.
 
 Unbatched so no padding or batch-shape effect can leak into the reference.
-Logprobs are float32 log-softmax of the raw logits whatever the model dtype,
-so the reference's own rounding is only the model's, not the scoring's.
+Logprobs are float32 log-softmax of the raw logits whatever the model dtype
+(float64 for a float64 model), so the reference's own rounding is only the
+model's, not the scoring's.
+
+A request with `overrides` (a floor run: another dtype, another attention
+kernel) is computed by a second copy of the model loaded with them; one such
+copy is held at a time, so the floor runs of one kind should come together.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from PIL import Image
 
 from harness.decode import decode_all
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
+from harness.hardware import machine
 from harness.schema import EngineOutput, TokenLogprobs
 
 
@@ -21,7 +27,8 @@ class HFEngine(Engine):
     name = "hf"
     # The reference: greedy only, the harness's rendered prompt and PIL pixels; `flat-grey`
     # replaces each image by a grey one of the same size (the image-sensitivity check).
-    capabilities = Capabilities(max_top_k=1000, sampling=False, image_inputs=frozenset({"pixels", "flat-grey"}))
+    capabilities = Capabilities(max_top_k=1000, sampling=False, image_inputs=frozenset({"pixels", "flat-grey"}),
+                                overrides=frozenset({"dtype", "attn_implementation"}))
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
@@ -32,17 +39,34 @@ class HFEngine(Engine):
         torch.manual_seed(settings.seed)
         self._torch = torch
         self._versions = {"transformers": transformers.__version__, "torch": torch.__version__}
+        self._load = AutoModelForImageTextToText.from_pretrained
         self.processor = AutoProcessor.from_pretrained(settings.model)
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            settings.model, dtype=getattr(torch, settings.dtype), **settings.options
-        ).to(settings.device).eval()
+        self.model = self._load_model(settings.dtype, settings.options)
+        self._other: tuple[tuple[tuple[str, Any], ...], Any] | None = None  # (overrides, model)
+
+    def _load_model(self, dtype: str, options: dict[str, Any]) -> Any:
+        return self._load(self.settings.model, dtype=getattr(self._torch, dtype), **options).to(
+            self.settings.device).eval()
+
+    def _model_for(self, overrides: dict[str, Any]) -> Any:
+        """The model a request is computed with: the reference's, or a copy loaded with the request's overrides
+        (the previous copy is released first, so at most two are in memory)."""
+        if not overrides:
+            return self.model
+        key = tuple(sorted(overrides.items()))
+        if self._other is None or self._other[0] != key:
+            self._other = None
+            options = {**self.settings.options, **{k: v for k, v in overrides.items() if k != "dtype"}}
+            self._other = (key, self._load_model(overrides.get("dtype", self.settings.dtype), options))
+        return self._other[1]
 
     def info(self) -> dict[str, Any]:
         """Versions, and the choices transformers made that move logprobs (fast or slow image
         processor, attention kernel): stored references record them."""
         return {**super().info(), **self._versions,
                 "image_processor": type(getattr(self.processor, "image_processor", None)).__name__,
-                "attn_implementation": getattr(self.model.config, "_attn_implementation", None)}
+                "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
+                "hardware": machine(self._torch)}
 
     def run(self, requests: Sequence[Request]) -> Iterator[EngineOutput]:
         for request in requests:
@@ -58,15 +82,17 @@ class HFEngine(Engine):
         images = decode_all(request.images, request.decoder) or None
         if images and request.image_input == "flat-grey":
             images = [Image.new("RGB", image.size, (128, 128, 128)) for image in images]
+        model = self._model_for(request.overrides)
         inputs = self.processor(text=[request.prompt_text], images=images, return_tensors="pt")
         inputs = inputs.to(self.settings.device)
         prompt_ids = inputs["input_ids"][0].tolist()
         k = self.settings.top_k
+        scoring = torch.float64 if model.dtype == torch.float64 else torch.float32
 
         start = time.perf_counter()
         with torch.inference_mode():
-            logits = self.model(**inputs).logits[0]
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            logits = model(**inputs).logits[0]
+            logprobs = torch.log_softmax(logits.to(scoring), dim=-1)
             prompt_logprobs: list[TokenLogprobs | None] = [None]
             prompt_logprobs += [_score(logprobs[i - 1], prompt_ids[i], k) for i in range(1, len(prompt_ids))]
             prefill_s = time.perf_counter() - start
@@ -79,14 +105,15 @@ class HFEngine(Engine):
                 max_new_tokens=request.max_new_tokens, do_sample=False, eos_token_id=[],
                 pad_token_id=self.processor.tokenizer.pad_token_id, output_logits=True, return_dict_in_generate=True,
             )
-            generated = self.model.generate(**inputs, generation_config=config)
+            generated = model.generate(**inputs, generation_config=config)
             decode_s = time.perf_counter() - start
         output_ids = generated.sequences[0, len(prompt_ids):].tolist()
         output_logprobs = [
-            _score(torch.log_softmax(step[0].float(), dim=-1), tid, k)
+            _score(torch.log_softmax(step[0].to(scoring), dim=-1), tid, k)
             for step, tid in zip(generated.logits, output_ids)
         ]
-        rescored = self._rescore(inputs, generated.sequences, len(prompt_ids))
+        # The reference's self-consistency check; a floor run is not the reference.
+        rescored = [] if request.overrides else self._rescore(inputs, generated.sequences, len(prompt_ids))
         return EngineOutput(
             case_id=request.case_id,
             engine=self.name,
@@ -97,7 +124,7 @@ class HFEngine(Engine):
             output_logprobs=output_logprobs,
             output_text=self.processor.decode(output_ids, skip_special_tokens=True),
             timings={"prefill_s": prefill_s, "decode_s": decode_s},
-            diagnostics={"self_consistency_max": max(
+            diagnostics={} if request.overrides else {"self_consistency_max": max(
                 (abs(r - o.logprob) for r, o in zip(rescored, output_logprobs)), default=0.0)},
         )
 

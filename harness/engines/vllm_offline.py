@@ -14,16 +14,17 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
-from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from harness.decode import decode_all
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.engines.embeddings import VisionTower
 from harness.engines.messages import chat_messages, image_url_of
+from harness.hardware import machine
 from harness.models import architecture
 from harness.schema import EngineOutput, TokenLogprobs
 
@@ -106,7 +107,6 @@ class VLLMEngine(Engine):
             for key, value in CPU_ENV.items():
                 os.environ.setdefault(key, value)
         import vllm
-
         from vllm.v1.engine.exceptions import EngineDeadError
 
         self._vllm = vllm
@@ -119,7 +119,7 @@ class VLLMEngine(Engine):
         import transformers
 
         return {**super().info(), "engine_version": self._vllm.__version__,
-                "transformers": transformers.__version__, "torch": torch.__version__}
+                "transformers": transformers.__version__, "torch": torch.__version__, "hardware": machine(torch)}
 
     def start(self, requests: Sequence[Request]) -> None:
         # generation_config="vllm": sampling comes only from our SamplingParams, never

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.report.format import fmt
+from harness.format import fmt
 from harness.schema import RunResult
 
 PAIRS = ("prefill_max", "prefill_mean", "decode_max", "decode_mean", "rouge_l")

@@ -14,12 +14,13 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 from plotly.offline import get_plotlyjs
 
+from harness.explain import case_lines, drift_lines, finding_text, variant_lines
+from harness.format import fmt, ratio
 from harness.gate import GateDecision
 from harness.history import HEADLINE
 from harness.report.decode_effect import PAIRS, decode_effect_rows, decoder_variants
-from harness.report.format import fmt
 from harness.results import write_atomic
-from harness.schema import METRICS, VERDICTS, CaseComparison, RunResult
+from harness.schema import METRIC_INFO, METRICS, VERDICTS, CaseComparison, Floor, RunResult
 
 PROVENANCE_KEYS = (
     "engine", "engine_version", "model_name", "model", "model_sha256", "reference_engine", "reference_model", "reference_model_sha256", "dtype",
@@ -30,6 +31,9 @@ PROVENANCE_KEYS = (
 _ENV = Environment(loader=PackageLoader("harness.report", "templates"),
                    autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
 _ENV.filters["fmt"] = lambda value: fmt(None if isinstance(value, Undefined) else value)
+_ENV.filters.update(ratio=ratio, case_lines=case_lines, variant_lines=variant_lines, drift_lines=drift_lines,
+                    finding_text=finding_text)
+_ENV.globals["metric_info"] = METRIC_INFO
 
 
 def _static(name: str) -> str:
@@ -48,10 +52,13 @@ def image_spans(mask: list[bool]) -> list[tuple[int, int]]:
     return spans
 
 
-def _chart(cmp: CaseComparison, threshold: float | None) -> dict[str, Any]:
-    """Chart data; a non-finite diff (the engine did not score the token) becomes a gap, since JSON has no inf."""
+def _chart(cmp: CaseComparison, floor: Floor | None) -> dict[str, Any]:
+    """Chart data: the engine's per-position diffs, the floor's beside them, and the prefill_max bound in
+    force; a non-finite diff (the engine did not score the token) becomes a gap, since JSON has no inf."""
     diffs = [d if d is None or math.isfinite(d) else None for d in cmp.prefill_diffs]
-    return {"diffs": diffs, "spans": image_spans(cmp.image_mask), "threshold": threshold}
+    check = cmp.checks.get("prefill_max")
+    return {"diffs": diffs, "spans": image_spans(cmp.image_mask), "threshold": check.bound if check else None,
+            "floor": floor.diffs if floor and not floor.unavailable else []}
 
 
 def trend_data(history: list[dict[str, Any]], last: int) -> dict[str, Any] | None:
@@ -68,7 +75,7 @@ def trend_data(history: list[dict[str, Any]], last: int) -> dict[str, Any] | Non
 def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
                 regressions: list[str] | None = None, history: list[dict[str, Any]] | None = None,
                 trend_runs: int = 30, diagnosis: list[str] | None = None) -> Path:
-    charts = {f"{c.case_id}::{name}": _chart(v.comparison, c.thresholds.get("prefill_max"))
+    charts = {f"{c.case_id}::{name}": _chart(v.comparison, c.floor)
               for c in run.cases for name, v in c.variants.items() if v.comparison and v.comparison.prefill_diffs}
     variant_counts = {v["name"]: {k: sum(c.variants[v["name"]].verdict == k for c in run.cases
                                          if v["name"] in c.variants) for k in VERDICTS} for v in run.variants}
@@ -76,7 +83,7 @@ def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
         run=run, p=run.provenance, counts=run.counts(), gate=gate, regressions=regressions or [],
         diagnosis=diagnosis or [],
         trends=trend_data(history or [], trend_runs), charts=charts, metrics=METRICS,
-        base_variant=run.provenance.get("base_variant", "base"), variant_counts=variant_counts,
+        base_variant=run.provenance.base_variant, variant_counts=variant_counts,
         tags=sorted({t for c in run.cases for t in c.tags}), provenance_keys=PROVENANCE_KEYS,
         effect_tables={name: decode_effect_rows(run, name) for name in decoder_variants(run)}, effect_pairs=PAIRS,
         css=_static("report.css"), js=_static("report.js"), plotly_js=get_plotlyjs(),

@@ -1,16 +1,26 @@
 """A markdown summary for CI step summaries ($GITHUB_STEP_SUMMARY) and chat."""
 from __future__ import annotations
 
-from harness.report.format import fmt
+import os
+
+from harness.explain import case_lines, drift_lines
+from harness.format import fmt, ratio
+from harness.outcome import Outcome
 from harness.schema import CaseComparison, RunResult
 
-COLUMNS = ("prefill_max", "prefill_mean", "decode_max", "rouge_l")
+COLUMNS = ("prefill_max", "prefill_mean", "kl_mean", "same_top1", "decode_max", "rouge_l")
 
 
 def _cell(cmp: CaseComparison | None, key: str) -> str:
+    """'1.4e-01 (1.7x)': the value and its ratio to the case's floor."""
     if cmp is None:
         return "–"
-    return "unavailable" if key in cmp.unavailable else fmt(getattr(cmp, key))
+    if key in cmp.unavailable:
+        return "unavailable"
+    check = cmp.checks.get(key)
+    mark = " ⚠" if check and check.level == "drift" else " ✗" if check and check.level == "fail" else ""
+    shown = f" ({ratio(check.ratio)})" if check and check.ratio is not None else ""
+    return f"{fmt(getattr(cmp, key))}{shown}{mark}"
 
 
 def markdown_summary(run: RunResult, gate: tuple[str, list[str]] | None = None,
@@ -21,7 +31,7 @@ def markdown_summary(run: RunResult, gate: tuple[str, list[str]] | None = None,
     lines = [
         f"## vlm-parity: {run.verdict.upper()}",
         "",
-        f"{p.get('engine')} vs {p.get('reference_engine')} on `{p.get('model')}` ({p.get('dtype')}), "
+        f"{p.engine} vs {p.reference_engine} on `{p.model}` ({p.dtype}), "
         f"variants {', '.join(names)}: {counts['pass']} pass, {counts['known']} known, {counts['fail']} fail, "
         f"{counts['error']} error"
         + (f", {counts['skipped']} skipped" if counts["skipped"] else ""),
@@ -35,11 +45,25 @@ def markdown_summary(run: RunResult, gate: tuple[str, list[str]] | None = None,
         lines += ["", f"**Gate:** {gate[0]}" + "".join(f"\n- {r}" for r in gate[1])]
     if regressions:
         lines += ["", "**Regressions against the previous run:**", *[f"- {r}" for r in regressions]]
+    drifting = [f"{c.case_id}: {line}" for c in run.cases for line in drift_lines(c)]
+    if drifting:
+        lines += ["", f"**Drifting ({len(drifting)}): above k_warn × floor, within the bound**",
+                  *[f"- {d}" for d in drifting]]
+    lines += ["", "Metric cells: value (ratio to the case's floor); ✗ fails, ⚠ drifts."]
     lines += ["", f"| case | {' | '.join(COLUMNS)} | {' | '.join(names)} | verdict | reasons |",
               "|---" * (len(COLUMNS) + len(names) + 3) + "|"]
     for case in sorted(run.cases, key=lambda c: (c.verdict == "pass", c.case_id)):
         cells = [_cell(case.comparison, key) for key in COLUMNS]
         cells += [case.variants[n].verdict if n in case.variants else "–" for n in names]
-        reasons = "; ".join(case.reasons).replace("|", "\\|")
+        reasons = "; ".join(case_lines(case)).replace("|", "\\|")
         lines.append(f"| {case.case_id} | {' | '.join(cells)} | {case.verdict} | {reasons} |")
     return "\n".join(lines) + "\n"
+
+
+def write_step_summary(run: RunResult, outcome: Outcome) -> None:
+    """The markdown summary, appended to $GITHUB_STEP_SUMMARY where CI sets it."""
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a") as f:
+            f.write(markdown_summary(run, (f"{outcome.gate.label} ({outcome.gate.policy})", outcome.gate.reasons),
+                                     outcome.regressions, outcome.diagnosis))

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.explain import case_lines, finding_text, variant_lines
 from harness.results import write_atomic
-from harness.schema import SCALAR_FIELDS, RunResult
+from harness.schema import METRIC_INFO, METRICS, SCALAR_FIELDS, CaseComparison, RunResult
 
-COLUMNS = ("case_id", "variant", "verdict", "case_verdict", "reasons", "tags", "images", "source", *SCALAR_FIELDS,
-           "unavailable")
+# Every metric with its floor, ratio to the floor, bound in force and check level beside it.
+CHECK_COLUMNS = tuple(f"{m}_{part}" for m in METRICS for part in ("floor", "ratio", "bound", "level"))
+COLUMNS = ("case_id", "variant", "verdict", "case_verdict", "reasons", "drift", "tags", "images", "source",
+           *SCALAR_FIELDS, *CHECK_COLUMNS, "unavailable")
 
 
 def case_table(run: RunResult) -> pd.DataFrame:
@@ -26,13 +29,24 @@ def case_table(run: RunResult) -> pd.DataFrame:
             cmp = cell.comparison if cell else None
             rows.append({**base, "variant": cell.variant if cell else None,
                          "verdict": cell.verdict if cell else case.verdict,
-                         "reasons": "; ".join(cell.reasons if cell else case.reasons),
+                         "reasons": "; ".join(variant_lines(cell) if cell else case_lines(case)),
+                         "drift": "; ".join(finding_text(f) for f in cell.drifting) if cell else "",
                          **{m: getattr(cmp, m) if cmp else None for m in SCALAR_FIELDS},
+                         **_checks(cmp),
                          "unavailable": ",".join(sorted(cmp.unavailable)) if cmp else ""})
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     for key in ("engine", "model", "dtype", "git_commit", "date"):
-        frame[key] = run.provenance.get(key)
+        frame[key] = getattr(run.provenance, key)
     return frame
+
+
+def _checks(cmp: CaseComparison | None) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, check in (cmp.checks if cmp else {}).items():
+        if name in METRIC_INFO:
+            out.update({f"{name}_floor": check.floor, f"{name}_ratio": check.ratio, f"{name}_bound": check.bound,
+                        f"{name}_level": check.level})
+    return out
 
 
 def write_tables(run: RunResult, out_dir: Path) -> list[Path]:

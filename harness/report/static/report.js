@@ -62,13 +62,22 @@
       shapes.push({ type: "line", xref: "paper", x0: 0, x1: 1, y0: d.threshold, y1: d.threshold,
                     line: { color: "#cf222e", dash: "dash", width: 1 } });
     }
-    Plotly.newPlot(el, [{
+    const traces = [{
       x: d.diffs.map((_, i) => i), y: d.diffs.map((v) => (v === null ? null : Math.max(v, floor))),
       type: "scatter", mode: "lines+markers", marker: { size: 4 }, line: { width: 1 },
       name: "|engine - reference|", hovertemplate: "position %{x}<br>diff %{y:.3g}<extra></extra>",
-    }], {
-      margin: { l: 60, r: 10, t: 24, b: 40 }, shapes: shapes,
-      title: { text: "prefill logprob diff per prompt position (shaded: image placeholders; dashed: threshold)",
+    }];
+    if (d.floor && d.floor.length) {
+      traces.push({
+        x: d.floor.map((_, i) => i), y: d.floor.map((v) => (v === null ? null : Math.max(v, floor))),
+        type: "scatter", mode: "lines", line: { width: 1, color: "#8c959f" }, fill: "tozeroy",
+        fillcolor: "rgba(140,149,159,0.18)", name: "floor: the reference against itself",
+        hovertemplate: "position %{x}<br>floor %{y:.3g}<extra></extra>",
+      });
+    }
+    Plotly.newPlot(el, traces, {
+      margin: { l: 60, r: 10, t: 24, b: 40 }, shapes: shapes, legend: { orientation: "h", y: -0.25 },
+      title: { text: "prefill logprob diff per prompt position (shaded blue: image placeholders; grey: floor; dashed: failure bound)",
                font: { size: 12 } },
       xaxis: { title: { text: "prompt position" } },
       yaxis: { type: "log", title: { text: "|diff| (0 drawn at 1e-9)" }, exponentformat: "e" },

@@ -5,10 +5,15 @@ which kind of reason, says where to look before anyone opens a case.
 """
 from __future__ import annotations
 
-from harness.schema import RunResult
+from harness.schema import METRIC_INFO, Finding, RunResult
 
-_DECODE_ONLY = ("first_divergence", "decode_max", "rouge_l", "attempt")
 _FAILED = ("fail", "error")
+
+
+def _decode_only(finding: Finding) -> bool:
+    """A failure of the generated tokens, not of the prompt's scoring (or a repeat disagreeing with itself)."""
+    section = METRIC_INFO[finding.metric]["section"] if finding.metric in METRIC_INFO else None
+    return section in ("decode", "text") or finding.against == "attempt"
 
 
 def _failing_cells(run: RunResult) -> dict[str, set[str]]:
@@ -47,10 +52,10 @@ def diagnose(run: RunResult) -> list[str]:
     if failing and text and all(c.images for c in judged if c.case_id in failing):
         found.append(f"image cases fail ({len(failing)}/{len(image)}), text-only cases pass: the vision path "
                      "(decode, processor, encoder, placeholders)")
-    reasons = [r for c in judged for cell in c.variants.values() if cell.verdict == "fail" for r in cell.reasons]
-    if reasons and all("prompt_ids_match = false" in r for r in reasons):
+    findings = [f for c in judged for cell in c.variants.values() if cell.verdict == "fail" for f in cell.failing]
+    if findings and all(f.metric == "prompt_ids_match" for f in findings):
         found.append("prompt token ids differ: the tokenizer or the chat template")
-    elif reasons and all(any(k in r for k in _DECODE_ONLY) for r in reasons):
+    elif findings and all(_decode_only(f) for f in findings):
         found.append("prefill passes, decode fails: the prompt is scored right, generation goes wrong")
     if not found:
         found.append(f"fails on variants {', '.join(sorted(cells))}")

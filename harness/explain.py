@@ -1,0 +1,62 @@
+"""Findings and verdicts rendered as text: the one place a record becomes a sentence.
+
+Results hold findings as data (`harness.schema.Finding`); the CLI, the report, the step summary, the
+gate and pytest's failure messages all call these, so a reason reads the same everywhere.
+"""
+from __future__ import annotations
+
+from harness.format import against_floor, fmt
+from harness.schema import CaseResult, Finding, VariantResult
+
+FAILED = ("fail", "error", "known")
+
+
+def where(f: Finding) -> str:
+    """What the output was compared with: 'vs reference', 'vs base', 'attempt 2 vs attempt 1'."""
+    against = "attempt 1" if f.against == "attempt" else f.against
+    return f"attempt {f.attempt + 1} vs {against}" if f.attempt else f"vs {against}"
+
+
+def finding_text(f: Finding) -> str:
+    """'vs reference: prefill_max = 4.8 > 3.4e-5 (k x floor + atol; 7.1e5x floor 6.7e-6)'."""
+    if f.rule == "structural":
+        body = f"{f.metric}: {f.detail}" if f.metric != "prompt_ids_match" else f"prompt_ids_match = false: {f.detail}"
+    elif f.rule in ("exact", "topk"):
+        body = f"{f.metric} {f.detail}"
+    elif f.level == "drift":
+        body = f"{f.metric} = {fmt(f.value)} drifts: {against_floor(f.ratio, f.floor)} (fails beyond {fmt(f.bound)})"
+    else:
+        lower = f.bound is None or f.value is None or f.value > f.bound or f.value != f.value
+        op = ">" if lower else "<"
+        if f.rule == "floor":
+            rule = f"{f.k:g} x floor + atol; {against_floor(f.ratio, f.floor)}"
+        elif f.rule == "ceiling":
+            rule = f"ceiling; {against_floor(f.ratio, f.floor)}"
+        else:
+            rule = f.rule
+        body = f"{f.metric} = {fmt(f.value)} {op} {fmt(f.bound)} ({rule})"
+    return f"{where(f)}: {body}"
+
+
+def variant_lines(variant: VariantResult) -> list[str]:
+    """Why a variant did not pass: its own reasons (errors, a known failure's record), then its failures."""
+    return [*variant.reasons, *(finding_text(f) for f in variant.failing)]
+
+
+def case_lines(case: CaseResult) -> list[str]:
+    """Why a case did not pass: its own reasons, then each failing, erroring or known variant's, named."""
+    lines = list(case.reasons)
+    for name, variant in case.variants.items():
+        if variant.verdict in FAILED:
+            lines += [f"{name}: {line}" for line in variant_lines(variant)]
+    return lines
+
+
+def drift_lines(case: CaseResult) -> list[str]:
+    """The case's drifting metrics, per variant (warnings: within the bound, above k_warn x floor)."""
+    return [f"{name}: {finding_text(f)}" for name, variant in case.variants.items() for f in variant.drifting]
+
+
+def lines(result: CaseResult | VariantResult) -> list[str]:
+    """Why a case or one of its variants did not pass (pytest's failure message)."""
+    return case_lines(result) if isinstance(result, CaseResult) else variant_lines(result)
