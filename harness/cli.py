@@ -8,14 +8,17 @@ Exit status of `run`: 0 every case passed, 1 some case failed or errored,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import yaml
 
 from harness.bench.command import add_bench_arguments
+from harness.console import Console
 from harness.decode.diff import add_decode_diff_arguments, run_decode_diff
-from harness.explain import drift_lines
 from harness.gate import gate_file, load_gate_config
 from harness.merge import merge_runs
 from harness.observe import Observer
@@ -135,36 +138,35 @@ def _models(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, observer: Observer) -> int:
     cfg = run_config(lambda name: getattr(args, name))
-    progress = lambda line: print(line, flush=True)  # noqa: E731
+    console = Console(verbose=cfg.verbose)
+    if not cfg.verbose:
+        quiet_third_parties()
+    start = time.perf_counter()
     try:
-        run = execute(cfg, progress, observer)
+        run = execute(cfg, console, observer)
         with observer.stage("report"):
             outcome = conclude(run, cfg.history, cfg.policy, cfg.gate_config)
             published = publish(run, cfg.out, outcome)
             write_step_summary(run, outcome)
     except Exception as exc:  # the run itself could not complete; per-case failures never get here
-        print(f"vlm-parity: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        console.finish_failed(f"vlm-parity: run failed: {type(exc).__name__}: {exc}")
         return EXIT_ERROR
-    counts = run.counts()
-    print(f"{run.verdict.upper()}: {counts['pass']} pass, {counts['known']} known, {counts['fail']} fail, "
-          f"{counts['error']} error"
-          f"{'; run error: ' + run.error if run.error else ''}")
-    drifting = [f"{c.case_id} {line}" for c in run.cases for line in drift_lines(c)]
-    for line in drifting[:10]:
-        print(f"DRIFT: {line}")
-    if len(drifting) > 10:
-        print(f"DRIFT: ... and {len(drifting) - 10} more (see the report)")
-    for line in outcome.diagnosis:
-        print(f"DIAGNOSIS: {line}")
-    for regression in outcome.regressions:
-        print(f"REGRESSION: {regression}")
+    console.finish(run, published.html, outcome.regressions, outcome.diagnosis, time.perf_counter() - start)
     if cfg.decode_effect:
-        print(f"\ndecode-path effect ({cfg.decode_effect} pixels to the engine, PIL to the reference):\n"
-              f"{decode_effect_markdown(run, cfg.decode_effect)}")
-    print(f"results: {cfg.out / 'results.json'}\nreport:  {published.html}")
+        console.print(f"decode-path effect ({cfg.decode_effect} pixels to the engine, PIL to the reference):\n"
+                      f"{decode_effect_markdown(run, cfg.decode_effect)}")
     if run.status != "complete" or not run.cases:
         return EXIT_ERROR
     return EXIT_PASS if run.verdict == "pass" else EXIT_FAIL
+
+
+def quiet_third_parties() -> None:
+    """Libraries' warnings the user cannot act on stay off the console (the engines' own go to OUT/logs)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
 
 
 def _merge(args: argparse.Namespace) -> int:

@@ -31,3 +31,22 @@ def against_floor(value_ratio: float | None, floor: float | None) -> str:
     if value_ratio is None:
         return f"floor {fmt(floor)}"
     return f"{ratio(value_ratio)} floor {fmt(floor)}"
+
+
+UNITS = (("_tok_s", "tok/s"), ("_s", "s"), ("_mb", "MB"))  # a provenance key's suffix -> its unit
+
+
+def display(value: object, key: str = "") -> str:
+    """A provenance or settings value for people: numbers with their unit and at most 4 significant digits,
+    mappings and lists as readable 'key: value' and comma lists, booleans as yes/no."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        unit = next((u for suffix, u in UNITS if key.endswith(suffix)), "")
+        return f"{value:.4g}{' ' + unit if unit else ''}"
+    if isinstance(value, dict):
+        shown = [f"{k}: {display(v, str(k))}" for k, v in value.items() if v not in (None, "", [], {}, False)]
+        return "; ".join(shown) or "–"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ", ".join(display(v) for v in value) or "–"
+    return "–" if value is None else str(value)

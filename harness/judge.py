@@ -226,5 +226,5 @@ def sane(output: EngineOutput) -> list[Finding]:
 def case_result(case: Case, prompt_text: str, verdict: str, reasons: list[str],
                 thumbnails: list[str] | None = None) -> CaseResult:
     return CaseResult(case_id=case.id, verdict=verdict, reasons=reasons, source=str(case.source),
-                      tags=list(case.tags), images=[str(p) for p in case.images], prompt_text=prompt_text,
-                      thumbnails=list(thumbnails or []))
+                      tags=list(case.tags), images=[str(p) for p in case.images], messages=list(case.messages),
+                      prompt_text=prompt_text, thumbnails=list(thumbnails or []))

@@ -45,11 +45,12 @@ def comma_list(text: str) -> list[str]:
 
 def option(default: Any = None, help: str = "", *, flag: str | None = None, convert: Callable[[Any], Any] | None = None,
            fronts: tuple[str, ...] = ("cli", "pytest"), factory: Callable[[], Any] | None = None,
-           **argparse_kwargs: Any) -> Any:
+           aliases: tuple[str, ...] = (), **argparse_kwargs: Any) -> Any:
     """A config field that is a command-line option: `flag` (default: the field name with dashes), argparse's
-    keyword arguments, `convert` from the parsed value to the field's (a list of pairs to a dict), and the
-    front ends that offer it ("cli", "pytest")."""
-    meta = {"option": {"flag": flag, "help": help, "convert": convert, "fronts": fronts, "argparse": argparse_kwargs}}
+    keyword arguments, `convert` from the parsed value to the field's (a list of pairs to a dict), the
+    front ends that offer it ("cli", "pytest"), and short `aliases` for the unprefixed command line."""
+    meta = {"option": {"flag": flag, "help": help, "convert": convert, "fronts": fronts, "argparse": argparse_kwargs,
+                       "aliases": aliases}}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -76,8 +77,11 @@ class RunConfig:
     decoder: str = option("pil", "decoder for the engine's images (the reference uses pil)", choices=sorted(DECODERS))
     decode_effect: str | None = option(help="add the decoder-DECODER variant: the engine fed that decoder's pixels",
                                        metavar="DECODER", choices=sorted(DECODERS))
-    variants: list[str] | None = option(help="variants to run (harness/config/variants.yaml): names, or base, "
-                                             "default, all (default: default)", type=comma_list, metavar="NAME,...")
+    profile: str = option("default", "the set of variants to run, a profile of harness/config/variants.yaml: default "
+                                     "(what CI runs) or nightly (every path, the slow ones too)")
+    variants: list[str] | None = option(help="variants to run instead of the profile's (harness/config/"
+                                             "variants.yaml): names, or base, a profile's name, all",
+                                        type=comma_list, metavar="NAME,...")
     variants_files: list[Path] = option(help="extra variants file; its entries add to or replace the packaged ones",
                                         flag="variants-file", type=Path, action="append", metavar="YAML",
                                         factory=list)
@@ -108,6 +112,9 @@ class RunConfig:
     overlap: str = option("auto", "start the engine groups while the reference runs: auto = when every side is on "
                                   "the CPU; on a GPU two processes would hold its memory at once, so there it is "
                                   "opt-in", choices=("auto", "on", "off"))
+    verbose: bool = option(False, "show every request and passing case, and the engines' own output, on the console "
+                                  "(default: a progress bar per engine, engine output in OUT/logs/)",
+                           action="store_true", aliases=("-v",))
     history: Path | None = option(help="JSON-lines history to append this run to (nightly trends)", type=Path)
     policy: str = option("default", "gate policy from the gate config (default: default)")
     gate_config: Path | None = option(help="gate YAML (default: the packaged one)", type=Path)
@@ -144,7 +151,8 @@ def add_options(add: Callable[..., Any], prefix: str = "", cls: type = RunConfig
         kwargs = dict(spec["argparse"])
         if kwargs.get("action") == "append":
             kwargs["default"] = []
-        add(f"--{prefix}{flag_of(f, spec)}", dest=f"{prefix.replace('-', '_')}{f.name}", help=spec["help"], **kwargs)
+        names = [f"--{prefix}{flag_of(f, spec)}", *(spec.get("aliases", ()) if not prefix else ())]
+        add(*names, dest=f"{prefix.replace('-', '_')}{f.name}", help=spec["help"], **kwargs)
 
 
 def build_config(get: Callable[[str], Any], cls: type = RunConfig, front: str = "cli", **fixed: Any) -> Any:
@@ -152,7 +160,7 @@ def build_config(get: Callable[[str], Any], cls: type = RunConfig, front: str = 
     values: dict[str, Any] = {}
     for f, spec in options(cls, front):
         value = get(f.name)
-        if value is None or value == []:
+        if value is None or value == [] or value is False:  # not given: the config's default
             continue
         values[f.name] = spec["convert"](value) if spec["convert"] else value
     return cls(**{**values, **fixed})

@@ -104,7 +104,7 @@ def select_cases(cfg: RunConfig, loaded: LoadedCases) -> CaseSelection:
 
 def select_variants(cfg: RunConfig, variant_set: VariantSet) -> list[Variant]:
     """The variants the run asked for (`--variants`, plus `--decode-effect`'s), base first."""
-    names = list(cfg.variants or ["default"]) + ([DECODER_PREFIX + cfg.decode_effect] if cfg.decode_effect else [])
+    names = list(cfg.variants or [cfg.profile]) + ([DECODER_PREFIX + cfg.decode_effect] if cfg.decode_effect else [])
     return variant_set.select(names)
 
 

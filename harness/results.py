@@ -22,12 +22,11 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from harness.explain import case_lines, drift_lines
 from harness.schema import CaseResult, RunResult
 
 RESULTS_NAME = "results.json"
@@ -102,8 +101,8 @@ class ResultsSink:
     once the run has a final status also writes results.json.
     """
 
-    def __init__(self, run: RunResult, out_dir: Path, progress: Callable[[str], None]) -> None:
-        self.run, self.out_dir, self.progress = run, out_dir, progress
+    def __init__(self, run: RunResult, out_dir: Path) -> None:
+        self.run, self.out_dir = run, out_dir
         self.log = out_dir / LOG_NAME
         self.started = False
         self.written: dict[str, str] = {}  # case id -> the JSON of its last line, for results.json
@@ -113,10 +112,6 @@ class ResultsSink:
         body = _dumps(asdict(result))
         self._append(_line("case", body))
         self.written[result.case_id] = body
-        line = f"{result.verdict.upper():5} {result.case_id}"
-        reasons, drift = case_lines(result), drift_lines(result)
-        self.progress(line + (f"  ({'; '.join(reasons)})" if reasons else "")
-                      + (f"  [drift: {'; '.join(drift)}]" if drift else ""))
 
     def write(self) -> Path:
         head = _run_json(self.run)

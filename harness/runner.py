@@ -9,6 +9,7 @@ ledger closes it; every failure below the run itself becomes an `error` result w
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -17,6 +18,7 @@ from typing import Any
 
 from harness import __version__, config
 from harness.cases import Case, load_cases
+from harness.console import Console, Lines, as_console
 from harness.decode.diff import case_pixel_deltas
 from harness.engines.base import EngineSettings, resolve_engine
 from harness.engines.client import Deadline, EngineSide, Gate, stream
@@ -43,12 +45,13 @@ __all__ = ["RunConfig", "execute"]
 Launcher = Callable[..., Iterator[EngineOutput]]
 
 
-def execute(cfg: RunConfig, progress: Any = print, observer: Observer | None = None,
+def execute(cfg: RunConfig, progress: Console | Lines = print, observer: Observer | None = None,
             launcher: Launcher = stream) -> RunResult:
-    """Run every case on every variant; results are written as each case completes. `launcher` starts one
-    engine's stream (`harness.engines.client.stream`: a worker process; tests run engines in-process)."""
+    """Run every case on every variant; results are written as each case completes. `progress` is the run's
+    console (`harness.console`) or a callable that takes its lines; `launcher` starts one engine's stream
+    (`harness.engines.client.stream`: a worker process; tests run engines in-process)."""
     observer = observer or Observer()
-    session = Session.prepare(cfg, progress, observer, launcher)
+    session = Session.prepare(cfg, as_console(progress), observer, launcher)
     ledger, scheduler = session.ledger, session.scheduler
     session.finish(ledger.opening())
     streams = Streams()
@@ -59,8 +62,10 @@ def execute(cfg: RunConfig, progress: Any = print, observer: Observer | None = N
             session.apply(scheduler.start(), streams)
             for source, output in streams:
                 if output is not None:
+                    session.console.output(source, output.case_id, output.variant, output.error)
                     session.finish(ledger.accept(source, output))
                     continue
+                session.closed(source)
                 session.finish(ledger.stream_ended(source, session.end_reason(source)))
                 events = scheduler.reference_finished() if source == REFERENCE else scheduler.group_finished(
                     int(source))
@@ -93,7 +98,7 @@ class Session:
     stored: Stored
     ledger: CaseLedger
     scheduler: Scheduler
-    progress: Any
+    console: Console
     observer: Observer
     launcher: Launcher = stream
     deadline: Deadline | None = None
@@ -101,9 +106,10 @@ class Session:
     sides: list[EngineSide] = field(default_factory=list)
     gates: list[Gate] = field(default_factory=list)
     details: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    streams: dict[str, tuple[str, Path | None]] = field(default_factory=dict)  # source -> its role and log
 
     @classmethod
-    def prepare(cls, cfg: RunConfig, progress: Any, observer: Observer, launcher: Launcher = stream) -> Session:
+    def prepare(cls, cfg: RunConfig, console: Console, observer: Observer, launcher: Launcher = stream) -> Session:
         """Everything before the first engine starts: cases, stored references, prompts, the plan."""
         with observer.stage("setup"):
             model = resolve_model(cfg.model)
@@ -112,12 +118,13 @@ class Session:
             engine_cls, reference_cls = resolve_engine(cfg.engine), resolve_engine(cfg.reference_engine)
             variant_set = load_variants(cfg.variants_files)
             run = RunResult(provenance=_provenance(cfg, model, reference_model, engine_cls, thresholds, variant_set.base))
-            sink = ResultsSink(run, cfg.out, progress)
+            sink = ResultsSink(run, cfg.out)
         with observer.stage("case_load"):
             selection = select_cases(cfg, load_cases(cfg.cases))
         for case_id, reasons in selection.errors.items():
-            sink.add(CaseResult(case_id=case_id, verdict="error", reasons=reasons, source=selection.sources.get(
-                case_id, "")))
+            result = CaseResult(case_id=case_id, verdict="error", reasons=reasons, source=selection.sources.get(case_id, ""))
+            sink.add(result)
+            console.case(result)
         store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, cfg.reference_model or cfg.model or DEFAULT_MODEL,
                                reference_model, cfg.reference_engine)
         capabilities = engine_cls.capabilities_for(model)
@@ -127,9 +134,10 @@ class Session:
             stored = _stored_references(cfg, selection.cases, store, paths)
         for result in stored.errors:
             sink.add(result)
+            console.case(result)
         cases = [c for c in selection.cases if c.id not in {r.case_id for r in stored.errors}]
         with observer.stage("render"):
-            prompts, prompter = _render(cases, stored, reference_model, sink)
+            prompts, prompter = _render(cases, stored, reference_model, sink, console)
         cases = [c for c in cases if c.id in prompts]
         processor = store.processor if stored.references else None
         chat_template = prompter.chat_template if prompter else processor.chat_template if processor else None
@@ -147,7 +155,7 @@ class Session:
         run.warnings += stored.warnings + ([f"no floors: {plan.no_floor}; every metric is judged by its absolute "
                                             "ceiling alone"] if plan.no_floor else [])
         for name, reason in plan.skipped.items():
-            progress(f"SKIP  variant {name}: {reason}")
+            console(f"SKIP  variant {name}: {reason}")
         image_token = (processor.image_token if processor and not store.local else image_token_id(reference_model))
         texts = prompter.token_texts if prompter else processor.texts if processor else _no_texts
         judge = Judge(thresholds, cfg.dtype, cfg.reference_dtype or cfg.dtype, model, image_token, texts, plan.base,
@@ -157,7 +165,7 @@ class Session:
         ledger = CaseLedger(plan.expected(), {c: s.outputs for c, s in stored.references.items()})
         scheduler = Scheduler([g.needs_reference for g in plan.groups], p.overlap, bool(plan.reference_requests))
         sink.write()
-        return cls(cfg, run, sink, plan, judge, prompts, stored, ledger, scheduler, progress, observer, launcher,
+        return cls(cfg, run, sink, plan, judge, prompts, stored, ledger, scheduler, console, observer, launcher,
                    Deadline(cfg.run_timeout_s) if cfg.run_timeout_s else None,
                    sides=[EngineSide() for _ in plan.groups], gates=[Gate() for _ in plan.groups],
                    details={c.id: {} for c in cases})
@@ -207,9 +215,19 @@ class Session:
 
     def _launch(self, streams: Streams, name: str, engine: str, settings: EngineSettings, requests: list[Any],
                 side: EngineSide, role: str, gate: Gate | None) -> None:
-        outputs = self.launcher(engine, settings, requests, side, self.progress, role, self.cfg.stall_s,
-                                self.cfg.engine_restarts, self.deadline, gate)
+        """One engine's stream; its own output goes to OUT/logs/<role>.log unless the run is verbose."""
+        log = None if self.cfg.verbose else self.cfg.out / "logs" / f"{re.sub(r'[^A-Za-z0-9.+-]+', '-', role)}.log"
+        self.streams[name] = (role, log)
+        self.console.stream_opened(name, role, sum(r.repeats for r in requests))
+        outputs = self.launcher(engine, settings, requests, side, self.console, role, self.cfg.stall_s,
+                                self.cfg.engine_restarts, self.deadline, gate, log=log)
         streams.launch(name, self.observer.stream(role, engine, settings, requests, outputs, side))
+
+    def closed(self, source: str) -> None:
+        """A stream ended: an engine that failed is shown with the end of its log."""
+        role, log = self.streams[source]
+        side = self.reference_side if source == REFERENCE else self.sides[int(source)]
+        self.console.stream_closed(source, role, side.fatal, log)
 
     def end_reason(self, source: str) -> str:
         """Why what a finished stream still owed will never come."""
@@ -232,8 +250,9 @@ class Session:
                 result = self._judge(case, entry, deltas, thumbs)
             with self.observer.stage("results_write"):
                 self.sink.add(_with_origin(result, self.stored))
+            self.console.case(result)
         for line in self.ledger.ignored:
-            self.progress(f"ignored an output nobody asked for: {line}")
+            self.console.warn(f"ignored an output nobody asked for: {line}")
         self.ledger.ignored.clear()
 
     def _judge(self, case: Case, entry: CaseEntry, deltas: dict[str, Any], thumbs: list[str]) -> CaseResult:
@@ -331,8 +350,8 @@ def _stored_references(cfg: RunConfig, cases: list[Case], store: ReferenceStore,
     return found
 
 
-def _render(cases: list[Case], stored: Stored, model: str, sink: ResultsSink) -> tuple[dict[str, str],
-                                                                                       Prompter | None]:
+def _render(cases: list[Case], stored: Stored, model: str, sink: ResultsSink,
+            console: Console) -> tuple[dict[str, str], Prompter | None]:
     """The prompt of every case: recorded with its stored reference, else rendered with the reference's
     processor (loaded only when some case needs it); a case that cannot be rendered is an error."""
     prompts = {case_id: ref.prompt_text for case_id, ref in stored.references.items()}
@@ -342,7 +361,9 @@ def _render(cases: list[Case], stored: Stored, model: str, sink: ResultsSink) ->
         try:
             prompts[case.id] = prompter.render(case)  # type: ignore[union-attr]
         except Exception as exc:
-            sink.add(case_result(case, "", "error", [f"cannot render the chat template: {exc}"]))
+            result = case_result(case, "", "error", [f"cannot render the chat template: {exc}"])
+            sink.add(result)
+            console.case(result)
     return prompts, prompter
 
 

@@ -207,6 +207,10 @@ SCALAR_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CaseComparison)
                                        if f.type in ("int", "float | None", "int | None", "bool | None"))
 
 
+# The metrics every table shows per case (the report's grid, the step summary): declared once, here.
+TABLE_METRICS = ("prefill_max", "prefill_mean", "kl_mean", "same_top1", "decode_max", "rouge_l")
+
+
 def metrics_of(section: str) -> tuple[str, ...]:
     """The metrics a comparison section computes, in declaration order."""
     return tuple(name for name, info in METRIC_INFO.items() if info["section"] == section)
@@ -266,6 +270,9 @@ class CaseResult:
     source: str = ""
     tags: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
+    # The case's chat messages (roles, text and image parts, images in `images` order), and the prompt as
+    # rendered with the reference's chat template: the report shows the first, one click from the second.
+    messages: list[dict[str, Any]] = field(default_factory=list)
     prompt_text: str = ""
     thresholds: dict[str, Any] = field(default_factory=dict)
     reference: EngineOutput | None = None

@@ -61,11 +61,12 @@ REQUEST_KEYS = tuple(f.name for f in fields(Request) if f.metadata.get("variant"
 
 @dataclass(frozen=True)
 class VariantSet:
-    """Every declared variant, the base one, and the default selection."""
+    """Every declared variant, the base one, and the profiles: named selections (`default`: what the README's
+    run and `pytest -m parity` take; `nightly`: everything, the slow paths too)."""
 
     variants: dict[str, Variant]
     base: str
-    default: tuple[str, ...]
+    profiles: dict[str, tuple[str, ...]]
 
     def get(self, name: str) -> Variant:
         if name in self.variants:
@@ -73,16 +74,17 @@ class VariantSet:
         if name.startswith(DECODER_PREFIX) and name[len(DECODER_PREFIX):] in DECODERS:
             return decoder_variant(name[len(DECODER_PREFIX):])
         known = [*self.variants, *(DECODER_PREFIX + d for d in DECODERS)]
-        raise ValueError(f"unknown variant {name!r} (known: {', '.join(known)}; also: base, default, all)")
+        raise ValueError(f"unknown variant {name!r} (known: {', '.join(known)}; also: base, all, and the profiles "
+                         f"{', '.join(self.profiles)})")
 
     def select(self, names: Sequence[str] | None) -> list[Variant]:
         """The variants to run, in declaration order, base first. `base` names the base
-        variant, `default` the default set, `all` every declared one; a variant judged
+        variant, a profile's name its variants, `all` every declared one; a variant judged
         against the base brings the base in."""
         wanted: list[str] = []
         for name in names or ["default"]:
-            if name == "default":
-                wanted += self.default
+            if name in self.profiles:
+                wanted += self.profiles[name]
             elif name == "all":
                 wanted += list(self.variants)
             else:
@@ -118,7 +120,7 @@ def load_variants(extra: Sequence[Path] = ()) -> VariantSet:
         except OSError as exc:
             raise ValueError(f"{path}: cannot read variants file: {exc.strerror}") from exc
     variants: dict[str, Variant] = {}
-    base, default = "", ()
+    base, profiles = "", {}
     for source, text in docs:
         try:
             doc = yaml.safe_load(text) or {}
@@ -126,17 +128,22 @@ def load_variants(extra: Sequence[Path] = ()) -> VariantSet:
             raise ValueError(f"{source}: not valid YAML: {exc}") from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("variants", {}), dict):
             raise ValueError(f"{source}: must be a mapping with a 'variants' mapping")
-        unknown = set(doc) - {"variants", "base", "default"}
+        unknown = set(doc) - {"variants", "base", "profiles"}
         if unknown:
             raise ValueError(f"{source}: unknown top-level keys: {', '.join(sorted(unknown))}")
         for name, spec in (doc.get("variants") or {}).items():
             variants[name] = _parse_variant(source, str(name), spec)
         base = doc.get("base", base)
-        default = tuple(doc.get("default", default))
-    for name in (base, *default):
-        if name not in variants:
-            raise ValueError(f"variants: base/default names unknown variant {name!r}")
-    return VariantSet(variants, base, default)
+        if not isinstance(doc.get("profiles", {}), dict):
+            raise ValueError(f"{source}: field 'profiles': must map a profile name to a list of variants")
+        profiles.update({str(k): tuple(v or ()) for k, v in (doc.get("profiles") or {}).items()})
+    for profile, names in {"base": (base,), **profiles}.items():
+        for name in names:
+            if name not in variants:
+                raise ValueError(f"variants: profile {profile!r} names unknown variant {name!r}")
+    if "default" not in profiles:
+        raise ValueError("variants: no 'default' profile")
+    return VariantSet(variants, base, profiles)
 
 
 def _parse_variant(source: str, name: str, spec: Any) -> Variant:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.schema import EngineOutput, TokenLogprobs

@@ -16,7 +16,7 @@ from harness.schema import EngineOutput
 
 def inline(engine: str, settings: EngineSettings, requests: list[Request], side: EngineSide, progress: Any,
            role: str, stall_s: float = 600.0, restarts: int = 2, deadline: Any = None,
-           go: Gate | None = None) -> Iterator[EngineOutput]:
+           go: Gate | None = None, log: Any = None) -> Iterator[EngineOutput]:
     if not requests:
         return
     try:

@@ -165,7 +165,9 @@ def test_every_run_option_reaches_the_config_from_both_front_ends() -> None:
     parser = build_parser()
     for front in ("cli", "pytest"):
         for f, spec in options(RunConfig, front):
-            args = parser.parse_args(["run", f"--{flag_of(f, spec)}", sample(f, spec)])
+            flag = [f"--{flag_of(f, spec)}"]
+            args = parser.parse_args(["run", *flag] if spec["argparse"].get("action") == "store_true"
+                                     else ["run", *flag, sample(f, spec)])
             cfg = run_config(lambda name: getattr(args, name), front=front)
             default = RunConfig.__dataclass_fields__[f.name]
             assert getattr(cfg, f.name) not in (None, [], {}, default.default), (front, f.name)

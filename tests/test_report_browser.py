@@ -1,12 +1,15 @@
-"""The report in a real browser: Debian's headless chromium driven through Debian's chromedriver.
+"""The report in a real browser, as a user sees it: Debian's headless chromium through its chromedriver,
+at 1280 px wide.
 
-Checks what only a browser shows: no console errors, every case row present,
-the verdict filter hiding rows, a case's detail opening with its plotly chart.
-Saves a screenshot to reports/browser-test.png (a CI artifact).
+Checks what only a browser shows: no console errors, no horizontal overflow of the page (the grid
+scrolls inside itself), what needs attention listed first, every case row present, the verdict filter,
+a case's detail opening with its plotly chart, and no number on the page with more than 4 significant
+digits. Screenshots go to $VLM_PARITY_ARTIFACTS (a CI artifact folder) when set, else the test's tmp.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -18,7 +21,12 @@ from tests.factories import synthetic_run
 pytestmark = pytest.mark.browser
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-SCREENSHOT = Path(__file__).resolve().parents[1] / "reports" / "browser-test.png"
+DECIMAL = re.compile(r"\d+\.\d+(?:e[+-]?\d+)?")
+
+
+def long_numbers(text: str) -> list[str]:
+    """Decimal numbers shown with more than 4 significant digits (counts and ids are integers, never flagged)."""
+    return [n for n in DECIMAL.findall(text) if len(n.split("e")[0].replace(".", "").lstrip("0")) > 4]
 
 
 @pytest.fixture
@@ -36,7 +44,7 @@ def browser(tmp_path: Path):
     # No network here: without these chromium keeps trying to reach Google's hosts.
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'profile'}"):
+                 "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -52,6 +60,19 @@ def test_report_in_browser(browser, tmp_path: Path) -> None:
     counts = run.counts()
     html = publish(run, tmp_path / "report").html
     browser.get(html.as_uri())
+    shots = Path(os.environ.get("VLM_PARITY_ARTIFACTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(shots / "report-top.png"))
+
+    # At 1280 px the page itself does not scroll sideways: the wide grid scrolls inside its own box.
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= 1280
+    # What needs attention comes first, above the grid: every failing and erroring case, linked.
+    listed = {a.get_attribute("data-case") for a in browser.find_elements(By.CSS_SELECTOR, "#attention-table a")}
+    assert listed == {c.case_id for c in run.cases if c.verdict in ("fail", "error")}
+    attention, grid = (browser.find_element(By.ID, i).location["y"] for i in ("attention", "cases"))
+    assert attention < grid
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert not long_numbers(text), long_numbers(text)[:5]
 
     rows = browser.find_elements(By.CSS_SELECTOR, "tbody.case")
     assert len(rows) == 40
@@ -76,8 +97,7 @@ def test_report_in_browser(browser, tmp_path: Path) -> None:
     section = closed.find_element(By.CSS_SELECTOR, f'#detail-{closed.get_attribute("data-case")}--alone')
     assert section.is_displayed() and "variant alone" in section.text
 
-    SCREENSHOT.parent.mkdir(exist_ok=True)
     browser.execute_script("arguments[0].scrollIntoView()", visible[0])
-    browser.save_screenshot(str(SCREENSHOT))
+    browser.save_screenshot(str(shots / "report-case.png"))
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []

@@ -221,7 +221,7 @@ def test_run_killed_with_sigkill_halfway_keeps_exactly_the_completed_cases(tmp_p
     harness after five, and `vlm-parity report` on its folder shows exactly the cases on disk, as partial."""
     out = tmp_path / "out"
     repo = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "harness.cli", "run", "--variants", "alone", "--out", str(out)]
+    cmd = [sys.executable, "-m", "harness.cli", "run", "--variants", "alone", "--verbose", "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     announced: list[str] = []
     try:

@@ -26,6 +26,7 @@ from PIL import Image, ImageFile
 from harness.cases import load_cases
 from harness.cli import main
 from harness.outcome import conclude
+from harness.provenance import Provenance
 from harness.report import publish
 from harness.results import LOG_NAME, RESULTS_NAME, ResultsSink, read_results
 from harness.runner import RunConfig, execute
@@ -389,8 +390,8 @@ def test_stopped_run_reads_as_partial_and_report_and_gate_say_so(tmp_path: Path,
 
 def test_damaged_log_line_is_an_error_naming_the_line_and_a_repeated_case_takes_the_last(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    run = RunResult(provenance={"engine": "fake"})
-    sink = ResultsSink(run, out, lambda _: None)
+    run = RunResult(provenance=Provenance(engine="fake"))
+    sink = ResultsSink(run, out)
     sink.write()
     sink.add(CaseResult(case_id="a", verdict="error", reasons=["first try"]))
     sink.add(CaseResult(case_id="b", verdict="pass"))
@@ -425,7 +426,7 @@ def test_sigkill_leaves_every_completed_case_readable_and_the_report_partial(
     the run announced as done (it announces a case after its line is on disk)."""
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "harness.cli", "run", "--engine", FAKE, "--reference-engine", FAKE,
-           "--model", tiny_model, "--variants", "base", "--engine-option", "delay_s=0.5", "--out", str(out)]
+           "--model", tiny_model, "--variants", "base", "--engine-option", "delay_s=0.5", "--verbose", "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     announced: list[str] = []

@@ -553,14 +553,15 @@ REAL_SKIP = _sglang_with_cuda()
 @pytest.mark.engine
 @pytest.mark.skipif(REAL_SKIP is not None, reason=REAL_SKIP or "")
 @pytest.mark.parametrize("engine", ["sglang", "sglang-server"])
-def test_real_sglang_passes_two_cases(tmp_path: Path, tiny_model: Path, engine: str) -> None:
+def test_real_sglang_passes_two_cases(tmp_path: Path, tiny_model: str, engine: str) -> None:
+    from harness.explain import case_lines
     from harness.runner import RunConfig, execute
 
-    run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", engine=engine, model=str(tiny_model),
+    run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", engine=engine, model=tiny_model,
                             device="cuda", variants=["base"], only={"text-only", "tiny-png"}),
                   progress=lambda _: None)
     assert run.status == "complete" and len(run.cases) == 2
-    assert [c.verdict for c in run.cases] == ["pass", "pass"], [c.reasons for c in run.cases]
+    assert [c.verdict for c in run.cases] == ["pass", "pass"], [case_lines(c) for c in run.cases]
     image_case = run.case("tiny-png")
     assert image_case.comparison.image_positions > 0 and image_case.comparison.prompt_ids_match
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.models import MODELS, list_models, model_dir, model_fingerprint
-from harness.models import train_tiny
+from harness.models import MODELS, list_models, model_dir, model_fingerprint, train_tiny
 
 # Measured on the committed weights (see RECIPE.md): held-out images 0..19 of
 # `train_tiny.heldout`. The floors leave room for a library update that moves

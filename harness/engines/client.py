@@ -23,7 +23,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from harness.engines.base import EngineSettings, Request
 from harness.engines.worker import Key
@@ -137,12 +138,14 @@ class _Worker:
 
 def stream(engine: str, settings: EngineSettings, requests: list[Request], side: EngineSide, progress: Progress,
            role: str, stall_s: float = 600.0, restarts: int = 2,
-           deadline: Deadline | None = None, go: Gate | None = None) -> Iterator[EngineOutput]:
+           deadline: Deadline | None = None, go: Gate | None = None, log: Path | None = None) -> Iterator[EngineOutput]:
     """Start `engine` in a worker process and yield its outputs as they arrive.
 
-    An engine that sends nothing for `stall_s` seconds (a hung request, a deadlocked
-    scheduler) is stopped; like one that died, its in-flight requests become errors
-    and a fresh one (up to `restarts`) runs the rest.
+    An engine that sends nothing for `stall_s` seconds once started (a hung request, a
+    deadlocked scheduler) is stopped; like one that died, its in-flight requests become
+    errors and a fresh one (up to `restarts`) runs the rest. The worker's own stdout and
+    stderr (the engine's logs and warnings) go to `log`, appended across restarts
+    (None: to this process's).
     """
     if not requests:
         return
@@ -154,7 +157,7 @@ def stream(engine: str, settings: EngineSettings, requests: list[Request], side:
             return
         worker = _Worker()
         yield from _run_worker(engine, settings, requests, settled, side, progress, role, stall_s, deadline, worker,
-                               len(keys), go)
+                               len(keys), go, log)
         if worker.fault is None:  # finished
             return
         if not worker.started:
@@ -182,7 +185,7 @@ def stream(engine: str, settings: EngineSettings, requests: list[Request], side:
 
 def _run_worker(engine: str, settings: EngineSettings, requests: list[Request], settled: set[Key], side: EngineSide,
                 progress: Progress, role: str, stall_s: float, deadline: Deadline | None, worker: _Worker,
-                total: int, go: Gate | None = None) -> Iterator[EngineOutput]:
+                total: int, go: Gate | None = None, log: Path | None = None) -> Iterator[EngineOutput]:
     """One worker process over the requests not yet settled; what happened is left in `worker`.
 
     With `go` not yet set, the engine starts now but computes only once `go` is set: its start-up
@@ -196,9 +199,11 @@ def _run_worker(engine: str, settings: EngineSettings, requests: list[Request], 
         json.dump(spec, f)
     read_fd, write_fd = os.pipe()
     proc = None
+    output_file = _open_log(log)
     try:
         proc = subprocess.Popen([sys.executable, "-m", "harness.engines.worker", f.name, str(write_fd)],
-                                pass_fds=(write_fd,), stdin=subprocess.PIPE if held else None)
+                                pass_fds=(write_fd,), stdin=subprocess.PIPE if held else None,
+                                stdout=output_file, stderr=subprocess.STDOUT if output_file else None)
         os.close(write_fd)
         with open(read_fd) as messages:
             for line in _lines(messages, stall_s, deadline, worker):
@@ -221,7 +226,16 @@ def _run_worker(engine: str, settings: EngineSettings, requests: list[Request], 
     finally:
         if proc is not None and proc.poll() is None:  # the harness itself broke (or Ctrl-C): no orphan engine
             _stop(proc)
+        if output_file is not None:
+            output_file.close()
         os.unlink(f.name)
+
+
+def _open_log(log: Path | None) -> IO[bytes] | None:
+    if log is None:
+        return None
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return open(log, "ab")
 
 
 def _on_message(message: dict[str, Any], proc: subprocess.Popen[bytes], worker: _Worker, side: EngineSide,

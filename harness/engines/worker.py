@@ -32,7 +32,6 @@ from typing import IO, Any
 from harness.engines.base import Engine, EngineSettings, Request, resolve_engine
 from harness.schema import EngineOutput
 
-
 Key = tuple[str, str, int]  # (case id, variant, attempt): one output of a run
 
 

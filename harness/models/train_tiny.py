@@ -278,13 +278,14 @@ def make_case_images(out_dir: Path) -> list[Path]:
 
 def _build_processor() -> tuple[Any, dict[str, int], Any]:
     """The processor and tokenizer of `tiny_qwen2vl`, built the same way."""
-    from harness.models import tiny_qwen2vl
     from transformers import (
         PreTrainedTokenizerFast,
         Qwen2VLImageProcessor,
         Qwen2VLProcessor,
         Qwen2VLVideoProcessor,
     )
+
+    from harness.models import tiny_qwen2vl
 
     raw = tiny_qwen2vl._train_tokenizer()
     token_ids = {t: raw.token_to_id(t) for t in tiny_qwen2vl.SPECIAL_TOKENS}

@@ -15,24 +15,25 @@ from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 from plotly.offline import get_plotlyjs
 
 from harness.explain import case_lines, drift_lines, finding_text, variant_lines
-from harness.format import fmt, ratio
+from harness.format import display, fmt, ratio
 from harness.gate import GateDecision
 from harness.history import HEADLINE
 from harness.report.decode_effect import PAIRS, decode_effect_rows, decoder_variants
 from harness.results import write_atomic
-from harness.schema import METRIC_INFO, METRICS, VERDICTS, CaseComparison, Floor, RunResult
+from harness.schema import METRIC_INFO, TABLE_METRICS, VERDICTS, CaseComparison, Floor, RunResult
 
 PROVENANCE_KEYS = (
-    "engine", "engine_version", "model_name", "model", "model_sha256", "reference_engine", "reference_model", "reference_model_sha256", "dtype",
-    "reference_dtype", "device", "decoder", "base_variant", "engine_options", "capabilities", "throughput_tok_s",
-    "engine_run_s", "harness_version", "git_commit", "date", "cases",
+    "engine", "engine_version", "model_name", "model", "model_sha256", "reference_engine", "reference_model",
+    "reference_model_sha256", "dtype", "reference_dtype", "device", "decoder", "base_variant", "engine_options",
+    "capabilities", "throughput_tok_s", "engine_run_s", "reference_mode", "references_stored", "references_live",
+    "hardware", "harness_version", "git_commit", "date", "cases",
 )
 
 _ENV = Environment(loader=PackageLoader("harness.report", "templates"),
                    autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
 _ENV.filters["fmt"] = lambda value: fmt(None if isinstance(value, Undefined) else value)
 _ENV.filters.update(ratio=ratio, case_lines=case_lines, variant_lines=variant_lines, drift_lines=drift_lines,
-                    finding_text=finding_text)
+                    finding_text=finding_text, display=display)
 _ENV.globals["metric_info"] = METRIC_INFO
 
 
@@ -72,6 +73,25 @@ def trend_data(history: list[dict[str, Any]], last: int) -> dict[str, Any] | Non
     }
 
 
+def attention(run: RunResult) -> list[dict[str, Any]]:
+    """What needs a look first: every cell that fails, errors or is a known failure, then every drifting
+    one, each with its first line (failures before drift, errors first)."""
+    order = {"error": 0, "fail": 1, "known": 2}
+    rows = []
+    for case in run.cases:
+        if not case.variants and case.verdict in order:
+            rows.append({"case": case.case_id, "variant": "", "level": case.verdict, "line": "; ".join(case.reasons)})
+        for name, cell in case.variants.items():
+            if cell.verdict in order:
+                lines = variant_lines(cell)
+                rows.append({"case": case.case_id, "variant": name, "level": cell.verdict,
+                             "line": lines[0] if lines else ""})
+            elif cell.drifting:
+                rows.append({"case": case.case_id, "variant": name, "level": "drift",
+                             "line": finding_text(cell.drifting[0])})
+    return sorted(rows, key=lambda r: order.get(r["level"], 3))
+
+
 def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
                 regressions: list[str] | None = None, history: list[dict[str, Any]] | None = None,
                 trend_runs: int = 30, diagnosis: list[str] | None = None) -> Path:
@@ -82,7 +102,8 @@ def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
     html = _ENV.get_template("report.html.j2").render(
         run=run, p=run.provenance, counts=run.counts(), gate=gate, regressions=regressions or [],
         diagnosis=diagnosis or [],
-        trends=trend_data(history or [], trend_runs), charts=charts, metrics=METRICS,
+        trends=trend_data(history or [], trend_runs), charts=charts, table_metrics=TABLE_METRICS,
+        attention=attention(run),
         base_variant=run.provenance.base_variant, variant_counts=variant_counts,
         tags=sorted({t for c in run.cases for t in c.tags}), provenance_keys=PROVENANCE_KEYS,
         effect_tables={name: decode_effect_rows(run, name) for name in decoder_variants(run)}, effect_pairs=PAIRS,

@@ -6,9 +6,7 @@ import os
 from harness.explain import case_lines, drift_lines
 from harness.format import fmt, ratio
 from harness.outcome import Outcome
-from harness.schema import CaseComparison, RunResult
-
-COLUMNS = ("prefill_max", "prefill_mean", "kl_mean", "same_top1", "decode_max", "rouge_l")
+from harness.schema import TABLE_METRICS, CaseComparison, RunResult
 
 
 def _cell(cmp: CaseComparison | None, key: str) -> str:
@@ -50,10 +48,10 @@ def markdown_summary(run: RunResult, gate: tuple[str, list[str]] | None = None,
         lines += ["", f"**Drifting ({len(drifting)}): above k_warn × floor, within the bound**",
                   *[f"- {d}" for d in drifting]]
     lines += ["", "Metric cells: value (ratio to the case's floor); ✗ fails, ⚠ drifts."]
-    lines += ["", f"| case | {' | '.join(COLUMNS)} | {' | '.join(names)} | verdict | reasons |",
-              "|---" * (len(COLUMNS) + len(names) + 3) + "|"]
+    lines += ["", f"| case | {' | '.join(TABLE_METRICS)} | {' | '.join(names)} | verdict | reasons |",
+              "|---" * (len(TABLE_METRICS) + len(names) + 3) + "|"]
     for case in sorted(run.cases, key=lambda c: (c.verdict == "pass", c.case_id)):
-        cells = [_cell(case.comparison, key) for key in COLUMNS]
+        cells = [_cell(case.comparison, key) for key in TABLE_METRICS]
         cells += [case.variants[n].verdict if n in case.variants else "–" for n in names]
         reasons = "; ".join(case_lines(case)).replace("|", "\\|")
         lines.append(f"| {case.case_id} | {' | '.join(cells)} | {case.verdict} | {reasons} |")

@@ -100,6 +100,20 @@
       }
     });
   }
+  // The "needs attention" list: a link opens that case's detail at that variant.
+  document.querySelectorAll("a.open-case").forEach((link) => {
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      const body = bodies().find((b) => b.dataset.case === link.dataset.case);
+      if (!body) return;
+      body.hidden = false;
+      const detail = body.querySelector("tr.detail");
+      detail.hidden = false;
+      detail.querySelectorAll(".chart").forEach(drawChart);
+      if (link.dataset.variant) scrollToVariant(body, link.dataset.variant);
+      else body.scrollIntoView({ block: "start" });
+    });
+  });
   function scrollToVariant(body, variant) {
     const section = document.getElementById("detail-" + body.dataset.case + "--" + variant);
     if (section) section.scrollIntoView({ block: "start" });
