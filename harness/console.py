@@ -35,6 +35,7 @@ class Console:
         self.tasks: dict[str, TaskID] = {}
         self.counts: dict[str, tuple[int, int]] = {}  # plain mode: done, total per stream
         self.roles: dict[str, str] = {}
+        self.known: dict[str, list[str]] = {}  # a known failure's record -> the cases it covers
 
     # -- lines ---------------------------------------------------------------------------------------
     def __call__(self, line: str) -> None:
@@ -83,7 +84,13 @@ class Console:
 
     # -- cases and the end ---------------------------------------------------------------------------
     def case(self, result: CaseResult) -> None:
-        """A case that does not pass gets a line (with its first reason); a passing one only with --verbose."""
+        """A case that fails or errors gets a line (with its first reason); a known failure is gathered under
+        its record, said once at the end; a passing case shows only with --verbose."""
+        if result.verdict == "known" and not self.verbose:
+            for name, cell in result.variants.items():
+                if cell.verdict == "known":
+                    self.known.setdefault(f"{name}: {_short(cell.reasons[0], 160)}", []).append(result.case_id)
+            return
         if result.verdict == "pass" and not self.verbose:
             return
         lines = case_lines(result)
@@ -98,6 +105,8 @@ class Console:
             self.progress.stop()
             self.progress = None
         self.out.print(summary_table(run))
+        for record, cases in self.known.items():
+            self.print(f"KNOWN ({len(cases)} case{'s' if len(cases) > 1 else ''}) {record}", "magenta")
         drifting = [f"{c.case_id} {line}" for c in run.cases for line in drift_lines(c)]
         for line in drifting[:5]:
             self.print(f"DRIFT {line}", "yellow")
@@ -150,7 +159,7 @@ class LineConsole(Console):
     def __init__(self, lines: Lines, verbose: bool = True) -> None:
         self.lines = lines
         self.verbose, self.live, self.progress = verbose, False, None
-        self.tasks, self.counts, self.roles = {}, {}, {}
+        self.tasks, self.counts, self.roles, self.known = {}, {}, {}, {}
 
     def __call__(self, line: str) -> None:
         self.lines(line)

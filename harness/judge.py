@@ -24,7 +24,7 @@ from harness.known import KnownFailure, mark_known
 from harness.ledger import REFERENCE
 from harness.plan import FLOOR_PREFIX
 from harness.schema import CaseComparison, CaseResult, EngineOutput, Finding, Floor, VariantResult, worst
-from harness.variants import Variant
+from harness.variants import Variant, reference_key
 
 
 @dataclass
@@ -82,7 +82,7 @@ class Judge:
         base_output = (got.outputs.get(self.base) or [None])[0]
         for variant in variants:
             try:
-                own = extra.get(f"reference-{variant.reference_decoder}", reference)
+                own = extra.get(reference_key(variant), reference)
                 details = dict(got.details.get(variant.name, {}))
                 decoder = variant.request.get("decoder")
                 if decoder and decoder != "pil":
@@ -94,6 +94,7 @@ class Judge:
             except Exception as exc:  # a harness bug on one variant must not end the run
                 result.variants[variant.name] = VariantResult(
                     variant.name, "error", [f"harness error judging this variant: {type(exc).__name__}: {exc}"])
+        result.warnings += [f"{name}: {v.details['cache']}" for name, v in result.variants.items() if "cache" in v.details]
         ran = [n for n, v in result.variants.items() if v.verdict != "skipped"]
         result.headline = self.base if self.base in ran else (ran[0] if ran else None)
         result.verdict = worst(v.verdict for v in result.variants.values())
@@ -186,6 +187,12 @@ class Judge:
                 findings += found
         for a in rest:  # repeated submissions must agree with the first
             findings += self._compare(first, a, variant, th, floor, "attempt", a.attempt, ("prefill", "decode"))[1]
+        if any(a.diagnostics.get("warmup_rejected") == 0.0 for a in attempts):
+            findings.append(Finding("warmup_rejected", "fail", rule="structural", detail=(
+                "the over-long request sent first was accepted: the engine did not enforce its maximum length")))
+        if variant.expect.get("cache_hit") and not any(a.diagnostics.get("cached_tokens") for a in attempts):
+            details["cache"] = ("no prompt token came from the engine's prefix cache: the path was not exercised "
+                                "on this case")
         verdict = "fail" if any(f.level == "fail" for f in findings) else "pass"
         if verdict == "fail" and variant.request.get("prompt_form") == "native":
             details["stage"] = native_stage(cmp or against_base)

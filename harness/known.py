@@ -31,6 +31,7 @@ class KnownFailure:
     variants: tuple[str, ...] | str
     metrics: tuple[str, ...] | str
     images: dict[str, Any] = field(default_factory=dict)  # image facts one of the case's images must have
+    errors: tuple[str, ...] = ()  # an engine error whose every reason names one of these is this bug too
 
     def applies_to(self, case: Case, variant: str) -> bool:
         """The entry's condition holds for this case on this variant."""
@@ -39,11 +40,14 @@ class KnownFailure:
         return not self.images or any(_has(_facts(path), self.images) for path in case.images)
 
     def covers(self, case: Case, variant: VariantResult) -> bool:
-        """The variant failed (not errored) on this case, under the entry's condition, and only on
-        metrics the entry names."""
-        if variant.verdict != "fail" or not self.applies_to(case, variant.variant):
+        """The variant failed on this case, under the entry's condition, and only on metrics the entry
+        names; or errored, and only with the engine errors the entry names (an entry without `errors`
+        never covers an error: a crash is not a known difference)."""
+        if not self.applies_to(case, variant.variant):
             return False
-        return all(listed(self.metrics, f.metric) for f in variant.failing)
+        if variant.verdict == "error":
+            return bool(self.errors) and all(any(e in r for e in self.errors) for r in variant.reasons)
+        return variant.verdict == "fail" and all(listed(self.metrics, f.metric) for f in variant.failing)
 
 
 def listed(allowed: tuple[str, ...] | str, value: str) -> bool:
@@ -82,7 +86,8 @@ def _entry(e: dict[str, Any]) -> KnownFailure:
         raise ValueError(f"known_failures.yaml: entry {e.get('reason', '')[:40]!r}: field 'images': unknown image "
                          f"facts {', '.join(sorted(unknown))} (known: {', '.join(ImageFacts.__dataclass_fields__)})")
     return KnownFailure(" ".join(e["reason"].split()), e.get("reproduction", ""), ids(e.get("cases")),
-                        ids(e.get("variants")), ids(e.get("metrics")), dict(e.get("images") or {}))
+                        ids(e.get("variants")), ids(e.get("metrics")), dict(e.get("images") or {}),
+                        tuple(e.get("errors") or ()))
 
 
 def mark_known(case: Case, variant: VariantResult, known: Sequence[KnownFailure]) -> VariantResult:

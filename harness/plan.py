@@ -23,6 +23,9 @@ from harness.options import RunConfig
 from harness.variants import DECODER_PREFIX, Variant, VariantSet
 
 FLOOR_PREFIX = "floor-"  # request variants of the reference that measure a floor
+# Request fields an engine must declare it honours (`Capabilities.request_fields`), with their plain values.
+REQUEST_EXTRAS = {"mm_kwargs": {}, "prompt_logprobs": True, "warmup": None}
+OPTIONS = "options"  # the reference re-run with the model's per-request processor options (`reference-options`)
 # Engine-neutral features whose value is chosen from the reference's outputs (a prefill chunk size
 # from the image spans): a group with one starts only once the reference has finished.
 NEEDS_REFERENCE = ("prefill_chunk_tokens",)
@@ -122,15 +125,21 @@ def engine_skip_reason(variant: Variant, capabilities: Capabilities, engine: str
         return f"engine {engine!r} does not accept images as {image_input}"
     if request.get("sampling") and not capabilities.sampling:
         return f"engine {engine!r} does not sample"
+    special = sorted(k for k, v in request.items() if k in REQUEST_EXTRAS and v != REQUEST_EXTRAS[k])
+    unsupported = [k for k in special if k not in capabilities.request_fields]
+    if unsupported:
+        return f"engine {engine!r} does not take per-request {', '.join(unsupported)}"
     missing = sorted(set(variant.features) - capabilities.features)
     if missing:
         return f"engine {engine!r} does not support {', '.join(missing)}"
     return None
 
 
-def case_skip_reason(variant: Variant, case: Case) -> str | None:
+def case_skip_reason(variant: Variant, case: Case, mm_options: Mapping[str, Any] | None = None) -> str | None:
     if variant.cases == "images" and not case.images:
         return "the case has no images"
+    if variant.request.get("mm_kwargs") == "auto" and not mm_options:
+        return "the model's processor has no per-request option that changes its image tokens"
     return None
 
 
@@ -140,10 +149,14 @@ def engine_settings(variant: Variant, base: EngineSettings) -> EngineSettings:
                    options={**base.options, **variant.engine_options})
 
 
-def build_request(variant: Variant, case: Case, prompt_text: str, decoder: str) -> Request:
-    """The request for one case on one variant; `decoder` is the run's default engine decoder."""
+def build_request(variant: Variant, case: Case, prompt_text: str, decoder: str,
+                  mm_options: Mapping[str, Any] | None = None) -> Request:
+    """The request for one case on one variant; `decoder` is the run's default engine decoder, `mm_options`
+    the model's per-request processor options (what `mm_kwargs: auto` stands for)."""
     known = {f.name for f in fields(Request)}
     values = {"decoder": decoder, **{k: v for k, v in variant.request.items() if k in known}}
+    if values.get("mm_kwargs") == "auto":
+        values["mm_kwargs"] = dict(mm_options or {})
     return Request(case_id=case.id, prompt_text=prompt_text, variant=variant.name, messages=case.messages,
                    images=tuple(map(str, case.images)), max_new_tokens=case.max_new_tokens, **values)
 
@@ -180,17 +193,21 @@ def plan_floors(dtypes: Sequence[str], reference_dtype: str, recipe: Mapping[str
     return floors, None
 
 
-def reference_decoders(variants: Sequence[Variant]) -> list[str]:
-    """The decoders, other than PIL, whose pixels some variant's reference must be re-run with."""
-    return sorted({v.reference_decoder for v in variants} - {"pil"})
+def reference_decoders(variants: Sequence[Variant], mm_options: Mapping[str, Any] | None = None) -> list[str]:
+    """The re-runs of the reference some variant is compared with: other decoders than PIL (by name), and
+    `options` for the model's per-request processor options (where the model has any)."""
+    return sorted({v.reference_decoder for v in variants} - {"pil"}) + (
+        [OPTIONS] if mm_options and any(v.reference_mm for v in variants) else [])
 
 
 def reference_requests(cases: Sequence[Case], prompts: Mapping[str, str], decoders: Sequence[str],
-                       capabilities: Capabilities, floors: Mapping[str, dict[str, Any]] | None = None) -> list[Request]:
+                       capabilities: Capabilities, floors: Mapping[str, dict[str, Any]] | None = None,
+                       mm_options: Mapping[str, Any] | None = None) -> list[Request]:
     """Each case once as the reference sees it; each image case also with flat grey images (a case whose
     reference barely moves cannot catch image bugs) and, for variants compared with a reference that
-    decodes differently, with that decoder's pixels where they differ from PIL's; and each case once per
-    floor run (grouped by run, so the reference loads each recomputed model once)."""
+    decodes differently, with that decoder's pixels where they differ from PIL's (or with the model's
+    processor options, `options`); and each case once per floor run (grouped by run, so the reference
+    loads each recomputed model once)."""
     base = [Request(c.id, prompts.get(c.id, ""), REFERENCE, c.messages, tuple(map(str, c.images)),
                     max_new_tokens=c.max_new_tokens) for c in cases]
     requests = list(base)
@@ -201,14 +218,19 @@ def reference_requests(cases: Sequence[Case], prompts: Mapping[str, str], decode
     if "flat-grey" in capabilities.image_inputs:
         requests += [replace(r, variant="flat-grey", image_input="flat-grey") for r in with_images]
     for decoder in decoders:
-        requests += [replace(r, variant=f"reference-{decoder}", decoder=decoder) for r in with_images
-                     if not same_pixels(r.images, decoder)]
+        if decoder == OPTIONS:
+            requests += [replace(r, variant=f"reference-{OPTIONS}", mm_kwargs=dict(mm_options)) for r in with_images
+                         if mm_options]
+        else:
+            requests += [replace(r, variant=f"reference-{decoder}", decoder=decoder) for r in with_images
+                         if not same_pixels(r.images, decoder)]
     return requests
 
 
 def engine_groups(variants: Sequence[Variant], cases: Sequence[Case], prompts: Mapping[str, str],
                   skipped: Mapping[str, str], base_settings: EngineSettings, decoder: str,
-                  base: str) -> tuple[list[EngineGroup], dict[str, dict[str, str]]]:
+                  base: str, mm_options: Mapping[str, Any] | None = None) -> tuple[list[EngineGroup],
+                                                                                   dict[str, dict[str, str]]]:
     """Requests grouped by effective engine settings, the base variant's group first; and, per case, the
     variants that do not apply to it with the reason."""
     groups: dict[str, EngineGroup] = {}
@@ -221,11 +243,11 @@ def engine_groups(variants: Sequence[Variant], cases: Sequence[Case], prompts: M
             settings, [], needs_reference=any(f in settings.features for f in NEEDS_REFERENCE)))
         group.variants.append(variant.name)
         for case in cases:
-            reason = case_skip_reason(variant, case)
+            reason = case_skip_reason(variant, case, mm_options)
             if reason:
                 case_skips[case.id][variant.name] = reason
                 continue
-            group.requests.append(build_request(variant, case, prompts.get(case.id, ""), decoder))
+            group.requests.append(build_request(variant, case, prompts.get(case.id, ""), decoder, mm_options))
     ordered = sorted((g for g in groups.values() if g.requests), key=lambda g: base not in g.variants)
     return ordered, case_skips
 
@@ -237,20 +259,23 @@ class Paths:
     variants: list[Variant]
     base: str
     skipped: dict[str, str]  # variant -> why the engine or this machine cannot run it
-    decoders: list[str]  # decoders whose pixels some variant's reference is re-run with
+    decoders: list[str]  # the reference's re-runs some variant is compared with (other decoders, `options`)
     floors: dict[str, dict[str, dict[str, Any]]]
     no_floor: str | None
+    mm_options: dict[str, Any] | None = None  # the model's per-request processor options (harness.models)
 
 
 def plan_paths(cfg: RunConfig, variant_set: VariantSet, capabilities: Capabilities,
-               reference_capabilities: Capabilities, floor_recipe: Mapping[str, Any]) -> Paths:
+               reference_capabilities: Capabilities, floor_recipe: Mapping[str, Any],
+               mm_options: Mapping[str, Any] | None = None) -> Paths:
     variants = select_variants(cfg, variant_set)
     skipped = {v.name: reason for v in variants
                if (reason := engine_skip_reason(v, capabilities, cfg.engine, cfg.device))}
     dtypes = {v.dtype or cfg.dtype for v in variants if v.name not in skipped} or {cfg.dtype}
     floors, no_floor = plan_floors(dtypes, cfg.reference_dtype or cfg.dtype, floor_recipe, reference_capabilities,
                                    cfg.reference_engine)
-    return Paths(variants, variant_set.base, skipped, reference_decoders(variants), floors, no_floor)
+    return Paths(variants, variant_set.base, skipped, reference_decoders(variants, mm_options), floors, no_floor,
+                 dict(mm_options) if mm_options else None)
 
 
 def make_plan(cfg: RunConfig, cases: Sequence[Case], paths: Paths, reference_capabilities: Capabilities,
@@ -259,9 +284,9 @@ def make_plan(cfg: RunConfig, cases: Sequence[Case], paths: Paths, reference_cap
     the reference computes only the others."""
     live = [c for c in cases if c.id not in set(stored)]
     runs = {} if paths.no_floor else {n: o for per_dtype in paths.floors.values() for n, o in per_dtype.items()}
-    requests = reference_requests(live, prompts, paths.decoders, reference_capabilities, runs)
+    requests = reference_requests(live, prompts, paths.decoders, reference_capabilities, runs, paths.mm_options)
     groups, case_skips = engine_groups(paths.variants, cases, prompts, paths.skipped, base_settings, cfg.decoder,
-                                       paths.base)
+                                       paths.base, paths.mm_options)
     return RunPlan(list(cases), paths.variants, paths.base, dict(paths.skipped), case_skips, requests, groups,
                    paths.floors, paths.no_floor)
 

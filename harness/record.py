@@ -20,10 +20,10 @@ from harness.engines.base import EngineSettings, resolve_engine
 from harness.engines.client import EngineSide, stream
 from harness.judge import sane
 from harness.ledger import REFERENCE, CaseLedger
-from harness.models import DEFAULT_MODEL, image_token_id, resolve_model
+from harness.models import DEFAULT_MODEL, image_token_id, processor_options, resolve_model
 from harness.observe import Observer
 from harness.options import DTYPES, comma_list, option, same_as
-from harness.plan import FLOOR_PREFIX, plan_floors, reference_decoders, reference_requests
+from harness.plan import FLOOR_PREFIX, OPTIONS, plan_floors, reference_decoders, reference_requests
 from harness.prompt import Prompter
 from harness.references import (
     DEFAULT_DIR,
@@ -81,7 +81,8 @@ def select(cfg: RecordConfig) -> Selection:
     store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, cfg.model or DEFAULT_MODEL, resolve_model(cfg.model),
                            cfg.reference_engine)
     loaded = load_cases(cfg.cases or [Path("cases")])
-    decoders = reference_decoders(load_variants(cfg.variants_files).select(["all"]))
+    decoders = reference_decoders(load_variants(cfg.variants_files).select(["all"]),
+                                  processor_options(resolve_model(cfg.model)))
     floors, no_floor = plan_floors(cfg.floor_dtypes, cfg.dtype, config.resolve_section(config.load_config(), "floor")
                                    .values, resolve_engine(cfg.reference_engine).capabilities, cfg.reference_engine)
     floors = {} if no_floor else floors
@@ -146,7 +147,7 @@ def _record(cfg: RecordConfig, sel: Selection, todo: list[Case], prompter: Promp
     prompts = {c.id: prompter.render(c) for c in todo}
     runs = {name: overrides for per_dtype in sel.floors.values() for name, overrides in per_dtype.items()}
     requests = reference_requests(todo, prompts, sel.decoders, resolve_engine(cfg.reference_engine).capabilities,
-                                  runs)
+                                  runs, processor_options(model))
     ledger = CaseLedger({c.id: {(r.variant, 0): REFERENCE for r in requests if r.case_id == c.id} for c in todo})
     by_id, side, written, unrecorded = {c.id: c for c in todo}, EngineSide(), 0, 0
     settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k)
@@ -185,7 +186,7 @@ def _save(store: ReferenceStore, case: Case, prompt_text: str, outputs: dict[str
     floors = {d: measure_floor(outputs["reference"], outputs, runs, image_token) for d, runs in sel.floors.items()}
     # Timings vary run to run: keeping them out keeps a re-recorded file's diff to what changed.
     clean = {name: _without_timings(o) for name, o in outputs.items() if not name.startswith(FLOOR_PREFIX)}
-    pixels = {d: same_pixels(case.images, d) for d in sel.decoders} if case.images else {}
+    pixels = {d: same_pixels(case.images, d) for d in sel.decoders if d != OPTIONS} if case.images else {}
     return store.save(StoredReference(
         key=content_key(fields), fields=fields, case_id=case.id, prompt_text=prompt_text, outputs=clean,
         same_pixels=pixels, floors=floors,

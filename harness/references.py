@@ -278,7 +278,8 @@ class ReferenceStore:
         changes += self._provenance_changes(ref.provenance)
         lacking = [d for d in needs if case.images and f"reference-{d}" not in ref.outputs
                    and not ref.same_pixels.get(d)]
-        changes += [f"no reference re-run with {d} pixels (recorded before a variant needed it)" for d in lacking]
+        changes += [f"no reference re-run with {d if d == 'options' else d + ' pixels'} (recorded before a variant "
+                    "needed it)" for d in lacking]
         if case.images and "flat-grey" not in ref.outputs:
             changes.append("no flat-grey run (image-sensitivity check)")
         for engine_dtype, runs in (floors or {}).items():

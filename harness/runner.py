@@ -26,7 +26,7 @@ from harness.hardware import cpu
 from harness.judge import CaseInputs, Judge, case_result
 from harness.known import load_known
 from harness.ledger import REFERENCE, CaseEntry, CaseLedger
-from harness.models import DEFAULT_MODEL, image_token_id, model_fingerprint, resolve_model
+from harness.models import DEFAULT_MODEL, image_token_id, model_fingerprint, processor_options, resolve_model
 from harness.observe import Observer
 from harness.options import RunConfig
 from harness.plan import Paths, RunPlan, image_spans, make_plan, plan_paths, resolve_chunking, select_cases
@@ -129,7 +129,7 @@ class Session:
                                reference_model, cfg.reference_engine)
         capabilities = engine_cls.capabilities_for(model)
         paths = plan_paths(cfg, variant_set, capabilities, reference_cls.capabilities,
-                           config.resolve_section(thresholds, "floor").values)
+                           config.resolve_section(thresholds, "floor").values, processor_options(model))
         with observer.stage("stored_references"):
             stored = _stored_references(cfg, selection.cases, store, paths)
         for result in stored.errors:
@@ -141,8 +141,8 @@ class Session:
         cases = [c for c in cases if c.id in prompts]
         processor = store.processor if stored.references else None
         chat_template = prompter.chat_template if prompter else processor.chat_template if processor else None
-        base_settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k, options=cfg.engine_options,
-                                       url=cfg.engine_url, chat_template=chat_template)
+        base_settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k, features=dict(variant_set.engine),
+                                       options=cfg.engine_options, url=cfg.engine_url, chat_template=chat_template)
         with observer.stage("plan"):
             plan = make_plan(cfg, cases, paths, reference_cls.capabilities, base_settings, prompts,
                              list(stored.references))

@@ -43,11 +43,15 @@ class Variant:
     engine_options: dict[str, Any] = _key(default_factory=dict)
     dtype: str | None = _key(default=None)
     request: dict[str, Any] = _key(default_factory=dict)
-    reference_decoder: str = _key("reference", default="pil")  # how the reference it is compared with decodes
+    # The reference it is compared with: decoding with another decoder than PIL, or with the same per-request
+    # processor options as the engine (`reference: {decoder: NAME}` / `{mm_kwargs: auto}` in variants.yaml).
+    reference_decoder: str = _key("reference", default="pil")
+    reference_mm: bool = False
     against: tuple[str, ...] = _key(default=("reference",))
     checks: tuple[str, ...] = _key(default=CHECKS)
     cases: str = _key(default="all")
     requires: dict[str, Any] = _key(default_factory=dict)
+    expect: dict[str, Any] = _key(default_factory=dict)  # {cache_hit: true}: warn when the path was not taken
 
     def describe(self) -> dict[str, Any]:
         """What the report and results say about the variant."""
@@ -67,6 +71,7 @@ class VariantSet:
     variants: dict[str, Variant]
     base: str
     profiles: dict[str, tuple[str, ...]]
+    engine: dict[str, Any] = field(default_factory=dict)  # engine-neutral settings every variant starts from
 
     def get(self, name: str) -> Variant:
         if name in self.variants:
@@ -96,6 +101,13 @@ class VariantSet:
         return sorted(chosen.values(), key=lambda v: order.index(v.name) if v.name in order else len(order))
 
 
+def reference_key(variant: Variant) -> str:
+    """The request variant of the reference this variant is compared with."""
+    if variant.reference_mm:
+        return "reference-options"
+    return "reference" if variant.reference_decoder == "pil" else f"reference-{variant.reference_decoder}"
+
+
 def decoder_variant(decoder: str) -> Variant:
     """The engine fed `decoder`'s pixels while the reference keeps PIL's: what a
     decode-path difference does to parity (`--decode-effect`)."""
@@ -120,7 +132,7 @@ def load_variants(extra: Sequence[Path] = ()) -> VariantSet:
         except OSError as exc:
             raise ValueError(f"{path}: cannot read variants file: {exc.strerror}") from exc
     variants: dict[str, Variant] = {}
-    base, profiles = "", {}
+    base, profiles, engine = "", {}, {}
     for source, text in docs:
         try:
             doc = yaml.safe_load(text) or {}
@@ -128,12 +140,13 @@ def load_variants(extra: Sequence[Path] = ()) -> VariantSet:
             raise ValueError(f"{source}: not valid YAML: {exc}") from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("variants", {}), dict):
             raise ValueError(f"{source}: must be a mapping with a 'variants' mapping")
-        unknown = set(doc) - {"variants", "base", "profiles"}
+        unknown = set(doc) - {"variants", "base", "profiles", "engine"}
         if unknown:
             raise ValueError(f"{source}: unknown top-level keys: {', '.join(sorted(unknown))}")
         for name, spec in (doc.get("variants") or {}).items():
             variants[name] = _parse_variant(source, str(name), spec)
         base = doc.get("base", base)
+        engine.update(doc.get("engine") or {})
         if not isinstance(doc.get("profiles", {}), dict):
             raise ValueError(f"{source}: field 'profiles': must map a profile name to a list of variants")
         profiles.update({str(k): tuple(v or ()) for k, v in (doc.get("profiles") or {}).items()})
@@ -143,7 +156,7 @@ def load_variants(extra: Sequence[Path] = ()) -> VariantSet:
                 raise ValueError(f"variants: profile {profile!r} names unknown variant {name!r}")
     if "default" not in profiles:
         raise ValueError("variants: no 'default' profile")
-    return VariantSet(variants, base, profiles)
+    return VariantSet(variants, base, profiles, engine)
 
 
 def _parse_variant(source: str, name: str, spec: Any) -> Variant:
@@ -173,12 +186,18 @@ def _parse_variant(source: str, name: str, spec: Any) -> Variant:
         if not values or not set(values) <= set(allowed):
             raise ValueError(f"{where}: field {key!r}: must be a non-empty list of {', '.join(allowed)}")
     reference = dict(spec.get("reference") or {})
-    if set(reference) - {"decoder"} or reference.get("decoder", "pil") not in DECODERS:
-        raise ValueError(f"{where}: field 'reference': only {{decoder: NAME}} with a registered decoder")
+    if set(reference) - {"decoder", "mm_kwargs"} or reference.get("decoder", "pil") not in DECODERS \
+            or reference.get("mm_kwargs", "auto") != "auto":
+        raise ValueError(f"{where}: field 'reference': {{decoder: NAME}} with a registered decoder, or "
+                         "{mm_kwargs: auto}")
+    if "mm_kwargs" in request and request["mm_kwargs"] != "auto" and not isinstance(request["mm_kwargs"], dict):
+        raise ValueError(f"{where}: field 'request.mm_kwargs': a mapping, or auto (the model's processor options)")
     if spec.get("cases", "all") not in CASE_FILTERS:
         raise ValueError(f"{where}: field 'cases': must be one of {', '.join(CASE_FILTERS)}")
+    if set(spec.get("expect") or {}) - {"cache_hit"}:
+        raise ValueError(f"{where}: field 'expect': only {{cache_hit: true}}")
     return Variant(name=name, reason=spec["reason"].strip(), diagnosis=spec.get("diagnosis", ""), features=dict(spec.get("engine") or {}),
                    engine_options=dict(spec.get("engine_options") or {}), dtype=spec.get("dtype"), request=request,
-                   reference_decoder=reference.get("decoder", "pil"),
+                   reference_decoder=reference.get("decoder", "pil"), reference_mm="mm_kwargs" in reference,
                    against=against, checks=checks, cases=spec.get("cases", "all"),
-                   requires=dict(spec.get("requires") or {}))
+                   requires=dict(spec.get("requires") or {}), expect=dict(spec.get("expect") or {}))

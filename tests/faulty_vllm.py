@@ -2,7 +2,7 @@
 and engine breakdowns aimed at single cases, for tests/test_robustness_engine.py.
 
 `FaultyVLLMEngine` is the ordinary vLLM adapter plus one patch of vLLM's own
-code, chosen by the engine option `fault` (which is not passed on to vLLM).
+code, chosen by the engine option `fault` (one name or a list of them; not passed on to vLLM).
 The adapter runs vLLM's engine core in its own process
 (VLLM_ENABLE_V1_MULTIPROCESSING=0), so a patch applied here, before the `LLM`
 is built, is what the scheduler, the model runner and the model execute.
@@ -227,21 +227,21 @@ class FaultyVLLMEngine(VLLMEngine):
     def __init__(self, settings: EngineSettings) -> None:
         options = dict(settings.options)
         fault = options.pop("fault", None)
+        self.faults: list[str] = [fault] if isinstance(fault, str) else list(fault or [])
         self.case_faults: dict[str, str] = dict(options.pop("case_faults", {}))
         self.pid_file: str | None = options.pop("pid_file", None)
-        if fault not in FAULTS and not (fault is None and self.case_faults):
-            raise ValueError(f"engine option 'fault' must be one of {', '.join(FAULTS)}; got {fault!r}")
+        if any(f not in FAULTS for f in self.faults) or not (self.faults or self.case_faults):
+            raise ValueError(f"engine option 'fault' must be among {', '.join(FAULTS)}; got {fault!r}")
         bad = {k: v for k, v in self.case_faults.items() if v not in CASE_FAULTS}
         if bad:
             raise ValueError(f"engine option 'case_faults': kinds must be among {', '.join(CASE_FAULTS)}; got {bad}")
         if "hang" in self.case_faults.values() and not self.pid_file:
             raise ValueError("engine option 'case_faults' has a 'hang': give 'pid_file' too")
         super().__init__(dataclasses.replace(settings, options=options))  # imports vllm
-        self.fault = fault
 
     def start(self, requests: Sequence[Request]) -> None:
-        if self.fault:
-            FAULTS[self.fault]()
+        for fault in self.faults:  # each patches its own code path: several can be injected at once
+            FAULTS[fault]()
         if self.pid_file:
             _hang(self.pid_file)
         if self.case_faults:
@@ -256,4 +256,4 @@ class FaultyVLLMEngine(VLLMEngine):
         return params
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "fault": self.fault, "case_faults": self.case_faults}
+        return {**super().info(), "faults": self.faults, "case_faults": self.case_faults}

@@ -111,6 +111,7 @@ def test_stored_mode_makes_a_stale_case_an_error_and_runs_the_rest(tmp_path: Pat
     assert json.loads((tmp_path / "out" / "results.json").read_text())["provenance"]["references_stored"] == len(others)
 
 
+@pytest.mark.engine
 def test_auto_mode_runs_a_stale_case_live_and_says_why(tmp_path: Path) -> None:
     cases = copy_cases(tmp_path)
     case_id, image = single_use_image(cases)
@@ -172,6 +173,7 @@ def within_floor(stored: StoredReference, ours: EngineOutput) -> list[str]:
     return [finding_text(f) for f in judge(cmp, th, stored.floors["float32"]) if f.level == "fail"]
 
 
+@pytest.mark.engine
 def test_record_is_deterministic_here_agrees_with_the_committed_within_the_floor_and_keeps(tmp_path: Path) -> None:
     """Recorded twice on this machine: identical files but for the date. Against the committed files (recorded
     on another CPU, maybe): the same keys, token ids and outputs, and logprobs within the committed floor."""
@@ -231,6 +233,7 @@ def test_a_reference_from_other_hardware_is_fresh_and_says_where_it_was_recorded
     assert all(s.state == "fresh" for s in states(cases, refs).values())
 
 
+@pytest.mark.engine
 def test_stored_and_live_give_the_same_verdicts_and_metrics_within_the_floor(tmp_path: Path) -> None:
     """HF as the engine, against the live HF reference and against the stored one (recorded on whatever CPU
     committed it): the same verdicts, and every metric within its case's floor of the other."""

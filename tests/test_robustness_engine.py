@@ -96,7 +96,7 @@ def test_engine_killed_by_pid_then_hung_keeps_every_returned_case(tmp_path: Path
         code = main(["run", "--cases", str(CASES), "--model", tiny_model, "--engine", ENGINE,
                      "--engine-option", f"case_faults={json.dumps(faults)}", "--engine-option", f"pid_file={pid_file}",
                      "--variants", "alone", "--stall-timeout", str(STALL_S), "--engine-restarts", "1",
-                     "--out", str(out),
+                     "--verbose", "--out", str(out),
                      *[arg for case in (first, killed, restarted, stalled, unsent) for arg in ("--case", case)]])
     finally:
         killer.done.set()

@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from harness.cli import main
 from harness.explain import case_lines
 from harness.results import read_results
@@ -38,6 +40,7 @@ def run_cli(*args: str) -> int:
     return main(["run", "--engine", "hf", *args])
 
 
+@pytest.mark.engine
 def test_bad_input_is_an_error_result_and_other_cases_still_run(tmp_path: Path, tiny_model: str) -> None:
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (tmp_path / "images").mkdir()  # images live inside the case file's folder
@@ -61,6 +64,7 @@ def test_bad_input_is_an_error_result_and_other_cases_still_run(tmp_path: Path, 
     assert (out / "index.html").exists()
 
 
+@pytest.mark.engine
 def test_all_pass_exits_zero_and_report_rerenders_without_engine(tmp_path: Path, tiny_model: str) -> None:
     out = tmp_path / "out"
     code = run_cli("--model", tiny_model, "--cases", str(CASES), "--case", "text-only", "--case",
@@ -72,6 +76,7 @@ def test_all_pass_exits_zero_and_report_rerenders_without_engine(tmp_path: Path,
     assert "two-images" in html and "text-only" in html
 
 
+@pytest.mark.engine
 def test_engine_that_cannot_start_exits_two_with_reason(tmp_path: Path, tiny_model: str) -> None:
     out = tmp_path / "out"
     code = run_cli("--model", str(tmp_path / "no-such-model"), "--reference-model", tiny_model,

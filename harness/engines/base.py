@@ -58,6 +58,11 @@ class Request:
     `overrides` are model settings this one request is computed with instead of
     the engine's (a floor run of the reference: `dtype`, `attn_implementation`);
     only an engine that declares them in `Capabilities.overrides` gets such requests.
+    `mm_kwargs` are per-request options of the model's multimodal processor (a smaller
+    `max_pixels`); `prompt_logprobs` off lets an engine read its prefix cache (vLLM never
+    reads it for a request that scores its prompt); `warmup` sends the same prompt first
+    with another image of the same size (`other-image`) or the same image
+    (`same-image`), so the request meets a warm prefix cache.
     """
 
     case_id: str
@@ -72,6 +77,9 @@ class Request:
     sampling: Sampling | None = _by_variant(None)
     submit: str = _by_variant("batched")
     repeats: int = _by_variant(1)
+    mm_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"variant": True})
+    prompt_logprobs: bool = _by_variant(True)
+    warmup: str | None = _by_variant(None)
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -121,6 +129,9 @@ class Capabilities:
     sampling: bool = True
     features: frozenset[str] = frozenset()
     overrides: frozenset[str] = frozenset()  # per-request model settings it can recompute with (floor runs)
+    # Request fields it honours beyond the basic ones (`mm_kwargs`, `prompt_logprobs` off, `warmup`): a variant
+    # that sets one is skipped, with the reason, on an engine that does not.
+    request_fields: frozenset[str] = frozenset()
 
     def unavailable(self) -> dict[str, str]:
         """Output fields this engine cannot supply, with the reason (for the comparators)."""

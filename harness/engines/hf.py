@@ -28,7 +28,8 @@ class HFEngine(Engine):
     # The reference: greedy only, the harness's rendered prompt and PIL pixels; `flat-grey`
     # replaces each image by a grey one of the same size (the image-sensitivity check).
     capabilities = Capabilities(max_top_k=1000, sampling=False, image_inputs=frozenset({"pixels", "flat-grey"}),
-                                overrides=frozenset({"dtype", "attn_implementation"}))
+                                overrides=frozenset({"dtype", "attn_implementation"}),
+                                request_fields=frozenset({"mm_kwargs"}))
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
@@ -83,7 +84,7 @@ class HFEngine(Engine):
         if images and request.image_input == "flat-grey":
             images = [Image.new("RGB", image.size, (128, 128, 128)) for image in images]
         model = self._model_for(request.overrides)
-        inputs = self.processor(text=[request.prompt_text], images=images, return_tensors="pt")
+        inputs = self.processor(text=[request.prompt_text], images=images, return_tensors="pt", **request.mm_kwargs)
         inputs = inputs.to(self.settings.device)
         prompt_ids = inputs["input_ids"][0].tolist()
         k = self.settings.top_k

@@ -20,6 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from PIL import ImageOps
+
 from harness.decode import decode_all
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.engines.embeddings import VisionTower
@@ -61,8 +63,14 @@ def _features(features: dict[str, Any]) -> dict[str, Any]:
         options.update(enable_chunked_prefill=True, max_num_batched_tokens=tokens, max_num_seqs=min(tokens, 256))
     if "prefix_caching" in features:
         options["enable_prefix_caching"] = bool(features["prefix_caching"])
-    if "cuda_graphs" in features:
-        options["enforce_eager"] = not features["cuda_graphs"]
+    if "cache_block_tokens" in features:
+        options["block_size"] = int(features["cache_block_tokens"])
+    if "compiled" in features:  # captured CUDA graphs on a GPU, torch.compile'd graphs on the CPU
+        options["enforce_eager"] = not features["compiled"]
+    if "mm_cache_gb" in features:
+        options["mm_processor_cache_gb"] = float(features["mm_cache_gb"])
+    if "max_model_len" in features:
+        options["max_model_len"] = int(features["max_model_len"])
     if "speculative" in features:
         options["speculative_config"] = dict(features["speculative"])
     if "mm_embeds" in features:
@@ -76,7 +84,9 @@ class VLLMEngine(Engine):
         max_top_k=20,
         prompt_forms=frozenset({"rendered", "native"}),
         image_inputs=frozenset({"pixels", "embeddings", "bytes"}),
-        features=frozenset({"prefill_chunk_tokens", "prefix_caching", "cuda_graphs", "speculative", "mm_embeds"}),
+        features=frozenset({"prefill_chunk_tokens", "prefix_caching", "cache_block_tokens", "compiled", "speculative",
+                            "mm_embeds", "mm_cache_gb", "max_model_len"}),
+        request_fields=frozenset({"mm_kwargs", "prompt_logprobs", "warmup"}),
     )
 
     @classmethod
@@ -107,10 +117,12 @@ class VLLMEngine(Engine):
             for key, value in CPU_ENV.items():
                 os.environ.setdefault(key, value)
         import vllm
+        from vllm.exceptions import VLLMClientError
         from vllm.v1.engine.exceptions import EngineDeadError
 
         self._vllm = vllm
         self._engine_dead = EngineDeadError  # its engine-core process is gone: nothing more can run here
+        self._client_error = VLLMClientError  # a request refused as invalid, the engine unharmed
         self.llm: Any = None
         self._tower: VisionTower | None = None
 
@@ -156,11 +168,24 @@ class VLLMEngine(Engine):
 
     def run(self, requests: Sequence[Request]) -> Iterator[EngineOutput]:
         """The rendered form as `generate` sends it (the harness's text and pixels), the native form as `chat`
-        does (vLLM renders the checkpoint's template and decodes the image bytes with its media loader)."""
+        does (vLLM renders the checkpoint's template and decodes the image bytes with its media loader).
+        Requests with a warm-up have it sent, and finished, first. Around an over-long warm-up the multimodal
+        caches are emptied: before, so that the refused request is the first to bring its images (as a
+        user's first, too long, request does); after, so that what it leaves cannot spread to the other
+        variants this engine serves."""
+        over_long = any(r.warmup == "over-long" for r in requests)
+        if over_long:
+            self.llm.reset_mm_cache()
+        rejected = self._warm([r for r in requests if r.warmup])
         rendered = [r for r in requests if r.prompt_form == "rendered"]
         native = [r for r in requests if r.prompt_form == "native"]
-        yield from self._submit(rendered, self._prompt, self._enqueue)
-        yield from self._submit(native, chat_messages, self._enqueue_chat)
+        for output in [*self._submit(rendered, self._prompt, self._enqueue),
+                       *self._submit(native, chat_messages, self._enqueue_chat)]:
+            if output.case_id in rejected:
+                output.diagnostics["warmup_rejected"] = rejected[output.case_id]
+            yield output
+        if over_long:
+            self.llm.reset_mm_cache()
 
     def _enqueue(self, prompts: list[Any], params: list[Any]) -> list[str]:
         return self.llm.enqueue(prompts, params, use_tqdm=False)
@@ -230,11 +255,44 @@ class VLLMEngine(Engine):
         engine = self.llm.llm_engine
         engine.abort_request(list(engine.output_processor.request_states), internal=True)
 
-    def _prompt(self, request: Request) -> dict[str, Any]:
+    def _warm(self, requests: list[Request]) -> dict[str, float]:
+        """The same prompts first: with another image of the same size (the same placeholder ids: a cache
+        keyed on ids alone would serve its entries), the same image (a legitimate hit), or made longer than
+        the engine takes (`over-long`: it must be rejected, per request). Their outputs are not the case's;
+        one generated token fills the prefix cache. Returns, per case, 1.0 where the over-long prompt was
+        rejected cleanly and 0.0 where it was not."""
+        params = self._vllm.SamplingParams(temperature=0.0, max_tokens=1)
+        filling = [r for r in requests if r.warmup in ("other-image", "same-image")]
+        if filling:
+            prompts = [self._prompt(r, other_image=r.warmup == "other-image") for r in filling]
+            self.llm.generate(prompts, params, use_tqdm=False)
+        rejected: dict[str, float] = {}
+        for request in (r for r in requests if r.warmup == "over-long"):
+            try:
+                self.llm.generate([self._over_long(request)], params, use_tqdm=False)
+                rejected[request.case_id] = 0.0
+            except self._client_error:  # a clean per-request refusal (VLLMValidationError)
+                rejected[request.case_id] = 1.0
+        return rejected
+
+    def _over_long(self, request: Request) -> dict[str, Any]:
+        """The case's prompt and images, its text padded to one token under the engine's maximum length, so that
+        only the images' placeholder expansion makes it too long: it is refused after its images were processed
+        (a prompt already too long as text is refused before, and exercises nothing)."""
+        prompt = self._prompt(request)
+        ids = self.llm.get_tokenizer().encode(prompt.pop("prompt"), add_special_tokens=False)
+        pad = ids[-1:] * (self.llm.llm_engine.model_config.max_model_len - 1 - len(ids))
+        return {**prompt, "prompt_token_ids": pad + ids}
+
+    def _prompt(self, request: Request, other_image: bool = False) -> dict[str, Any]:
         prompt: dict[str, Any] = {"prompt": request.prompt_text}
+        if request.mm_kwargs:
+            prompt["mm_processor_kwargs"] = dict(request.mm_kwargs)
         if not request.images:
             return prompt
         images = decode_all(request.images, request.decoder)
+        if other_image:  # inverted: other pixels, same size
+            images = [ImageOps.invert(image.convert("RGB")) for image in images]
         if request.image_input == "embeddings":
             if self._tower is None:
                 self._tower = VisionTower(self.settings.model)
@@ -245,13 +303,14 @@ class VLLMEngine(Engine):
 
     def _params(self, request: Request) -> Any:
         k = self.settings.top_k
+        prompt_k = k if request.prompt_logprobs else None  # without prompt logprobs vLLM reads its prefix cache
         sampling = request.sampling
         if sampling is None:
             return self._vllm.SamplingParams(temperature=0.0, max_tokens=request.max_new_tokens, ignore_eos=True,
-                                             logprobs=k, prompt_logprobs=k, seed=self.settings.seed)
+                                             logprobs=k, prompt_logprobs=prompt_k, seed=self.settings.seed)
         return self._vllm.SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
                                          max_tokens=request.max_new_tokens, ignore_eos=True, logprobs=k,
-                                         prompt_logprobs=k)
+                                         prompt_logprobs=prompt_k)
 
     def _output(self, request: Request, result: Any, timings: dict[str, float]) -> EngineOutput:
         """vLLM's result as an EngineOutput; ValueError when its logprobs cannot be matched to its tokens
@@ -261,7 +320,7 @@ class VLLMEngine(Engine):
         k = self.settings.top_k
         counts = (len(result.prompt_logprobs or ()), len(prompt_ids), len(completion.logprobs or ()),
                   len(completion.token_ids))
-        if counts[0] != counts[1] or counts[2] != counts[3]:
+        if (request.prompt_logprobs and counts[0] != counts[1]) or counts[2] != counts[3]:
             raise ValueError("vLLM returned {} prompt logprobs for {} prompt tokens and {} logprobs for {} output "
                              "tokens: they cannot be matched to their positions".format(*counts))
         return EngineOutput(
@@ -270,11 +329,13 @@ class VLLMEngine(Engine):
             variant=request.variant,
             prompt_ids=prompt_ids,
             prompt_logprobs=[None if pos is None else _score(pos, tid, k)
-                             for pos, tid in zip(result.prompt_logprobs, prompt_ids)],
+                             for pos, tid in zip(result.prompt_logprobs or (), prompt_ids)],
             output_ids=list(completion.token_ids),
             output_logprobs=[_score(pos, tid, k) for pos, tid in zip(completion.logprobs, completion.token_ids)],
             output_text=completion.text,
             timings=timings,
+            # Prompt tokens served from the prefix cache: what says a cache path was exercised at all.
+            diagnostics={"cached_tokens": float(result.num_cached_tokens or 0)},
         )
 
 

@@ -218,6 +218,23 @@ def architecture(model: str | Path) -> str | None:
     return architectures[0]
 
 
+# Per-request options of each architecture's processor that change the image tokens, as engines take them
+# per request (vLLM's `mm_processor_kwargs`) and the HF processor takes them per call: the processor-options
+# variant sends them. An architecture with none (LLaVA: a fixed resize to the vision tower's size) is skipped.
+PROCESSOR_OPTIONS: dict[str, dict[str, Any]] = {
+    "Qwen2VLForConditionalGeneration": {"max_pixels": 56 * 56 * 2},  # the tiny models' default is 112 x 112
+    "Qwen2_5_VLForConditionalGeneration": {"max_pixels": 56 * 56 * 2},
+    "Idefics3ForConditionalGeneration": {"do_image_splitting": False},  # the global image only, no tiles
+    "Lfm2VlForConditionalGeneration": {"do_image_splitting": False},
+}
+
+
+def processor_options(model: str | Path) -> dict[str, Any] | None:
+    """The per-request processor options for this checkpoint's architecture, or None where it has none."""
+    options = PROCESSOR_OPTIONS.get(architecture(model) or "")
+    return dict(options) if options else None
+
+
 def list_models(cache_root: Path | None = None, extra: Iterable[str] = (), build: bool = True) -> list[dict]:
     """One row per registered model, then one per `extra` model (a path or hub id: "user-supplied").
 
