@@ -22,7 +22,6 @@ from harness.compare.floor import measure_floor
 from harness.compare.sensitivity import image_sensitivity
 from harness.known import KnownFailure, mark_known
 from harness.ledger import REFERENCE
-from harness.plan import FLOOR_PREFIX
 from harness.schema import CaseComparison, CaseResult, EngineOutput, Finding, Floor, VariantResult, worst
 from harness.variants import Variant, reference_key
 
@@ -98,7 +97,8 @@ class Judge:
         ran = [n for n, v in result.variants.items() if v.verdict != "skipped"]
         result.headline = self.base if self.base in ran else (ran[0] if ran else None)
         result.verdict = worst(v.verdict for v in result.variants.values())
-        every = [o for name, o in [(REFERENCE, reference), *extra.items()] if o and not name.startswith(FLOOR_PREFIX)]
+        shown = {REFERENCE, "flat-grey", *(reference_key(v) for v in variants)}  # the re-runs this run compares with
+        every = [o for name, o in [(REFERENCE, reference), *extra.items()] if o and name in shown]
         every += [o for v in result.variants.values() for o in ([v.engine] if v.engine else []) + v.attempts]
         result.tokens = self.token_texts(every)
         return result

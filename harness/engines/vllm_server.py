@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from harness.engines.base import Capabilities, Request
@@ -29,11 +30,17 @@ class VLLMServerEngine(HTTPEngine):
     version = VLLMEngine.version
     image_loader = VLLMEngine.image_loader
 
+    images_per_prompt = 8  # the most images any request brings (set from the requests by start())
+
+    def start(self, requests: Sequence[Request]) -> None:
+        self.images_per_prompt = max([len(r.images) for r in requests] + [1])
+        super().start(requests)
+
     def server_command(self, port: int) -> tuple[list[str], dict[str, str]]:
         s = self.settings
         # trust_request_chat_template: the rendered form sends the reference's template with each request.
         options = {"enforce_eager": True, "max_model_len": 4096, "generation_config": "vllm",
-                   "limit_mm_per_prompt": json.dumps({"image": 4}), "trust_request_chat_template": True,
+                   "limit_mm_per_prompt": json.dumps({"image": self.images_per_prompt}), "trust_request_chat_template": True,
                    **{k: v for k, v in s.options.items() if k not in ADAPTER_OPTIONS}}
         command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", s.model,
                    "--host", "127.0.0.1", "--port", str(port), "--dtype", s.dtype, "--seed", str(s.seed)]
