@@ -35,7 +35,8 @@ class Console:
         self.tasks: dict[str, TaskID] = {}
         self.counts: dict[str, tuple[int, int]] = {}  # plain mode: done, total per stream
         self.roles: dict[str, str] = {}
-        self.known: dict[str, list[str]] = {}  # a known failure's record -> the cases it covers
+        # a known failure's record -> the cases it covers -> on which variants
+        self.known: dict[str, dict[str, list[str]]] = {}
 
     # -- lines ---------------------------------------------------------------------------------------
     def __call__(self, line: str) -> None:
@@ -89,7 +90,8 @@ class Console:
         if result.verdict == "known" and not self.verbose:
             for name, cell in result.variants.items():
                 if cell.verdict == "known":
-                    self.known.setdefault(f"{name}: {_short(cell.reasons[0], 160)}", []).append(result.case_id)
+                    record = self.known.setdefault(_short(cell.reasons[0].removeprefix("known failure: "), 160), {})
+                    record.setdefault(result.case_id, []).append(name)
             return
         if result.verdict == "pass" and not self.verbose:
             return
@@ -106,7 +108,9 @@ class Console:
             self.progress = None
         self.out.print(summary_table(run))
         for record, cases in self.known.items():
-            self.print(f"KNOWN ({len(cases)} case{'s' if len(cases) > 1 else ''}) {record}", "magenta")
+            variants = sorted({v for names in cases.values() for v in names})
+            self.print(f"KNOWN ({len(cases)} case{'s' if len(cases) > 1 else ''}; {', '.join(variants)}) {record}",
+                       "magenta")
         drifting = [f"{c.case_id} {line}" for c in run.cases for line in drift_lines(c)]
         for line in drifting[:5]:
             self.print(f"DRIFT {line}", "yellow")

@@ -61,6 +61,7 @@ class Judge:
     # and why there are none (a reference engine that cannot recompute with overrides).
     floor_runs: Mapping[str, Mapping[str, dict[str, Any]]] = dataclasses.field(default_factory=dict)
     no_floor: str | None = None
+    video_token: int | None = None
 
     def __call__(self, got: CaseInputs, variants: Sequence[Variant]) -> CaseResult:
         """The case on every variant. The reference's other outputs (`got.extra`) are by request variant:
@@ -131,7 +132,7 @@ class Judge:
                             f"tokens {own:.3g} apart (> {limits['self_consistency_max']:.3g}); decode diffs are not "
                             "evidence against the engine")
         if grey is not None and not grey.error:
-            found = image_sensitivity(reference, grey, self.image_token)
+            found = image_sensitivity(reference, grey, (self.image_token, self.video_token))
             checks.update(image_sensitivity_max=found["after_image_max"], grey_output_changed=found["output_changed"])
             moved = found["after_image_max"]
             if not found["output_changed"] and (moved is None or moved < limits["image_sensitivity_min"]):
@@ -233,5 +234,6 @@ def sane(output: EngineOutput) -> list[Finding]:
 def case_result(case: Case, prompt_text: str, verdict: str, reasons: list[str],
                 thumbnails: list[str] | None = None) -> CaseResult:
     return CaseResult(case_id=case.id, verdict=verdict, reasons=reasons, source=str(case.source),
-                      tags=list(case.tags), images=[str(p) for p in case.images], messages=list(case.messages),
+                      tags=list(case.tags), images=[str(p) for p in case.images],
+                      videos=[str(frames[0].parent) for frames in case.videos], messages=list(case.messages),
                       prompt_text=prompt_text, thumbnails=list(thumbnails or []))

@@ -135,9 +135,21 @@ def engine_skip_reason(variant: Variant, capabilities: Capabilities, engine: str
     return None
 
 
-def case_skip_reason(variant: Variant, case: Case, mm_options: Mapping[str, Any] | None = None) -> str | None:
+def media_skip_reason(case: Case, takes_video: bool) -> str | None:
+    """Why the model cannot run this case at all (its media), so neither side runs it; None if it can."""
+    if case.videos and not takes_video:
+        return "the model takes no video (its config names no video_token_id)"
+    return None
+
+
+def case_skip_reason(variant: Variant, case: Case, mm_options: Mapping[str, Any] | None,
+                     engine_video: bool) -> str | None:
     if variant.cases == "images" and not case.images:
         return "the case has no images"
+    if case.videos and not engine_video:
+        return "the engine's adapter does not take video frames"
+    if case.videos and variant.request.get("prompt_form") == "native":
+        return "the native form hands the engine the case's files to decode; a video given as frames has none"
     if variant.request.get("mm_kwargs") == "auto" and not mm_options:
         return "the model's processor has no per-request option that changes its image tokens"
     return None
@@ -150,15 +162,23 @@ def engine_settings(variant: Variant, base: EngineSettings) -> EngineSettings:
 
 
 def build_request(variant: Variant, case: Case, prompt_text: str, decoder: str,
-                  mm_options: Mapping[str, Any] | None = None) -> Request:
+                  mm_options: Mapping[str, Any] | None = None, video_options: Mapping[str, Any] | None = None) -> Request:
     """The request for one case on one variant; `decoder` is the run's default engine decoder, `mm_options`
-    the model's per-request processor options (what `mm_kwargs: auto` stands for)."""
+    the model's per-request processor options (what `mm_kwargs: auto` stands for), `video_options` what a
+    request with a video pins in the processor (`harness.models.video_options`)."""
     known = {f.name for f in fields(Request)}
     values = {"decoder": decoder, **{k: v for k, v in variant.request.items() if k in known}}
     if values.get("mm_kwargs") == "auto":
         values["mm_kwargs"] = dict(mm_options or {})
+    if case.videos and video_options:
+        values["mm_kwargs"] = {**video_options, **values.get("mm_kwargs", {})}
     return Request(case_id=case.id, prompt_text=prompt_text, variant=variant.name, messages=case.messages,
-                   images=tuple(map(str, case.images)), max_new_tokens=case.max_new_tokens, **values)
+                   images=tuple(map(str, case.images)), videos=_videos(case), max_new_tokens=case.max_new_tokens,
+                   **values)
+
+
+def _videos(case: Case) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(map(str, frames)) for frames in case.videos)
 
 
 def settings_key(settings: EngineSettings) -> str:
@@ -202,53 +222,54 @@ def reference_decoders(variants: Sequence[Variant], mm_options: Mapping[str, Any
 
 def reference_requests(cases: Sequence[Case], prompts: Mapping[str, str], decoders: Sequence[str],
                        capabilities: Capabilities, floors: Mapping[str, dict[str, Any]] | None = None,
-                       mm_options: Mapping[str, Any] | None = None) -> list[Request]:
+                       mm_options: Mapping[str, Any] | None = None,
+                       video_options: Mapping[str, Any] | None = None) -> list[Request]:
     """Each case once as the reference sees it; each image case also with flat grey images (a case whose
     reference barely moves cannot catch image bugs) and, for variants compared with a reference that
     decodes differently, with that decoder's pixels where they differ from PIL's (or with the model's
     processor options, `options`); and each case once per floor run (grouped by run, so the reference
     loads each recomputed model once)."""
-    base = [Request(c.id, prompts.get(c.id, ""), REFERENCE, c.messages, tuple(map(str, c.images)),
-                    max_new_tokens=c.max_new_tokens) for c in cases]
+    base = [Request(c.id, prompts.get(c.id, ""), REFERENCE, c.messages, tuple(map(str, c.images)), _videos(c),
+                    max_new_tokens=c.max_new_tokens, mm_kwargs=dict(video_options or {}) if c.videos else {})
+            for c in cases]
     requests = list(base)
     for name, overrides in (floors or {}).items():
         if set(overrides) <= capabilities.overrides:
             requests += [replace(r, variant=name, overrides=overrides) for r in base]
     with_images = [r for r in base if r.images]
-    if "flat-grey" in capabilities.image_inputs:
-        requests += [replace(r, variant="flat-grey", image_input="flat-grey") for r in with_images]
+    if "flat-grey" in capabilities.image_inputs:  # grey images, frozen videos
+        requests += [replace(r, variant="flat-grey", image_input="flat-grey") for r in base if r.images or r.videos]
     for decoder in decoders:
         if decoder == OPTIONS:
-            requests += [replace(r, variant=f"reference-{OPTIONS}", mm_kwargs=dict(mm_options)) for r in with_images
-                         if mm_options]
+            requests += [replace(r, variant=f"reference-{OPTIONS}", mm_kwargs={**r.mm_kwargs, **mm_options})
+                         for r in with_images if mm_options]
         else:
             requests += [replace(r, variant=f"reference-{decoder}", decoder=decoder) for r in with_images
                          if not same_pixels(r.images, decoder)]
     return requests
 
 
-def engine_groups(variants: Sequence[Variant], cases: Sequence[Case], prompts: Mapping[str, str],
-                  skipped: Mapping[str, str], base_settings: EngineSettings, decoder: str,
-                  base: str, mm_options: Mapping[str, Any] | None = None) -> tuple[list[EngineGroup],
-                                                                                   dict[str, dict[str, str]]]:
+def engine_groups(paths: Paths, cases: Sequence[Case], prompts: Mapping[str, str], base_settings: EngineSettings,
+                  decoder: str) -> tuple[list[EngineGroup], dict[str, dict[str, str]]]:
     """Requests grouped by effective engine settings, the base variant's group first; and, per case, the
     variants that do not apply to it with the reason."""
     groups: dict[str, EngineGroup] = {}
-    case_skips: dict[str, dict[str, str]] = {c.id: dict(skipped) for c in cases}
-    for variant in variants:
-        if variant.name in skipped:
+    case_skips: dict[str, dict[str, str]] = {c.id: dict(paths.skipped) for c in cases}
+    for variant in paths.variants:
+        if variant.name in paths.skipped:
             continue
         settings = engine_settings(variant, base_settings)
         group = groups.setdefault(settings_key(settings), EngineGroup(
             settings, [], needs_reference=any(f in settings.features for f in NEEDS_REFERENCE)))
         group.variants.append(variant.name)
         for case in cases:
-            reason = case_skip_reason(variant, case, mm_options)
+            reason = case_skip_reason(variant, case, paths.mm_options, paths.engine_video)
             if reason:
                 case_skips[case.id][variant.name] = reason
                 continue
-            group.requests.append(build_request(variant, case, prompts.get(case.id, ""), decoder, mm_options))
-    ordered = sorted((g for g in groups.values() if g.requests), key=lambda g: base not in g.variants)
+            group.requests.append(build_request(variant, case, prompts.get(case.id, ""), decoder, paths.mm_options,
+                                                paths.video_options))
+    ordered = sorted((g for g in groups.values() if g.requests), key=lambda g: paths.base not in g.variants)
     return ordered, case_skips
 
 
@@ -263,11 +284,13 @@ class Paths:
     floors: dict[str, dict[str, dict[str, Any]]]
     no_floor: str | None
     mm_options: dict[str, Any] | None = None  # the model's per-request processor options (harness.models)
+    video_options: dict[str, Any] = field(default_factory=dict)  # what a request with a video pins
+    engine_video: bool = False  # whether the engine's adapter takes video frames
 
 
 def plan_paths(cfg: RunConfig, variant_set: VariantSet, capabilities: Capabilities,
                reference_capabilities: Capabilities, floor_recipe: Mapping[str, Any],
-               mm_options: Mapping[str, Any] | None = None) -> Paths:
+               mm_options: Mapping[str, Any] | None = None, video_options: Mapping[str, Any] | None = None) -> Paths:
     variants = select_variants(cfg, variant_set)
     skipped = {v.name: reason for v in variants
                if (reason := engine_skip_reason(v, capabilities, cfg.engine, cfg.device))}
@@ -275,7 +298,8 @@ def plan_paths(cfg: RunConfig, variant_set: VariantSet, capabilities: Capabiliti
     floors, no_floor = plan_floors(dtypes, cfg.reference_dtype or cfg.dtype, floor_recipe, reference_capabilities,
                                    cfg.reference_engine)
     return Paths(variants, variant_set.base, skipped, reference_decoders(variants, mm_options), floors, no_floor,
-                 dict(mm_options) if mm_options else None)
+                 dict(mm_options) if mm_options else None, dict(video_options or {}),
+                 "videos" in capabilities.request_fields)
 
 
 def make_plan(cfg: RunConfig, cases: Sequence[Case], paths: Paths, reference_capabilities: Capabilities,
@@ -284,9 +308,9 @@ def make_plan(cfg: RunConfig, cases: Sequence[Case], paths: Paths, reference_cap
     the reference computes only the others."""
     live = [c for c in cases if c.id not in set(stored)]
     runs = {} if paths.no_floor else {n: o for per_dtype in paths.floors.values() for n, o in per_dtype.items()}
-    requests = reference_requests(live, prompts, paths.decoders, reference_capabilities, runs, paths.mm_options)
-    groups, case_skips = engine_groups(paths.variants, cases, prompts, paths.skipped, base_settings, cfg.decoder,
-                                       paths.base, paths.mm_options)
+    requests = reference_requests(live, prompts, paths.decoders, reference_capabilities, runs, paths.mm_options,
+                                  paths.video_options)
+    groups, case_skips = engine_groups(paths, cases, prompts, base_settings, cfg.decoder)
     return RunPlan(list(cases), paths.variants, paths.base, dict(paths.skipped), case_skips, requests, groups,
                    paths.floors, paths.no_floor)
 

@@ -72,13 +72,6 @@ def _known(known: list[KnownFailure], case: Case, variant: str) -> list[pytest.M
             for entry in known if entry.applies_to(case, variant)][:1]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist every parity test goes to one worker: the run they share starts its engines once."""
-    for item in items:
-        if hasattr(item, "callspec") and "parity_case" in item.callspec.params:
-            item.add_marker(pytest.mark.xdist_group("vlm-parity"))
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
     session.config.stash[_SELECTED] = {
         (item.callspec.params["parity_case"], item.callspec.params["parity_variant"]) for item in session.items

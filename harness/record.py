@@ -20,10 +20,17 @@ from harness.engines.base import EngineSettings, resolve_engine
 from harness.engines.client import EngineSide, stream
 from harness.judge import sane
 from harness.ledger import REFERENCE, CaseLedger
-from harness.models import DEFAULT_MODEL, image_token_id, processor_options, resolve_model
+from harness.models import (
+    DEFAULT_MODEL,
+    image_token_id,
+    processor_options,
+    resolve_model,
+    video_options,
+    video_token_id,
+)
 from harness.observe import Observer
 from harness.options import DTYPES, comma_list, option, same_as
-from harness.plan import FLOOR_PREFIX, OPTIONS, plan_floors, reference_decoders, reference_requests
+from harness.plan import FLOOR_PREFIX, OPTIONS, media_skip_reason, plan_floors, reference_decoders, reference_requests
 from harness.prompt import Prompter
 from harness.references import (
     DEFAULT_DIR,
@@ -73,6 +80,7 @@ class Selection:
     problems: list[str]
     decoders: list[str]
     floors: dict[str, dict[str, dict[str, Any]]]  # engine dtype -> its floor runs
+    skipped: dict[str, str]  # case -> why the model cannot run it (no reference to record)
 
 
 def select(cfg: RecordConfig) -> Selection:
@@ -86,8 +94,11 @@ def select(cfg: RecordConfig) -> Selection:
     floors, no_floor = plan_floors(cfg.floor_dtypes, cfg.dtype, config.resolve_section(config.load_config(), "floor")
                                    .values, resolve_engine(cfg.reference_engine).capabilities, cfg.reference_engine)
     floors = {} if no_floor else floors
-    statuses = {c.id: store.status(c, cfg.top_k, cfg.dtype, decoders, floors) for c in loaded.cases}
-    return Selection(store, statuses, loaded.cases, [str(p) for p in loaded.problems], decoders, floors)
+    takes_video = video_token_id(resolve_model(cfg.model)) is not None
+    skipped = {c.id: reason for c in loaded.cases if (reason := media_skip_reason(c, takes_video))}
+    cases = [c for c in loaded.cases if c.id not in skipped]
+    statuses = {c.id: store.status(c, cfg.top_k, cfg.dtype, decoders, floors) for c in cases}
+    return Selection(store, statuses, cases, [str(p) for p in loaded.problems], decoders, floors, skipped)
 
 
 def check(cfg: RecordConfig, progress: Progress = print) -> int:
@@ -98,6 +109,8 @@ def check(cfg: RecordConfig, progress: Progress = print) -> int:
     keys = {s.reference.key for s in sel.statuses.values() if s.reference}
     for path in sel.store.unused(keys):
         progress(f"UNUSED  {path.name}: no current case has this content (a renamed or edited case's old reference)")
+    for case_id, reason in sel.skipped.items():
+        progress(f"SKIP    {case_id}: {reason}")
     for problem in sel.problems:
         progress(f"INVALID {problem}")
     counts = Counter(s.state for s in sel.statuses.values())
@@ -120,6 +133,8 @@ def record(cfg: RecordConfig, progress: Progress = print, observer: Observer | N
         if case not in todo:
             advice = "" if sel.statuses[case.id].state == "fresh" else " (use --update to re-record)"
             progress(f"KEPT    {case.id}: {sel.statuses[case.id].describe()}{advice}")
+    for case_id, reason in sel.skipped.items():
+        progress(f"SKIP    {case_id}: {reason}")
     for problem in sel.problems:
         progress(f"INVALID {problem}")
     failed = sum(sel.statuses[c.id].state == "stale" for c in sel.cases if c not in todo)
@@ -147,7 +162,7 @@ def _record(cfg: RecordConfig, sel: Selection, todo: list[Case], prompter: Promp
     prompts = {c.id: prompter.render(c) for c in todo}
     runs = {name: overrides for per_dtype in sel.floors.values() for name, overrides in per_dtype.items()}
     requests = reference_requests(todo, prompts, sel.decoders, resolve_engine(cfg.reference_engine).capabilities,
-                                  runs, processor_options(model))
+                                  runs, processor_options(model), video_options(model))
     ledger = CaseLedger({c.id: {(r.variant, 0): REFERENCE for r in requests if r.case_id == c.id} for c in todo})
     by_id, side, written, unrecorded = {c.id: c for c in todo}, EngineSide(), 0, 0
     settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k)

@@ -92,7 +92,7 @@ def library_versions() -> dict[str, str | None]:
 
 def key_fields(case: Case, processor_sha256: str, top_k: int, dtype: str) -> dict[str, Any]:
     """What a reference's outputs depend on, field by field (so a change can be named)."""
-    return {
+    fields = {
         "messages": _sha(_canonical(list(case.messages))),
         "processor": processor_sha256,
         "images": [_sha(Path(p).read_bytes()) for p in case.images],
@@ -100,6 +100,9 @@ def key_fields(case: Case, processor_sha256: str, top_k: int, dtype: str) -> dic
         "top_k": top_k,
         "dtype": dtype,
     }
+    if case.videos:  # only where there are videos: the keys of image cases stay what they were
+        fields["videos"] = [[_sha(Path(f).read_bytes()) for f in frames] for frames in case.videos]
+    return fields
 
 
 def content_key(fields: dict[str, Any]) -> str:
@@ -118,6 +121,10 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         changes.append(f"number of images ({len(before)} -> {len(after)})")
     else:
         changes += [f"image bytes of images[{i}]" for i, (a, b) in enumerate(zip(before, after)) if a != b]
+    changes += [f"frames of videos[{i}]" for i, (a, b) in enumerate(zip(old.get("videos", []), new.get("videos", [])))
+                if a != b]
+    if len(old.get("videos", [])) != len(new.get("videos", [])):
+        changes.append(f"number of videos ({len(old.get('videos', []))} -> {len(new.get('videos', []))})")
     changes += [f"{name} ({old.get(name)} -> {new[name]})" for name in ("max_new_tokens", "top_k", "dtype")
                 if old.get(name) != new[name]]
     return changes

@@ -26,10 +26,27 @@ from harness.hardware import cpu
 from harness.judge import CaseInputs, Judge, case_result
 from harness.known import load_known
 from harness.ledger import REFERENCE, CaseEntry, CaseLedger
-from harness.models import DEFAULT_MODEL, image_token_id, model_fingerprint, processor_options, resolve_model
+from harness.models import (
+    DEFAULT_MODEL,
+    image_token_id,
+    model_fingerprint,
+    processor_options,
+    resolve_model,
+    video_options,
+    video_token_id,
+)
 from harness.observe import Observer
 from harness.options import RunConfig
-from harness.plan import Paths, RunPlan, image_spans, make_plan, plan_paths, resolve_chunking, select_cases
+from harness.plan import (
+    Paths,
+    RunPlan,
+    image_spans,
+    make_plan,
+    media_skip_reason,
+    plan_paths,
+    resolve_chunking,
+    select_cases,
+)
 from harness.prompt import Prompter
 from harness.provenance import EngineGroupInfo, Provenance
 from harness.references import DEFAULT_DIR, ReferenceStore, Status, StoredReference
@@ -125,11 +142,18 @@ class Session:
             result = CaseResult(case_id=case_id, verdict="error", reasons=reasons, source=selection.sources.get(case_id, ""))
             sink.add(result)
             console.case(result)
+        takes_video = video_token_id(reference_model) is not None
+        for case in [c for c in selection.cases if media_skip_reason(c, takes_video)]:
+            result = CaseResult(case_id=case.id, verdict="skipped", reasons=[media_skip_reason(case, takes_video)],
+                                source=str(case.source))
+            sink.add(result)
+            selection.cases.remove(case)
         store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, cfg.reference_model or cfg.model or DEFAULT_MODEL,
                                reference_model, cfg.reference_engine)
         capabilities = engine_cls.capabilities_for(model)
         paths = plan_paths(cfg, variant_set, capabilities, reference_cls.capabilities,
-                           config.resolve_section(thresholds, "floor").values, processor_options(model))
+                           config.resolve_section(thresholds, "floor").values, processor_options(model),
+                           video_options(model))
         with observer.stage("stored_references"):
             stored = _stored_references(cfg, selection.cases, store, paths)
         for result in stored.errors:
@@ -161,7 +185,7 @@ class Session:
         judge = Judge(thresholds, cfg.dtype, cfg.reference_dtype or cfg.dtype, model, image_token, texts, plan.base,
                       capabilities.unavailable(), load_known(cfg.model or DEFAULT_MODEL, model, cfg.engine,
                                                              engine_cls.version(), cfg.device),
-                      plan.floors, plan.no_floor)
+                      plan.floors, plan.no_floor, video_token_id(reference_model))
         ledger = CaseLedger(plan.expected(), {c: s.outputs for c, s in stored.references.items()})
         scheduler = Scheduler([g.needs_reference for g in plan.groups], p.overlap, bool(plan.reference_requests))
         sink.write()
@@ -245,7 +269,7 @@ class Session:
             with self.observer.stage("decode_deltas"):
                 decoders = {d for v in self.plan.variants if (d := v.request.get("decoder")) and d != "pil"}
                 deltas = {d: case_pixel_deltas(case.images, d) for d in decoders} if case.images else {}
-                thumbs = [thumbnail(p) for p in case.images]
+                thumbs = [thumbnail(p) for p in case.images] + [thumbnail(frames[0]) for frames in case.videos]
             with self.observer.stage("judge"):
                 result = self._judge(case, entry, deltas, thumbs)
             with self.observer.stage("results_write"):

@@ -270,6 +270,7 @@ class CaseResult:
     source: str = ""
     tags: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
+    videos: list[str] = field(default_factory=list)  # each video's folder of frames
     # The case's chat messages (roles, text and image parts, images in `images` order), and the prompt as
     # rendered with the reference's chat template: the report shows the first, one click from the second.
     messages: list[dict[str, Any]] = field(default_factory=list)

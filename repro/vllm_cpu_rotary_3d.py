@@ -31,7 +31,6 @@ os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import torch  # noqa: E402
-
 import vllm  # noqa: E402
 from vllm import _custom_ops as ops  # noqa: E402
 from vllm.config import VllmConfig, set_current_vllm_config  # noqa: E402

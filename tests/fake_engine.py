@@ -23,7 +23,7 @@ from harness.schema import EngineOutput, TokenLogprobs
 
 class FakeEngine(Engine):
     name = "fake"
-    capabilities = Capabilities(features=frozenset({"prefix_caching"}))
+    capabilities = Capabilities(features=frozenset({"prefix_caching"}), request_fields=frozenset({"videos"}))
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)

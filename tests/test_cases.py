@@ -134,8 +134,12 @@ def test_text_only_case_and_absolute_image_path_inside_the_folder(tmp_path: Path
         ("  - {id: c, prompt: [hello]}\n", "c", "prompt[0]", "must be a mapping"),
         ("  - {id: c, prompt: [{role: user}]}\n", "c", "prompt[0].content", "non-empty string or"),
         ("  - {id: c, prompt: [{role: user, content: hi, name: x}]}\n", "c", "prompt[0].name", "unknown key"),
-        ("  - {id: c, prompt: [{role: user, content: [{type: video}]}]}\n", "c", "prompt[0].content[0].type",
-         "'image' or 'text'"),
+        ("  - {id: c, prompt: [{role: user, content: [{type: audio}]}]}\n", "c", "prompt[0].content[0].type",
+         "'image', 'video' or 'text'"),
+        ("  - {id: c, prompt: [{role: user, content: [{type: video}]}]}\n", "c", "prompt",
+         "has 1 video parts but the case has 0 videos"),
+        ("  - {id: c, videos: clip, prompt: hi}\n", "c", "videos", "must be a list"),
+        ("  - {id: c, videos: [nowhere], prompt: hi}\n", "c", "videos[0]", "not a folder inside"),
         ("  - {id: c, prompt: [{role: user, content: [{type: text}]}]}\n", "c", "prompt[0].content[0].text",
          "non-empty string"),
         ("  - {id: c, images: [img.png], prompt: [{role: user, content: [{type: image, url: a.png}]}]}\n", "c",
@@ -231,3 +235,25 @@ def test_directory_loads_yaml_and_yml_sorted(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("cases:\n  - {id: a, prompt: hi}\n", encoding="utf-8")
     (tmp_path / "notes.txt").write_text("cases: [not, loaded]\n", encoding="utf-8")
     assert [c.id for c in load_cases([tmp_path]).cases] == ["a", "b"]
+
+
+def frames(folder: Path, sizes: list[tuple[int, int]]) -> None:
+    folder.mkdir()
+    for i, size in enumerate(sizes):
+        Image.new("RGB", size, (10 * i, 80, 160)).save(folder / f"{i:03d}.png")
+
+
+def test_a_video_is_its_folder_of_frames_in_name_order(tmp_path: Path) -> None:
+    frames(tmp_path / "clip", [(56, 56)] * 3)
+    path = write(tmp_path, "  - {id: v, videos: [clip], images: [img.png], prompt: hi}\n")
+    video = load_cases([path]).cases[1]
+    assert video.videos == (tuple(tmp_path / "clip" / f"{i:03d}.png" for i in range(3)),)
+    assert [p["type"] for p in video.messages[0]["content"]] == ["image", "video", "text"]
+
+
+@pytest.mark.parametrize(("sizes", "message"), [([(56, 56)], "at least 2 frames"),
+                                                ([(56, 56), (28, 56)], "frames of different sizes")])
+def test_a_bad_video_names_its_folder(tmp_path: Path, sizes: list[tuple[int, int]], message: str) -> None:
+    frames(tmp_path / "clip", sizes)
+    problem = only_problem(write(tmp_path, "  - {id: v, videos: [clip], prompt: hi}\n"))
+    assert (problem.case_id, problem.field) == ("v", "videos[0]") and message in problem.message

@@ -28,10 +28,11 @@ def altered_copy(model: Path, dest: Path) -> Path:
     return dest
 
 
-def run(engine_model: Path, reference_model: str, out: Path, **options):
-    """The engine serves `engine_model`; the reference is the built-in model by name (its stored references)."""
+def run(engine_model: Path, reference_model: str, out: Path, variants: list[str] | None = None, **options):
+    """The engine serves `engine_model` on the base path (one engine start) unless `variants` says otherwise;
+    the reference is the built-in model by name (its stored references)."""
     return execute(RunConfig(cases=[CASES], out=out, model=str(engine_model), reference_model=reference_model,
-                             only=SUBSET, **options), progress=lambda _: None)
+                             only=SUBSET, variants=variants or ["base"], **options), progress=lambda _: None)
 
 
 def test_altered_vision_weights_fail_image_cases_by_metric(tmp_path: Path, tiny_model: str,
@@ -77,7 +78,7 @@ def test_tokenizer_mismatch_is_reported_as_prompt_ids(tmp_path: Path, tiny_model
 
 def test_fast_upsample_pixels_move_parity_while_pil_pixels_pass(tmp_path: Path, tiny_model: str) -> None:
     """The nvJPEG stand-in on CPU: same engine start, PIL pixels vs fast-upsampled 4:2:0 pixels."""
-    result = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=tiny_model,
+    result = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=tiny_model, variants=["base"],
                                only={"astronaut-420", "coffee-444", "chelsea-png"},
                                decode_effect="simplejpeg-fastupsample"), progress=lambda _: None)
     by_id = {c.case_id: c for c in result.cases}

@@ -153,7 +153,6 @@ def test_nan_inf_and_short_logprobs_fail_only_their_case(tmp_path: Path, tiny_mo
     assert "non-finite logprobs" in publish(run, out).html.read_text()
 
 
-@pytest.mark.xdist_group("vllm-server")  # the session's server: one per worker that asks for it
 def test_http_faults_are_that_cases_error_and_the_others_pass(tmp_path: Path, tiny_model: str,
                                                               vllm_server: tuple) -> None:
     prompts = {"shapes-two": "How many shapes are there?", "text-only": "a quiet morning by the sea",

@@ -37,7 +37,6 @@ def test_server_started_and_stopped_by_the_harness_passes_every_default_case(tmp
     assert server.provenance.engine_info["started_server"] is True
 
 
-@pytest.mark.xdist_group("vllm-server")  # the session's server: one per worker that asks for it
 def test_engine_url_attaches_and_never_stops_the_server(tmp_path: Path, tiny_model: str, vllm_server: tuple) -> None:
     proc, url = vllm_server  # the session's server (tests/conftest.py)
     only = {"astronaut-420", "two-images", "text-only"}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
+from PIL import Image
 
 from harness.cases.images import image_problem, resolve_image
 
@@ -23,7 +24,7 @@ DEFAULT_MAX_NEW_TOKENS = 16
 MAX_NEW_TOKENS_LIMIT = 4096
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 ROLES = ("system", "user", "assistant")
-CASE_KEYS = ("id", "images", "prompt", "max_new_tokens", "tags", "thresholds")
+CASE_KEYS = ("id", "images", "videos", "prompt", "max_new_tokens", "tags", "thresholds")
 # A value quoted in a message stays short: YAML aliases can nest a few lines into millions of items.
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring = 2, 4, 4, 80
@@ -32,7 +33,8 @@ _show = _REPR.repr
 
 @dataclass(frozen=True)
 class Case:
-    """One validated case; `messages` is what every engine renders with its chat template."""
+    """One validated case; `messages` is what every engine renders with its chat template. A video is its
+    frames, in order (a folder of image files in the case file's folder)."""
 
     id: str
     source: Path
@@ -41,6 +43,7 @@ class Case:
     max_new_tokens: int
     tags: tuple[str, ...]
     thresholds: dict
+    videos: tuple[tuple[Path, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,9 @@ def _parse_case(raw: dict, case_id: str | None, file: Path, folder: Path, checke
     """Check every field, appending to `errors`; the returned Case is only used if none were found."""
     errors.extend((str(k), "unknown key") for k in raw if k not in CASE_KEYS)
     images = _parse_images(raw.get("images", []), folder, checked, errors)
-    messages = _parse_prompt(raw.get("prompt"), len(images) if images is not None else None, errors)
+    videos = _parse_videos(raw.get("videos", []), folder, checked, errors)
+    messages = _parse_prompt(raw.get("prompt"), len(images) if images is not None else None, errors,
+                             len(videos) if videos is not None else None)
     return Case(
         id=case_id or "",
         source=file,
@@ -168,6 +173,7 @@ def _parse_case(raw: dict, case_id: str | None, file: Path, folder: Path, checke
         max_new_tokens=_parse_max_new_tokens(raw.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS), errors),
         tags=_parse_tags(raw.get("tags", []), errors),
         thresholds=_parse_thresholds(raw.get("thresholds", {}), errors),
+        videos=videos or (),
     )
 
 
@@ -195,22 +201,59 @@ def _parse_images(value: Any, folder: Path, checked: dict[Path, str | None],
     return tuple(paths)
 
 
-def _parse_prompt(value: Any, n_images: int | None, errors: Errors) -> tuple[dict, ...]:
+def _parse_videos(value: Any, folder: Path, checked: dict[Path, str | None],
+                  errors: Errors) -> tuple[tuple[Path, ...], ...] | None:
+    """Each video a folder of frames inside `folder` (its image files, sorted by name), at least two, all
+    decodable and of one size; None when the list itself is malformed."""
+    if not isinstance(value, list):
+        errors.append(("videos", "must be a list of folders of frames"))
+        return None
+    videos = []
+    for i, item in enumerate(value):
+        where = f"videos[{i}]"
+        if not isinstance(item, str) or not item:
+            errors.append((where, "must be a non-empty string: a folder of frame images"))
+            continue
+        target = (folder / item).resolve()
+        if not target.is_relative_to(folder) or not target.is_dir():
+            errors.append((where, f"{item}: not a folder inside {folder}"))
+            continue
+        frames = sorted(p for p in target.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        if len(frames) < 2:
+            errors.append((where, f"{item}: a video needs at least 2 frames (png or jpg), found {len(frames)}"))
+            continue
+        bad = [f"{p.name}: {checked.setdefault(p, image_problem(p))}" for p in frames
+               if checked.setdefault(p, image_problem(p))]
+        sizes = {_size(p) for p in frames} if not bad else set()
+        if bad or len(sizes) > 1:
+            errors.append((where, "; ".join(bad) or f"{item}: frames of different sizes {sorted(sizes)}"))
+            continue
+        videos.append(tuple(frames))
+    return tuple(videos)
+
+
+def _size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+def _parse_prompt(value: Any, n_images: int | None, errors: Errors, n_videos: int | None = 0) -> tuple[dict, ...]:
     if value is None:
         errors.append(("prompt", "required"))
         return ()
     if isinstance(value, str):
         if not value.strip():
             errors.append(("prompt", "must not be empty"))
-        images = [{"type": "image"}] * (n_images or 0)
-        return ({"role": "user", "content": [*images, {"type": "text", "text": value}]},)
+        media = [{"type": "image"}] * (n_images or 0) + [{"type": "video"}] * (n_videos or 0)
+        return ({"role": "user", "content": [*media, {"type": "text", "text": value}]},)
     if not isinstance(value, list) or not value:
         errors.append(("prompt", "must be a non-empty string or a non-empty list of messages"))
         return ()
     messages = tuple(_parse_message(m, f"prompt[{i}]", errors) for i, m in enumerate(value))
-    n_parts = sum(p["type"] == "image" for m in messages for p in m["content"])
-    if n_images is not None and n_parts != n_images:
-        errors.append(("prompt", f"has {n_parts} image parts but the case has {n_images} images"))
+    for kind, count in (("image", n_images), ("video", n_videos)):
+        n_parts = sum(p["type"] == kind for m in messages for p in m["content"])
+        if count is not None and n_parts != count:
+            errors.append(("prompt", f"has {n_parts} {kind} parts but the case has {count} {kind}s"))
     return messages
 
 
@@ -236,17 +279,17 @@ def _parse_message(value: Any, where: str, errors: Errors) -> dict:
 
 def _parse_part(value: Any, where: str, errors: Errors) -> dict | None:
     kind = value.get("type") if isinstance(value, dict) else None
-    if kind == "image":
-        errors.extend((f"{where}.{k}", "unknown key (images come from the case's 'images' list)")
+    if kind in ("image", "video"):
+        errors.extend((f"{where}.{k}", f"unknown key ({kind}s come from the case's '{kind}s' list)")
                       for k in value if k != "type")
-        return {"type": "image"}
+        return {"type": kind}
     if kind == "text":
         errors.extend((f"{where}.{k}", "unknown key") for k in value if k not in ("type", "text"))
         text = value.get("text")
         if not isinstance(text, str) or not text.strip():
             errors.append((f"{where}.text", "must be a non-empty string"))
         return {"type": "text", "text": text}
-    errors.append((f"{where}.type", "part must be a mapping with type 'image' or 'text'"))
+    errors.append((f"{where}.type", "part must be a mapping with type 'image', 'video' or 'text'"))
     return None
 
 

@@ -19,6 +19,7 @@ from harness.decode.registry import (
     decode,
     decode_all,
     decode_array,
+    decode_videos,
     get_decoder,
     register,
     same_pixels,
@@ -26,5 +27,5 @@ from harness.decode.registry import (
 
 __all__ = [
     "DECODERS", "Availability", "DecoderSpec", "DecoderUnavailable", "ImageDecodeError", "NotApplicable",
-    "availability", "decode", "decode_all", "decode_array", "get_decoder", "register", "same_pixels",
+    "availability", "decode", "decode_all", "decode_array", "decode_videos", "get_decoder", "register", "same_pixels",
 ]

@@ -152,3 +152,14 @@ def _probe_jpeg() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (16, 16), (200, 40, 40)).save(buf, "JPEG", quality=90)
     return buf.getvalue()
+
+
+def decode_videos(videos: Sequence[Sequence[str | Path]], frozen: bool = False) -> list[np.ndarray]:
+    """Each video's frames decoded with PIL into one TxHxWx3 uint8 array, the form engines and processors
+    take; `frozen` repeats the first frame (a video whose content does not change: the image-sensitivity
+    check's counterpart for video)."""
+    arrays = []
+    for frames in videos:
+        stack = np.stack([decode_array(Path(f)) for f in frames])
+        arrays.append(np.repeat(stack[:1], len(stack), axis=0) if frozen else stack)
+    return arrays

@@ -53,7 +53,8 @@ class Request:
     messages, for the "native" form where the engine renders them itself.
     `image_input` says how images reach the engine: decoded `pixels` (by
     `decoder`), file `bytes` the engine decodes, precomputed `embeddings`, or
-    `processor` output. `submit` is "batched" (one submission with every other
+    `processor` output; a video's frames are always decoded with PIL (the decoder
+    variants are about image files). `submit` is "batched" (one submission with every other
     batched request) or "alone"; `repeats` submits the request that many times.
     `overrides` are model settings this one request is computed with instead of
     the engine's (a floor run of the reference: `dtype`, `attn_implementation`);
@@ -70,6 +71,7 @@ class Request:
     variant: str = ""
     messages: tuple[dict[str, Any], ...] = ()
     images: tuple[str, ...] = ()
+    videos: tuple[tuple[str, ...], ...] = ()  # each video its frames' files, in order
     decoder: str = _by_variant("pil")
     prompt_form: str = _by_variant("rendered")
     image_input: str = _by_variant("pixels")
@@ -129,8 +131,8 @@ class Capabilities:
     sampling: bool = True
     features: frozenset[str] = frozenset()
     overrides: frozenset[str] = frozenset()  # per-request model settings it can recompute with (floor runs)
-    # Request fields it honours beyond the basic ones (`mm_kwargs`, `prompt_logprobs` off, `warmup`): a variant
-    # that sets one is skipped, with the reason, on an engine that does not.
+    # Request fields it honours beyond the basic ones (`mm_kwargs`, `prompt_logprobs` off, `warmup`, `videos`): a
+    # variant that sets one, or a case with videos, is skipped, with the reason, on an engine that does not.
     request_fields: frozenset[str] = frozenset()
 
     def unavailable(self) -> dict[str, str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from harness.decode import decode_all
+from harness.decode import decode_all, decode_videos
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.hardware import machine
 from harness.schema import EngineOutput, TokenLogprobs
@@ -29,7 +29,7 @@ class HFEngine(Engine):
     # replaces each image by a grey one of the same size (the image-sensitivity check).
     capabilities = Capabilities(max_top_k=1000, sampling=False, image_inputs=frozenset({"pixels", "flat-grey"}),
                                 overrides=frozenset({"dtype", "attn_implementation"}),
-                                request_fields=frozenset({"mm_kwargs"}))
+                                request_fields=frozenset({"mm_kwargs", "videos"}))
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
@@ -83,8 +83,10 @@ class HFEngine(Engine):
         images = decode_all(request.images, request.decoder) or None
         if images and request.image_input == "flat-grey":
             images = [Image.new("RGB", image.size, (128, 128, 128)) for image in images]
+        videos = decode_videos(request.videos, frozen=request.image_input == "flat-grey") or None
         model = self._model_for(request.overrides)
-        inputs = self.processor(text=[request.prompt_text], images=images, return_tensors="pt", **request.mm_kwargs)
+        media = {"images": images} | ({"videos": videos} if videos else {})
+        inputs = self.processor(text=[request.prompt_text], return_tensors="pt", **media, **request.mm_kwargs)
         inputs = inputs.to(self.settings.device)
         prompt_ids = inputs["input_ids"][0].tolist()
         k = self.settings.top_k

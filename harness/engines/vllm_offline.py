@@ -22,7 +22,7 @@ from typing import Any
 
 from PIL import ImageOps
 
-from harness.decode import decode_all
+from harness.decode import decode_all, decode_videos
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.engines.embeddings import VisionTower
 from harness.engines.messages import chat_messages, image_url_of
@@ -86,7 +86,7 @@ class VLLMEngine(Engine):
         image_inputs=frozenset({"pixels", "embeddings", "bytes"}),
         features=frozenset({"prefill_chunk_tokens", "prefix_caching", "cache_block_tokens", "compiled", "speculative",
                             "mm_embeds", "mm_cache_gb", "max_model_len"}),
-        request_fields=frozenset({"mm_kwargs", "prompt_logprobs", "warmup"}),
+        request_fields=frozenset({"mm_kwargs", "prompt_logprobs", "warmup", "videos"}),
     )
 
     @classmethod
@@ -144,7 +144,9 @@ class VLLMEngine(Engine):
             model=self.settings.model,
             dtype=self.settings.dtype,
             seed=self.settings.seed,
-            limit_mm_per_prompt={"image": max((len(r.images) for r in requests), default=1) or 1},
+            limit_mm_per_prompt={"image": max((len(r.images) for r in requests), default=1) or 1,
+                                 **({"video": max(len(r.videos) for r in requests)}
+                                    if any(r.videos for r in requests) else {})},
             **options,
         )
         self._wake_when_engine_core_dies()
@@ -288,17 +290,20 @@ class VLLMEngine(Engine):
         prompt: dict[str, Any] = {"prompt": request.prompt_text}
         if request.mm_kwargs:
             prompt["mm_processor_kwargs"] = dict(request.mm_kwargs)
+        if request.videos:
+            prompt["multi_modal_data"] = {"video": decode_videos(request.videos)}
         if not request.images:
             return prompt
         images = decode_all(request.images, request.decoder)
         if other_image:  # inverted: other pixels, same size
             images = [ImageOps.invert(image.convert("RGB")) for image in images]
+        media = prompt.setdefault("multi_modal_data", {})
         if request.image_input == "embeddings":
             if self._tower is None:
                 self._tower = VisionTower(self.settings.model)
-            prompt["multi_modal_data"] = {"image": self._tower.embed(images)}
+            media["image"] = self._tower.embed(images)
         else:
-            prompt["multi_modal_data"] = {"image": images}
+            media["image"] = images
         return prompt
 
     def _params(self, request: Request) -> Any:

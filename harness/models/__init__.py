@@ -229,6 +229,19 @@ PROCESSOR_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+# Options every request with a video sends to both sides' processors, pinning what a library version would
+# otherwise choose differently (transformers 5.19 warns that Qwen2-VL's per-frame pixel cap becomes the default
+# in 5.22; vLLM calls the same processor): the reference and the engine then cut the frames the same way.
+VIDEO_OPTIONS: dict[str, dict[str, Any]] = {
+    "Qwen2VLForConditionalGeneration": {"cap_pixels_per_frame": False},
+    "Qwen2_5_VLForConditionalGeneration": {"cap_pixels_per_frame": False},
+}
+
+
+def video_options(model: str | Path) -> dict[str, Any]:
+    return dict(VIDEO_OPTIONS.get(architecture(model) or "", {}))
+
+
 def processor_options(model: str | Path) -> dict[str, Any] | None:
     """The per-request processor options for this checkpoint's architecture, or None where it has none."""
     options = PROCESSOR_OPTIONS.get(architecture(model) or "")
@@ -295,6 +308,13 @@ def file_digests(model_dir: Path) -> dict[str, bytes]:
                 file_hash.update(chunk)
         digests[path.relative_to(model_dir).as_posix()] = file_hash.digest()
     return digests
+
+
+def video_token_id(model: str | Path) -> int | None:
+    """The video placeholder token's id from a local checkpoint's config (Qwen2-VL's `video_token_id`)."""
+    config_file = Path(model) / "config.json"
+    value = json.loads(config_file.read_text()).get("video_token_id") if config_file.is_file() else None
+    return None if value is None else int(value)
 
 
 def image_token_id(model: str | Path) -> int | None:
