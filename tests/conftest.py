@@ -12,6 +12,7 @@ from harness.models import DEFAULT_MODEL, default_model_dir
 
 CASES = Path(__file__).resolve().parents[1] / "cases"
 DEFAULT_CASES = len(load_cases([CASES]).cases)
+VIDEO_CASES = {c.id for c in load_cases([CASES]).cases if c.videos}  # skipped where a model or adapter takes none
 FAKE = "tests.fake_engine:FakeEngine"
 
 

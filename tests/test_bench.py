@@ -120,12 +120,26 @@ def test_covered_counts_overlapping_spans_once() -> None:
 
 
 def test_table_and_json_carry_every_figure() -> None:
-    runs = {"matrix": _run("matrix", 45.0), "single": _run("single", 30.0)}
+    runs = {"matrix": _run("matrix", 45.0), "single": _run("single", 30.0),
+            "matrix-alone-reference-0": _run("r", 9.0, report={"total_s": 10.0}),
+            "matrix-alone-engine-1": _run("e1", 16.0, report={"total_s": 15.0}),
+            "matrix-alone-engine-2": _run("e2", 12.0, report={"total_s": 11.0}),
+            "alone-engine-1": _run("single's", 16.0, report={"total_s": 99.0})}  # not the matrix's
     figures = all_figures(runs, ["matrix"], 16, [])
     text = table(figures)
-    assert "matrix / single" in text and "1.5 x" in text and "yes" in text
+    assert "matrix / irreducible" in text and "1.25 x" in text and "yes" in text
     data = json.loads(json.dumps(bench_json(figures, runs, {"date": "today"})))
-    assert data["figures"][1]["value"] == 1.5 and data["runs"]["matrix"]["wall_s"] == 45.0
+    assert [f["value"] for f in data["figures"][1:4]] == [26.0, 10.0, 45.0 / 36.0]
+    assert data["runs"]["matrix"]["wall_s"] == 45.0
+
+
+def test_each_path_costs_its_run_minus_the_base_run_as_a_share_of_the_default_run() -> None:
+    runs = {"matrix-stored": _run("m", 80.0), "stored": _run("s", 40.0), "path-alone": _run("a", 44.0),
+            "path-sampling": _run("b", 52.0)}
+    figures = _by_name(all_figures(runs, ["paths"], 16, []))
+    assert figures["alone: added to the base path"].value == 4.0
+    assert figures["alone: added to the base path"].note == "5% of the default run"
+    assert figures["sampling: added to the base path"].value == 12.0
 
 
 def test_synthetic_cases_are_valid_deterministic_and_nested(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from harness.explain import case_lines, variant_lines
 from harness.gate import UNDECIDED, decide, load_gate_config
 from harness.report import publish
 from harness.runner import RunConfig, execute
-from tests.conftest import CASES, DEFAULT_CASES
+from tests.conftest import CASES, DEFAULT_CASES, VIDEO_CASES
 
 pytestmark = pytest.mark.engine
 
@@ -30,7 +30,9 @@ def test_server_started_and_stopped_by_the_harness_passes_every_default_case(tmp
     assert servers() == before, "the harness left its server running"
     assert server.status == "complete" and len(server.cases) == DEFAULT_CASES
     assert server.verdict == "pass", [(c.case_id, case_lines(c)) for c in server.cases if c.verdict != "pass"]
-    for case in server.cases:  # the whole prompt scored and ids equal: what the offline engine returns too
+    skipped = {c.case_id: c.variants["batched"].reasons for c in server.cases if c.verdict == "skipped"}
+    assert set(skipped) == VIDEO_CASES and all("does not take video" in r[0] for r in skipped.values()), skipped
+    for case in (c for c in server.cases if c.verdict != "skipped"):  # the whole prompt scored, ids equal
         cmp = case.comparison
         assert cmp.prompt_ids_match and cmp.prefill_max is not None and not cmp.missing, case.case_id
         assert cmp.first_divergence is None, case.case_id

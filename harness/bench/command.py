@@ -16,14 +16,21 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from harness.bench.figures import Figure, all_figures, bench_json, table, write_json
+from harness.bench.figures import PATH_PREFIX, Figure, all_figures, bench_json, table, write_json
 from harness.bench.measure import Measured, measure, probe
 from harness.bench.synthetic import write_synthetic_cases
 from harness.options import add_options, build_config, same_as
+from harness.variants import load_variants
 
-PARTS = ("single", "matrix", "stored", "per-case", "scaling", "stages")
+PARTS = ("single", "matrix", "stored", "paths", "per-case", "scaling", "stages")
 DEFAULT_IMPORTS = "harness.cli,torch,transformers,vllm"
 QUICK = {"cases": 2, "sizes": [1, 2, 4], "per_case": 2}
+
+
+def profile_paths(profile: str = "default") -> list[str]:
+    """The profile's variants other than the base, in declaration order."""
+    variant_set = load_variants()
+    return [v.name for v in variant_set.select([profile]) if v.name != variant_set.base]
 
 
 def _ints(text: str) -> list[int]:
@@ -115,24 +122,39 @@ class Bench:
 
     def single(self) -> None:
         """The single-path run, then each of its engine streams alone on the very same requests."""
-        run = self.harness_run("single", self.cases(), "--variants", "base", record=True)
-        for i, stream in enumerate(run.report.get("streams", [])):
-            role = "reference" if stream["role"].startswith("reference") else "engine"
-            self._measure(f"alone-{role}-{i}", probe("stream", "--spec", stream["spec"]))
+        self._with_streams_alone("single", "alone", "--variants", "base")
 
     def matrix(self) -> None:
-        self.harness_run("matrix", self.cases())
+        """The default matrix, then each of its streams alone: the irreducible work it is judged against."""
+        self._with_streams_alone("matrix", "matrix-alone")
+
+    def _with_streams_alone(self, label: str, prefix: str, *extra: str) -> None:
+        run = self.harness_run(label, self.cases(), *extra, record=True)
+        for i, stream in enumerate(run.report.get("streams", [])):
+            role = "reference" if stream["role"].startswith("reference") else "engine"
+            self._measure(f"{prefix}-{role}-{i}", probe("stream", "--spec", stream["spec"]))
 
     def stored(self) -> None:
         """References recorded once into the bench's own folder (`vlm-parity record`, timed but not a
         figure), then the base path with only those: what every run after the first costs."""
         self.single()
-        references = self.work / "references"
         self._measure("record", [sys.executable, "-m", "harness.cli", "record", "--cases", *map(str, self.cases()),
-                                 "--references-dir", str(references),
+                                 "--references-dir", str(self.references()),
                                  *(["--model", self.run.model] if self.run.model else [])], report=False)
         self.harness_run("stored", self.cases(), "--variants", "base", "--reference", "stored",
-                         "--references-dir", str(references))
+                         "--references-dir", str(self.references()))
+
+    def paths(self) -> None:
+        """What each path of the default profile adds: the default run with stored references, and the base
+        path with each other path alone (the difference to `stored` is that path's cost)."""
+        self.stored()
+        stored = ("--reference", "stored", "--references-dir", str(self.references()))
+        self.harness_run("matrix-stored", self.cases(), *stored)
+        for name in profile_paths():
+            self.harness_run(f"{PATH_PREFIX}{name}", self.cases(), "--variants", f"base,{name}", *stored)
+
+    def references(self) -> Path:
+        return self.work / "references"
 
     def scaling(self) -> None:
         for n in self.sizes():
