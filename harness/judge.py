@@ -18,7 +18,7 @@ from typing import Any
 from harness import config
 from harness.cases import Case
 from harness.compare import compare_outputs, judge
-from harness.compare.floor import measure_floor
+from harness.compare.floor import case_floors, floor_key
 from harness.compare.sensitivity import image_sensitivity
 from harness.known import KnownFailure, mark_known
 from harness.ledger import REFERENCE
@@ -89,7 +89,7 @@ class Judge:
                     details.update(decoder=decoder, pixel_deltas=got.pixel_deltas.get(decoder, []))
                 cell = self._variant(case, own, variant, got.outputs.get(variant.name, []),
                                      got.skipped.get(variant.name), base_output, got.missing.get(variant.name),
-                                     details, got.skipped.get(self.base), floors.get(variant.dtype or self.engine_dtype))
+                                     details, got.skipped.get(self.base), _floor_of(floors, variant, self.engine_dtype))
                 result.variants[variant.name] = mark_known(case, cell, self.known)
             except Exception as exc:  # a harness bug on one variant must not end the run
                 result.variants[variant.name] = VariantResult(
@@ -106,18 +106,19 @@ class Judge:
 
     def floors(self, reference: EngineOutput | None, extra: Mapping[str, EngineOutput],
                stored: Mapping[str, Floor] | None) -> dict[str, Floor]:
-        """The case's floor per engine dtype: recorded with a stored reference, else measured from this run's
-        floor runs; a dtype with neither has a floor that says why it is unavailable."""
+        """The case's floors per engine dtype (and per re-run, `harness.compare.floor.case_floors`): recorded
+        with a stored reference, else measured from this run's floor runs; a dtype with neither has a floor
+        that says why it is unavailable."""
         floors: dict[str, Floor] = {}
         for dtype, runs in self.floor_runs.items():
             if stored and dtype in stored:
-                floors[dtype] = stored[dtype]
+                floors.update({k: f for k, f in stored.items() if k.split("|")[0] == dtype})
             elif self.no_floor:
                 floors[dtype] = Floor(dict(runs), unavailable=self.no_floor)
             elif reference is None or reference.error:
                 floors[dtype] = Floor(dict(runs), unavailable="no reference output")
             else:
-                floors[dtype] = measure_floor(reference, extra, runs, self.image_token)
+                floors.update(case_floors(reference, extra, {dtype: runs}, self.image_token))
         return floors
 
     def _reference_checks(self, reference: EngineOutput,
@@ -229,6 +230,13 @@ def sane(output: EngineOutput) -> list[Finding]:
         problems.append(Finding("negative_ids", "fail", rule="structural", attempt=output.attempt,
                                 detail="negative output token ids"))
     return problems
+
+
+def _floor_of(floors: Mapping[str, Floor], variant: Variant, engine_dtype: str) -> Floor | None:
+    """The floor a variant is judged with: that of the reference output it is compared with (a re-run's
+    own where it has one), in its engine dtype."""
+    dtype = variant.dtype or engine_dtype
+    return floors.get(floor_key(dtype, reference_key(variant))) or floors.get(floor_key(dtype))
 
 
 def case_result(case: Case, prompt_text: str, verdict: str, reasons: list[str],

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from harness.cases import Case, CaseProblem, LoadedCases
+from harness.compare.floor import rerun_floor_name
 from harness.decode import same_pixels
 from harness.engines.base import Capabilities, EngineSettings, Request
 from harness.ledger import REFERENCE, Key
@@ -227,26 +228,28 @@ def reference_requests(cases: Sequence[Case], prompts: Mapping[str, str], decode
     """Each case once as the reference sees it; each image case also with flat grey images (a case whose
     reference barely moves cannot catch image bugs) and, for variants compared with a reference that
     decodes differently, with that decoder's pixels where they differ from PIL's (or with the model's
-    processor options, `options`); and each case once per floor run (grouped by run, so the reference
-    loads each recomputed model once)."""
+    processor options, `options`); and each case and re-run once per floor run (grouped by run, so the
+    reference loads each recomputed model once)."""
     base = [Request(c.id, prompts.get(c.id, ""), REFERENCE, c.messages, tuple(map(str, c.images)), _videos(c),
                     max_new_tokens=c.max_new_tokens, mm_kwargs=dict(video_options or {}) if c.videos else {})
             for c in cases]
+    with_images = [r for r in base if r.images]
+    reruns: list[Request] = []
+    for decoder in decoders:
+        if decoder == OPTIONS:
+            reruns += [replace(r, variant=f"reference-{OPTIONS}", mm_kwargs={**r.mm_kwargs, **mm_options})
+                       for r in with_images if mm_options]
+        else:
+            reruns += [replace(r, variant=f"reference-{decoder}", decoder=decoder) for r in with_images
+                       if not same_pixels(r.images, decoder)]
     requests = list(base)
     for name, overrides in (floors or {}).items():
         if set(overrides) <= capabilities.overrides:
             requests += [replace(r, variant=name, overrides=overrides) for r in base]
-    with_images = [r for r in base if r.images]
+            requests += [replace(r, variant=rerun_floor_name(name, r.variant), overrides=overrides) for r in reruns]
     if "flat-grey" in capabilities.image_inputs:  # grey images, frozen videos
         requests += [replace(r, variant="flat-grey", image_input="flat-grey") for r in base if r.images or r.videos]
-    for decoder in decoders:
-        if decoder == OPTIONS:
-            requests += [replace(r, variant=f"reference-{OPTIONS}", mm_kwargs={**r.mm_kwargs, **mm_options})
-                         for r in with_images if mm_options]
-        else:
-            requests += [replace(r, variant=f"reference-{decoder}", decoder=decoder) for r in with_images
-                         if not same_pixels(r.images, decoder)]
-    return requests
+    return requests + reruns
 
 
 def engine_groups(paths: Paths, cases: Sequence[Case], prompts: Mapping[str, str], base_settings: EngineSettings,

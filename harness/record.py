@@ -14,7 +14,7 @@ from typing import Any
 
 from harness import __version__, config
 from harness.cases import Case, load_cases
-from harness.compare.floor import measure_floor
+from harness.compare.floor import case_floors
 from harness.decode import same_pixels
 from harness.engines.base import EngineSettings, resolve_engine
 from harness.engines.client import EngineSide, stream
@@ -198,7 +198,7 @@ def _save(store: ReferenceStore, case: Case, prompt_text: str, outputs: dict[str
     """The case's reference outputs and, instead of the floor runs' outputs, the floors they measure."""
     fields = store.fields(case, cfg.top_k, cfg.dtype)
     image_token = image_token_id(store.model)
-    floors = {d: measure_floor(outputs["reference"], outputs, runs, image_token) for d, runs in sel.floors.items()}
+    floors = case_floors(outputs["reference"], outputs, sel.floors, image_token)
     # Timings vary run to run: keeping them out keeps a re-recorded file's diff to what changed.
     clean = {name: _without_timings(o) for name, o in outputs.items() if not name.startswith(FLOOR_PREFIX)}
     pixels = {d: same_pixels(case.images, d) for d in sel.decoders if d != OPTIONS} if case.images else {}

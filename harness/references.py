@@ -39,7 +39,7 @@ from harness.prompt import shown_token_ids
 from harness.results import write_atomic
 from harness.schema import SCHEMA_VERSION, EngineOutput, Floor, from_dict
 
-FORMAT = 2  # 2: floors per engine dtype, hardware in the provenance
+FORMAT = 3  # 2: floors per engine dtype, hardware in the provenance; 3: floors of the re-runs too
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "references"
 # Files that decide the rendered prompt, its token ids and the pixels the model sees; the
 # rest of a checkpoint (weights, config) is its weights hash.
@@ -141,7 +141,8 @@ class StoredReference:
     prompt_text: str
     outputs: dict[str, EngineOutput]
     same_pixels: dict[str, bool] = field(default_factory=dict)
-    floors: dict[str, Floor] = field(default_factory=dict)  # engine dtype -> the case's floor
+    # engine dtype (and dtype|re-run, harness.compare.floor.floor_key) -> the case's floor
+    floors: dict[str, Floor] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT
 

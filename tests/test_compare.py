@@ -6,16 +6,21 @@ import math
 import pytest
 
 from harness import config
+from harness.cases import Case
 from harness.compare import compare_outputs, judge
 from harness.compare.decode import compare_greedy
 from harness.compare.distribution import distribution_stats, position_kl
-from harness.compare.floor import measure_floor
+from harness.compare.floor import case_floors, floor_key, measure_floor
 from harness.compare.prefill import first_id_mismatch, position_diffs, summarize, topk_jaccard
 from harness.compare.text import rouge_l
 from harness.compare.verdict import check_metric, floor_of
+from harness.engines.base import Capabilities
 from harness.explain import finding_text
-from harness.plan import floor_runs
+from harness.judge import _floor_of
+from harness.plan import OPTIONS, floor_runs, reference_requests
 from harness.schema import METRIC_INFO, CaseComparison, EngineOutput, Floor, TokenLogprobs
+from harness.variants import Variant
+from tests.conftest import CASES
 
 IMG = 9  # image placeholder token id in these fixtures
 
@@ -236,6 +241,30 @@ def test_measure_floor_takes_the_worst_run_per_metric_and_position() -> None:
     assert found.runs == runs and not found.unavailable
     broken = measure_floor(ref, {"floor-float64": EngineOutput.failed("c", "hf", "OOM")}, runs, IMG)
     assert broken.unavailable and "OOM" in broken.unavailable
+
+
+def test_a_reference_rerun_is_judged_with_a_floor_of_its_own() -> None:
+    """A re-run with other processor options is another prompt (fewer image tokens, other pixels): its floor
+    runs are planned, measured from the re-run's outputs and picked for the variant compared with it."""
+    case = Case("c", CASES / "x.yaml", (CASES / "images" / "astronaut_420.jpg",),
+                ({"role": "user", "content": "hi"},), 4, (), {})
+    runs = {"floor-float64": {"dtype": "float64"}}
+    planned = reference_requests([case], {"c": "p"}, [OPTIONS], Capabilities(overrides=frozenset({"dtype"})),
+                                 runs, mm_options={"max_pixels": 4096})
+    by_name = {r.variant: r for r in planned}
+    rerun_floor = by_name["floor-float64|reference-options"]
+    assert rerun_floor.overrides == {"dtype": "float64"} and rerun_floor.mm_kwargs == {"max_pixels": 4096}
+    assert by_name["floor-float64"].mm_kwargs == {}
+    ref = output([1, IMG, 5, 6], [-1.0, -0.5, -2.0], [7], [-0.1])
+    rerun = output([1, IMG, 5, 6], [-1.0, -0.7, -2.5], [7], [-0.1])
+    outputs = {"floor-float64": output([1, IMG, 5, 6], [-1.0, -0.5, -2.0 + 1e-6], [7], [-0.1]),
+               "reference-options": rerun,
+               "floor-float64|reference-options": output([1, IMG, 5, 6], [-1.0, -0.7, -2.5 + 4e-3], [7], [-0.1])}
+    floors = case_floors(ref, outputs, {"float32": runs}, IMG)
+    assert floors[floor_key("float32")].metrics["prefill_max"] == pytest.approx(1e-6)
+    assert floors[floor_key("float32", "reference-options")].metrics["prefill_max"] == pytest.approx(4e-3)
+    assert _floor_of(floors, Variant("processor-options", reference_mm=True), "float32") is floors["float32|reference-options"]
+    assert _floor_of(floors, Variant("batched"), "float32") is floors["float32"]
 
 
 def test_floor_runs_follow_the_engine_dtype() -> None:

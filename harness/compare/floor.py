@@ -13,6 +13,33 @@ from typing import Any
 from harness.compare import compare_outputs
 from harness.schema import METRIC_INFO, EngineOutput, Floor
 
+RERUN_PREFIX = "reference-"  # the reference's re-runs with other pixels or processor options
+
+
+def rerun_floor_name(run: str, rerun: str) -> str:
+    """The request variant of floor run `run` done on re-run `rerun` (its own prompt: its own floor)."""
+    return f"{run}|{rerun}"
+
+
+def floor_key(dtype: str, rerun: str | None = None) -> str:
+    """Where a case's floors are kept: by engine dtype, and for a re-run by dtype and re-run."""
+    return f"{dtype}|{rerun}" if rerun else dtype
+
+
+def case_floors(reference: EngineOutput, outputs: Mapping[str, EngineOutput],
+                runs_by_dtype: Mapping[str, Mapping[str, dict[str, Any]]], image_token: int | None,
+                source: str = "live") -> dict[str, Floor]:
+    """The case's floors per engine dtype: of the reference, and of each re-run in `outputs` (a re-run with
+    a smaller max_pixels is another prompt, whose noise the reference's own floor does not measure)."""
+    floors: dict[str, Floor] = {}
+    reruns = [name for name in outputs if name.startswith(RERUN_PREFIX)]
+    for dtype, runs in runs_by_dtype.items():
+        floors[floor_key(dtype)] = measure_floor(reference, outputs, runs, image_token, source)
+        for rerun in reruns:
+            mine = {name: out for name in runs if (out := outputs.get(rerun_floor_name(name, rerun)))}
+            floors[floor_key(dtype, rerun)] = measure_floor(outputs[rerun], mine, runs, image_token, source)
+    return floors
+
 # The metrics a floor is kept for: every number a comparison computes (booleans are not errors).
 FLOOR_METRICS = tuple(m for m, info in METRIC_INFO.items() if info["section"] in ("prefill", "distribution", "decode")
                       and m not in ("divergence_in_topk",))
