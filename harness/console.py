@@ -18,7 +18,7 @@ from rich.console import Console as RichConsole
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness.explain import case_lines, drift_lines
+from harness.explain import case_lines, drift_lines, ladder_text
 from harness.schema import VERDICTS, CaseResult, RunResult
 
 Lines = Callable[[str], None]
@@ -100,6 +100,20 @@ class Console:
         more = f"  (+{len(lines) - 1} more)" if len(lines) > 1 else ""
         style = {"fail": "red", "error": "bold red", "known": "magenta"}.get(result.verdict)
         self.print(f"{result.verdict.upper():5} {result.case_id}{first}{more}", style)
+
+    def note(self, line: str) -> None:
+        """A step of the run the user waits on (the probes after the engines)."""
+        self.print(line, "dim")
+
+    def ladder(self, result: CaseResult) -> None:
+        """Where a failing case first differs, after its failure line."""
+        ladder = result.ladder
+        if ladder is None:
+            return
+        cell = result.variants.get(ladder.variant)
+        failed = cell is not None and cell.verdict == "fail"
+        self.print(f"WHERE {result.case_id} on {ladder.variant}: {ladder_text(ladder, failed)}",
+                   "red" if failed else None)
 
     def finish(self, run: RunResult, report: Path | None, regressions: list[str], diagnosis: list[str],
                wall_s: float | None) -> None:

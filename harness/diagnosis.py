@@ -5,6 +5,9 @@ which kind of reason, says where to look before anyone opens a case.
 """
 from __future__ import annotations
 
+from collections import Counter
+
+from harness.localize.ladder import LABELS
 from harness.schema import METRIC_INFO, Finding, RunResult
 
 _FAILED = ("fail", "error")
@@ -57,6 +60,12 @@ def diagnose(run: RunResult) -> list[str]:
         found.append("prompt token ids differ: the tokenizer or the chat template")
     elif findings and all(_decode_only(f) for f in findings):
         found.append("prefill passes, decode fails: the prompt is scored right, generation goes wrong")
+    firsts = Counter(c.ladder.first for c in judged if c.ladder is not None and c.case_id in failing)
+    if firsts:
+        stage, count = firsts.most_common(1)[0]
+        probed = sum(firsts.values())
+        where = f"first difference at the {LABELS[stage]}" if stage else "the probe reproduced no difference"
+        found.insert(0, f"{where} in {count} of {probed} probed case(s)")
     if not found:
         found.append(f"fails on variants {', '.join(sorted(cells))}")
     return found

@@ -6,7 +6,8 @@ gate and pytest's failure messages all call these, so a reason reads the same ev
 from __future__ import annotations
 
 from harness.format import against_floor, fmt
-from harness.schema import CaseResult, Finding, VariantResult
+from harness.localize.ladder import CAPTURED, LABELS
+from harness.schema import CaseResult, Finding, Ladder, Rung, VariantResult
 
 FAILED = ("fail", "error", "known")
 
@@ -60,3 +61,37 @@ def drift_lines(case: CaseResult) -> list[str]:
 def lines(result: CaseResult | VariantResult) -> list[str]:
     """Why a case or one of its variants did not pass (pytest's failure message)."""
     return case_lines(result) if isinstance(result, CaseResult) else variant_lines(result)
+
+
+def rung_text(rung: Rung) -> str:
+    """'image features after the projector: max |diff| 0.41 > 0.0022 (floor 0.00026); image 2 of 2, rows 0-15
+    of 16'."""
+
+    parts = [LABELS.get(rung.stage, rung.stage)]
+    if rung.status == "unavailable" or rung.status == "not-compared":
+        return f"{parts[0]}: {rung.status} ({rung.reason})" if rung.reason else f"{parts[0]}: {rung.status}"
+    if rung.error is not None and rung.bound is not None:
+        op = ">" if rung.status == "differs" else "<="
+        floor = f"floor {fmt(rung.floor)}" if rung.floor is not None else "no floor"
+        parts.append(f"max |diff| {fmt(rung.error)} {op} {fmt(rung.bound)} ({floor})")
+    elif rung.status == "differs":
+        parts.append("differs")
+    if rung.where:
+        parts.append(rung.where)
+    return ": ".join(parts[:2]) + ("; " + "; ".join(parts[2:]) if len(parts) > 2 else "")
+
+
+def ladder_text(ladder: Ladder, failed: bool = True) -> str:
+    """The ladder in one line: the first stage that differs and where, or why there is none (for a variant
+    that failed in the run: the probe, computing the request alone and fresh, did not reproduce it)."""
+    inside = [r for r in ladder.rungs if r.stage in CAPTURED]
+    if ladder.first is None:
+        if inside and all(r.status == "unavailable" for r in inside):
+            return f"not localized inside the model: {inside[0].reason}"
+        compared = sum(r.status == "pass" for r in ladder.rungs)
+        if not failed:
+            return f"no stage differs ({compared} compared)"
+        return (f"the probe agrees at every stage it compared ({compared}): the difference needs the run's own "
+                "state (its batch, cache or repeats)")
+    rung = next(r for r in ladder.rungs if r.stage == ladder.first)
+    return f"first difference: {rung_text(rung)}"

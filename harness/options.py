@@ -115,6 +115,10 @@ class RunConfig:
     verbose: bool = option(False, "show every request and passing case, and the engines' own output, on the console "
                                   "(default: a progress bar per engine, engine output in OUT/logs/)",
                            action="store_true", aliases=("-v",))
+    localize: str = option("failing", "stage ladders after the run: failing (each failing case is re-run once in a "
+                                      "probe engine and in the reference, with hooks, to find the first stage inside "
+                                      "the model where they differ), off, or CASE,... (those cases too)",
+                           metavar="failing|off|CASE,...")
     history: Path | None = option(help="JSON-lines history to append this run to (nightly trends)", type=Path)
     policy: str = option("default", "gate policy from the gate config (default: default)")
     gate_config: Path | None = option(help="gate YAML (default: the packaged one)", type=Path)

@@ -21,7 +21,7 @@ from harness.decode import same_pixels
 from harness.engines.base import Capabilities, EngineSettings, Request
 from harness.ledger import REFERENCE, Key
 from harness.options import RunConfig
-from harness.variants import DECODER_PREFIX, Variant, VariantSet
+from harness.variants import DECODER_PREFIX, Variant, VariantSet, reference_key
 
 FLOOR_PREFIX = "floor-"  # request variants of the reference that measure a floor
 # Request fields an engine must declare it honours (`Capabilities.request_fields`), with their plain values.
@@ -65,6 +65,7 @@ class RunPlan:
     groups: list[EngineGroup]
     floors: dict[str, dict[str, dict[str, Any]]]  # engine dtype -> floor run name -> the reference's overrides
     no_floor: str | None  # why the reference cannot measure floors
+    paths: Paths | None = None
 
     def expected(self) -> dict[str, dict[Key, str]]:
         """Case -> each output it waits for -> the stream that owes it (the reference or a group index)."""
@@ -315,7 +316,47 @@ def make_plan(cfg: RunConfig, cases: Sequence[Case], paths: Paths, reference_cap
                                   paths.video_options)
     groups, case_skips = engine_groups(paths, cases, prompts, base_settings, cfg.decoder)
     return RunPlan(list(cases), paths.variants, paths.base, dict(paths.skipped), case_skips, requests, groups,
-                   paths.floors, paths.no_floor)
+                   paths.floors, paths.no_floor, paths)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One failing case re-run for its stage ladder (`harness.localize`): the variant's engine request with
+    its group's settings (eager: hooks must see every module), and the reference's request for what the
+    variant is compared with, followed by that request's floor runs."""
+
+    case_id: str
+    variant: str
+    engine: Request
+    settings: EngineSettings
+    reference: list[Request]
+
+
+def plan_probes(plan: RunPlan, which: Mapping[str, str], prompts: Mapping[str, str],
+                reference_capabilities: Capabilities, engine_dtype: str) -> list[Probe]:
+    """The probes for `which` (case id -> the variant to localize): one request each, prefill only, with the
+    variant's own warm-up and repeats (the engine captures the last submission: a cache path is taken)."""
+    variants = {v.name: v for v in plan.variants}
+    cases = {c.id: c for c in plan.cases}
+    probes = []
+    for case_id, name in which.items():
+        variant, case = variants.get(name), cases.get(case_id)
+        found = [(g, r) for g in plan.groups if name in g.variants for r in g.requests
+                 if r.case_id == case_id and r.variant == name]
+        if variant is None or case is None or not found or plan.paths is None:
+            continue
+        group, request = found[0]
+        features = {k: v for k, v in group.settings.features.items() if k != "compiled"}
+        key = reference_key(variant)
+        runs = {} if plan.no_floor else plan.floors.get(variant.dtype or engine_dtype, {})
+        names = {key, *(n if key == REFERENCE else rerun_floor_name(n, key) for n in runs)}
+        paths = plan.paths
+        reference = [r for r in reference_requests([case], prompts, paths.decoders, reference_capabilities, runs,
+                                                   paths.mm_options, paths.video_options) if r.variant in names]
+        reference.sort(key=lambda r: r.variant != key)
+        probes.append(Probe(case_id, name, replace(request, sampling=None, max_new_tokens=1),
+                            replace(group.settings, features=features), reference))
+    return probes
 
 
 def image_spans(prompt_ids: Sequence[int], image_token: int | None) -> list[tuple[int, int]]:

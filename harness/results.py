@@ -113,6 +113,13 @@ class ResultsSink:
         self._append(_line("case", body))
         self.written[result.case_id] = body
 
+    def update(self, result: CaseResult) -> None:
+        """A case already written, with more to say (its stage ladder): its new line wins."""
+        self.run.cases = [result if c.case_id == result.case_id else c for c in self.run.cases]
+        body = _dumps(asdict(result))
+        self._append(_line("case", body))
+        self.written[result.case_id] = body
+
     def write(self) -> Path:
         head = _run_json(self.run)
         if self.started:

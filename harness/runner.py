@@ -20,12 +20,13 @@ from harness import __version__, config
 from harness.cases import Case, load_cases
 from harness.console import Console, Lines, as_console
 from harness.decode.diff import case_pixel_deltas
-from harness.engines.base import EngineSettings, resolve_engine
+from harness.engines.base import Capabilities, EngineSettings, resolve_engine
 from harness.engines.client import Deadline, EngineSide, Gate, stream
 from harness.hardware import cpu
 from harness.judge import CaseInputs, Judge, case_result
 from harness.known import load_known
 from harness.ledger import REFERENCE, CaseEntry, CaseLedger
+from harness.localize.run import localize, which_to_localize
 from harness.models import (
     DEFAULT_MODEL,
     image_token_id,
@@ -36,7 +37,7 @@ from harness.models import (
     video_token_id,
 )
 from harness.observe import Observer
-from harness.options import RunConfig
+from harness.options import RunConfig, comma_list
 from harness.plan import (
     Paths,
     RunPlan,
@@ -44,6 +45,7 @@ from harness.plan import (
     make_plan,
     media_skip_reason,
     plan_paths,
+    plan_probes,
     resolve_chunking,
     select_cases,
 )
@@ -89,6 +91,9 @@ def execute(cfg: RunConfig, progress: Console | Lines = print, observer: Observe
                 session.apply(events, streams)
     finally:
         session.stop(streams)
+    if cfg.localize != "off":
+        with observer.stage("localize"):
+            session.localize()
     return session.close()
 
 
@@ -124,6 +129,8 @@ class Session:
     gates: list[Gate] = field(default_factory=list)
     details: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     streams: dict[str, tuple[str, Path | None]] = field(default_factory=dict)  # source -> its role and log
+    capabilities: Capabilities = field(default_factory=Capabilities)  # the engine's, and the reference's
+    reference_capabilities: Capabilities = field(default_factory=Capabilities)
 
     @classmethod
     def prepare(cls, cfg: RunConfig, console: Console, observer: Observer, launcher: Launcher = stream) -> Session:
@@ -192,14 +199,40 @@ class Session:
         return cls(cfg, run, sink, plan, judge, prompts, stored, ledger, scheduler, console, observer, launcher,
                    Deadline(cfg.run_timeout_s) if cfg.run_timeout_s else None,
                    sides=[EngineSide() for _ in plan.groups], gates=[Gate() for _ in plan.groups],
-                   details={c.id: {} for c in cases})
+                   details={c.id: {} for c in cases}, capabilities=capabilities,
+                   reference_capabilities=reference_cls.capabilities)
+
+    def reference_settings(self) -> EngineSettings:
+        cfg = self.cfg
+        return EngineSettings(resolve_model(cfg.reference_model) if cfg.reference_model else resolve_model(
+            cfg.model), cfg.reference_dtype or cfg.dtype, cfg.reference_device or cfg.device, cfg.top_k)
 
     def launch_reference(self, streams: Streams) -> None:
+        self._launch(streams, REFERENCE, self.cfg.reference_engine, self.reference_settings(),
+                     self.plan.reference_requests, self.reference_side, "reference", None)
+
+    def localize(self) -> None:
+        """A stage ladder for each failing case (and each case asked for): where inside the model it first
+        differs. A run with no such case starts nothing."""
         cfg = self.cfg
-        settings = EngineSettings(resolve_model(cfg.reference_model) if cfg.reference_model else resolve_model(
-            cfg.model), cfg.reference_dtype or cfg.dtype, cfg.reference_device or cfg.device, cfg.top_k)
-        self._launch(streams, REFERENCE, cfg.reference_engine, settings, self.plan.reference_requests,
-                     self.reference_side, "reference", None)
+        asked = [] if cfg.localize == "failing" else comma_list(cfg.localize)
+        results = {r.case_id: r for r in self.run.cases}
+        which = which_to_localize(list(results.values()), asked, [v.name for v in self.plan.variants])
+        probes = plan_probes(self.plan, which, self.prompts, self.reference_capabilities, cfg.dtype)
+        if not probes:
+            return
+        self.console.note(f"localizing {len(probes)} case{'s' if len(probes) > 1 else ''}: a probe engine and the "
+                     "reference re-run each with hooks")
+        k = config.resolve(self.judge.thresholds_config, config.effective_dtype(
+            cfg.dtype, cfg.reference_dtype or cfg.dtype)).values["k"]
+        media = {t for t in (self.judge.image_token, self.judge.video_token) if t is not None}
+        ladders = localize(probes, results, cfg.engine, cfg.reference_engine, self.reference_settings(),
+                           cfg.out / "logs", k, {v.name: v.dtype or cfg.dtype for v in self.plan.variants}, media,
+                           self.capabilities)
+        for case_id, found in ladders.items():
+            results[case_id].ladder = found
+            self.sink.update(results[case_id])
+            self.console.ladder(results[case_id])
 
     def apply(self, actions: Sequence[Action], streams: Streams) -> None:
         """The scheduler's actions: open a held engine's gate, or start an engine group's stream (first

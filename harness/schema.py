@@ -255,6 +255,39 @@ class VariantResult:
 
 
 @dataclass
+class Rung:
+    """One stage of a case's ladder (`harness.localize.ladder.STAGES`): how the engine's value there compares
+    with the reference's. `status` is "pass", "differs", "unavailable" (with the `reason`: the adapter cannot
+    expose it, or the two sides' layouts cannot be compared), or "not-compared" (after the first that
+    differs, or nothing captured). `error` is the max |engine - reference|, `scale` the reference's max
+    |value| (their ratio is the relative difference), `floor` the reference's own error there (recomputed
+    by its floor runs), `bound` the tolerance used; `where` names the worst element (which image and rows,
+    which layer, which position axis)."""
+
+    stage: str
+    status: str
+    shapes: list[list[int]] = field(default_factory=list)
+    error: float | None = None
+    scale: float | None = None
+    floor: float | None = None
+    bound: float | None = None
+    where: str = ""
+    reason: str = ""
+
+
+@dataclass
+class Ladder:
+    """Where inside the model a failing variant first parts from the reference: its stages in order, and the
+    first that differs (None: every stage the probe compared agrees, so the difference needs the run's state
+    to appear: a cache, a batch, a repeat)."""
+
+    variant: str
+    rungs: list[Rung] = field(default_factory=list)
+    first: str | None = None
+    probe_error: str | None = None
+
+
+@dataclass
 class CaseResult:
     """One case: its overall verdict (the worst of its variants'), and every variant.
 
@@ -293,6 +326,7 @@ class CaseResult:
     reference_source: str = ""
     reference_stale: list[str] = field(default_factory=list)
     floor: Floor | None = None
+    ladder: Ladder | None = None  # where a failing variant first differs (`harness.localize`)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:

@@ -39,6 +39,8 @@ def test_architecture_passes_the_default_cases(name: str, tmp_path: Path) -> Non
     failing = {c.case_id: case_lines(c) for c in run.cases if c.verdict != "pass"}
     assert not failing, failing
     assert max(c.comparison.prefill_max for c in run.cases) < 1e-4
+    # A clean run pays nothing for localization: no probe started, no ladder.
+    assert not any(c.ladder for c in run.cases) and not list(tmp_path.rglob("probe-*.log"))
 
 
 def test_lfm2_vl_two_heads_is_the_known_vllm_rotary_bug(tmp_path: Path) -> None:

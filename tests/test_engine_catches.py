@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness.explain import case_lines, variant_lines
+from harness.explain import case_lines, ladder_text, variant_lines
 from harness.runner import RunConfig, execute
 from tests.conftest import CASES
 
@@ -57,8 +57,35 @@ def test_altered_vision_weights_fail_image_cases_by_metric(tmp_path: Path, tiny_
         assert case.comparison.prompt_ids_match
         assert any(r.startswith("batched: vs reference: prefill_max = ") for r in case_lines(case)), case_lines(case)
         assert case.comparison.prefill_max_image > 1e-4
-    # A text-only prompt never touches the vision tower: the same run passes it.
+        # The default run localizes it: every stage before the vision encoder agrees, the encoder does not.
+        assert case.ladder is not None and case.ladder.first == "encoder", ladder_text(case.ladder)
+        statuses = {r.stage: r.status for r in case.ladder.rungs}
+        assert statuses["processor"] == statuses["prompt"] == "pass" and statuses["features"] == "not-compared"
+        assert "image 1 of" in next(r for r in case.ladder.rungs if r.stage == "encoder").where
+    # A text-only prompt never touches the vision tower: the same run passes it, and is not probed.
     assert by_id["text-only"].verdict == "pass", case_lines(by_id["text-only"])
+    assert by_id["text-only"].ladder is None
+
+
+def test_lm_head_and_rope_faults_are_localized_to_their_stage(tmp_path: Path, tiny_model: str,
+                                                               tiny_model_dir: Path) -> None:
+    """lm_head scaled by 1.01: every stage agrees up to the logits. rope_theta doubled in the engine's config:
+    the prompt ids and position ids agree (positions are indexes), the first decoder layer does not."""
+    lm_head = altered_copy(tiny_model_dir, tmp_path / "lm_head")
+    tensors = load_file(lm_head / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["lm_head.weight"] * 1.01
+    save_file(tensors, lm_head / "model.safetensors", metadata={"format": "pt"})
+    rope = altered_copy(tiny_model_dir, tmp_path / "rope")
+    config = json.loads((rope / "config.json").read_text())
+    config["text_config"]["rope_parameters"]["rope_theta"] *= 2
+    (rope / "config.json").write_text(json.dumps(config))
+    for model, stage, detail in ((lm_head, "logits", "vocabulary entries"), (rope, "layers", "layers.0 (of")):
+        result = run(model, tiny_model, tmp_path / f"out-{model.name}")
+        for case in result.cases:
+            assert case.verdict == "fail" and case.ladder is not None, case.case_id
+            assert case.ladder.first == stage, (model.name, case.case_id, ladder_text(case.ladder))
+            assert detail in next(r for r in case.ladder.rungs if r.stage == stage).where
+        assert list((tmp_path / f"out-{model.name}" / "logs").glob("probe-*.log"))
 
 
 def test_tokenizer_mismatch_is_reported_as_prompt_ids(tmp_path: Path, tiny_model: str, tiny_model_dir: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.explain import case_lines, variant_lines
+from harness.explain import case_lines, ladder_text, variant_lines
 from harness.runner import RunConfig, execute
 from harness.schema import CaseComparison, RunResult
 from tests.conftest import CASES
@@ -142,6 +142,11 @@ def test_off_by_one_chunk_slice_fails_chunked_prefill_only(tmp_path: Path, tiny_
         diffs = chunked.comparison.prefill_diffs
         assert max(d for d in diffs[:tokens + 1] if d is not None) <= TOLERANCE, (case.case_id, tokens)
         assert diffs[tokens + 1] > TOLERANCE, (case.case_id, tokens, diffs[:tokens + 3])
+        # Localized by the default run: the encoder's output is right, the merged embeddings of the image
+        # tokens after the chunk boundary are not (the probe prefills in the variant's own chunks).
+        assert case.ladder is not None and case.ladder.variant == "chunked-prefill"
+        assert case.ladder.first == "embeds", ladder_text(case.ladder)
+        assert "image token" in next(r for r in case.ladder.rungs if r.stage == "embeds").where
 
 
 def test_in_bfloat16_healthy_paths_pass_by_their_floor_and_the_chunk_fault_still_fails(tmp_path: Path,

@@ -134,6 +134,9 @@ class Capabilities:
     # Request fields it honours beyond the basic ones (`mm_kwargs`, `prompt_logprobs` off, `warmup`, `videos`): a
     # variant that sets one, or a case with videos, is skipped, with the reason, on an engine that does not.
     request_fields: frozenset[str] = frozenset()
+    # The stages of `harness.localize.ladder` its `capture` fills (hooks inside the model it runs in process);
+    # the others are `unavailable` on its ladder, with the reason.
+    stages: frozenset[str] = frozenset()
 
     def unavailable(self) -> dict[str, str]:
         """Output fields this engine cannot supply, with the reason (for the comparators)."""
@@ -186,6 +189,11 @@ class Engine(ABC):
     @abstractmethod
     def run(self, requests: Sequence[Request]) -> Iterator[EngineOutput]:
         """One submission: the requests together (they may be batched by the engine)."""
+
+    def capture(self, request: Request) -> dict[str, Any]:
+        """One forward of the request's prompt with hooks on the model (`harness.localize.hooks.Recorder`):
+        its arrays by stage, for a failing case's stage ladder. Only for the stages in `capabilities.stages`."""
+        raise NotImplementedError(f"the {self.name} adapter cannot reach its model's internals")
 
     def close(self) -> None:
         """Release what start() acquired (a server process); called also when the run fails."""

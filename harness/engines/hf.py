@@ -20,6 +20,7 @@ from PIL import Image
 from harness.decode import decode_all, decode_videos
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.hardware import machine
+from harness.localize.ladder import CAPTURED
 from harness.schema import EngineOutput, TokenLogprobs
 
 
@@ -29,7 +30,7 @@ class HFEngine(Engine):
     # replaces each image by a grey one of the same size (the image-sensitivity check).
     capabilities = Capabilities(max_top_k=1000, sampling=False, image_inputs=frozenset({"pixels", "flat-grey"}),
                                 overrides=frozenset({"dtype", "attn_implementation"}),
-                                request_fields=frozenset({"mm_kwargs", "videos"}))
+                                request_fields=frozenset({"mm_kwargs", "videos"}), stages=CAPTURED)
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
@@ -76,18 +77,33 @@ class HFEngine(Engine):
             except Exception as exc:  # one bad case must not end the run
                 yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}", request.variant)
 
-    def _one(self, request: Request) -> EngineOutput:
-        from transformers import GenerationConfig
-
-        torch = self._torch
+    def _inputs(self, request: Request) -> tuple[Any, Any]:
+        """The model the request is computed with, and the processor's output for it."""
         images = decode_all(request.images, request.decoder) or None
         if images and request.image_input == "flat-grey":
             images = [Image.new("RGB", image.size, (128, 128, 128)) for image in images]
         videos = decode_videos(request.videos, frozen=request.image_input == "flat-grey") or None
-        model = self._model_for(request.overrides)
         media = {"images": images} | ({"videos": videos} if videos else {})
         inputs = self.processor(text=[request.prompt_text], return_tensors="pt", **media, **request.mm_kwargs)
-        inputs = inputs.to(self.settings.device)
+        return self._model_for(request.overrides), inputs.to(self.settings.device)
+
+    def capture(self, request: Request) -> dict[str, Any]:
+        from harness.localize.hooks import Recorder
+
+        model, inputs = self._inputs(request)
+        recorder = Recorder(model, model.config.get_text_config().num_hidden_layers)
+        try:
+            with self._torch.inference_mode():
+                model(**inputs)
+            return {**recorder.arrays(), "prompt_ids": inputs["input_ids"][0].cpu().numpy()}
+        finally:
+            recorder.remove()
+
+    def _one(self, request: Request) -> EngineOutput:
+        from transformers import GenerationConfig
+
+        torch = self._torch
+        model, inputs = self._inputs(request)
         prompt_ids = inputs["input_ids"][0].tolist()
         k = self.settings.top_k
         scoring = torch.float64 if model.dtype == torch.float64 else torch.float32

@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import ImageOps
 
 from harness.decode import decode_all, decode_videos
@@ -27,6 +28,7 @@ from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.engines.embeddings import VisionTower
 from harness.engines.messages import chat_messages, image_url_of
 from harness.hardware import machine
+from harness.localize.ladder import CAPTURED
 from harness.models import architecture
 from harness.schema import EngineOutput, TokenLogprobs
 
@@ -87,6 +89,8 @@ class VLLMEngine(Engine):
         features=frozenset({"prefill_chunk_tokens", "prefix_caching", "cache_block_tokens", "compiled", "speculative",
                             "mm_embeds", "mm_cache_gb", "max_model_len"}),
         request_fields=frozenset({"mm_kwargs", "prompt_logprobs", "warmup", "videos"}),
+        # Hooks reach the model when the engine core runs in this process (the CPU default; the probe sets it).
+        stages=CAPTURED,
     )
 
     @classmethod
@@ -125,6 +129,7 @@ class VLLMEngine(Engine):
         self._client_error = VLLMClientError  # a request refused as invalid, the engine unharmed
         self.llm: Any = None
         self._tower: VisionTower | None = None
+        self._recorder: Any = None
 
     def info(self) -> dict[str, Any]:
         import torch
@@ -188,6 +193,32 @@ class VLLMEngine(Engine):
             yield output
         if over_long:
             self.llm.reset_mm_cache()
+
+    def capture(self, request: Request) -> dict[str, Any]:
+        """The request's prefill (one output token) with hooks on vLLM's model, reached through `apply_model`:
+        with the engine core in this process the recorder is this process's object (a prompt prefilled in
+        chunks is concatenated back by it). Every cache is emptied first; then the request's warm-up and
+        repeats are sent, and the last submission is what is captured (a cache hit is then taken)."""
+        from harness.localize.hooks import Recorder
+
+        if self._recorder is None:
+            layers = self.llm.llm_engine.model_config.hf_text_config.num_hidden_layers
+            self._recorder = self.llm.apply_model(lambda model: Recorder(model, layers))[0]
+        # Each request computed from scratch: nothing served from what an earlier probe left in a cache.
+        engine = self.llm.llm_engine
+        self.llm.reset_mm_cache()
+        engine.reset_encoder_cache()
+        engine.reset_prefix_cache()
+        params = self._params(request)  # as the run sent it: with prompt logprobs vLLM reads no prefix cache
+        if request.warmup:  # the variant's own warm-up, then its repeats: what the captured submission meets
+            self._warm([request])
+        for _ in range(request.repeats):
+            self._recorder.clear()
+            if request.prompt_form == "native":
+                result = self.llm.chat(chat_messages(request), params, use_tqdm=False)[0]
+            else:
+                result = self.llm.generate([self._prompt(request)], params, use_tqdm=False)[0]
+        return {**self._recorder.arrays(), "prompt_ids": np.asarray(result.prompt_token_ids, dtype=np.int64)}
 
     def _enqueue(self, prompts: list[Any], params: list[Any]) -> list[str]:
         return self.llm.enqueue(prompts, params, use_tqdm=False)

@@ -14,10 +14,11 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 from plotly.offline import get_plotlyjs
 
-from harness.explain import case_lines, drift_lines, finding_text, variant_lines
+from harness.explain import case_lines, drift_lines, finding_text, ladder_text, variant_lines
 from harness.format import display, fmt, ratio
 from harness.gate import GateDecision
 from harness.history import HEADLINE
+from harness.localize.ladder import LABELS
 from harness.report.decode_effect import PAIRS, decode_effect_rows, decoder_variants
 from harness.results import write_atomic
 from harness.schema import METRIC_INFO, TABLE_METRICS, VERDICTS, CaseComparison, Floor, RunResult
@@ -33,8 +34,8 @@ _ENV = Environment(loader=PackageLoader("harness.report", "templates"),
                    autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
 _ENV.filters["fmt"] = lambda value: fmt(None if isinstance(value, Undefined) else value)
 _ENV.filters.update(ratio=ratio, case_lines=case_lines, variant_lines=variant_lines, drift_lines=drift_lines,
-                    finding_text=finding_text, display=display)
-_ENV.globals["metric_info"] = METRIC_INFO
+                    finding_text=finding_text, display=display, ladder_text=ladder_text)
+_ENV.globals.update(metric_info=METRIC_INFO, stage_labels=LABELS)
 
 
 def _static(name: str) -> str:
@@ -84,8 +85,10 @@ def attention(run: RunResult) -> list[dict[str, Any]]:
         for name, cell in case.variants.items():
             if cell.verdict in order:
                 lines = variant_lines(cell)
-                rows.append({"case": case.case_id, "variant": name, "level": cell.verdict,
-                             "line": lines[0] if lines else ""})
+                line = lines[0] if lines else ""
+                if case.ladder is not None and case.ladder.variant == name:  # where inside the model, when probed
+                    line = f"{line} · {ladder_text(case.ladder, cell.verdict == 'fail')}"
+                rows.append({"case": case.case_id, "variant": name, "level": cell.verdict, "line": line})
             elif cell.drifting:
                 rows.append({"case": case.case_id, "variant": name, "level": "drift",
                              "line": finding_text(cell.drifting[0])})
