@@ -40,8 +40,10 @@ def finding_text(f: Finding) -> str:
 
 
 def variant_lines(variant: VariantResult) -> list[str]:
-    """Why a variant did not pass: its own reasons (errors, a known failure's record), then its failures."""
-    return [*variant.reasons, *(finding_text(f) for f in variant.failing)]
+    """Why a variant did not pass: its own reasons (errors, a known failure's record), then its failures, then
+    where inside the model it first differs (when probed)."""
+    where = [f"where: {ladder_text(variant.ladder, variant.verdict == 'fail')}"] if variant.ladder else []
+    return [*variant.reasons, *(finding_text(f) for f in variant.failing), *where]
 
 
 def case_lines(case: CaseResult) -> list[str]:

@@ -347,13 +347,16 @@ def plan_probes(plan: RunPlan, which: Mapping[str, str], prompts: Mapping[str, s
             continue
         group, request = found[0]
         features = {k: v for k, v in group.settings.features.items() if k != "compiled"}
-        key = reference_key(variant)
         runs = {} if plan.no_floor else plan.floors.get(variant.dtype or engine_dtype, {})
-        names = {key, *(n if key == REFERENCE else rerun_floor_name(n, key) for n in runs)}
         paths = plan.paths
-        reference = [r for r in reference_requests([case], prompts, paths.decoders, reference_capabilities, runs,
-                                                   paths.mm_options, paths.video_options) if r.variant in names]
-        reference.sort(key=lambda r: r.variant != key)
+        planned = reference_requests([case], prompts, paths.decoders, reference_capabilities, runs, paths.mm_options,
+                                     paths.video_options)
+        # The re-run the variant is compared with, where the case has one (a decoder whose pixels are PIL's
+        # has none: the variant is compared with the reference itself).
+        key = reference_key(variant)
+        key = key if any(r.variant == key for r in planned) else REFERENCE
+        names = {key, *(n if key == REFERENCE else rerun_floor_name(n, key) for n in runs)}
+        reference = sorted((r for r in planned if r.variant in names), key=lambda r: r.variant != key)
         probes.append(Probe(case_id, name, replace(request, sampling=None, max_new_tokens=1),
                             replace(group.settings, features=features), reference))
     return probes

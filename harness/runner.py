@@ -225,12 +225,13 @@ class Session:
                      "reference re-run each with hooks")
         k = config.resolve(self.judge.thresholds_config, config.effective_dtype(
             cfg.dtype, cfg.reference_dtype or cfg.dtype)).values["k"]
-        media = {t for t in (self.judge.image_token, self.judge.video_token) if t is not None}
+        media = {t: kind for t, kind in ((self.judge.image_token, "image"), (self.judge.video_token, "video"))
+                 if t is not None}
         ladders = localize(probes, results, cfg.engine, cfg.reference_engine, self.reference_settings(),
                            cfg.out / "logs", k, {v.name: v.dtype or cfg.dtype for v in self.plan.variants}, media,
                            self.capabilities)
         for case_id, found in ladders.items():
-            results[case_id].ladder = found
+            results[case_id].variants[found.variant].ladder = found
             self.sink.update(results[case_id])
             self.console.ladder(results[case_id])
 

@@ -240,6 +240,7 @@ class VariantResult:
     attempts: list[EngineOutput] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    ladder: Ladder | None = None  # where inside the model it first differs (`harness.localize`), when probed
 
     @property
     def failing(self) -> list[Finding]:
@@ -326,7 +327,6 @@ class CaseResult:
     reference_source: str = ""
     reference_stale: list[str] = field(default_factory=list)
     floor: Floor | None = None
-    ladder: Ladder | None = None  # where a failing variant first differs (`harness.localize`)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -339,6 +339,11 @@ class CaseResult:
     @property
     def comparison(self) -> CaseComparison | None:
         return self.main.comparison if self.main else None
+
+    @property
+    def ladder(self) -> Ladder | None:
+        """The case's stage ladder (on the one variant it was probed on)."""
+        return next((v.ladder for v in self.variants.values() if v.ladder is not None), None)
 
     @property
     def engine(self) -> EngineOutput | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.explain import ladder_text
+from harness.explain import ladder_text, variant_lines
 from harness.localize.ladder import CAPTURED, EPS, Tolerance, ladder
 from harness.localize.run import which_to_localize
 from harness.schema import CaseResult, EngineOutput, Rung, VariantResult
@@ -28,7 +28,7 @@ def capture(seed: int = 0, noise: float = 0.0) -> dict[str, np.ndarray]:
 
 def build(engine: dict[str, np.ndarray] | None, unavailable: dict[str, str] | None = None):
     return ladder("batched", capture(), engine, [capture(seed=5, noise=1e-6)], TOL, ref_ids=IDS, engine_ids=IDS,
-                  media_tokens={IMG}, pixels=Rung("pixels", "pass"), unavailable=unavailable or {})
+                  media_tokens={IMG: "image"}, pixels=Rung("pixels", "pass"), unavailable=unavailable or {})
 
 
 def test_a_healthy_engine_passes_every_stage() -> None:
@@ -101,3 +101,13 @@ def test_failing_cases_are_localized_on_their_headline_or_first_failing_variant(
     assert which_to_localize(results, [], ["batched", "alone"]) == {"a": "batched", "b": "alone"}
     assert which_to_localize(results, ["c"], ["batched", "alone"])["c"] == "batched"
     assert which_to_localize(results[2:], [], ["batched"]) == {}  # a clean run probes nothing
+
+
+def test_a_probed_variant_says_where_in_its_failure_lines() -> None:
+    """pytest's failure message, the console and the report all render the variant's lines: the ladder is one."""
+    engine = capture(seed=9, noise=1e-6)
+    engine["embeds"] = engine["embeds"] + 0.5
+    cell = VariantResult("batched", "fail", ladder=build(engine))
+    assert variant_lines(cell)[-1].startswith("where: first difference: input embeddings after merging")
+    case = CaseResult("a", "fail", variants={"alone": VariantResult("alone", "pass"), "batched": cell})
+    assert case.ladder is cell.ladder

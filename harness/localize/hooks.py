@@ -4,7 +4,7 @@ The same recorder serves the reference (transformers) and an engine that runs th
 (vLLM offline): both are `torch.nn.Module` trees with the same parts under different names, so the parts
 are found by role, not by class: the method that turns processor output into image features
 (`get_image_features` in transformers, `embed_multimodal` in vLLM), the projector inside or after the
-vision tower, the decoder stack and its layers. Tokens are kept flat (positions x hidden): transformers
+vision tower, the decoder stack and its layers, the logits. Tokens are kept flat (positions x hidden): transformers
 adds a batch dimension of 1, vLLM has none; a prompt computed in chunks is concatenated back.
 """
 from __future__ import annotations
@@ -27,8 +27,11 @@ PATCH_EMBEDS = ("patch_embed", "patch_embedding")
 
 
 def _array(value: Any) -> np.ndarray:
+    """A tensor as float64 (bfloat16 has no numpy type) or int64."""
     t = value.detach().to("cpu")
-    return (t.float() if t.is_floating_point() else t).numpy().astype(np.float64 if t.is_floating_point() else np.int64)
+    if t.is_floating_point():
+        return t.float().numpy().astype(np.float64)
+    return t.numpy().astype(np.int64)
 
 
 def _rows(t: Any) -> np.ndarray:
@@ -188,28 +191,24 @@ class Recorder:
         bound = self._bound(module, args, kwargs)
         if bound.get("hidden_states") is not None:
             self._add("embeds", _rows(bound["hidden_states"]))
-        if bound.get("positions") is not None and "positions" not in self.seen:
+        if bound.get("positions") is not None:  # per chunk when the engine prefills in chunks
             self._add("positions", _positions(_array(bound["positions"])))
 
     def _layer_output(self, index: int) -> Callable[..., None]:
         def hook(module: Any, args: Any, output: Any) -> None:
+            value = output
             if isinstance(output, (tuple, list)):  # vLLM keeps the residual apart: the layer's output is the sum
-                hidden, residual = output[0], output[1] if len(output) > 1 else None
-                value = hidden + residual if residual is not None and getattr(residual, "shape", None) == hidden.shape \
-                    else hidden
-            else:
-                value = output
+                value = output[0]
+                residual = output[1] if len(output) > 1 else None
+                if residual is not None and getattr(residual, "shape", None) == value.shape:
+                    value = value + residual
             self._add(f"layer.{index}", _rows(value))
 
         return hook
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Each stage's captures, concatenated along tokens (a prompt prefilled in chunks comes back whole)."""
-        out = {}
-        for key, parts in self.seen.items():
-            axis = -1 if key == "positions" else 0
-            out[key] = np.concatenate(parts, axis=axis) if key.startswith(("layer.", "embeds", "positions", "features",
-                                                                            "encoder", "processor.patches")) else parts[0]
+        out = {key: np.concatenate(parts, axis=-1 if key == "positions" else 0) for key, parts in self.seen.items()}
         if self.feature_rows:
             out["features.rows"] = np.asarray(self.feature_rows, dtype=np.int64)
         return out

@@ -3,8 +3,8 @@ order the model computes it, stopping at the first stage that differs beyond its
 
 Pure functions over captured arrays (`harness.localize.hooks`) and the run's outputs. A stage's tolerance
 is the verdicts' floor rule: `k x floor + atol`, the floor being how far the reference moves there when it
-is recomputed by its own floor runs (float64, another attention kernel, the engine's dtype), `atol` one
-few rounding steps of the engine's dtype at the reference's scale. Integer stages (token ids, grids, positions)
+is recomputed by its own floor runs (float64, another attention kernel, the engine's dtype), `atol` a few
+rounding steps of the engine's dtype at the reference's scale. Integer stages (token ids, grids, positions)
 are exact.
 """
 from __future__ import annotations
@@ -76,9 +76,9 @@ def _row_owner(rows: np.ndarray, per_item: Sequence[int] | None, total: int) -> 
     return f"image {image + 1} of {len(per_item)}, rows {_runs(rows[lo:hi])} of {hi - lo}"
 
 
-def _token_kind(position: int, prompt_ids: Sequence[int], media_tokens: set[int]) -> str:
+def _token_kind(position: int, prompt_ids: Sequence[int], media_tokens: Mapping[int, str]) -> str:
     if position < len(prompt_ids):
-        return "image token" if prompt_ids[position] in media_tokens else "text token"
+        return f"{media_tokens.get(prompt_ids[position], 'text')} token"
     return "token"
 
 
@@ -122,12 +122,12 @@ def _over(reference: np.ndarray, engine: np.ndarray, bound: float) -> np.ndarray
 
 def ladder(variant: str, reference: Mapping[str, np.ndarray], engine: Mapping[str, np.ndarray] | None,
            floors: Sequence[Mapping[str, np.ndarray]], tol: Tolerance, *, ref_ids: Sequence[int],
-           engine_ids: Sequence[int] | None, media_tokens: set[int], pixels: Rung,
+           engine_ids: Sequence[int] | None, media_tokens: Mapping[int, str], pixels: Rung,
            unavailable: Mapping[str, str], probe_error: str | None = None) -> Ladder:
     """The case's ladder on `variant`: each stage compared until the first that differs; the later ones are
     `not-compared`. `unavailable` gives, per captured stage the engine's adapter does not expose, why."""
-    rungs = [pixels, _prompt_rung(ref_ids, engine_ids, media_tokens)]
-    rungs.insert(1, _processor_rung(reference, engine, floors, tol, unavailable, probe_error))
+    rungs = [pixels, _processor_rung(reference, engine, floors, tol, unavailable, probe_error),
+             _prompt_rung(ref_ids, engine_ids, media_tokens)]
     per_image = [int(n) for n in reference["features.rows"]] if "features.rows" in reference else None
     for key in ("encoder", "features", "embeds", "positions"):
         rungs.append(_captured(key, reference, engine, floors, tol, unavailable, probe_error, per_image,
@@ -195,7 +195,7 @@ def _processor_rung(reference: Mapping[str, np.ndarray], engine: Mapping[str, np
 def _captured(key: str, reference: Mapping[str, np.ndarray], engine: Mapping[str, np.ndarray] | None,
               floors: Sequence[Mapping[str, np.ndarray]], tol: Tolerance, unavailable: Mapping[str, str],
               probe_error: str | None, per_image: Sequence[int] | None, prompt_ids: Sequence[int],
-              media_tokens: set[int]) -> Rung:
+              media_tokens: Mapping[int, str]) -> Rung:
     if (missing := _missing(key, engine, unavailable, probe_error)) is not None:
         return missing
     assert engine is not None
@@ -232,7 +232,7 @@ def _captured(key: str, reference: Mapping[str, np.ndarray], engine: Mapping[str
 
 def _layers_rung(reference: Mapping[str, np.ndarray], engine: Mapping[str, np.ndarray] | None,
                  floors: Sequence[Mapping[str, np.ndarray]], tol: Tolerance, unavailable: Mapping[str, str],
-                 probe_error: str | None, prompt_ids: Sequence[int], media_tokens: set[int]) -> Rung:
+                 probe_error: str | None, prompt_ids: Sequence[int], media_tokens: Mapping[int, str]) -> Rung:
     """Each decoder layer's output in order; the first beyond its own floor is where the stage differs."""
     if (missing := _missing("layers", engine, unavailable, probe_error)) is not None:
         return missing
@@ -263,7 +263,7 @@ def _layers_rung(reference: Mapping[str, np.ndarray], engine: Mapping[str, np.nd
     return worst
 
 
-def _prompt_rung(ref: Sequence[int], eng: Sequence[int] | None, media_tokens: set[int]) -> Rung:
+def _prompt_rung(ref: Sequence[int], eng: Sequence[int] | None, media_tokens: Mapping[int, str]) -> Rung:
     if not eng:
         return Rung("prompt", "unavailable", reason="the engine returned no prompt ids on this variant")
     ref, eng = list(ref), list(eng)

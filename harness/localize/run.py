@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,8 @@ def run_probe(engine: str, settings: EngineSettings, requests: Sequence[Request]
         except subprocess.TimeoutExpired:
             return [None] * len(requests), [f"the probe ran past {timeout_s:.0f} s (log: {log})"] * len(requests)
         status_file = Path(tmp) / "status.json"
-        status = json.loads(status_file.read_text()) if status_file.exists() else {"fatal": f"the probe died (log: {log})"}
+        status = (json.loads(status_file.read_text()) if status_file.exists() else
+                  {"fatal": f"the probe died (log: {log})"})
         arrays: list[Arrays | None] = []
         errors: list[str | None] = []
         for index in range(len(requests)):
@@ -90,16 +91,17 @@ def pixels_rung(reference: Request, engine: Request, engine_loader: Callable[[Pa
         shapes = [list(ref.shape), list(got.shape)]
         if ref.shape != got.shape:
             return Rung("pixels", "differs", shapes, where=f"image {i + 1}: {got.shape} vs {ref.shape}")
-        delta = int(np.abs(ref.astype(np.int16) - got.astype(np.int16)).max(initial=0))
-        if delta > worst:
-            worst, where = delta, f"image {i + 1}: {int((np.abs(ref.astype(np.int16) - got) > 0).any(-1).sum())} pixels differ"
+        delta = np.abs(ref.astype(np.int16) - got.astype(np.int16))
+        if int(delta.max(initial=0)) > worst:
+            worst = int(delta.max())
+            where = f"image {i + 1}: {int((delta > 0).any(-1).sum())} pixels differ, by up to {worst}"
     return Rung("pixels", "differs" if worst else "pass", shapes, float(worst), 255.0, 0.0, 0.0,
                 where=where or f"identical ({'the engine' if own else engine.decoder} vs {reference.decoder})")
 
 
 def localize(probes: Sequence[Probe], results: dict[str, CaseResult], engine: str, reference_engine: str,
              reference_settings: EngineSettings, logs: Path, k: float, engine_dtypes: dict[str, str],
-             media_tokens: set[int], capabilities: Capabilities) -> dict[str, Ladder]:
+             media_tokens: Mapping[int, str], capabilities: Capabilities) -> dict[str, Ladder]:
     """Each probe's ladder, by case id. One engine process per engine setting, one reference process."""
     engine_arrays: dict[str, Arrays | None] = {}
     engine_errors: dict[str, str | None] = {}
@@ -123,24 +125,21 @@ def localize(probes: Sequence[Probe], results: dict[str, CaseResult], engine: st
     loader = resolve_engine(engine).image_loader()
     ladders = {}
     for probe in probes:
-        main = probe.reference[0]
-        reference, error = captured.get((probe.case_id, main.variant), ({} if not capabilities.stages else None,
-                                                                          "no reference probe"))
-        result = results[probe.case_id]
-        cell = result.variants.get(probe.variant)
-        pixels = pixels_rung(main, probe.engine, loader)
-        if reference is None:
-            ladders[probe.case_id] = Ladder(probe.variant, [pixels], None, f"the reference probe failed: {error}")
-            continue
+        main, result = probe.reference[0], results[probe.case_id]
+        reference, error = captured.get((probe.case_id, main.variant), ({}, None))
+        missing = dict(unavailable)
+        if reference is None:  # nothing inside can be compared without the reference's side
+            reference = {}
+            missing.update({s: f"the reference probe failed: {error}" for s in CAPTURED})
         floors = [a for r in probe.reference[1:] if (a := captured.get((probe.case_id, r.variant), (None,))[0])]
-        engine_error = engine_errors.get(probe.case_id)
+        ref_ids = [int(t) for t in reference.get("prompt_ids", [])] or (
+            result.reference.prompt_ids if result.reference else [])
         ladders[probe.case_id] = ladder(
             probe.variant, reference, engine_arrays.get(probe.case_id), floors,
-            Tolerance(k, EPS.get(engine_dtypes.get(probe.variant, "float32"), EPS["float32"])),
-            ref_ids=[int(t) for t in reference.get("prompt_ids", [])] or (result.reference.prompt_ids if
-                                                                           result.reference else []),
-            engine_ids=_engine_ids(engine_arrays.get(probe.case_id), cell),
-            media_tokens=media_tokens, pixels=pixels, unavailable=unavailable, probe_error=engine_error)
+            Tolerance(k, EPS.get(engine_dtypes.get(probe.variant, "float32"), EPS["float32"])), ref_ids=ref_ids,
+            engine_ids=_engine_ids(engine_arrays.get(probe.case_id), result.variants.get(probe.variant)),
+            media_tokens=media_tokens, pixels=pixels_rung(main, probe.engine, loader), unavailable=missing,
+            probe_error=engine_errors.get(probe.case_id))
     return ladders
 
 
