@@ -222,7 +222,7 @@ class Session:
         if not probes:
             return
         self.console.note(f"localizing {len(probes)} case{'s' if len(probes) > 1 else ''}: a probe engine and the "
-                     "reference re-run each with hooks")
+                          "reference re-run each with hooks")
         k = config.resolve(self.judge.thresholds_config, config.effective_dtype(
             cfg.dtype, cfg.reference_dtype or cfg.dtype)).values["k"]
         media = {t: kind for t, kind in ((self.judge.image_token, "image"), (self.judge.video_token, "video"))
