@@ -39,6 +39,7 @@ from harness.models import (
 from harness.observe import Observer
 from harness.options import RunConfig, comma_list
 from harness.plan import (
+    CaseSelection,
     Paths,
     RunPlan,
     image_spans,
@@ -145,16 +146,7 @@ class Session:
             sink = ResultsSink(run, cfg.out)
         with observer.stage("case_load"):
             selection = select_cases(cfg, load_cases(cfg.cases))
-        for case_id, reasons in selection.errors.items():
-            result = CaseResult(case_id=case_id, verdict="error", reasons=reasons, source=selection.sources.get(case_id, ""))
-            sink.add(result)
-            console.case(result)
-        takes_video = video_token_id(reference_model) is not None
-        for case in [c for c in selection.cases if media_skip_reason(c, takes_video)]:
-            result = CaseResult(case_id=case.id, verdict="skipped", reasons=[media_skip_reason(case, takes_video)],
-                                source=str(case.source))
-            sink.add(result)
-            selection.cases.remove(case)
+        _unrunnable(selection, video_token_id(reference_model) is not None, sink, console)
         store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, cfg.reference_model or cfg.model or DEFAULT_MODEL,
                                reference_model, cfg.reference_engine)
         capabilities = engine_cls.capabilities_for(model)
@@ -363,6 +355,19 @@ def _provenance(cfg: RunConfig, model: str, reference_model: str, engine_cls: An
         base_variant=base, capabilities=_jsonable(asdict(engine_cls.capabilities_for(model))),
         cases=[str(p) for p in cfg.cases], reference_mode=cfg.reference, hardware=cpu(),
         thresholds=asdict(config.resolve(thresholds, config.effective_dtype(cfg.dtype, reference_dtype), model)))
+
+
+def _unrunnable(selection: CaseSelection, takes_video: bool, sink: ResultsSink, console: Console) -> None:
+    """The results owed for cases that never reach an engine: invalid ones are errors, cases with media the
+    model does not take are skipped (and leave the selection)."""
+    for case_id, reasons in selection.errors.items():
+        result = CaseResult(case_id=case_id, verdict="error", reasons=reasons, source=selection.sources.get(case_id, ""))
+        sink.add(result)
+        console.case(result)
+    for case in [c for c in selection.cases if media_skip_reason(c, takes_video)]:
+        sink.add(CaseResult(case_id=case.id, verdict="skipped", reasons=[media_skip_reason(case, takes_video)],
+                            source=str(case.source)))
+        selection.cases.remove(case)
 
 
 def _overlap(cfg: RunConfig) -> bool:
