@@ -26,7 +26,7 @@ from harness.hardware import cpu
 from harness.judge import CaseInputs, Judge, case_result
 from harness.known import load_known
 from harness.ledger import REFERENCE, CaseEntry, CaseLedger
-from harness.localize.run import localize, which_to_localize
+from harness.localize.run import MAX_PROBED, localize, which_to_localize
 from harness.models import (
     DEFAULT_MODEL,
     image_token_id,
@@ -213,8 +213,11 @@ class Session:
         probes = plan_probes(self.plan, which, self.prompts, self.reference_capabilities, cfg.dtype)
         if not probes:
             return
-        self.console.note(f"localizing {len(probes)} case{'s' if len(probes) > 1 else ''}: a probe engine and the "
-                          "reference re-run each with hooks")
+        failing = sum(r.verdict == "fail" for r in results.values())
+        more = (f" (the first {MAX_PROBED} of {failing} failing; `--localize CASE,...` for others)"
+                if failing > MAX_PROBED else "")
+        self.console.note(f"localizing {len(probes)} case{'s' if len(probes) > 1 else ''}{more}: a probe engine and "
+                          "the reference re-run each with hooks")
         k = config.resolve(self.judge.thresholds_config, config.effective_dtype(
             cfg.dtype, cfg.reference_dtype or cfg.dtype)).values["k"]
         media = {t: kind for t, kind in ((self.judge.image_token, "image"), (self.judge.video_token, "video"))

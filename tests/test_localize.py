@@ -101,6 +101,8 @@ def test_failing_cases_are_localized_on_their_headline_or_first_failing_variant(
     assert which_to_localize(results, [], ["batched", "alone"]) == {"a": "batched", "b": "alone"}
     assert which_to_localize(results, ["c"], ["batched", "alone"])["c"] == "batched"
     assert which_to_localize(results[2:], [], ["batched"]) == {}  # a clean run probes nothing
+    # Where one bug fails every case, the first ones are probed (and any asked for by id).
+    assert which_to_localize(results, ["c"], ["batched", "alone"], limit=1) == {"a": "batched", "c": "batched"}
 
 
 def test_a_probed_variant_says_where_in_its_failure_lines() -> None:

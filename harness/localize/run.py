@@ -23,15 +23,21 @@ from harness.schema import CaseResult, Ladder, Rung
 
 Arrays = dict[str, np.ndarray]
 PROBE_TIMEOUT_S = 900.0
+# Failing cases probed by default: where one bug fails a thousand cases, the first ones say where it is, and
+# the run does not pay a reference forward and its floor runs for each of the others.
+MAX_PROBED = 16
 
 
-def which_to_localize(results: Sequence[CaseResult], asked: Sequence[str], order: Sequence[str]) -> dict[str, str]:
-    """Case id -> the variant its ladder is for: every failing case (and each case `asked` for by id), on its
-    headline variant when that fails, else on its first failing variant in the plan's order."""
-    chosen = {}
+def which_to_localize(results: Sequence[CaseResult], asked: Sequence[str], order: Sequence[str],
+                      limit: int = MAX_PROBED) -> dict[str, str]:
+    """Case id -> the variant its ladder is for: the first `limit` failing cases and each case `asked` for by
+    id, on its headline variant when that fails, else on its first failing variant in the plan's order."""
+    chosen: dict[str, str] = {}
+    failing_chosen = 0
     for result in results:
-        if result.verdict != "fail" and result.case_id not in asked:
+        if result.case_id not in asked and (result.verdict != "fail" or failing_chosen >= limit):
             continue
+        failing_chosen += result.case_id not in asked
         failing = [n for n in order if (c := result.variants.get(n)) is not None and c.verdict == "fail"]
         ran = [n for n in order if (c := result.variants.get(n)) is not None and c.engine is not None]
         pick = (result.headline if result.headline in failing else failing[0] if failing else
