@@ -21,7 +21,7 @@ from harness.decode import same_pixels
 from harness.engines.base import Capabilities, EngineSettings, Request
 from harness.ledger import REFERENCE, Key
 from harness.options import RunConfig
-from harness.variants import DECODER_PREFIX, Variant, VariantSet, reference_key
+from harness.variants import DECODER_PREFIX, Variant, VariantSet, reference_key, rerun_name
 
 FLOOR_PREFIX = "floor-"  # request variants of the reference that measure a floor
 # Request fields an engine must declare it honours (`Capabilities.request_fields`), with their plain values.
@@ -238,10 +238,10 @@ def reference_requests(cases: Sequence[Case], prompts: Mapping[str, str], decode
     reruns: list[Request] = []
     for decoder in decoders:
         if decoder == OPTIONS:
-            reruns += [replace(r, variant=f"reference-{OPTIONS}", mm_kwargs={**r.mm_kwargs, **mm_options})
+            reruns += [replace(r, variant=rerun_name(OPTIONS), mm_kwargs={**r.mm_kwargs, **mm_options})
                        for r in with_images if mm_options]
         else:
-            reruns += [replace(r, variant=f"reference-{decoder}", decoder=decoder) for r in with_images
+            reruns += [replace(r, variant=rerun_name(decoder), decoder=decoder) for r in with_images
                        if not same_pixels(r.images, decoder)]
     requests = list(base)
     for name, overrides in (floors or {}).items():

@@ -38,6 +38,7 @@ from harness.models import file_digests
 from harness.prompt import shown_token_ids
 from harness.results import write_atomic
 from harness.schema import SCHEMA_VERSION, EngineOutput, Floor, from_dict
+from harness.variants import rerun_name
 
 FORMAT = 3  # 2: floors per engine dtype, hardware in the provenance; 3: floors of the re-runs too
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "references"
@@ -284,7 +285,7 @@ class ReferenceStore:
         if self.processor is None:
             changes.append(f"no processor file for processor {str(self.processor_sha256)[:16]} in {self.dir}")
         changes += self._provenance_changes(ref.provenance)
-        lacking = [d for d in needs if case.images and f"reference-{d}" not in ref.outputs
+        lacking = [d for d in needs if case.images and rerun_name(d) not in ref.outputs
                    and not ref.same_pixels.get(d)]
         changes += [f"no reference re-run with {d if d == 'options' else d + ' pixels'} (recorded before a variant "
                     "needed it)" for d in lacking]

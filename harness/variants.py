@@ -101,11 +101,19 @@ class VariantSet:
         return sorted(chosen.values(), key=lambda v: order.index(v.name) if v.name in order else len(order))
 
 
+RERUN_PREFIX = "reference-"  # the reference's re-runs with other pixels or processor options
+
+
+def rerun_name(what: str) -> str:
+    """The request variant of the reference re-run with `what` (a decoder's name, or `options`)."""
+    return RERUN_PREFIX + what
+
+
 def reference_key(variant: Variant) -> str:
     """The request variant of the reference this variant is compared with."""
     if variant.reference_mm:
-        return "reference-options"
-    return "reference" if variant.reference_decoder == "pil" else f"reference-{variant.reference_decoder}"
+        return rerun_name("options")
+    return "reference" if variant.reference_decoder == "pil" else rerun_name(variant.reference_decoder)
 
 
 def decoder_variant(decoder: str) -> Variant:

@@ -12,8 +12,7 @@ from typing import Any
 
 from harness.compare import compare_outputs
 from harness.schema import METRIC_INFO, EngineOutput, Floor
-
-RERUN_PREFIX = "reference-"  # the reference's re-runs with other pixels or processor options
+from harness.variants import RERUN_PREFIX
 
 
 def rerun_floor_name(run: str, rerun: str) -> str:

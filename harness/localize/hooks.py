@@ -77,10 +77,10 @@ class Recorder:
         self._wrap_logits()
         patch = next((m for name, m in model.named_modules() if name.split(".")[-1] in PATCH_EMBEDS), None)
         if patch is not None:
-            self._hook(patch.register_forward_pre_hook(self._patch_input, with_kwargs=True))
+            self._hook(patch.register_forward_pre_hook(self._input_as("processor.patches"), with_kwargs=True))
         for name, module in model.named_modules():
             if name.split(".")[-1] in PROJECTORS and not any(p in name.split(".")[:-1] for p in PROJECTORS):
-                self._hook(module.register_forward_pre_hook(self._projector_input, with_kwargs=True))
+                self._hook(module.register_forward_pre_hook(self._input_as("encoder"), with_kwargs=True))
         found = decoder_layers(model, num_layers)
         if found:
             path, layers = found
@@ -168,15 +168,15 @@ class Recorder:
 
         return wrapped
 
-    def _patch_input(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        value = args[0] if args else next(iter(kwargs.values()), None)
-        if value is not None and hasattr(value, "detach"):
-            self._add("processor.patches", _array(value).reshape(-1))
+    def _input_as(self, key: str) -> Callable[..., None]:
+        """A pre-hook keeping a module's first input under `key`: flat for the processor's output (its layout
+        differs between implementations), as rows for the encoder's."""
+        def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            value = args[0] if args else next(iter(kwargs.values()), None)
+            if value is not None and hasattr(value, "detach"):
+                self._add(key, _array(value).reshape(-1) if key.startswith("processor.") else _rows(value))
 
-    def _projector_input(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        value = args[0] if args else next(iter(kwargs.values()), None)
-        if value is not None and hasattr(value, "detach"):
-            self._add("encoder", _rows(value))
+        return hook
 
     def _bound(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         return self._signatures[id(module)].bind_partial(*args, **kwargs).arguments

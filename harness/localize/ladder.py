@@ -161,6 +161,13 @@ def _align(key: str, ref: np.ndarray, eng: np.ndarray) -> tuple[np.ndarray, np.n
             f"the engine computed positions {start}-{ref.shape[axis] - 1} (the rest came from its prefix cache)")
 
 
+def _aligned(key: str, ref: np.ndarray, eng: np.ndarray, floors: Sequence[Mapping[str, np.ndarray]]
+             ) -> tuple[np.ndarray, np.ndarray, list[Mapping[str, np.ndarray]], str]:
+    """`_align` applied to the reference, and the same cut to each floor run's capture."""
+    cut, eng, note = _align(key, ref, eng)
+    return cut, eng, [{**f, key: _align(key, f[key], eng)[0]} if key in f else f for f in floors], note
+
+
 def _missing(key: str, engine: Mapping[str, np.ndarray] | None, unavailable: Mapping[str, str],
              probe_error: str | None) -> Rung | None:
     if key in unavailable:
@@ -205,8 +212,7 @@ def _captured(key: str, reference: Mapping[str, np.ndarray], engine: Mapping[str
     if key not in reference or key not in engine:
         side = "engine" if key in reference else "reference"
         return Rung(key, "unavailable", reason=f"the {side} has no such stage on this model")
-    ref, eng, note = _align(key, reference[key], engine[key])
-    floors = [{**f, key: _align(key, f[key], eng)[0]} if key in f else f for f in floors]
+    ref, eng, floors, note = _aligned(key, reference[key], engine[key], floors)
     rung = compare_tensor(key, ref, eng, floors, tol)
     rung.reason = "; ".join(x for x in (rung.reason, note) if x)
     if rung.status != "differs" or rung.where:
@@ -242,9 +248,8 @@ def _layers_rung(reference: Mapping[str, np.ndarray], engine: Mapping[str, np.nd
         return Rung("layers", "unavailable", reason="the layers' outputs were not captured on both sides")
     worst: Rung | None = None
     for key in layers:
-        ref, eng, _ = _align(key, reference[key], engine[key])
-        rung = compare_tensor(key, ref, eng, [{**f, key: _align(key, f[key], eng)[0]} if key in f else f
-                                              for f in floors], tol)
+        ref, eng, aligned, _ = _aligned(key, reference[key], engine[key], floors)
+        rung = compare_tensor(key, ref, eng, aligned, tol)
         if rung.status == "unavailable":
             return Rung("layers", "unavailable", rung.shapes, reason=rung.reason)
         index = int(key.split(".")[1])

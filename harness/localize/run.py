@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.decode.deltas import pixel_deltas
 from harness.decode.registry import decode_array
 from harness.engines.base import Capabilities, EngineSettings, Request, resolve_engine
 from harness.localize.ladder import CAPTURED, EPS, Tolerance, ladder
@@ -95,12 +96,12 @@ def pixels_rung(reference: Request, engine: Request, engine_loader: Callable[[Pa
         ref = decode_array(Path(path), reference.decoder)
         got = np.asarray(engine_loader(Path(path)).convert("RGB")) if own else decode_array(Path(path), engine.decoder)
         shapes = [list(ref.shape), list(got.shape)]
-        if ref.shape != got.shape:
-            return Rung("pixels", "differs", shapes, where=f"image {i + 1}: {got.shape} vs {ref.shape}")
-        delta = np.abs(ref.astype(np.int16) - got.astype(np.int16))
-        if int(delta.max(initial=0)) > worst:
-            worst = int(delta.max())
-            where = f"image {i + 1}: {int((delta > 0).any(-1).sum())} pixels differ, by up to {worst}"
+        found = pixel_deltas(ref, got)
+        if isinstance(found, str):  # another size: not comparable pixel by pixel
+            return Rung("pixels", "differs", shapes, where=f"image {i + 1}: {found}")
+        if found.px_max > worst:
+            worst = found.px_max
+            where = f"image {i + 1}: {found.px_frac_differ:.1%} of pixels differ, by up to {worst}"
     return Rung("pixels", "differs" if worst else "pass", shapes, float(worst), 255.0, 0.0, 0.0,
                 where=where or f"identical ({'the engine' if own else engine.decoder} vs {reference.decoder})")
 
