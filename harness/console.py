@@ -18,7 +18,7 @@ from rich.console import Console as RichConsole
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness.explain import case_lines, drift_lines, ladder_text
+from harness.explain import case_lines, drift_lines, known_text, ladder_text, run_lines
 from harness.schema import VERDICTS, CaseResult, RunResult
 
 Lines = Callable[[str], None]
@@ -90,7 +90,7 @@ class Console:
         if result.verdict == "known" and not self.verbose:
             for name, cell in result.variants.items():
                 if cell.verdict == "known":
-                    record = self.known.setdefault(_short(cell.reasons[0].removeprefix("known failure: "), 160), {})
+                    record = self.known.setdefault(_short(known_text(cell) or "", 160), {})
                     record.setdefault(result.case_id, []).append(name)
             return
         if result.verdict == "pass" and not self.verbose:
@@ -134,7 +134,7 @@ class Console:
             self.print(f"DIAGNOSIS: {line}")
         for line in regressions:
             self.print(f"REGRESSION: {line}", "bold red")
-        for warning in run.warnings:
+        for warning in run_lines(run):
             self.warn(warning)
         counts = run.counts()
         took = f" in {wall_s:.0f} s" if wall_s is not None else ""

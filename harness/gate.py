@@ -11,9 +11,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from harness.config import ceiling_key, fail, key_problem, mapping, read_yaml
 from harness.explain import case_lines, finding_text
+from harness.history import check_bands
 from harness.results import read_results
 from harness.schema import METRICS, PASSING, RunResult
 
@@ -32,10 +32,44 @@ class GateDecision:
         return LABELS[self.code]
 
 
+# A policy's fields; `metrics` bounds a metric on every variant (`name: x` from above for a lower-is-better
+# metric, `name_min: x` from below for a higher-is-better one), `required_metrics` are metric names.
+POLICY_FIELDS = ("description", "min_cases", "no_drift", "required_metrics", "metrics", "allowed_failures",
+                 "required_tags")
+BOUND_KEYS = tuple(ceiling_key(m) for m in METRICS)
+
+
 def load_gate_config(path: Path | None = None) -> dict[str, Any]:
-    text = (Path(path).read_text() if path else
-            resources.files("harness.config").joinpath("gate.yaml").read_text())
-    return yaml.safe_load(text)
+    """The packaged gate config, or the file at `path`, checked against the metrics' declaration:
+    ConfigError names the file and the key."""
+    source = Path(path) if path else resources.files("harness.config").joinpath("gate.yaml")
+    config = read_yaml(source)
+    check_gate_config(config, str(source))
+    return config
+
+
+def check_gate_config(config: Any, source: str) -> None:
+    """Every policy field, bounded metric, required metric and regression band names something known."""
+    for key in mapping(config, source, ()):
+        if key not in ("policies", "regressions"):
+            fail(source, (key,), "unknown section (known: policies, regressions)")
+    for name, policy in mapping(config.get("policies"), source, ("policies",)).items():
+        where = ("policies", name)
+        for key in mapping(policy, source, where):
+            if key not in POLICY_FIELDS:
+                fail(source, (*where, key), f"unknown policy field (known: {', '.join(POLICY_FIELDS)})")
+        for key in mapping(policy.get("metrics") or {}, source, (*where, "metrics")):
+            problem = key_problem(str(key), BOUND_KEYS)
+            if problem:
+                fail(source, (*where, "metrics", key), problem)
+        for i, metric in enumerate(policy.get("required_metrics") or []):
+            problem = key_problem(str(metric), METRICS)
+            if problem:
+                fail(source, (*where, f"required_metrics[{i}]"), problem)
+        for i, allowed in enumerate(policy.get("allowed_failures") or []):
+            if not isinstance(allowed, dict) or set(allowed) != {"case", "reason"}:
+                fail(source, (*where, f"allowed_failures[{i}]"), f"must be {{case: ..., reason: ...}}, got {allowed!r}")
+    check_bands(config.get("regressions") or {}, source)
 
 
 def decide(run: RunResult, name: str, policy: dict[str, Any]) -> GateDecision:
@@ -48,12 +82,8 @@ def decide(run: RunResult, name: str, policy: dict[str, Any]) -> GateDecision:
         return GateDecision(UNDECIDED, name, [f"{len(required)} required case results (tags: "
                                               f"{sorted(tags) or 'any'}), policy needs at least "
                                               f"{max(policy.get('min_cases', 1), 1)}"])
-    bounds = policy.get("metrics") or {}
-    # `name: x` is an upper bound, `name_min: x` a lower one, on every variant's comparison with the reference.
+    bounds = policy.get("metrics") or {}  # checked at load (`check_gate_config`), as the required metrics
     needed = list(policy.get("required_metrics") or [])
-    unknown = [m for m in [*bounds, *needed] if m.removesuffix("_min") not in METRICS]
-    if unknown:
-        return GateDecision(UNDECIDED, name, [f"policy names unknown metrics: {', '.join(unknown)}"])
     allowed = {a["case"]: a["reason"] for a in policy.get("allowed_failures") or []}
     reasons, undecided, known = [], [], []
     for case in (c for c in required if c.case_id not in allowed):

@@ -9,14 +9,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.config import fail, mapping
 from harness.results import json_safe
-from harness.schema import METRIC_INFO, PASSING, RunResult
+from harness.schema import METRIC_INFO, PASSING, RunResult, shown_in
 
-# name in the history -> (metric, how cases and variants are summarized); from the schema.
+# name in the history -> (metric, how cases and variants are summarized: their worst); from the schema.
 _SUMMARIZED = {(name if info["headline"] == "max" else f"{name}_{info['headline']}"): (name, info["headline"])
                for name, info in METRIC_INFO.items() if info["headline"]}
-HEADLINE = (*_SUMMARIZED, "throughput_tok_s")
-HEADLINE_FLOORS = ("prefill_max", "prefill_mean", "kl_mean")  # the largest floor of the run, per metric
+# Each number of a history entry with the direction that is better: the metrics', and the run's throughput.
+BETTER = {**{name: METRIC_INFO[metric]["better"] for name, (metric, _) in _SUMMARIZED.items()},
+          "throughput_tok_s": "higher"}
+HEADLINE = tuple(BETTER)
+HEADLINE_FLOORS = shown_in("floor")  # the largest floor of the run, per metric
+# A regression band's fields by direction: lower is better, a jump by more than `factor` and above `floor`;
+# higher is better, a drop by more than `drop` (absolute) or, with `max_drop`, by more than that fraction.
+BAND_FIELDS = {"lower": (("factor", "floor", "reason"), ()), "higher": (("reason",), ("drop", "max_drop"))}
 
 
 def summarize_run(run: RunResult) -> dict[str, Any]:
@@ -86,7 +93,7 @@ def regressions(previous: dict[str, Any], current: dict[str, Any], bands: dict[s
         before, now = previous["metrics"].get(metric), current["metrics"].get(metric)
         if before is None or now is None:
             continue
-        if band["direction"] == "lower":
+        if BETTER[metric] == "lower":
             if now > before * band["factor"] and now - before > band["floor"]:
                 found.append(f"{metric} {before:.3g} -> {now:.3g} (more than {band['factor']}x and "
                              f"+{band['floor']:.0e}: {band['reason']})")
@@ -97,3 +104,23 @@ def regressions(previous: dict[str, Any], current: dict[str, Any], bands: dict[s
         elif before - now > band["drop"]:
             found.append(f"{metric} {before:.3g} -> {now:.3g} (dropped more than {band['drop']}: {band['reason']})")
     return found
+
+
+def check_bands(bands: Any, source: str) -> None:
+    """Regression bands (gate.yaml `regressions:`) against the history's numbers: each names one, and has the
+    fields of its direction (which comes from the metric, never from the file)."""
+    path = ("regressions",)
+    for name, band in mapping(bands, source, path).items():
+        if name not in BETTER:
+            fail(source, (*path, name), f"unknown metric {name!r} in the history (known: {', '.join(BETTER)})")
+        required, one_of = BAND_FIELDS[BETTER[name]]
+        fields = mapping(band, source, (*path, name))
+        unknown = set(fields) - {*required, *one_of}
+        if unknown:
+            fail(source, (*path, name, sorted(unknown)[0]), f"not a field of a {BETTER[name]}-is-better band "
+                                                            f"(fields: {', '.join((*required, *one_of))})")
+        missing = [f for f in required if f not in fields]
+        if one_of and sum(f in fields for f in one_of) != 1:
+            missing.append(f"exactly one of {', '.join(one_of)}")
+        if missing:
+            fail(source, (*path, name), f"needs {' and '.join(missing)}")

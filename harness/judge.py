@@ -4,8 +4,9 @@ Each variant is compared with what its plan entry names (the reference, the
 engine's base variant, or both), repeated attempts with the first attempt,
 every comparison judged relative to the case's floor (the reference's own
 error in the variant's dtype), and the case's verdict is the worst of its
-variants'. What fails or drifts is a Finding record; text is rendered from it
-at the edges (`harness.explain`).
+variants'. What fails or drifts is a Finding record, what else the judge says
+(an engine error, a warning, what a variant was compared with) a Note record;
+text is rendered from both at the edges (`harness.explain`).
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from harness.cases import Case
 from harness.compare import compare_outputs, judge
 from harness.compare.floor import case_floors, floor_key
 from harness.compare.sensitivity import image_sensitivity
+from harness.explain import error_fields, note
 from harness.known import KnownFailure, mark_known
 from harness.ledger import REFERENCE
-from harness.schema import CaseComparison, CaseResult, EngineOutput, Finding, Floor, VariantResult, worst
+from harness.plan import RunPlan
+from harness.schema import CaseComparison, CaseResult, EngineOutput, Finding, Floor, Note, VariantResult, worst
 from harness.variants import Variant, reference_key
 
 
@@ -46,38 +49,68 @@ class CaseInputs:
 
 @dataclass
 class Judge:
-    """Everything judging needs that is fixed for the run."""
+    """Everything judging needs that is fixed for the run: the plan (thresholds, dtypes, the base variant,
+    known failures, floor runs, what the engine cannot supply) and the prompt's media tokens and texts."""
 
-    thresholds_config: dict[str, Any]
-    engine_dtype: str
-    reference_dtype: str
-    model: str
+    plan: RunPlan
     image_token: int | None
+    video_token: int | None
     token_texts: Callable[[list[EngineOutput]], dict[str, str]]  # the processor's, or a stored reference's table
-    base: str
-    unavailable: Mapping[str, str]  # output fields the engine cannot supply -> reason
-    known: Sequence[KnownFailure] = ()
-    # Engine dtype -> the floor runs (name -> overrides) measured for it (`harness.plan.floor_runs`),
-    # and why there are none (a reference engine that cannot recompute with overrides).
-    floor_runs: Mapping[str, Mapping[str, dict[str, Any]]] = dataclasses.field(default_factory=dict)
-    no_floor: str | None = None
-    video_token: int | None = None
+
+    @property
+    def thresholds_config(self) -> dict[str, Any]:
+        return self.plan.thresholds
+
+    @property
+    def engine_dtype(self) -> str:
+        return self.plan.engine.dtype
+
+    @property
+    def reference_dtype(self) -> str:
+        return self.plan.reference.dtype
+
+    @property
+    def model(self) -> str:
+        return self.plan.engine.model
+
+    @property
+    def base(self) -> str:
+        return self.plan.base
+
+    @property
+    def unavailable(self) -> Mapping[str, str]:
+        """Output fields the engine cannot supply -> reason."""
+        return self.plan.engine.capabilities.unavailable()
+
+    @property
+    def known(self) -> Sequence[KnownFailure]:
+        return self.plan.known
+
+    @property
+    def floor_runs(self) -> Mapping[str, Mapping[str, dict[str, Any]]]:
+        """Engine dtype -> the floor runs measured for it (`harness.plan.floor_runs`)."""
+        return self.plan.floors
+
+    @property
+    def no_floor(self) -> str | None:
+        """Why there are no floors (a reference engine that cannot recompute with overrides)."""
+        return self.plan.no_floor
 
     def __call__(self, got: CaseInputs, variants: Sequence[Variant]) -> CaseResult:
         """The case on every variant. The reference's other outputs (`got.extra`) are by request variant:
         `flat-grey` (the image-sensitivity check), `reference-<decoder>` (images decoded by another decoder,
         for variants that ask) and `floor-*` (the floor runs)."""
         case, reference, extra = got.case, got.reference, got.extra
-        result = case_result(case, got.prompt, "error", [], got.thumbnails)
+        result = case_result(case, got.prompt, "error", thumbnails=got.thumbnails)
         result.reference = reference
         if reference is not None and not reference.error:
-            result.checks, result.warnings = self._reference_checks(reference, extra.get("flat-grey"))
+            result.checks, result.notes = self._reference_checks(reference, extra.get("flat-grey"))
         floors = self.floors(reference, extra, got.stored_floors)
         result.floor = floors.get(self.engine_dtype)
         try:
             result.thresholds = self._thresholds(case, None).values
         except ValueError as exc:
-            result.reasons = [f"{case.source}: case {case.id!r}: field 'thresholds': {exc}"]
+            result.notes.append(note("invalid_thresholds", source=str(case.source), case=case.id, message=str(exc)))
             return result
         base_output = (got.outputs.get(self.base) or [None])[0]
         for variant in variants:
@@ -92,9 +125,8 @@ class Judge:
                                      details, got.skipped.get(self.base), _floor_of(floors, variant, self.engine_dtype))
                 result.variants[variant.name] = mark_known(case, cell, self.known)
             except Exception as exc:  # a harness bug on one variant must not end the run
-                result.variants[variant.name] = VariantResult(
-                    variant.name, "error", [f"harness error judging this variant: {type(exc).__name__}: {exc}"])
-        result.warnings += [f"{name}: {v.details['cache']}" for name, v in result.variants.items() if "cache" in v.details]
+                result.variants[variant.name] = VariantResult(variant.name, "error", notes=[
+                    note("harness_error", type=type(exc).__name__, message=str(exc))])
         ran = [n for n, v in result.variants.items() if v.verdict != "skipped"]
         result.headline = self.base if self.base in ran else (ran[0] if ran else None)
         result.verdict = worst(v.verdict for v in result.variants.values())
@@ -122,25 +154,20 @@ class Judge:
         return floors
 
     def _reference_checks(self, reference: EngineOutput,
-                          grey: EngineOutput | None) -> tuple[dict[str, Any], list[str]]:
+                          grey: EngineOutput | None) -> tuple[dict[str, Any], list[Note]]:
         """The reference against itself, and the case against a grey image: warnings, not failures."""
         limits = config.resolve_section(self.thresholds_config, "reference")
         checks: dict[str, Any] = dict(reference.diagnostics)
         warnings = []
         own = checks.get("self_consistency_max")
         if own is not None and not own <= limits["self_consistency_max"]:
-            warnings.append(f"the reference disagrees with itself: its forward pass and generate() score its greedy "
-                            f"tokens {own:.3g} apart (> {limits['self_consistency_max']:.3g}); decode diffs are not "
-                            "evidence against the engine")
+            warnings.append(note("reference_inconsistent", value=own, bound=limits["self_consistency_max"]))
         if grey is not None and not grey.error:
             found = image_sensitivity(reference, grey, (self.image_token, self.video_token))
             checks.update(image_sensitivity_max=found["after_image_max"], grey_output_changed=found["output_changed"])
             moved = found["after_image_max"]
             if not found["output_changed"] and (moved is None or moved < limits["image_sensitivity_min"]):
-                warnings.append(f"not image-sensitive: with flat grey images the reference's logprobs after the image "
-                                f"move by at most {moved if moved is None else f'{moved:.3g}'} (< "
-                                f"{limits['image_sensitivity_min']}) and its greedy output is unchanged: this case "
-                                "cannot detect an image-path bug")
+                warnings.append(note("not_image_sensitive", moved=moved, bound=limits["image_sensitivity_min"]))
         return checks, warnings
 
     def _thresholds(self, case: Case, variant: Variant | None) -> config.Thresholds:
@@ -149,37 +176,36 @@ class Judge:
         return config.resolve(self.thresholds_config, key, self.model, case.thresholds)
 
     def _variant(self, case: Case, reference: EngineOutput | None, variant: Variant, attempts: list[EngineOutput],
-                 skipped: str | None, base_output: EngineOutput | None, missing: str | None,
+                 skipped: str | None, base_output: EngineOutput | None, missing: Note | None,
                  details: dict[str, Any], base_skipped: str | None, floor: Floor | None) -> VariantResult:
         name = variant.name
         if skipped:
             return VariantResult(name, "skipped", [skipped])
-        if reference is not None and reference.variant != "reference":
-            details["reference"] = f"{reference.variant}: the reference re-run with these pixels"
+        notes = ([note("rerun_reference", reference=reference.variant)]
+                 if reference is not None and reference.variant != "reference" else [])
+        rerun = bool(notes)
         if not attempts:
-            return VariantResult(name, "error", [missing or "the engine returned no output for this variant"],
-                                 details=details)
+            return VariantResult(name, "error", details=details, notes=[*notes, missing or note("no_output")])
         first, rest = attempts[0], attempts[1:]
         failed = [a for a in attempts if a.error]
         if failed:
-            return VariantResult(name, "error", [f"engine error (attempt {a.attempt + 1}): {a.error}" for a in failed],
-                                 engine=first, attempts=rest, details=details)
+            notes += [note("engine_error", attempt=a.attempt, **error_fields(a.error or "")) for a in failed]
+            return VariantResult(name, "error", engine=first, attempts=rest, details=details, notes=notes)
         th = self._thresholds(case, variant)
         findings = [f for a in attempts for f in sane(a)]
         cmp = against_base = None
         if "reference" in variant.against:
             if reference is None or reference.error:
-                return VariantResult(name, "error", ["no reference output to compare with"], engine=first,
-                                     attempts=rest, details=details)
+                return VariantResult(name, "error", engine=first, attempts=rest, details=details,
+                                     notes=[*notes, note("no_reference_output")])
             cmp, found = self._compare(reference, first, variant, th, floor, "reference")
             findings += found
             for a in rest:
                 findings += self._compare(reference, a, variant, th, floor, "reference", a.attempt)[1]
         if "base" in variant.against and variant.name != self.base and base_skipped:
-            details["base"] = f"not compared with {self.base}: it was skipped ({base_skipped})"
-        elif "base" in variant.against and variant.name != self.base and "reference" in details:
-            details["base"] = (f"not compared with {self.base}: this variant's images decode to other pixels than "
-                               f"{self.base}'s (the reference was re-run with them)")
+            notes.append(note("base_skipped", base=self.base, reason=base_skipped))
+        elif "base" in variant.against and variant.name != self.base and rerun:
+            notes.append(note("base_other_pixels", base=self.base))
         elif "base" in variant.against and variant.name != self.base:
             if base_output is None or base_output.error:
                 findings.append(Finding("base_output", "fail", rule="structural", against="base",
@@ -193,12 +219,11 @@ class Judge:
             findings.append(Finding("warmup_rejected", "fail", rule="structural", detail=(
                 "the over-long request sent first was accepted: the engine did not enforce its maximum length")))
         if variant.expect.get("cache_hit") and not any(a.diagnostics.get("cached_tokens") for a in attempts):
-            details["cache"] = ("no prompt token came from the engine's prefix cache: the path was not exercised "
-                                "on this case")
+            notes.append(note("cache_not_hit"))
         verdict = "fail" if any(f.level == "fail" for f in findings) else "pass"
         if verdict == "fail" and variant.request.get("prompt_form") == "native":
-            details["stage"] = native_stage(cmp or against_base)
-        return VariantResult(name, verdict, [], cmp, against_base, first, rest, details, findings)
+            notes.append(note("native_stage", stage=native_stage(cmp or against_base)))
+        return VariantResult(name, verdict, [], cmp, against_base, first, rest, details, findings, notes=notes)
 
     def _compare(self, expected: EngineOutput, actual: EngineOutput, variant: Variant, th: config.Thresholds,
                  floor: Floor | None, against: str, attempt: int = 0,
@@ -208,13 +233,13 @@ class Judge:
 
 
 def native_stage(cmp: CaseComparison | None) -> str:
-    """Where a native-form disagreement starts: the engine's template (ids) or its image decoding (pixels)."""
+    """Where a native-form disagreement starts: the engine's "template" (ids differ), its image "decoding"
+    (ids agree, logprobs at image positions differ), or "after_rendering"."""
     if cmp is not None and cmp.prompt_ids_match is False:
-        return ("prompt token ids differ: the engine's own chat template (or tokenizer) renders the prompt "
-                "differently from the reference's")
+        return "template"
     if cmp is not None and cmp.image_positions:
-        return "prompt token ids agree but logprobs differ: the engine's own image decoding (pixels) or what follows it"
-    return "prompt token ids agree; the difference is after rendering"
+        return "decoding"
+    return "after_rendering"
 
 
 def sane(output: EngineOutput) -> list[Finding]:
@@ -239,9 +264,9 @@ def _floor_of(floors: Mapping[str, Floor], variant: Variant, engine_dtype: str) 
     return floors.get(floor_key(dtype, reference_key(variant))) or floors.get(floor_key(dtype))
 
 
-def case_result(case: Case, prompt_text: str, verdict: str, reasons: list[str],
+def case_result(case: Case, prompt_text: str, verdict: str, notes: list[Note] | None = None,
                 thumbnails: list[str] | None = None) -> CaseResult:
-    return CaseResult(case_id=case.id, verdict=verdict, reasons=reasons, source=str(case.source),
+    return CaseResult(case_id=case.id, verdict=verdict, notes=list(notes or []), source=str(case.source),
                       tags=list(case.tags), images=[str(p) for p in case.images],
                       videos=[str(frames[0].parent) for frames in case.videos], messages=list(case.messages),
                       prompt_text=prompt_text, thumbnails=list(thumbnails or []))

@@ -4,11 +4,13 @@ An entry in `harness/config/known_failures.yaml` names the model, engine, engine
 and the condition a real engine bug shows under: case ids, variants, and image facts (an alpha
 channel, a JPEG subsampling: `harness.decode.facts.ImageFacts`), and the metrics it makes fail. A
 variant that fails only on those metrics, under that condition, is `known`, with the entry's reason
-and reproduction in its reasons. Matching reads the variant's findings (records), never its text.
+and reproduction as a note; a variant that errors only with the engine errors an entry names is too.
+Matching reads the variant's findings and error notes (records), never text.
 """
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,7 +22,27 @@ import yaml
 
 from harness.cases import Case
 from harness.decode.facts import ImageFacts, image_facts
-from harness.schema import VariantResult
+from harness.explain import error_notes, note
+from harness.schema import Note, VariantResult
+
+# The notes an engine's failure leaves on a variant (`harness.explain.NOTES`): the only errors an entry can
+# cover (a harness error, or a reference that never came, is never an engine bug on record).
+ENGINE_ERRORS = ("engine_error", "engine_failed")
+
+
+@dataclass(frozen=True)
+class ErrorPattern:
+    """An engine error an entry covers: the exception's type (exact), a regular expression searched in
+    its message, or both."""
+
+    type: str | None = None
+    message: str | None = None
+
+    def matches(self, record: Note) -> bool:
+        if record.kind not in ENGINE_ERRORS:
+            return False
+        return ((self.type is None or record.data.get("type") == self.type)
+                and (self.message is None or re.search(self.message, record.data.get("message") or "") is not None))
 
 
 @dataclass(frozen=True)
@@ -31,7 +53,7 @@ class KnownFailure:
     variants: tuple[str, ...] | str
     metrics: tuple[str, ...] | str
     images: dict[str, Any] = field(default_factory=dict)  # image facts one of the case's images must have
-    errors: tuple[str, ...] = ()  # an engine error whose every reason names one of these is this bug too
+    errors: tuple[ErrorPattern, ...] = ()  # an error cell whose every error matches one of these is this bug too
 
     def applies_to(self, case: Case, variant: str) -> bool:
         """The entry's condition holds for this case on this variant."""
@@ -46,7 +68,8 @@ class KnownFailure:
         if not self.applies_to(case, variant.variant):
             return False
         if variant.verdict == "error":
-            return bool(self.errors) and all(any(e in r for e in self.errors) for r in variant.reasons)
+            found = error_notes(variant.notes)
+            return bool(self.errors and found) and all(any(p.matches(n) for p in self.errors) for n in found)
         return variant.verdict == "fail" and all(listed(self.metrics, f.metric) for f in variant.failing)
 
 
@@ -81,21 +104,34 @@ def _entry(e: dict[str, Any]) -> KnownFailure:
     def ids(value: Any) -> tuple[str, ...] | str:
         return "*" if value in (None, "*") else tuple(value)
 
+    where = f"known_failures.yaml: entry {e.get('reason', '')[:40]!r}"
     unknown = set(e.get("images") or {}) - set(ImageFacts.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"known_failures.yaml: entry {e.get('reason', '')[:40]!r}: field 'images': unknown image "
-                         f"facts {', '.join(sorted(unknown))} (known: {', '.join(ImageFacts.__dataclass_fields__)})")
+        raise ValueError(f"{where}: field 'images': unknown image facts {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(ImageFacts.__dataclass_fields__)})")
     return KnownFailure(" ".join(e["reason"].split()), e.get("reproduction", ""), ids(e.get("cases")),
                         ids(e.get("variants")), ids(e.get("metrics")), dict(e.get("images") or {}),
-                        tuple(e.get("errors") or ()))
+                        tuple(_error_pattern(p, f"{where}: field 'errors[{i}]'")
+                              for i, p in enumerate(e.get("errors") or ())))
+
+
+def _error_pattern(spec: Any, where: str) -> ErrorPattern:
+    """`{type: <exception type>, message: <regular expression>}`, either or both."""
+    if not isinstance(spec, dict) or not spec or set(spec) - {"type", "message"}:
+        raise ValueError(f"{where}: expected a mapping of type (the exception's type) and/or message (a regular "
+                         f"expression searched in its message), got {spec!r}")
+    try:
+        re.compile(spec.get("message") or "")
+    except re.error as exc:
+        raise ValueError(f"{where}: field 'message': not a regular expression: {exc}") from exc
+    return ErrorPattern(spec.get("type"), spec.get("message"))
 
 
 def mark_known(case: Case, variant: VariantResult, known: Sequence[KnownFailure]) -> VariantResult:
-    """`known` with the entry's reason when an entry covers the failure; otherwise unchanged."""
+    """`known` with the entry's record when an entry covers the failure; otherwise unchanged."""
     for entry in known:
         if entry.covers(case, variant):
             variant.verdict = "known"
-            where = f" (reproduction: {entry.reproduction})" if entry.reproduction else ""
-            variant.reasons = [f"known failure: {entry.reason}{where}", *variant.reasons]
+            variant.notes.insert(0, note("known_failure", reason=entry.reason, reproduction=entry.reproduction))
             break
     return variant

@@ -2,8 +2,8 @@
 
 A pure state machine over the outputs of the run's streams (the reference and each engine group),
 tested in-process with synthetic outputs. Every case closes exactly once: when its last expected
-output arrives, when the streams that owed it outputs end without them (the reason is kept per
-variant), or when its reference fails (no comparison can be made, so nothing else is waited for).
+output arrives, when the streams that owed it outputs end without them (the reason, a note, is kept
+per variant), or when its reference fails (no comparison can be made, so nothing else is waited for).
 An output nobody asked for, or one for a case already closed, is noted and ignored.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from harness.schema import EngineOutput
+from harness.schema import EngineOutput, Note
 
 REFERENCE = "reference"  # the reference's stream; engine groups are named by their index
 Key = tuple[str, int]  # (request variant, attempt): one output a case waits for
@@ -26,8 +26,8 @@ class CaseEntry:
     reference: EngineOutput | None = None
     extra: dict[str, EngineOutput] = field(default_factory=dict)  # the reference's other request variants
     outputs: dict[str, list[EngineOutput]] = field(default_factory=dict)  # engine outputs by variant, in order
-    missing: dict[str, str] = field(default_factory=dict)  # variant -> why its outputs will not come
-    closed: str | None = None  # "complete", or why what was missing will never come
+    missing: dict[str, Note] = field(default_factory=dict)  # variant (or REFERENCE) -> why it will not come
+    closed: str | None = None  # "complete", "incomplete" (`missing` says why) or "reference failed"
 
 
 class CaseLedger:
@@ -66,7 +66,7 @@ class CaseLedger:
             entry.extra[output.variant] = output
         return self._close_if_done([entry.case_id])
 
-    def stream_ended(self, source: str, reason: str) -> list[str]:
+    def stream_ended(self, source: str, reason: Note) -> list[str]:
         """`source` will send nothing more: what it still owed will never come, for `reason`. A case whose
         reference never came closes at once: nothing can be compared with it."""
         closed, touched = [], []
@@ -77,12 +77,13 @@ class CaseLedger:
                 if source != REFERENCE:
                     entry.missing.setdefault(key[0], reason)
             if (REFERENCE, 0) in owed and source == REFERENCE:
-                closed += self._close(entry, reason)
+                entry.missing[REFERENCE] = reason
+                closed += self._close(entry, "reference failed")
             elif owed:
                 touched.append(entry.case_id)
-        return closed + self._close_if_done(touched, reason)
+        return closed + self._close_if_done(touched)
 
-    def withdraw(self, case_ids: Iterable[str], source: str, reason: str) -> list[str]:
+    def withdraw(self, case_ids: Iterable[str], source: str, reason: Note) -> list[str]:
         """The case's requests to `source` are not sent after all (its reference failed first)."""
         closed = []
         for case_id in case_ids:
@@ -90,7 +91,7 @@ class CaseLedger:
             for key in [k for k, owner in entry.waiting.items() if owner == source]:
                 del entry.waiting[key]
                 entry.missing.setdefault(key[0], reason)
-            closed += self._close_if_done([case_id], reason)
+            closed += self._close_if_done([case_id])
         return closed
 
     def entry(self, case_id: str) -> CaseEntry:
@@ -102,12 +103,12 @@ class CaseLedger:
     def open_cases(self) -> list[str]:
         return [case_id for case_id, e in self.entries.items() if e.closed is None]
 
-    def _close_if_done(self, case_ids: Iterable[str], reason: str = "complete") -> list[str]:
+    def _close_if_done(self, case_ids: Iterable[str]) -> list[str]:
         closed = []
         for case_id in case_ids:
             entry = self.entries[case_id]
             if entry.closed is None and not entry.waiting:
-                closed += self._close(entry, "complete" if not entry.missing else reason)
+                closed += self._close(entry, "complete" if not entry.missing else "incomplete")
         return closed
 
     @staticmethod

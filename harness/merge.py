@@ -51,7 +51,7 @@ def merge_runs(paths: Sequence[Path]) -> RunResult:
     for _, run in sorted(runs, key=lambda r: r[1].provenance.shard[0]):  # type: ignore[index]
         merged.cases += run.cases
         merged.skipped.update(run.skipped)
-        merged.warnings += [w for w in run.warnings if w not in merged.warnings]
+        merged.notes += [n for n in run.notes if n not in merged.notes]
     errors = [f"shard {r.provenance.shard[0]}: {r.error}" for _, r in runs if r.error]  # type: ignore[index]
     merged.error = "; ".join(errors) or None
     merged.status = "complete" if all(r.status == "complete" for _, r in runs) else "failed"

@@ -15,21 +15,61 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from harness.cases import Case, CaseProblem, LoadedCases
+from harness import config
+from harness.cases import Case, CaseProblem, LoadedCases, load_cases
 from harness.compare.floor import rerun_floor_name
 from harness.decode import same_pixels
-from harness.engines.base import Capabilities, EngineSettings, Request
+from harness.engines.base import Capabilities, Engine, EngineSettings, Request, resolve_engine
+from harness.engines.features import REQUEST_FIELDS, declared_fields
+from harness.known import KnownFailure, load_known
 from harness.ledger import REFERENCE, Key
+from harness.models import DEFAULT_MODEL, processor_options, resolve_model, video_options, video_token_id
 from harness.options import RunConfig
-from harness.variants import DECODER_PREFIX, Variant, VariantSet, reference_key, rerun_name
+from harness.variants import DECODER_PREFIX, Variant, VariantSet, load_variants, reference_key, rerun_name
 
 FLOOR_PREFIX = "floor-"  # request variants of the reference that measure a floor
-# Request fields an engine must declare it honours (`Capabilities.request_fields`), with their plain values.
-REQUEST_EXTRAS = {"mm_kwargs": {}, "prompt_logprobs": True, "warmup": None}
 OPTIONS = "options"  # the reference re-run with the model's per-request processor options (`reference-options`)
 # Engine-neutral features whose value is chosen from the reference's outputs (a prefill chunk size
 # from the image spans): a group with one starts only once the reference has finished.
 NEEDS_REFERENCE = ("prefill_chunk_tokens",)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the run, resolved once: the adapter, the checkpoint as asked (`model_name`: a built-in
+    name or a path) and as loaded (`model`), the dtype and the device, and what the adapter can do with it."""
+
+    engine: str
+    adapter: type[Engine]
+    model_name: str
+    model: str
+    dtype: str
+    device: str
+    capabilities: Capabilities
+
+    def settings(self, top_k: int, **changes: Any) -> EngineSettings:
+        return EngineSettings(self.model, self.dtype, self.device, top_k, **changes)
+
+
+def resolve_side(engine: str, model_name: str, model: str, dtype: str, device: str) -> Side:
+    adapter = resolve_engine(engine)
+    return Side(engine, adapter, model_name, model, dtype, device, adapter.capabilities_for(model))
+
+
+def model_side(engine: str, model: str | None, dtype: str, device: str) -> Side:
+    """A side serving `model` (a built-in name, a folder, a hub id; None: the default model)."""
+    return resolve_side(engine, model or DEFAULT_MODEL, resolve_model(model), dtype, device)
+
+
+def resolve_sides(cfg: RunConfig) -> tuple[Side, Side]:
+    """The engine under test and the reference, every default applied here and nowhere else: the reference
+    serves `--model` unless `--reference-model` names another, in the engine's dtype and on its device
+    unless told otherwise."""
+    engine = model_side(cfg.engine, cfg.model, cfg.dtype, cfg.device)
+    dtype, device = cfg.reference_dtype or cfg.dtype, cfg.reference_device or cfg.device
+    reference = (model_side(cfg.reference_engine, cfg.reference_model, dtype, device) if cfg.reference_model else
+                 resolve_side(cfg.reference_engine, engine.model_name, engine.model, dtype, device))
+    return engine, reference
 
 
 @dataclass
@@ -39,6 +79,7 @@ class CaseSelection:
     cases: list[Case]
     errors: dict[str, list[str]] = field(default_factory=dict)  # case id (or <file>) -> why it is an error
     sources: dict[str, str] = field(default_factory=dict)  # the file an erroring case came from
+    skipped: dict[str, str] = field(default_factory=dict)  # case id -> why the model cannot run it (its media)
     partial: bool = False  # a subset of the suite (--case, pytest -k): no baseline for the nightly history
     plan_cases: list[str] = field(default_factory=list)  # every shard's cases together (they must agree to merge)
 
@@ -56,16 +97,88 @@ class EngineGroup:
 
 @dataclass
 class RunPlan:
-    cases: list[Case]
-    variants: list[Variant]
-    base: str
-    skipped: dict[str, str]  # variant -> why the engine or this machine cannot run it
+    """The fully resolved run, built once by `make_plan` and shared by every front end: both sides, the
+    thresholds and known failures in force, the cases and variants with what does not apply and why,
+    the floors; and, once the prompts are known (`dispatch`), what the reference and each engine group
+    are asked."""
+
+    cfg: RunConfig
+    engine: Side
+    reference: Side
+    thresholds: dict[str, Any]
+    known: list[KnownFailure]
+    selection: CaseSelection
+    variant_set: VariantSet
+    paths: Paths
     case_skips: dict[str, dict[str, str]]  # case -> variant -> why the variant does not apply to it
-    reference_requests: list[Request]
-    groups: list[EngineGroup]
-    floors: dict[str, dict[str, dict[str, Any]]]  # engine dtype -> floor run name -> the reference's overrides
-    no_floor: str | None  # why the reference cannot measure floors
-    paths: Paths | None = None
+    overlap: bool  # whether the reference and the engine groups may run at once
+    reference_requests: list[Request] = field(default_factory=list)
+    groups: list[EngineGroup] = field(default_factory=list)
+
+    @property
+    def cases(self) -> list[Case]:
+        return self.selection.cases
+
+    @property
+    def variants(self) -> list[Variant]:
+        return self.paths.variants
+
+    @property
+    def base(self) -> str:
+        return self.paths.base
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Variant -> why the engine or this machine cannot run it."""
+        return self.paths.skipped
+
+    @property
+    def floors(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Engine dtype -> floor run name -> the reference's overrides."""
+        return self.paths.floors
+
+    @property
+    def no_floor(self) -> str | None:
+        """Why the reference cannot measure floors."""
+        return self.paths.no_floor
+
+    def engine_settings(self, chat_template: str | None = None) -> EngineSettings:
+        """The settings every engine group starts from (a variant's own settings go over them)."""
+        cfg = self.cfg
+        features, _ = base_features(self.variant_set.engine, self.engine.capabilities)
+        return self.engine.settings(cfg.top_k, features=features, options=cfg.engine_options,
+                                    url=cfg.engine_url, chat_template=chat_template)
+
+    def reference_settings(self) -> EngineSettings:
+        return self.reference.settings(self.cfg.top_k)
+
+    def narrow(self, cases: set[str], variants: Sequence[str]) -> RunPlan:
+        """The plan for a subset of its cases and variants (what `pytest -k` selected), resolved as before:
+        the floors and reference re-runs follow the variants kept."""
+        kept = self.selection
+        selection = replace(kept, cases=[c for c in kept.cases if c.id in cases],
+                            errors={k: v for k, v in kept.errors.items() if k in cases},
+                            skipped={k: v for k, v in kept.skipped.items() if k in cases},
+                            partial=kept.partial or not set(kept.plan_cases) | set(kept.errors) <= cases,
+                            plan_cases=sorted(set(kept.plan_cases) & cases))
+        cfg = replace(self.cfg, variants=list(variants), decode_effect=None, only=set(cases))
+        paths = plan_paths(cfg, self.variant_set, self.engine.capabilities, self.reference,
+                           self.paths.floor_recipe, self.paths.mm_options, self.paths.video_options)
+        return replace(self, cfg=cfg, selection=selection, paths=paths,
+                       case_skips=case_skips(paths, selection.cases))
+
+    def dispatch(self, prompts: Mapping[str, str], stored: Sequence[str], chat_template: str | None) -> RunPlan:
+        """The plan with its requests: the reference computes every case whose reference is not `stored`
+        (recorded outputs and floors), each engine group every case the group's variants apply to."""
+        cases = [c for c in self.cases if c.id in prompts]
+        live = [c for c in cases if c.id not in set(stored)]
+        paths = self.paths
+        runs = {} if paths.no_floor else {n: o for per_dtype in paths.floors.values() for n, o in per_dtype.items()}
+        requests = reference_requests(live, prompts, paths.decoders, self.reference.capabilities, runs,
+                                      paths.mm_options, paths.video_options)
+        groups = engine_groups(paths, cases, prompts, self.engine_settings(chat_template), self.cfg.decoder)
+        return replace(self, selection=replace(self.selection, cases=cases), reference_requests=requests,
+                       groups=groups, case_skips={c.id: self.case_skips[c.id] for c in cases})
 
     def expected(self) -> dict[str, dict[Key, str]]:
         """Case -> each output it waits for -> the stream that owes it (the reference or a group index)."""
@@ -107,6 +220,13 @@ def select_cases(cfg: RunConfig, loaded: LoadedCases) -> CaseSelection:
     return selection
 
 
+def without_media(selection: CaseSelection, takes_video: bool) -> CaseSelection:
+    """The selection less the cases whose media the model does not take (skipped, with the reason)."""
+    skipped = {c.id: reason for c in selection.cases if (reason := media_skip_reason(c, takes_video))}
+    return replace(selection, cases=[c for c in selection.cases if c.id not in skipped],
+                   skipped={**selection.skipped, **skipped})
+
+
 def select_variants(cfg: RunConfig, variant_set: VariantSet) -> list[Variant]:
     """The variants the run asked for (`--variants`, plus `--decode-effect`'s), base first."""
     names = list(cfg.variants or [cfg.profile]) + ([DECODER_PREFIX + cfg.decode_effect] if cfg.decode_effect else [])
@@ -118,23 +238,28 @@ def engine_skip_reason(variant: Variant, capabilities: Capabilities, engine: str
     needed = variant.requires.get("device")
     if needed and not device.startswith(needed):
         return f"needs a {needed} device; this run's engine device is {device}"
-    request = variant.request
-    form = request.get("prompt_form", "rendered")
-    if form not in capabilities.prompt_forms:
-        return f"engine {engine!r} does not accept the {form!r} prompt form"
-    image_input = request.get("image_input", "pixels")
-    if image_input not in capabilities.image_inputs:
-        return f"engine {engine!r} does not accept images as {image_input}"
-    if request.get("sampling") and not capabilities.sampling:
+    request = {name: spec.default for name, spec in REQUEST_FIELDS.items()} | variant.request
+    if request["prompt_form"] not in capabilities.prompt_forms:
+        return f"engine {engine!r} does not accept the {request['prompt_form']!r} prompt form"
+    if request["image_input"] not in capabilities.image_inputs:
+        return f"engine {engine!r} does not accept images as {request['image_input']}"
+    if request["sampling"] and not capabilities.sampling:
         return f"engine {engine!r} does not sample"
-    special = sorted(k for k, v in request.items() if k in REQUEST_EXTRAS and v != REQUEST_EXTRAS[k])
-    unsupported = [k for k in special if k not in capabilities.request_fields]
+    unsupported = [k for k in declared_fields(variant.request) if k not in capabilities.request_fields]
     if unsupported:
         return f"engine {engine!r} does not take per-request {', '.join(unsupported)}"
     missing = sorted(set(variant.features) - capabilities.features)
     if missing:
         return f"engine {engine!r} does not support {', '.join(missing)}"
     return None
+
+
+def base_features(features: Mapping[str, Any], capabilities: Capabilities) -> tuple[dict[str, Any], list[str]]:
+    """The top-level `engine:` features of variants.yaml this engine takes, and those it does not, which the
+    run notes once (`unsupported_base_features`): it starts with its own default for them (they tune every
+    path; skipping every variant for one would run nothing)."""
+    missing = sorted(set(features) - capabilities.features)
+    return {k: v for k, v in features.items() if k not in missing}, missing
 
 
 def media_skip_reason(case: Case, takes_video: bool) -> str | None:
@@ -253,12 +378,24 @@ def reference_requests(cases: Sequence[Case], prompts: Mapping[str, str], decode
     return requests + reruns
 
 
+def case_skips(paths: Paths, cases: Sequence[Case]) -> dict[str, dict[str, str]]:
+    """Per case, the variants that do not apply to it, with the reason (the engine's skips included)."""
+    skips: dict[str, dict[str, str]] = {c.id: dict(paths.skipped) for c in cases}
+    for variant in paths.variants:
+        if variant.name in paths.skipped:
+            continue
+        for case in cases:
+            reason = case_skip_reason(variant, case, paths.mm_options, paths.engine_video)
+            if reason:
+                skips[case.id][variant.name] = reason
+    return skips
+
+
 def engine_groups(paths: Paths, cases: Sequence[Case], prompts: Mapping[str, str], base_settings: EngineSettings,
-                  decoder: str) -> tuple[list[EngineGroup], dict[str, dict[str, str]]]:
-    """Requests grouped by effective engine settings, the base variant's group first; and, per case, the
-    variants that do not apply to it with the reason."""
+                  decoder: str) -> list[EngineGroup]:
+    """Requests grouped by effective engine settings, the base variant's group first."""
     groups: dict[str, EngineGroup] = {}
-    case_skips: dict[str, dict[str, str]] = {c.id: dict(paths.skipped) for c in cases}
+    skips = case_skips(paths, cases)
     for variant in paths.variants:
         if variant.name in paths.skipped:
             continue
@@ -266,15 +403,9 @@ def engine_groups(paths: Paths, cases: Sequence[Case], prompts: Mapping[str, str
         group = groups.setdefault(settings_key(settings), EngineGroup(
             settings, [], needs_reference=any(f in settings.features for f in NEEDS_REFERENCE)))
         group.variants.append(variant.name)
-        for case in cases:
-            reason = case_skip_reason(variant, case, paths.mm_options, paths.engine_video)
-            if reason:
-                case_skips[case.id][variant.name] = reason
-                continue
-            group.requests.append(build_request(variant, case, prompts.get(case.id, ""), decoder, paths.mm_options,
-                                                paths.video_options))
-    ordered = sorted((g for g in groups.values() if g.requests), key=lambda g: paths.base not in g.variants)
-    return ordered, case_skips
+        group.requests += [build_request(variant, case, prompts.get(case.id, ""), decoder, paths.mm_options,
+                                         paths.video_options) for case in cases if variant.name not in skips[case.id]]
+    return sorted((g for g in groups.values() if g.requests), key=lambda g: paths.base not in g.variants)
 
 
 @dataclass
@@ -287,36 +418,41 @@ class Paths:
     decoders: list[str]  # the reference's re-runs some variant is compared with (other decoders, `options`)
     floors: dict[str, dict[str, dict[str, Any]]]
     no_floor: str | None
+    floor_recipe: dict[str, Any] = field(default_factory=dict)  # thresholds.yaml's `floor:` section
     mm_options: dict[str, Any] | None = None  # the model's per-request processor options (harness.models)
     video_options: dict[str, Any] = field(default_factory=dict)  # what a request with a video pins
     engine_video: bool = False  # whether the engine's adapter takes video frames
 
 
-def plan_paths(cfg: RunConfig, variant_set: VariantSet, capabilities: Capabilities,
-               reference_capabilities: Capabilities, floor_recipe: Mapping[str, Any],
-               mm_options: Mapping[str, Any] | None = None, video_options: Mapping[str, Any] | None = None) -> Paths:
+def plan_paths(cfg: RunConfig, variant_set: VariantSet, capabilities: Capabilities, reference: Side,
+               floor_recipe: Mapping[str, Any], mm_options: Mapping[str, Any] | None = None,
+               video_options: Mapping[str, Any] | None = None) -> Paths:
     variants = select_variants(cfg, variant_set)
     skipped = {v.name: reason for v in variants
                if (reason := engine_skip_reason(v, capabilities, cfg.engine, cfg.device))}
     dtypes = {v.dtype or cfg.dtype for v in variants if v.name not in skipped} or {cfg.dtype}
-    floors, no_floor = plan_floors(dtypes, cfg.reference_dtype or cfg.dtype, floor_recipe, reference_capabilities,
-                                   cfg.reference_engine)
+    floors, no_floor = plan_floors(dtypes, reference.dtype, floor_recipe, reference.capabilities, reference.engine)
     return Paths(variants, variant_set.base, skipped, reference_decoders(variants, mm_options), floors, no_floor,
-                 dict(mm_options) if mm_options else None, dict(video_options or {}),
+                 dict(floor_recipe), dict(mm_options) if mm_options else None, dict(video_options or {}),
                  "videos" in capabilities.request_fields)
 
 
-def make_plan(cfg: RunConfig, cases: Sequence[Case], paths: Paths, reference_capabilities: Capabilities,
-              base_settings: EngineSettings, prompts: Mapping[str, str], stored: Sequence[str]) -> RunPlan:
-    """The whole plan of a run. `stored` are the cases whose reference outputs (and floors) are recorded:
-    the reference computes only the others."""
-    live = [c for c in cases if c.id not in set(stored)]
-    runs = {} if paths.no_floor else {n: o for per_dtype in paths.floors.values() for n, o in per_dtype.items()}
-    requests = reference_requests(live, prompts, paths.decoders, reference_capabilities, runs, paths.mm_options,
-                                  paths.video_options)
-    groups, case_skips = engine_groups(paths, cases, prompts, base_settings, cfg.decoder)
-    return RunPlan(list(cases), paths.variants, paths.base, dict(paths.skipped), case_skips, requests, groups,
-                   paths.floors, paths.no_floor, paths)
+def make_plan(cfg: RunConfig, loaded: LoadedCases | None = None) -> RunPlan:
+    """The whole run resolved from its config: both sides, thresholds, known failures, the selected cases
+    (`loaded`, else read from `cfg.cases`), the variants and what does not apply. The requests follow
+    from the prompts (`RunPlan.dispatch`)."""
+    engine, reference = resolve_sides(cfg)
+    thresholds = config.load_config(cfg.thresholds_file)
+    variant_set = load_variants(cfg.variants_files)
+    mm_options, videos = processor_options(engine.model), video_options(engine.model)
+    paths = plan_paths(cfg, variant_set, engine.capabilities, reference,
+                       config.resolve_section(thresholds, "floor").values, mm_options, videos)
+    selection = without_media(select_cases(cfg, loaded if loaded is not None else load_cases(cfg.cases)),
+                              video_token_id(reference.model) is not None)
+    known = load_known(engine.model_name, engine.model, engine.engine, engine.adapter.version(), engine.device)
+    overlap = cfg.overlap == "on" if cfg.overlap != "auto" else {engine.device, reference.device} == {"cpu"}
+    return RunPlan(cfg, engine, reference, thresholds, known, selection, variant_set, paths,
+                   case_skips(paths, selection.cases), overlap)
 
 
 @dataclass(frozen=True)
@@ -332,8 +468,7 @@ class Probe:
     reference: list[Request]
 
 
-def plan_probes(plan: RunPlan, which: Mapping[str, str], prompts: Mapping[str, str],
-                reference_capabilities: Capabilities, engine_dtype: str) -> list[Probe]:
+def plan_probes(plan: RunPlan, which: Mapping[str, str], prompts: Mapping[str, str]) -> list[Probe]:
     """The probes for `which` (case id -> the variant to localize): one request each, prefill only, with the
     variant's own warm-up and repeats (the engine captures the last submission: a cache path is taken)."""
     variants = {v.name: v for v in plan.variants}
@@ -343,14 +478,14 @@ def plan_probes(plan: RunPlan, which: Mapping[str, str], prompts: Mapping[str, s
         variant, case = variants.get(name), cases.get(case_id)
         found = [(g, r) for g in plan.groups if name in g.variants for r in g.requests
                  if r.case_id == case_id and r.variant == name]
-        if variant is None or case is None or not found or plan.paths is None:
+        if variant is None or case is None or not found:
             continue
         group, request = found[0]
         features = {k: v for k, v in group.settings.features.items() if k != "compiled"}
-        runs = {} if plan.no_floor else plan.floors.get(variant.dtype or engine_dtype, {})
+        runs = {} if plan.no_floor else plan.floors.get(variant.dtype or plan.engine.dtype, {})
         paths = plan.paths
-        planned = reference_requests([case], prompts, paths.decoders, reference_capabilities, runs, paths.mm_options,
-                                     paths.video_options)
+        planned = reference_requests([case], prompts, paths.decoders, plan.reference.capabilities, runs,
+                                     paths.mm_options, paths.video_options)
         # The re-run the variant is compared with, where the case has one (a decoder whose pixels are PIL's
         # has none: the variant is compared with the reference itself).
         key = reference_key(variant)

@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import pytest
 
-from harness import config
-from harness.cases import Case, load_cases
-from harness.engines import resolve_engine
-from harness.known import KnownFailure, load_known
-from harness.models import DEFAULT_MODEL, resolve_model
+from harness.cases import Case
+from harness.known import KnownFailure
 from harness.options import add_options, run_config
 from harness.outcome import conclude
-from harness.plan import plan_paths, problem_id, select_cases
+from harness.plan import RunPlan, make_plan
 from harness.report import publish
 from harness.report.summary import write_step_summary
-from harness.runner import RunConfig, execute
+from harness.runner import execute
 from harness.schema import CaseResult, RunResult, VariantResult
-from harness.variants import load_variants
 
+_PLAN = pytest.StashKey[RunPlan]()
 _SELECTED = pytest.StashKey[set]()
 PREFIX = "parity-"
 
@@ -35,9 +32,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser.getgroup("vlm-parity").addoption, PREFIX, front="pytest")
 
 
-def _config(config: pytest.Config, **fixed: object) -> RunConfig:
-    dest = PREFIX.replace("-", "_")
-    return run_config(lambda name: config.getoption(dest + name), config.rootpath, front="pytest", **fixed)
+def session_plan(config: pytest.Config) -> RunPlan:
+    """The session's one plan, made at the first use: test ids, skips and known failures come from it, and
+    the run executes it (narrowed to what pytest selected)."""
+    if _PLAN not in config.stash:
+        dest = PREFIX.replace("-", "_")
+        config.stash[_PLAN] = make_plan(run_config(lambda name: config.getoption(dest + name), config.rootpath,
+                                                   front="pytest"))
+    return config.stash[_PLAN]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -46,23 +48,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     show up."""
     if "parity_case" not in metafunc.fixturenames:
         return
-    cfg = _config(metafunc.config)
-    model = resolve_model(cfg.model)
-    engine = resolve_engine(cfg.engine)
-    paths = plan_paths(cfg, load_variants(cfg.variants_files), engine.capabilities_for(model),
-                       resolve_engine(cfg.reference_engine).capabilities,
-                       config.resolve_section(config.load_config(cfg.thresholds_file), "floor").values)
-    known = load_known(cfg.model or DEFAULT_MODEL, model, cfg.engine, engine.version(), cfg.device)
-    loaded = load_cases(cfg.cases)
-    selection = select_cases(cfg, loaded)
+    plan = session_plan(metafunc.config)
     params = []
-    for variant in paths.variants:
-        skip = paths.skipped.get(variant.name)
+    for variant in plan.variants:
+        skip = plan.skipped.get(variant.name)
         marks = [pytest.mark.skip(reason=f"variant {variant.name}: {skip}")] if skip else []
         params += [pytest.param(c.id, variant.name, id=f"{c.id}-{variant.name}",
-                                marks=marks + _known(known, c, variant.name)) for c in selection.cases]
-    params += [pytest.param(case_id, paths.base, id=case_id) for case_id in dict.fromkeys(
-        problem_id(p) for p in loaded.problems)]
+                                marks=marks + _known(plan.known, c, variant.name)) for c in plan.cases]
+    params += [pytest.param(case_id, plan.base, id=case_id) for case_id in plan.selection.errors]
+    params += [pytest.param(case_id, plan.base, id=case_id, marks=pytest.mark.skip(reason=reason))
+               for case_id, reason in plan.selection.skipped.items()]
     metafunc.parametrize(("parity_case", "parity_variant"), params)
 
 
@@ -84,12 +79,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def parity_run(request: pytest.FixtureRequest) -> RunResult:
     """The whole run, executed once for the selected cases and variants."""
     selected = request.config.stash[_SELECTED]
-    variants = sorted({v for _, v in selected})
-    cfg = _config(request.config, only={c for c, _ in selected}, decode_effect=None)  # already among the selected
-    cfg.variants = variants or cfg.variants
+    plan = session_plan(request.config)
+    plan = plan.narrow({c for c, _ in selected}, sorted({v for _, v in selected}) or [plan.base])
+    cfg = plan.cfg
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     progress = (lambda line: reporter.write_line(line)) if reporter else print
-    run = execute(cfg, progress)
+    run = execute(plan, progress)
     outcome = conclude(run, cfg.history, cfg.policy, cfg.gate_config)
     published = publish(run, cfg.out, outcome)
     write_step_summary(run, outcome)

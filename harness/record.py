@@ -16,21 +16,23 @@ from harness import __version__, config
 from harness.cases import Case, load_cases
 from harness.compare.floor import case_floors
 from harness.decode import same_pixels
-from harness.engines.base import EngineSettings, resolve_engine
 from harness.engines.client import EngineSide, stream
+from harness.explain import stream_end
 from harness.judge import sane
 from harness.ledger import REFERENCE, CaseLedger
-from harness.models import (
-    DEFAULT_MODEL,
-    image_token_id,
-    processor_options,
-    resolve_model,
-    video_options,
-    video_token_id,
-)
+from harness.models import image_token_id, processor_options, video_options, video_token_id
 from harness.observe import Observer
-from harness.options import DTYPES, comma_list, option, same_as
-from harness.plan import FLOOR_PREFIX, OPTIONS, media_skip_reason, plan_floors, reference_decoders, reference_requests
+from harness.options import DEFAULT_CASES, DTYPES, comma_list, option, same_as
+from harness.plan import (
+    FLOOR_PREFIX,
+    OPTIONS,
+    Side,
+    media_skip_reason,
+    model_side,
+    plan_floors,
+    reference_decoders,
+    reference_requests,
+)
 from harness.prompt import Prompter
 from harness.references import (
     DEFAULT_DIR,
@@ -81,24 +83,24 @@ class Selection:
     decoders: list[str]
     floors: dict[str, dict[str, dict[str, Any]]]  # engine dtype -> its floor runs
     skipped: dict[str, str]  # case -> why the model cannot run it (no reference to record)
+    side: Side  # the reference, resolved
 
 
 def select(cfg: RecordConfig) -> Selection:
     """Every case's stored-reference status, for the decoders any variant compares with and the floors of
     `floor_dtypes` (none where the reference engine cannot recompute with their overrides)."""
-    store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, cfg.model or DEFAULT_MODEL, resolve_model(cfg.model),
-                           cfg.reference_engine)
-    loaded = load_cases(cfg.cases or [Path("cases")])
-    decoders = reference_decoders(load_variants(cfg.variants_files).select(["all"]),
-                                  processor_options(resolve_model(cfg.model)))
-    floors, no_floor = plan_floors(cfg.floor_dtypes, cfg.dtype, config.resolve_section(config.load_config(), "floor")
-                                   .values, resolve_engine(cfg.reference_engine).capabilities, cfg.reference_engine)
+    side = model_side(cfg.reference_engine, cfg.model, cfg.dtype, cfg.device)
+    store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, side.model_name, side.model, side.engine)
+    loaded = load_cases(cfg.cases or [DEFAULT_CASES])
+    decoders = reference_decoders(load_variants(cfg.variants_files).select(["all"]), processor_options(side.model))
+    floors, no_floor = plan_floors(cfg.floor_dtypes, side.dtype, config.resolve_section(config.load_config(), "floor")
+                                   .values, side.capabilities, side.engine)
     floors = {} if no_floor else floors
-    takes_video = video_token_id(resolve_model(cfg.model)) is not None
+    takes_video = video_token_id(side.model) is not None
     skipped = {c.id: reason for c in loaded.cases if (reason := media_skip_reason(c, takes_video))}
     cases = [c for c in loaded.cases if c.id not in skipped]
-    statuses = {c.id: store.status(c, cfg.top_k, cfg.dtype, decoders, floors) for c in cases}
-    return Selection(store, statuses, cases, [str(p) for p in loaded.problems], decoders, floors, skipped)
+    statuses = {c.id: store.status(c, cfg.top_k, side.dtype, decoders, floors) for c in cases}
+    return Selection(store, statuses, cases, [str(p) for p in loaded.problems], decoders, floors, skipped, side)
 
 
 def check(cfg: RecordConfig, progress: Progress = print) -> int:
@@ -123,11 +125,11 @@ def check(cfg: RecordConfig, progress: Progress = print) -> int:
 def record(cfg: RecordConfig, progress: Progress = print, observer: Observer | None = None) -> int:
     """Record the missing references (and, with `update`, re-record existing ones): 0 when every case
     has a fresh reference afterwards, 1 when some could not be recorded or were kept stale, 2 on invalid cases."""
-    model = resolve_model(cfg.model)
+    sel = select(cfg)
+    model = sel.side.model
     if not Path(model).is_dir():
         progress(f"record needs the checkpoint on this machine (a folder): {model} is not one")
         return 2
-    sel = select(cfg)
     todo = [c for c in sel.cases if _due(sel.statuses[c.id], cfg.update)]
     for case in sel.cases:
         if case not in todo:
@@ -161,17 +163,17 @@ def _record(cfg: RecordConfig, sel: Selection, todo: list[Case], prompter: Promp
         return 0, 0, None
     prompts = {c.id: prompter.render(c) for c in todo}
     runs = {name: overrides for per_dtype in sel.floors.values() for name, overrides in per_dtype.items()}
-    requests = reference_requests(todo, prompts, sel.decoders, resolve_engine(cfg.reference_engine).capabilities,
-                                  runs, processor_options(model), video_options(model))
+    requests = reference_requests(todo, prompts, sel.decoders, sel.side.capabilities, runs, processor_options(model),
+                                  video_options(model))
     ledger = CaseLedger({c.id: {(r.variant, 0): REFERENCE for r in requests if r.case_id == c.id} for c in todo})
     by_id, side, written, unrecorded = {c.id: c for c in todo}, EngineSide(), 0, 0
-    settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k)
-    outputs = stream(cfg.reference_engine, settings, requests, side, progress, "record", cfg.stall_s)
-    for output in observer.stream("record", cfg.reference_engine, settings, requests, outputs, side):
+    settings = sel.side.settings(cfg.top_k)
+    outputs = stream(sel.side.engine, settings, requests, side, progress, "record", cfg.stall_s)
+    for output in observer.stream("record", sel.side.engine, settings, requests, outputs, side):
         for case_id in ledger.accept(REFERENCE, output):
             ok = _write(cfg, sel, by_id[case_id], prompts[case_id], ledger.entry(case_id), side, progress)
             written, unrecorded = written + ok, unrecorded + (not ok)
-    unrecorded += len(ledger.stream_ended(REFERENCE, side.fatal or "the reference ended"))
+    unrecorded += len(ledger.stream_ended(REFERENCE, stream_end(True, side.fatal)))
     return written, unrecorded, side.fatal
 
 
@@ -205,7 +207,8 @@ def _save(store: ReferenceStore, case: Case, prompt_text: str, outputs: dict[str
     return store.save(StoredReference(
         key=content_key(fields), fields=fields, case_id=case.id, prompt_text=prompt_text, outputs=clean,
         same_pixels=pixels, floors=floors,
-        provenance=provenance(cfg.model or DEFAULT_MODEL, store, side.info, cfg.dtype, cfg.device, case, __version__),
+        provenance=provenance(sel.side.model_name, store, side.info, sel.side.dtype, sel.side.device, case,
+                              __version__),
     ))
 
 

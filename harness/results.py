@@ -6,7 +6,7 @@ at case 900 (even by SIGKILL) leaves 899 readable results. Appending keeps
 the cost per case constant; rewriting one JSON document per case would be
 quadratic in the number of cases. The lines:
 
-    {"record": "run", "run": {provenance, variants, skipped, warnings, status, error, schema_version}}
+    {"record": "run", "run": {provenance, variants, skipped, notes, status, error, schema_version}}
     {"record": "case", "case": {one CaseResult}}          one per completed case
     {"record": "run", "run": {...}}                        again at the end, with the final status
 

@@ -20,58 +20,47 @@ from harness import __version__, config
 from harness.cases import Case, load_cases
 from harness.console import Console, Lines, as_console
 from harness.decode.diff import case_pixel_deltas
-from harness.engines.base import Capabilities, EngineSettings, resolve_engine
+from harness.engines.base import EngineSettings
 from harness.engines.client import Deadline, EngineSide, Gate, stream
+from harness.explain import error_fields, note, stream_end
 from harness.hardware import cpu
 from harness.judge import CaseInputs, Judge, case_result
-from harness.known import load_known
 from harness.ledger import REFERENCE, CaseEntry, CaseLedger
 from harness.localize.run import MAX_PROBED, localize, which_to_localize
-from harness.models import (
-    DEFAULT_MODEL,
-    image_token_id,
-    model_fingerprint,
-    processor_options,
-    resolve_model,
-    video_options,
-    video_token_id,
-)
+from harness.models import image_token_id, model_fingerprint, video_token_id
 from harness.observe import Observer
 from harness.options import RunConfig, comma_list
-from harness.plan import (
-    CaseSelection,
-    Paths,
-    RunPlan,
-    image_spans,
-    make_plan,
-    media_skip_reason,
-    plan_paths,
-    plan_probes,
-    resolve_chunking,
-    select_cases,
-)
+from harness.plan import CaseSelection, RunPlan, base_features, image_spans, make_plan, plan_probes, resolve_chunking
 from harness.prompt import Prompter
 from harness.provenance import EngineGroupInfo, Provenance
 from harness.references import DEFAULT_DIR, ReferenceStore, Status, StoredReference
 from harness.report.thumbnails import thumbnail
 from harness.results import ResultsSink
 from harness.scheduler import Action, Launch, Open, Scheduler
-from harness.schema import CaseResult, EngineOutput, RunResult
+from harness.schema import CaseResult, EngineOutput, Note, RunResult
 from harness.streams import Streams
-from harness.variants import load_variants
 
 __all__ = ["RunConfig", "execute"]
 # How one engine's stream is started: the worker-process client by default (same signature).
 Launcher = Callable[..., Iterator[EngineOutput]]
 
 
-def execute(cfg: RunConfig, progress: Console | Lines = print, observer: Observer | None = None,
+def execute(run: RunConfig | RunPlan, progress: Console | Lines = print, observer: Observer | None = None,
             launcher: Launcher = stream) -> RunResult:
-    """Run every case on every variant; results are written as each case completes. `progress` is the run's
-    console (`harness.console`) or a callable that takes its lines; `launcher` starts one engine's stream
-    (`harness.engines.client.stream`: a worker process; tests run engines in-process)."""
+    """Run every case on every variant; results are written as each case completes. `run` is the config or
+    its plan (`harness.plan.make_plan`, for a front end that planned already: the pytest plugin); `progress`
+    is the run's console (`harness.console`) or a callable that takes its lines; `launcher` starts one
+    engine's stream (`harness.engines.client.stream`: a worker process; tests run engines in-process)."""
     observer = observer or Observer()
-    session = Session.prepare(cfg, as_console(progress), observer, launcher)
+    if isinstance(run, RunPlan):
+        plan = run
+    else:
+        with observer.stage("case_load"):
+            loaded = load_cases(run.cases)
+        with observer.stage("setup"):
+            plan = make_plan(run, loaded)
+    cfg = plan.cfg
+    session = Session.prepare(plan, as_console(progress), observer, launcher)
     ledger, scheduler = session.ledger, session.scheduler
     session.finish(ledger.opening())
     streams = Streams()
@@ -105,17 +94,16 @@ class Stored:
     references: dict[str, StoredReference] = field(default_factory=dict)
     notes: dict[str, Status] = field(default_factory=dict)
     errors: list[CaseResult] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[Note] = field(default_factory=list)  # the run's
 
 
 @dataclass
 class Session:
     """One run in progress: its plan, ledger and scheduler, the engines' sides, and the results sink."""
 
-    cfg: RunConfig
+    plan: RunPlan
     run: RunResult
     sink: ResultsSink
-    plan: RunPlan
     judge: Judge
     prompts: dict[str, str]
     stored: Stored
@@ -130,87 +118,65 @@ class Session:
     gates: list[Gate] = field(default_factory=list)
     details: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     streams: dict[str, tuple[str, Path | None]] = field(default_factory=dict)  # source -> its role and log
-    capabilities: Capabilities = field(default_factory=Capabilities)  # the engine's, and the reference's
-    reference_capabilities: Capabilities = field(default_factory=Capabilities)
+
+    @property
+    def cfg(self) -> RunConfig:
+        return self.plan.cfg
 
     @classmethod
-    def prepare(cls, cfg: RunConfig, console: Console, observer: Observer, launcher: Launcher = stream) -> Session:
-        """Everything before the first engine starts: cases, stored references, prompts, the plan."""
-        with observer.stage("setup"):
-            model = resolve_model(cfg.model)
-            reference_model = resolve_model(cfg.reference_model) if cfg.reference_model else model
-            thresholds = config.load_config(cfg.thresholds_file)
-            engine_cls, reference_cls = resolve_engine(cfg.engine), resolve_engine(cfg.reference_engine)
-            variant_set = load_variants(cfg.variants_files)
-            run = RunResult(provenance=_provenance(cfg, model, reference_model, engine_cls, thresholds, variant_set.base))
-            sink = ResultsSink(run, cfg.out)
-        with observer.stage("case_load"):
-            selection = select_cases(cfg, load_cases(cfg.cases))
-        _unrunnable(selection, video_token_id(reference_model) is not None, sink, console)
-        store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, cfg.reference_model or cfg.model or DEFAULT_MODEL,
-                               reference_model, cfg.reference_engine)
-        capabilities = engine_cls.capabilities_for(model)
-        paths = plan_paths(cfg, variant_set, capabilities, reference_cls.capabilities,
-                           config.resolve_section(thresholds, "floor").values, processor_options(model),
-                           video_options(model))
+    def prepare(cls, plan: RunPlan, console: Console, observer: Observer, launcher: Launcher = stream) -> Session:
+        """Everything before the first engine starts: stored references, prompts, the plan's requests."""
+        cfg, reference = plan.cfg, plan.reference
+        run = RunResult(provenance=_provenance(plan))
+        sink = ResultsSink(run, cfg.out)
+        _unrunnable(plan.selection, sink, console)
+        store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, reference.model_name, reference.model,
+                               reference.engine)
         with observer.stage("stored_references"):
-            stored = _stored_references(cfg, selection.cases, store, paths)
+            stored = _stored_references(plan, store)
         for result in stored.errors:
             sink.add(result)
             console.case(result)
-        cases = [c for c in selection.cases if c.id not in {r.case_id for r in stored.errors}]
+        cases = [c for c in plan.cases if c.id not in {r.case_id for r in stored.errors}]
         with observer.stage("render"):
-            prompts, prompter = _render(cases, stored, reference_model, sink, console)
-        cases = [c for c in cases if c.id in prompts]
+            prompts, prompter = _render(cases, stored, reference.model, sink, console)
         processor = store.processor if stored.references else None
         chat_template = prompter.chat_template if prompter else processor.chat_template if processor else None
-        base_settings = EngineSettings(model, cfg.dtype, cfg.device, cfg.top_k, features=dict(variant_set.engine),
-                                       options=cfg.engine_options, url=cfg.engine_url, chat_template=chat_template)
         with observer.stage("plan"):
-            plan = make_plan(cfg, cases, paths, reference_cls.capabilities, base_settings, prompts,
-                             list(stored.references))
+            plan = plan.dispatch(prompts, list(stored.references), chat_template)
         p = run.provenance
-        p.partial, p.shard = selection.partial, list(cfg.shard) if cfg.shard else None
-        p.plan_cases = selection.plan_cases if cfg.shard else []
         p.references_dir, p.references_stored = str(store.dir), len(stored.references)
-        p.references_live, p.overlap = len(cases) - len(stored.references), _overlap(cfg)
+        p.references_live = len(plan.cases) - len(stored.references)
         run.variants, run.skipped = [v.describe() for v in plan.variants], dict(plan.skipped)
-        run.warnings += stored.warnings + ([f"no floors: {plan.no_floor}; every metric is judged by its absolute "
-                                            "ceiling alone"] if plan.no_floor else [])
+        run.notes += stored.warnings + ([note("no_floor", reason=plan.no_floor)] if plan.no_floor else [])
+        _, unsupported = base_features(plan.variant_set.engine, plan.engine.capabilities)
+        run.notes += [note("unsupported_base_features", engine=plan.engine.engine, features=unsupported)] \
+            if unsupported else []
         for name, reason in plan.skipped.items():
             console(f"SKIP  variant {name}: {reason}")
-        image_token = (processor.image_token if processor and not store.local else image_token_id(reference_model))
+        image_token = (processor.image_token if processor and not store.local else image_token_id(reference.model))
         texts = prompter.token_texts if prompter else processor.texts if processor else _no_texts
-        judge = Judge(thresholds, cfg.dtype, cfg.reference_dtype or cfg.dtype, model, image_token, texts, plan.base,
-                      capabilities.unavailable(), load_known(cfg.model or DEFAULT_MODEL, model, cfg.engine,
-                                                             engine_cls.version(), cfg.device),
-                      plan.floors, plan.no_floor, video_token_id(reference_model))
+        judge = Judge(plan, image_token, video_token_id(reference.model), texts)
         ledger = CaseLedger(plan.expected(), {c: s.outputs for c, s in stored.references.items()})
-        scheduler = Scheduler([g.needs_reference for g in plan.groups], p.overlap, bool(plan.reference_requests))
+        scheduler = Scheduler([g.needs_reference for g in plan.groups], plan.overlap, bool(plan.reference_requests))
         sink.write()
-        return cls(cfg, run, sink, plan, judge, prompts, stored, ledger, scheduler, console, observer, launcher,
+        return cls(plan, run, sink, judge, prompts, stored, ledger, scheduler, console, observer, launcher,
                    Deadline(cfg.run_timeout_s) if cfg.run_timeout_s else None,
                    sides=[EngineSide() for _ in plan.groups], gates=[Gate() for _ in plan.groups],
-                   details={c.id: {} for c in cases}, capabilities=capabilities,
-                   reference_capabilities=reference_cls.capabilities)
-
-    def reference_settings(self) -> EngineSettings:
-        cfg = self.cfg
-        return EngineSettings(resolve_model(cfg.reference_model) if cfg.reference_model else resolve_model(
-            cfg.model), cfg.reference_dtype or cfg.dtype, cfg.reference_device or cfg.device, cfg.top_k)
+                   details={c.id: {} for c in plan.cases})
 
     def launch_reference(self, streams: Streams) -> None:
-        self._launch(streams, REFERENCE, self.cfg.reference_engine, self.reference_settings(),
+        self._launch(streams, REFERENCE, self.plan.reference.engine, self.plan.reference_settings(),
                      self.plan.reference_requests, self.reference_side, "reference", None)
 
     def localize(self) -> None:
         """A stage ladder for each failing case (and each case asked for): where inside the model it first
         differs. A run with no such case starts nothing."""
-        cfg = self.cfg
+        cfg, plan = self.cfg, self.plan
         asked = [] if cfg.localize == "failing" else comma_list(cfg.localize)
         results = {r.case_id: r for r in self.run.cases}
         which = which_to_localize(list(results.values()), asked, [v.name for v in self.plan.variants])
-        probes = plan_probes(self.plan, which, self.prompts, self.reference_capabilities, cfg.dtype)
+        probes = plan_probes(plan, which, self.prompts)
         if not probes:
             return
         failing = sum(r.verdict == "fail" for r in results.values())
@@ -218,13 +184,12 @@ class Session:
                 if failing > MAX_PROBED else "")
         self.console.note(f"localizing {len(probes)} case{'s' if len(probes) > 1 else ''}{more}: a probe engine and "
                           "the reference re-run each with hooks")
-        k = config.resolve(self.judge.thresholds_config, config.effective_dtype(
-            cfg.dtype, cfg.reference_dtype or cfg.dtype)).values["k"]
+        k = config.resolve(plan.thresholds, config.effective_dtype(plan.engine.dtype, plan.reference.dtype)).values["k"]
         media = {t: kind for t, kind in ((self.judge.image_token, "image"), (self.judge.video_token, "video"))
                  if t is not None}
-        ladders = localize(probes, results, cfg.engine, cfg.reference_engine, self.reference_settings(),
-                           cfg.out / "logs", k, {v.name: v.dtype or cfg.dtype for v in self.plan.variants}, media,
-                           self.capabilities)
+        ladders = localize(probes, results, plan.engine.engine, plan.reference.engine, plan.reference_settings(),
+                           cfg.out / "logs", k, {v.name: v.dtype or plan.engine.dtype for v in plan.variants}, media,
+                           plan.engine.capabilities)
         for case_id, found in ladders.items():
             results[case_id].variants[found.variant].ladder = found
             self.sink.update(results[case_id])
@@ -241,7 +206,7 @@ class Session:
             group = self.plan.groups[action.group]
             if group.needs_reference:
                 group = self._resolve(action.group)
-            self._launch(streams, str(action.group), self.cfg.engine, group.settings, group.requests,
+            self._launch(streams, str(action.group), self.plan.engine.engine, group.settings, group.requests,
                          self.sides[action.group], f"engine {'+'.join(group.variants)}",
                          self.gates[action.group] if self.scheduler.overlap else None)
 
@@ -251,7 +216,7 @@ class Session:
         group = self.plan.groups[index]
         failed = {r.case_id for r in group.requests if (ref := self.ledger.entry(r.case_id).reference) is None
                   or ref.error}
-        self.finish(self.ledger.withdraw(sorted(failed), str(index), "not sent: the case's reference failed"))
+        self.finish(self.ledger.withdraw(sorted(failed), str(index), note("not_sent")))
         group = replace(group, requests=[r for r in group.requests if r.case_id not in failed])
         spans = {c: image_spans(self.ledger.entry(c).reference.prompt_ids, self.judge.image_token)  # type: ignore
                  for c in {r.case_id for r in group.requests}}
@@ -261,8 +226,7 @@ class Session:
                 for case_id, split in chunking.split.items():
                     self.details[case_id][name] = {"chunk_tokens": chunking.tokens, "split_spans": split}
                 if not any(chunking.split.values()):
-                    self.run.warnings.append(f"variant {name}: prefill chunks of {chunking.tokens} tokens split no "
-                                             "image span: the variant does not exercise its path on these cases")
+                    self.run.notes.append(note("chunking_split_nothing", variant=name, chunk_tokens=chunking.tokens))
         self.plan.groups[index] = group
         return group
 
@@ -282,13 +246,10 @@ class Session:
         side = self.reference_side if source == REFERENCE else self.sides[int(source)]
         self.console.stream_closed(source, role, side.fatal, log)
 
-    def end_reason(self, source: str) -> str:
+    def end_reason(self, source: str) -> Note:
         """Why what a finished stream still owed will never come."""
-        if source == REFERENCE:
-            fatal = self.reference_side.fatal
-            return f"reference failed: {fatal}" if fatal else "reference process ended before returning this case"
-        fatal = self.sides[int(source)].fatal
-        return f"engine failed: {fatal}" if fatal else "engine process ended before returning this variant"
+        side = self.reference_side if source == REFERENCE else self.sides[int(source)]
+        return stream_end(source == REFERENCE, side.fatal)
 
     def finish(self, case_ids: Sequence[str]) -> None:
         """Judge and write each closed case (pixel deltas and thumbnails computed first)."""
@@ -311,8 +272,9 @@ class Session:
     def _judge(self, case: Case, entry: CaseEntry, deltas: dict[str, Any], thumbs: list[str]) -> CaseResult:
         ref = entry.reference
         if ref is None or ref.error:
-            reason = f"reference failed: {ref.error}" if ref is not None else entry.closed or "no reference output"
-            result = case_result(case, self.prompts[case.id], "error", [reason], thumbs)
+            why = (note("reference_failed", **error_fields(ref.error)) if ref is not None and ref.error
+                   else entry.missing.get(REFERENCE, stream_end(True, self.reference_side.fatal)))
+            result = case_result(case, self.prompts[case.id], "error", [why], thumbs)
             result.reference = ref
             return result
         stored = self.stored.references.get(case.id)
@@ -344,54 +306,48 @@ class Session:
         return run
 
 
-def _provenance(cfg: RunConfig, model: str, reference_model: str, engine_cls: Any, thresholds: dict[str, Any],
-                base: str) -> Provenance:
-    sha = _fingerprint(model)
-    reference_dtype = cfg.reference_dtype or cfg.dtype
+def _provenance(plan: RunPlan) -> Provenance:
+    cfg, engine, reference, selection = plan.cfg, plan.engine, plan.reference, plan.selection
+    sha = _fingerprint(engine.model)
     return Provenance(
         harness_version=__version__, git_commit=_git_commit(),
-        date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), engine=cfg.engine,
-        engine_version=engine_cls.version(), model=model, model_name=cfg.model or DEFAULT_MODEL, model_sha256=sha,
-        reference_engine=cfg.reference_engine, reference_model=reference_model,
-        reference_model_sha256=sha if reference_model == model else _fingerprint(reference_model), dtype=cfg.dtype,
-        reference_dtype=reference_dtype, device=cfg.device, decoder=cfg.decoder, engine_options=cfg.engine_options,
-        base_variant=base, capabilities=_jsonable(asdict(engine_cls.capabilities_for(model))),
+        date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), engine=engine.engine,
+        engine_version=engine.adapter.version(), model=engine.model, model_name=engine.model_name, model_sha256=sha,
+        reference_engine=reference.engine, reference_model=reference.model,
+        reference_model_sha256=sha if reference.model == engine.model else _fingerprint(reference.model),
+        dtype=engine.dtype, reference_dtype=reference.dtype, device=engine.device, decoder=cfg.decoder,
+        engine_options=cfg.engine_options, base_variant=plan.base, capabilities=_jsonable(asdict(engine.capabilities)),
         cases=[str(p) for p in cfg.cases], reference_mode=cfg.reference, hardware=cpu(),
-        thresholds=asdict(config.resolve(thresholds, config.effective_dtype(cfg.dtype, reference_dtype), model)))
+        thresholds=asdict(config.resolve(plan.thresholds, config.effective_dtype(engine.dtype, reference.dtype),
+                                         engine.model)),
+        partial=selection.partial, shard=list(cfg.shard) if cfg.shard else None,
+        plan_cases=selection.plan_cases if cfg.shard else [], overlap=plan.overlap)
 
 
-def _unrunnable(selection: CaseSelection, takes_video: bool, sink: ResultsSink, console: Console) -> None:
+def _unrunnable(selection: CaseSelection, sink: ResultsSink, console: Console) -> None:
     """The results owed for cases that never reach an engine: invalid ones are errors, cases with media the
-    model does not take are skipped (and leave the selection)."""
+    model does not take are skipped."""
     for case_id, reasons in selection.errors.items():
         result = CaseResult(case_id=case_id, verdict="error", reasons=reasons, source=selection.sources.get(case_id, ""))
         sink.add(result)
         console.case(result)
-    for case in [c for c in selection.cases if media_skip_reason(c, takes_video)]:
-        sink.add(CaseResult(case_id=case.id, verdict="skipped", reasons=[media_skip_reason(case, takes_video)],
-                            source=str(case.source)))
-        selection.cases.remove(case)
+    for case_id, reason in selection.skipped.items():
+        sink.add(CaseResult(case_id=case_id, verdict="skipped", reasons=[reason], source=selection.sources.get(
+            case_id, "")))
 
 
-def _overlap(cfg: RunConfig) -> bool:
-    """Whether the reference and the engine groups may run at once: never two processes holding an
-    accelerator's memory unless asked (`on`); on the CPU their start-ups overlap the other's compute."""
-    if cfg.overlap != "auto":
-        return cfg.overlap == "on"
-    return {cfg.device, cfg.reference_device or cfg.device} == {"cpu"}
-
-
-def _stored_references(cfg: RunConfig, cases: list[Case], store: ReferenceStore, paths: Paths) -> Stored:
+def _stored_references(plan: RunPlan, store: ReferenceStore) -> Stored:
     """The fresh stored references by case id, and the status of each stale case.
 
     `stored` mode makes a stale or missing reference an error naming what changed; `auto`
     runs the live reference instead, with a case warning naming what changed when the
     stored one is stale (a missing one changed nothing: one run warning). `live` uses none."""
+    cfg, paths, cases = plan.cfg, plan.paths, plan.cases
     found = Stored()
     if cfg.reference == "live":
         return found
     for case in cases:
-        status = store.status(case, cfg.top_k, cfg.reference_dtype or cfg.dtype, paths.decoders,
+        status = store.status(case, cfg.top_k, plan.reference.dtype, paths.decoders,
                               {} if paths.no_floor else paths.floors)
         if status.state == "fresh" and status.reference:
             ref = status.reference  # a renamed case's reference was recorded under its old id
@@ -400,19 +356,16 @@ def _stored_references(cfg: RunConfig, cases: list[Case], store: ReferenceStore,
             ref.floors = {d: replace(f, source=where) for d, f in ref.floors.items()}
             found.references[case.id] = ref
         elif cfg.reference == "stored":
-            result = case_result(case, "", "error", [f"reference_stale: {status.describe()}"])
+            result = case_result(case, "", "error", [note("stored_reference_unusable", **_status(status))])
             result.reference_stale = status.changes or ["no stored reference"]
             found.errors.append(result)
         elif status.state == "stale":
             found.notes[case.id] = status
     if found.references and not store.local:
-        found.warnings.append(f"reference model {store.model} is not on this machine: the stored references' "
-                              "weights hash was not checked against it (their processor files are taken as recorded)")
+        found.warnings.append(note("reference_model_not_local", model=store.model))
     missing = [c.id for c in cases if c.id not in found.references and c.id not in found.notes]
     if cfg.reference == "auto" and missing and store.dir.is_dir():
-        found.warnings.append(f"{len(missing)} cases have no stored reference in {store.dir} and ran the live "
-                              f"reference ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): "
-                              "`vlm-parity record` stores them")
+        found.warnings.append(note("references_missing", count=len(missing), dir=str(store.dir), cases=missing[:5]))
     return found
 
 
@@ -427,7 +380,7 @@ def _render(cases: list[Case], stored: Stored, model: str, sink: ResultsSink,
         try:
             prompts[case.id] = prompter.render(case)  # type: ignore[union-attr]
         except Exception as exc:
-            result = case_result(case, "", "error", [f"cannot render the chat template: {exc}"])
+            result = case_result(case, "", "error", [note("render_failed", type=type(exc).__name__, message=str(exc))])
             sink.add(result)
             console.case(result)
     return prompts, prompter
@@ -439,9 +392,14 @@ def _with_origin(result: CaseResult, stored: Stored) -> CaseResult:
     result.reference_source = f"stored: {ref.case_id}.{ref.key[:16]}.json" if ref else "live"
     status = stored.notes.get(result.case_id)
     if status is not None:
-        result.warnings.insert(0, f"stored reference {status.describe()}: the reference ran live")
+        result.notes.insert(0, note("stale_reference", **_status(status)))
         result.reference_stale = status.changes
     return result
+
+
+def _status(status: Status) -> dict[str, Any]:
+    """A stored reference's status as a note's data: its state, its file, what changed."""
+    return {"state": status.state, "file": status.path.name if status.path else None, "changes": status.changes}
 
 
 def _stored_info(stored: dict[str, StoredReference]) -> dict[str, Any]:

@@ -41,21 +41,47 @@ GREEDY = ("output_ids",)
 SECTIONS = ("prompt", "prefill", "distribution", "decode", "text")
 
 
-def metric(better: str, label: str, section: str, needs: tuple[str, ...] = (), headline: str | None = None,
-           pooled: str | None = None, unit: str = "", order: int = 1) -> Any:
-    """A CaseComparison field that is a metric: the one place its name, direction and use are declared.
+# How a metric is judged (`harness.compare.verdict`); the rule also decides which thresholds keys it takes
+# (`harness.config.threshold_keys`): `name` bounds a lower-is-better metric from above, `name_min` a
+# higher-is-better one from below.
+RULES = {
+    "floor": "error <= k x floor + atol (k^order for a higher-order metric), capped by the absolute bound; "
+             "keys: the bound and `name_atol`",
+    "info": "shown with its floor and ratio to it, never failing; no keys",
+    "bound": "the absolute bound alone (a discrete metric: a flip moves it by steps, not by noise); key: the bound",
+    "greedy": "greedy outputs agree by the `greedy` threshold: `exact`, or `topk` (a divergence passes where both "
+              "tokens are in each other's top-k)",
+    "aligned": "false fails structurally: no number is compared on misaligned positions",
+    "shown": "computed and shown, never judged on its own",
+}
+# Where a metric is shown besides every metric table (the variant's metric table, the flat CSV).
+VIEWS = {
+    "table": "the report's grid of cases and the CI step summary",
+    "decode_effect": "the decode-path effect table (PIL's pixels against another decoder's)",
+    "floor": "the case's floor line in the report, and the run's largest floors in the history",
+}
+
+
+def metric(better: str, label: str, section: str, needs: tuple[str, ...] = (), *, rule: str, floor: bool = False,
+           pooled: str | None = None, shown: tuple[str, ...] = (), history: bool = False, unit: str = "",
+           order: int = 1) -> Any:
+    """A CaseComparison field that is a metric: the one place its name, direction, rules and use are declared.
 
     `better` is "lower" or "higher"; `section` groups it in reports ("prefill", "distribution",
     "decode", ...) and names the comparison that computes it; `needs` the output fields it is computed
-    from; `headline` how the history summarizes it over cases ("max" or "min"), None if not at all;
-    `pooled` another metric whose floor it shares when its own sample is small (16 greedy steps are a
-    noisier floor than a prompt's positions computed by the same arithmetic); `unit` what a value is;
-    `order` how it grows with a logprob difference (KL divergence is second order, ~ sum p d^2 / 2: an
-    engine k times as far off as the floor has k^2 times its KL, so its floor multiple is k^order)."""
+    from; `rule` how it is judged (RULES); `floor` whether the case's floor runs measure it, `pooled` another
+    metric whose floor it shares when its own sample is small (16 greedy steps are a noisier floor than a
+    prompt's positions computed by the same arithmetic); `shown` the views that show it (VIEWS); `history`
+    whether the nightly history keeps its worst value over a run's cases (the max of a lower-is-better metric,
+    the min of a higher-is-better one); `unit` what a value is; `order` how it grows with a logprob
+    difference (KL divergence is second order, ~ sum p d^2 / 2: an engine k times as far off as the floor has
+    k^2 times its KL, so its floor multiple is k^order)."""
     assert better in ("lower", "higher") and section in SECTIONS and set(needs) <= set(OUTPUT_FIELDS)
+    assert rule in RULES and set(shown) <= set(VIEWS) and (floor or (rule not in ("floor", "info") and not pooled))
+    headline = ("max" if better == "lower" else "min") if history else None
     return field(default=None, metadata={"metric": True, "better": better, "label": label, "section": section,
-                                         "needs": needs, "headline": headline, "pooled": pooled, "unit": unit,
-                                         "order": order})
+                                         "needs": needs, "rule": rule, "floor": floor, "pooled": pooled,
+                                         "shown": shown, "headline": headline, "unit": unit, "order": order})
 
 
 @dataclass
@@ -65,8 +91,9 @@ class Finding:
     `level` is "pass", "drift" (above `k_warn` x floor, below the failure bound: a warning tracked
     nightly) or "fail". `rule` says what decided: "floor" (`value <= k * floor + atol`, capped by the
     ceiling), "ceiling" (the absolute bound, where it is tighter than the floor rule or no floor exists),
-    "exact"/"topk" (greedy agreement), "min" (a lower bound such as ROUGE-L), or "structural" (token ids
-    or logprobs missing or misaligned: no number can pass). `ratio` is the error over the floor (for a
+    "exact"/"topk" (greedy agreement), "min"/"max" (an absolute bound alone, such as ROUGE-L's), "info" (an
+    informative metric: never fails), or "structural" (token ids or logprobs missing or misaligned: no
+    number can pass); the metric's declared rule (RULES) says which apply. `ratio` is the error over the floor (for a
     higher-is-better metric, its shortfall from 1 over the floor's); `against` is what the output was
     compared with ("reference", "base" or "attempt"), `attempt` which submission of the request
     (0-based). `detail` holds what a number cannot say (prompt lengths, the divergence position).
@@ -86,6 +113,26 @@ class Finding:
 
 
 LEVELS = ("pass", "drift", "fail")
+
+# How much a note weighs: "error" says why a result is an error (an engine's exception, a reference that
+# never came), "warning" what makes a result less telling than it looks, "info" what it was compared with.
+NOTE_LEVELS = ("info", "warning", "error")
+
+
+@dataclass
+class Note:
+    """What a run, case or variant says besides its findings, as data: `kind` names the note
+    (`harness.explain.NOTES` declares each kind, its level and its text), `data` holds its values
+    (an engine error's exception type and message, the variant a warning is about). Made with
+    `harness.explain.note`, rendered with `harness.explain.note_text`: never text in the results."""
+
+    kind: str
+    level: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.level not in NOTE_LEVELS:
+            raise ValueError(f"note {self.kind!r}: level must be one of {NOTE_LEVELS}, got {self.level!r}")
 
 
 @dataclass
@@ -149,49 +196,64 @@ class EngineOutput:
 
 @dataclass
 class CaseComparison:
-    """Every metric of DESIGN.md for one pair of outputs; None where it cannot be computed.
+    """Every metric (docs/design.md) for one pair of outputs; None where it cannot be computed.
 
     A metric one side cannot supply (an engine that returns no prompt
     logprobs) is listed in `unavailable` with the reason: it is neither a
     pass nor zero, and a gate that needs it cannot decide.
     """
 
-    prompt_ids_match: bool | None = metric("higher", "prompt ids match", "prompt", ("prompt_ids",))
+    prompt_ids_match: bool | None = metric("higher", "prompt ids match", "prompt", ("prompt_ids",), rule="aligned")
     prompt_len_reference: int = 0
     prompt_len_engine: int = 0
     image_positions: int = 0
-    prefill_max: float | None = metric("lower", "prefill max", "prefill", PROMPT, headline="max", unit="logprob")
-    prefill_mean: float | None = metric("lower", "prefill mean", "prefill", PROMPT, headline="max", unit="logprob")
-    prefill_p99: float | None = metric("lower", "prefill p99", "prefill", PROMPT, unit="logprob")
-    prefill_max_image: float | None = metric("lower", "prefill max (image)", "prefill", PROMPT, unit="logprob")
-    prefill_max_text: float | None = metric("lower", "prefill max (text)", "prefill", PROMPT, unit="logprob")
+    prefill_max: float | None = metric("lower", "prefill max", "prefill", PROMPT, rule="floor", floor=True,
+                                       shown=("table", "decode_effect", "floor"), history=True, unit="logprob")
+    prefill_mean: float | None = metric("lower", "prefill mean", "prefill", PROMPT, rule="floor", floor=True,
+                                        shown=("table", "decode_effect", "floor"), history=True, unit="logprob")
+    prefill_p99: float | None = metric("lower", "prefill p99", "prefill", PROMPT, rule="floor", floor=True,
+                                       unit="logprob")
+    prefill_max_image: float | None = metric("lower", "prefill max (image)", "prefill", PROMPT, rule="info",
+                                             floor=True, unit="logprob")
+    prefill_max_text: float | None = metric("lower", "prefill max (text)", "prefill", PROMPT, rule="info",
+                                            floor=True, unit="logprob")
     prefill_topk_overlap: float | None = metric("higher", "top-k overlap", "prefill", (*PROMPT, "top_k"),
-                                                unit="fraction")
+                                                rule="floor", floor=True, unit="fraction")
     # Per prompt position |engine - reference| (None at position 0) and whether
     # that position is inside an image placeholder span: the report charts these.
     prefill_diffs: list[float | None] = field(default_factory=list)
     image_mask: list[bool] = field(default_factory=list)
     # The next-token distribution at each prompt position (llama.cpp's --kl-divergence statistics):
     # KL(reference || engine) over the reference's top-k plus one bucket for the rest of the mass.
-    kl_mean: float | None = metric("lower", "KL mean", "distribution", (*PROMPT, "top_k"), headline="max",
-                                   unit="nats", order=2)
-    kl_p99: float | None = metric("lower", "KL p99", "distribution", (*PROMPT, "top_k"), unit="nats", order=2)
-    kl_max: float | None = metric("lower", "KL max", "distribution", (*PROMPT, "top_k"), unit="nats", order=2)
-    same_top1: float | None = metric("higher", "same top-1", "distribution", (*PROMPT, "top_k"), headline="min",
-                                     unit="fraction")
+    kl_mean: float | None = metric("lower", "KL mean", "distribution", (*PROMPT, "top_k"), rule="floor", floor=True,
+                                   shown=("table", "floor"), history=True, unit="nats", order=2)
+    kl_p99: float | None = metric("lower", "KL p99", "distribution", (*PROMPT, "top_k"), rule="info", floor=True,
+                                  unit="nats", order=2)
+    kl_max: float | None = metric("lower", "KL max", "distribution", (*PROMPT, "top_k"), rule="floor", floor=True,
+                                  unit="nats", order=2)
+    same_top1: float | None = metric("higher", "same top-1", "distribution", (*PROMPT, "top_k"), rule="floor",
+                                     floor=True, shown=("table",), history=True, unit="fraction")
     same_top1_se: float | None = None  # its standard error, sqrt(p (1 - p) / (n - 1))
-    delta_p_rms: float | None = metric("lower", "delta-p RMS", "distribution", PROMPT, unit="probability")
-    delta_p_max: float | None = metric("lower", "delta-p max", "distribution", PROMPT, unit="probability")
+    delta_p_rms: float | None = metric("lower", "delta-p RMS", "distribution", PROMPT, rule="info", floor=True,
+                                       unit="probability")
+    delta_p_max: float | None = metric("lower", "delta-p max", "distribution", PROMPT, rule="info", floor=True,
+                                       unit="probability")
     decode_len: int = 0
-    decode_common_prefix: int | None = metric("higher", "common prefix", "decode", GREEDY, unit="tokens")
-    first_divergence: int | None = metric("higher", "first divergence", "decode", GREEDY, unit="token")
-    decode_max: float | None = metric("lower", "decode max", "decode", (*GREEDY, "output_logprobs"),
-                                      headline="max", pooled="prefill_max", unit="logprob")
-    decode_mean: float | None = metric("lower", "decode mean", "decode", (*GREEDY, "output_logprobs"),
-                                       pooled="prefill_mean", unit="logprob")
+    # The floor runs' own greedy agreement is kept with the floor (the reference recomputed diverges too).
+    decode_common_prefix: int | None = metric("higher", "common prefix", "decode", GREEDY, rule="shown", floor=True,
+                                              unit="tokens")
+    first_divergence: int | None = metric("higher", "first divergence", "decode", GREEDY, rule="greedy", floor=True,
+                                          unit="token")
+    decode_max: float | None = metric("lower", "decode max", "decode", (*GREEDY, "output_logprobs"), rule="floor",
+                                      floor=True, pooled="prefill_max", shown=("table", "decode_effect"),
+                                      history=True, unit="logprob")
+    decode_mean: float | None = metric("lower", "decode mean", "decode", (*GREEDY, "output_logprobs"), rule="info",
+                                       floor=True, pooled="prefill_mean", shown=("decode_effect",), unit="logprob")
+    # Whether each side's token at the first divergence is in the other's top-k: the `topk` greedy rule's input.
     divergence_in_topk: bool | None = metric("higher", "divergence in top-k", "decode",
-                                             (*GREEDY, "output_logprobs", "top_k"))
-    rouge_l: float | None = metric("higher", "ROUGE-L", "text", headline="min", unit="F")
+                                             (*GREEDY, "output_logprobs", "top_k"), rule="shown")
+    rouge_l: float | None = metric("higher", "ROUGE-L", "text", rule="bound", shown=("table", "decode_effect"),
+                                   history=True, unit="F")
     # Structural gaps (a side returned fewer logprobs than tokens): always a failure.
     missing: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
@@ -207,13 +269,20 @@ SCALAR_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CaseComparison)
                                        if f.type in ("int", "float | None", "int | None", "bool | None"))
 
 
-# The metrics every table shows per case (the report's grid, the step summary): declared once, here.
-TABLE_METRICS = ("prefill_max", "prefill_mean", "kl_mean", "same_top1", "decode_max", "rouge_l")
+def shown_in(view: str) -> tuple[str, ...]:
+    """The metrics a view shows (VIEWS), in declaration order."""
+    assert view in VIEWS
+    return tuple(name for name, info in METRIC_INFO.items() if view in info["shown"])
 
 
-def metrics_of(section: str) -> tuple[str, ...]:
-    """The metrics a comparison section computes, in declaration order."""
-    return tuple(name for name, info in METRIC_INFO.items() if info["section"] == section)
+def judged_by(rule: str) -> tuple[str, ...]:
+    """The metrics judged by a rule (RULES), in declaration order."""
+    assert rule in RULES
+    return tuple(name for name, info in METRIC_INFO.items() if info["rule"] == rule)
+
+
+# The metrics the report's grid and the step summary show per case, with their ratio to the floor.
+TABLE_METRICS = shown_in("table")
 
 
 @dataclass
@@ -225,10 +294,11 @@ class VariantResult:
     when the variant is not judged against it. `attempts` holds repeated
     submissions beyond the first (`engine`). `findings` are the checks that
     failed or drift, over every comparison of the variant, as records;
-    `reasons` what is not a measurement (an engine error, why it was skipped,
-    the known failure it matches). `details` carries what a variant measures
-    besides the comparison (pixel deltas of a decoder, which image spans a
-    prefill chunk split).
+    `notes` the rest as records (an engine error, the known failure it
+    matches, a path it did not exercise, what it was compared with);
+    `reasons` why the plan skipped it, in the plan's words. `details` carries
+    what a variant measures besides the comparison (pixel deltas of a
+    decoder, which image spans a prefill chunk split).
     """
 
     variant: str
@@ -241,6 +311,7 @@ class VariantResult:
     details: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     ladder: Ladder | None = None  # where inside the model it first differs (`harness.localize`), when probed
+    notes: list[Note] = field(default_factory=list)
 
     @property
     def failing(self) -> list[Finding]:
@@ -292,10 +363,12 @@ class Ladder:
 class CaseResult:
     """One case: its overall verdict (the worst of its variants'), and every variant.
 
-    `reasons` are the case's own (an invalid case, a failed reference); its variants' findings and
-    reasons are rendered with them at the edges (`harness.explain`). `headline` names the variant the
-    tables show (the base variant when it ran); `comparison` and `engine` are that variant's. `floor`
-    is the reference's own error on the case, what every variant's metrics are judged relative to.
+    `reasons` are the case's own in the words of the module that refused it (an invalid case, media the
+    model does not take); `notes` what the run says of it as records (a failed reference, a stale stored
+    one, a reference check's warning); its variants' findings and notes are rendered with them at the
+    edges (`harness.explain`). `headline` names the variant the tables show (the base variant when it
+    ran); `comparison` and `engine` are that variant's. `floor` is the reference's own error on the case,
+    what every variant's metrics are judged relative to.
     """
 
     case_id: str
@@ -313,10 +386,11 @@ class CaseResult:
     reference: EngineOutput | None = None
     variants: dict[str, VariantResult] = field(default_factory=dict)
     headline: str | None = None
-    # Checks of the reference and the case (self-consistency, image sensitivity) and
-    # the warnings they raise: never failures, but they say what a verdict is worth.
+    # Checks of the reference and the case (self-consistency, image sensitivity), and the notes of the
+    # case: the warnings its checks raise (never failures, but they say what a verdict is worth), and
+    # why it is an error when it never reached judging.
     checks: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     # Decoded text of output tokens and top-k candidates, keyed by str(token id),
     # so the report can show tokens without a tokenizer.
     tokens: dict[str, str] = field(default_factory=dict)
@@ -358,15 +432,15 @@ class RunResult:
     every case has a result, and "failed" when the run itself broke (`error`);
     `read_results` returns "partial" for a run stopped while still "running".
     `variants` lists the variants of the plan with what each is for,
-    `skipped` the variants the plan left out with the reason, and `warnings`
-    what makes the run less telling than it looks (a variant that exercised nothing).
+    `skipped` the variants the plan left out with the reason, and `notes`
+    what makes the run less telling than it looks (a variant that exercised nothing), as records.
     """
 
     provenance: Provenance = field(default_factory=Provenance)
     cases: list[CaseResult] = field(default_factory=list)
     variants: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     status: str = "running"
     error: str | None = None
     schema_version: int = SCHEMA_VERSION
@@ -395,12 +469,10 @@ class RunResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunResult:
         version = d.get("schema_version")
-        if version == 1:
-            d = upgrade_v1(d)
-        elif version == 2:
-            d = upgrade_v2(d)
-        elif version != SCHEMA_VERSION:
-            raise ValueError(f"results schema_version {version!r} is not 1, 2 or {SCHEMA_VERSION}")
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"results schema_version {version!r}: this vlm-parity reads version {SCHEMA_VERSION} "
+                             "only; re-run the cases with this version (or render the file with the version that "
+                             "wrote it)")
         return from_dict(cls, d)
 
 
@@ -453,37 +525,3 @@ def _hints(cls: type) -> dict[str, Any]:
     if cls not in _HINTS:
         _HINTS[cls] = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
     return _HINTS[cls]
-
-
-def upgrade_v1(d: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 results file as version 2: the single path becomes the `batched`
-    variant, a decode-effect run becomes the `decoder-<name>` variant."""
-    cases = []
-    for case in d.get("cases", []):
-        case = dict(case)
-        variants = {}
-        if case.get("comparison") or case.get("engine"):
-            variants["batched"] = {"variant": "batched", "verdict": case["verdict"], "reasons": case.get("reasons", []),
-                                   "comparison": case.pop("comparison", None), "engine": case.pop("engine", None)}
-        effect = case.pop("decode_effect", None)
-        if effect:
-            name = f"decoder-{effect['decoder']}"
-            variants[name] = {"variant": name, "verdict": effect["verdict"], "reasons": effect.get("reasons", []),
-                              "comparison": effect.get("comparison"),
-                              "details": {"decoder": effect["decoder"], "pixel_deltas": effect.get("pixel_deltas", [])}}
-        case["variants"] = variants
-        case["headline"] = "batched" if "batched" in variants else None
-        if variants:  # the variants now hold them
-            case["reasons"] = []
-        cases.append(case)
-    return upgrade_v2({**d, "cases": cases, "schema_version": 2})
-
-
-def upgrade_v2(d: dict[str, Any]) -> dict[str, Any]:
-    """A version-2 results file as version 3: a case's reasons no longer repeat its variants' (they are
-    rendered from the variants at the edges); metric failures stay text in the variants' reasons."""
-    cases = []
-    for case in d.get("cases", []):
-        prefixes = tuple(f"{name}: " for name in case.get("variants", {}))
-        cases.append({**case, "reasons": [r for r in case.get("reasons", []) if not r.startswith(prefixes)]})
-    return {**d, "cases": cases, "schema_version": SCHEMA_VERSION}

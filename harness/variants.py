@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 from harness.decode import DECODERS
-from harness.engines.base import Request, Sampling
+from harness.engines.base import Sampling
+from harness.engines.features import feature_problem, request_problem
 
 AGAINST = ("reference", "base")
 CHECKS = ("prefill", "decode")
@@ -58,9 +59,9 @@ class Variant:
         return asdict(self)
 
 
-# The keys of a variant in variants.yaml, and of its `request:` mapping: derived, never listed twice.
+# The keys of a variant in variants.yaml: derived, never listed twice (its `engine:` and `request:` keys are
+# the vocabulary's, harness.engines.features).
 VARIANT_KEYS = tuple(f.metadata["yaml"] or f.name for f in fields(Variant) if "yaml" in f.metadata)
-REQUEST_KEYS = tuple(f.name for f in fields(Request) if f.metadata.get("variant"))
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,8 @@ def load_variants(extra: Sequence[Path] = ()) -> VariantSet:
         for name, spec in (doc.get("variants") or {}).items():
             variants[name] = _parse_variant(source, str(name), spec)
         base = doc.get("base", base)
+        if problem := feature_problem(doc.get("engine") or {}):
+            raise ValueError(f"{source}: engine: {problem}")
         engine.update(doc.get("engine") or {})
         if not isinstance(doc.get("profiles", {}), dict):
             raise ValueError(f"{source}: field 'profiles': must map a profile name to a list of variants")
@@ -176,18 +179,19 @@ def _parse_variant(source: str, name: str, spec: Any) -> Variant:
         raise ValueError(f"{where}: unknown fields: {', '.join(sorted(unknown))} (known: {', '.join(VARIANT_KEYS)})")
     if not isinstance(spec.get("reason"), str) or not spec["reason"].strip():
         raise ValueError(f"{where}: field 'reason': every variant says why it exists")
+    if problem := feature_problem(spec.get("engine") or {}):
+        raise ValueError(f"{where}: engine: {problem}")
+    if problem := request_problem(spec.get("request") or {}):
+        raise ValueError(f"{where}: request: {problem}")
     request = dict(spec.get("request") or {})
-    bad = set(request) - set(REQUEST_KEYS)
-    if bad:
-        raise ValueError(f"{where}: field 'request': unknown keys {', '.join(sorted(bad))} "
-                         f"(known: {', '.join(REQUEST_KEYS)})")
     if "decoder" in request and request["decoder"] not in DECODERS:
-        raise ValueError(f"{where}: field 'request.decoder': unknown decoder {request['decoder']!r}")
+        raise ValueError(f"{where}: request: decoder: unknown decoder {request['decoder']!r} "
+                         f"(known: {', '.join(DECODERS)})")
     if "sampling" in request:
         try:
             request["sampling"] = Sampling(**request["sampling"])
         except TypeError as exc:
-            raise ValueError(f"{where}: field 'request.sampling': {exc}") from exc
+            raise ValueError(f"{where}: request: sampling: {exc}") from exc
     against = tuple(spec.get("against", ["reference"]))
     checks = tuple(spec.get("checks", list(CHECKS)))
     for key, values, allowed in (("against", against, AGAINST), ("checks", checks, CHECKS)):
@@ -198,8 +202,6 @@ def _parse_variant(source: str, name: str, spec: Any) -> Variant:
             or reference.get("mm_kwargs", "auto") != "auto":
         raise ValueError(f"{where}: field 'reference': {{decoder: NAME}} with a registered decoder, or "
                          "{mm_kwargs: auto}")
-    if "mm_kwargs" in request and request["mm_kwargs"] != "auto" and not isinstance(request["mm_kwargs"], dict):
-        raise ValueError(f"{where}: field 'request.mm_kwargs': a mapping, or auto (the model's processor options)")
     if spec.get("cases", "all") not in CASE_FILTERS:
         raise ValueError(f"{where}: field 'cases': must be one of {', '.join(CASE_FILTERS)}")
     if set(spec.get("expect") or {}) - {"cache_hit"}:

@@ -9,6 +9,7 @@ import random
 
 from harness.compare import compare_outputs, judge
 from harness.config import load_config, resolve
+from harness.explain import error_fields, note
 from harness.provenance import Provenance
 from harness.report.thumbnails import thumbnail
 from harness.schema import CaseResult, EngineOutput, RunResult, TokenLogprobs, VariantResult
@@ -42,8 +43,9 @@ def synthetic_case(i: int, rng: random.Random, kind: str = "pass", output_text: 
     ref = _side("hf", prompt, lps, out, out_lps, text)
     ref.case_id = case_id
     if kind == "error":
-        failed = VariantResult("batched", "error", ["engine error: ValueError: bad request"],
-                               engine=EngineOutput.failed(case_id, "vllm", "ValueError: bad request", "batched"))
+        error = "ValueError: bad request"
+        failed = VariantResult("batched", "error", engine=EngineOutput.failed(case_id, "vllm", error, "batched"),
+                               notes=[note("engine_error", attempt=0, **error_fields(error))])
         return CaseResult(case_id=case_id, verdict="error",
                           tags=["synthetic", "error"], images=["img.png"], prompt_text="Describe.",
                           thumbnails=[thumb], reference=ref, variants={"batched": failed}, headline="batched")

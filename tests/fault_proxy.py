@@ -10,9 +10,13 @@ e.g. a case's prompt text), which it answers the way a broken server would:
   stall      never answers (until the proxy stops)
 
 Standard library server plus httpx (the harness's own HTTP client): no extra dependency.
+
+`python -m tests.fault_proxy UPSTREAM PORT` runs one with no rules in its own process until SIGINT: a stand-in
+server for a test of how the harness starts and stops a server (tests/servers.py), answering with a real one.
 """
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +46,7 @@ class FaultProxy:
 
     upstream: str
     rules: list[Rule]
+    port: int = 0  # 0: a free one
     injected: list[Rule] = field(default_factory=list)  # one entry per request answered badly
     forwarded: int = 0
 
@@ -50,7 +55,7 @@ class FaultProxy:
         self._client = httpx.Client(base_url=self.upstream, timeout=600)
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"proxy": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
@@ -116,3 +121,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: the test asserts on `injected` and `forwarded`, not on a log."""
+
+
+if __name__ == "__main__":
+    with FaultProxy(sys.argv[1], [], port=int(sys.argv[2])):
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:  # how the harness stops a server it started
+            pass

@@ -1,9 +1,11 @@
-"""A real vLLM OpenAI server started by a test (not by the harness), for the attach and HTTP-fault tests."""
+"""A real vLLM OpenAI server started by a test (not by the harness), for the attach and HTTP-fault tests; and a
+stand-in server the harness starts in its place, for the test of how the harness starts and stops a server."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,3 +39,15 @@ def vllm_server(model: Path, wait_s: float = 300) -> Iterator[tuple[subprocess.P
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
+
+
+PROXY_MODULE = "tests.fault_proxy"
+
+
+class ProxiedVLLMServer(VLLMServerEngine):
+    """The vLLM server adapter whose server, the one the harness starts and stops, is a forwarding proxy
+    (tests/fault_proxy.py) to the running vLLM server at the engine option `upstream`: the harness's own
+    start, health wait and stop, and real vLLM answers, without a second vLLM start."""
+
+    def server_command(self, port: int) -> tuple[list[str], dict[str, str]]:
+        return [sys.executable, "-m", PROXY_MODULE, self.settings.options["upstream"], str(port)], {}

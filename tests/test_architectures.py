@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.explain import case_lines
+from harness.explain import case_lines, variant_lines
 from harness.runner import RunConfig, execute
 from harness.schema import RunResult
 from tests.conftest import CASES, DEFAULT_CASES, VIDEO_CASES
@@ -49,6 +49,7 @@ def test_lfm2_vl_two_heads_is_the_known_vllm_rotary_bug(tmp_path: Path) -> None:
     assert {c.verdict for c in run.cases} == {"known"}
     for case in run.cases:
         cell = case.variants["batched"]
-        assert cell.reasons[0].startswith("known failure: vLLM CPU bug: vllm._custom_ops.rotary_embedding")
-        assert "repro/vllm_cpu_rotary_3d.py" in cell.reasons[0]
+        known = cell.notes[0]
+        assert known.kind == "known_failure" and known.data["reproduction"] == "repro/vllm_cpu_rotary_3d.py"
+        assert variant_lines(cell)[0].startswith("known failure: vLLM CPU bug: vllm._custom_ops.rotary_embedding")
         assert cell.comparison.prompt_ids_match and cell.comparison.prefill_max > 0.1

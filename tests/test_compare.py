@@ -18,7 +18,7 @@ from harness.engines.base import Capabilities
 from harness.explain import finding_text
 from harness.judge import _floor_of
 from harness.plan import OPTIONS, floor_runs, reference_requests
-from harness.schema import METRIC_INFO, CaseComparison, EngineOutput, Floor, TokenLogprobs
+from harness.schema import CaseComparison, EngineOutput, Floor, TokenLogprobs, judged_by
 from harness.variants import Variant
 from tests.conftest import CASES
 
@@ -138,14 +138,14 @@ def test_thresholds_resolve_with_reasons_and_overrides() -> None:
     th = config.resolve(cfg, "float32", case_overrides={"prefill_max": 0.5})
     assert th["prefill_max"] == 0.5 and th.reasons["prefill_max"] == "set by the case"
     assert "1.4e-6" in config.resolve(cfg, "float32").reasons["prefill_max"]
-    for dtype in cfg["dtypes"]:  # every judged metric has its rounding floor
+    for dtype in cfg["dtypes"]:  # every metric of the floor rule has its bound and its rounding floor
         values = config.resolve(cfg, dtype).values
-        judged = [m for m in METRIC_INFO if config.ceiling_key(m) in values and m != "rouge_l"]
-        assert judged and all(f"{m}_atol" in values for m in judged), dtype
+        judged = judged_by("floor")
+        assert judged and all(config.ceiling_key(m) in values and f"{m}_atol" in values for m in judged), dtype
         assert values["k"] > values["k_warn"] > 1
     cfg["models"] = {"*/big-*": {"float32": {"prefill_max": {"value": 1e-3, "reason": "fp32 accumulation"}}}}
     assert config.resolve(cfg, "float32", model="/m/big-7b")["prefill_max"] == 1e-3
-    with pytest.raises(ValueError, match="unknown threshold 'prefil_max'"):
+    with pytest.raises(ValueError, match="unknown metric 'prefil_max'"):
         config.resolve(cfg, "float32", case_overrides={"prefil_max": 1.0})
     for dtype in cfg["dtypes"].values():
         assert all(spec["reason"] for spec in dtype.values())

@@ -1,8 +1,14 @@
-"""The harness catches real differences in a real engine (vLLM on CPU).
+"""The harness catches real differences in an engine's model (vLLM on CPU, or HF transformers).
 
 The engine serves an altered copy of the tiny model while the reference loads
 the original (`--reference-model`), the way a converted or quantized
-checkpoint is checked against its source.
+checkpoint is checked against its source. Where a test proves the judging
+(the metrics, the verdicts, the stage ladder) and vLLM would add nothing, the
+engine side is the HF engine in this process (tests/inline.py) against the same
+stored references: no vLLM start. The lm_head checkpoint and the engine's own
+chat template run on vLLM: the real engine's loading, its captures for every
+stage of the ladder, its template. A run is localized only where a test reads
+its ladder.
 """
 from __future__ import annotations
 
@@ -14,9 +20,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness.explain import case_lines, ladder_text, variant_lines
+from harness.explain import case_lines, info_lines, ladder_text, variant_lines
 from harness.runner import RunConfig, execute
 from tests.conftest import CASES
+from tests.inline import inline
 
 pytestmark = pytest.mark.engine
 
@@ -29,10 +36,17 @@ def altered_copy(model: Path, dest: Path) -> Path:
 
 
 def run(engine_model: Path, reference_model: str, out: Path, variants: list[str] | None = None, **options):
-    """The engine serves `engine_model` on the base path (one engine start) unless `variants` says otherwise;
+    """vLLM serves `engine_model` on the base path (one engine start) unless `variants` says otherwise;
     the reference is the built-in model by name (its stored references)."""
     return execute(RunConfig(cases=[CASES], out=out, model=str(engine_model), reference_model=reference_model,
                              only=SUBSET, variants=variants or ["base"], **options), progress=lambda _: None)
+
+
+def run_hf(engine_model: Path | str, reference_model: str, out: Path, only: set[str] = SUBSET, **options):
+    """As `run` on the base path, with the HF engine in this process serving `engine_model`: no engine process."""
+    return execute(RunConfig(cases=[CASES], out=out, model=str(engine_model), reference_model=reference_model,
+                             engine="hf", only=only, variants=["base"], **options),
+                   progress=lambda _: None, launcher=inline)
 
 
 def test_altered_vision_weights_fail_image_cases_by_metric(tmp_path: Path, tiny_model: str,
@@ -48,7 +62,7 @@ def test_altered_vision_weights_fail_image_cases_by_metric(tmp_path: Path, tiny_
         tensors[key] = t + 1e-3 * t.abs().mean() * torch.randn(t.shape, generator=gen)
     save_file(tensors, weights, metadata={"format": "pt"})
 
-    result = run(model, tiny_model, tmp_path / "out")
+    result = run_hf(model, tiny_model, tmp_path / "out")
     by_id = {c.case_id: c for c in result.cases}
     assert set(by_id) == SUBSET
     for case_id in SUBSET - {"text-only"}:
@@ -69,8 +83,9 @@ def test_altered_vision_weights_fail_image_cases_by_metric(tmp_path: Path, tiny_
 
 def test_lm_head_and_rope_faults_are_localized_to_their_stage(tmp_path: Path, tiny_model: str,
                                                                tiny_model_dir: Path) -> None:
-    """lm_head scaled by 1.01: every stage agrees up to the logits. rope_theta doubled in the engine's config:
-    the prompt ids and position ids agree (positions are indexes), the first decoder layer does not."""
+    """lm_head scaled by 1.01: every stage agrees up to the logits (on vLLM: each stage vLLM captures agrees with
+    the reference's). rope_theta doubled in the engine's config: the prompt ids and position ids agree (positions
+    are indexes), the first decoder layer does not."""
     lm_head = altered_copy(tiny_model_dir, tmp_path / "lm_head")
     tensors = load_file(lm_head / "model.safetensors")
     tensors["lm_head.weight"] = tensors["lm_head.weight"] * 1.01
@@ -79,8 +94,9 @@ def test_lm_head_and_rope_faults_are_localized_to_their_stage(tmp_path: Path, ti
     config = json.loads((rope / "config.json").read_text())
     config["text_config"]["rope_parameters"]["rope_theta"] *= 2
     (rope / "config.json").write_text(json.dumps(config))
-    for model, stage, detail in ((lm_head, "logits", "vocabulary entries"), (rope, "layers", "layers.0 (of")):
-        result = run(model, tiny_model, tmp_path / f"out-{model.name}")
+    for model, stage, detail, engine in ((lm_head, "logits", "vocabulary entries", run),
+                                         (rope, "layers", "layers.0 (of", run_hf)):
+        result = engine(model, tiny_model, tmp_path / f"out-{model.name}")
         for case in result.cases:
             assert case.verdict == "fail" and case.ladder is not None, case.case_id
             assert case.ladder.first == stage, (model.name, case.case_id, ladder_text(case.ladder))
@@ -94,7 +110,7 @@ def test_tokenizer_mismatch_is_reported_as_prompt_ids(tmp_path: Path, tiny_model
     tokenizer["model"]["merges"] = []  # same vocab, but every word now splits into bytes
     (model / "tokenizer.json").write_text(json.dumps(tokenizer))
 
-    result = run(model, tiny_model, tmp_path / "out")
+    result = run_hf(model, tiny_model, tmp_path / "out", localize="off")
     assert {c.case_id for c in result.cases} == SUBSET
     for case in result.cases:
         assert case.verdict == "fail", (case.case_id, case_lines(case))
@@ -104,10 +120,9 @@ def test_tokenizer_mismatch_is_reported_as_prompt_ids(tmp_path: Path, tiny_model
 
 
 def test_fast_upsample_pixels_move_parity_while_pil_pixels_pass(tmp_path: Path, tiny_model: str) -> None:
-    """The nvJPEG stand-in on CPU: same engine start, PIL pixels vs fast-upsampled 4:2:0 pixels."""
-    result = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=tiny_model, variants=["base"],
-                               only={"astronaut-420", "coffee-444", "chelsea-png"},
-                               decode_effect="simplejpeg-fastupsample"), progress=lambda _: None)
+    """The nvJPEG stand-in on CPU: same engine, PIL pixels vs fast-upsampled 4:2:0 pixels."""
+    result = run_hf(tiny_model, tiny_model, tmp_path / "out", only={"astronaut-420", "coffee-444", "chelsea-png"},
+                    decode_effect="simplejpeg-fastupsample", localize="off")
     by_id = {c.case_id: c for c in result.cases}
     assert all(c.variants["batched"].verdict == "pass" for c in result.cases), [case_lines(c) for c in result.cases]
     noise_floor = max(c.comparison.prefill_max for c in result.cases)
@@ -132,14 +147,17 @@ def test_engine_template_differing_by_one_space_fails_native_only(tmp_path: Path
     text = template.read_text()
     assert "message['role'] + '\\n'" in text
     template.write_text(text.replace("message['role'] + '\\n'", "message['role'] + ' \\n'", 1))
-    result = run(model, tiny_model, tmp_path / "out", variants=["base", "native"])
+    result = run(model, tiny_model, tmp_path / "out", variants=["base", "native"], localize="off")
     assert {c.case_id for c in result.cases} == SUBSET
     for case in result.cases:
         assert case.variants["batched"].verdict == "pass", (case.case_id, variant_lines(case.variants["batched"]))
         native = case.variants["native"]
         assert native.verdict == "fail" and native.comparison.prompt_ids_match is False, variant_lines(native)
         assert variant_lines(native)[0].startswith("vs reference: prompt_ids_match = false")
-        assert native.details["stage"].startswith("prompt token ids differ: the engine's own chat template")
+        stage = [n for n in native.notes if n.kind == "native_stage"]
+        assert [n.data for n in stage] == [{"stage": "template"}], native.notes
+        assert ("where it starts: prompt token ids differ: the engine's own chat template (or tokenizer) renders "
+                "the prompt differently from the reference's") in info_lines(native)
 
 
 def test_a_small_weight_drift_under_the_old_fixed_bound_is_drift_or_failure(tmp_path: Path, tiny_model: str,
@@ -152,7 +170,7 @@ def test_a_small_weight_drift_under_the_old_fixed_bound_is_drift_or_failure(tmp_
     tensors = load_file(weights)
     tensors["lm_head.weight"] = (tensors["lm_head.weight"].double() * (1 + 2e-6)).float()
     save_file(tensors, weights, metadata={"format": "pt"})
-    result = run(model, tiny_model, tmp_path / "out", variants=["base"])
+    result = run_hf(model, tiny_model, tmp_path / "out", localize="off")
     cells = [c.variants["batched"] for c in result.cases]
     assert all(cell.comparison.prefill_max < 1e-4 for cell in cells)  # the old fixed bound passed them all
     flagged = [cell for cell in cells if cell.drifting or cell.failing]

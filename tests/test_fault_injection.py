@@ -1,11 +1,13 @@
 """Each variant catches the real engine bug on its own path, and only that variant does.
 
-One bug class at a time is injected into vLLM itself (tests/faulty_vllm.py
-patches one vLLM code path inside the engine process); the reference stays
+Real engine bug classes are injected into vLLM itself (tests/faulty_vllm.py
+patches vLLM code paths inside the engine process); the reference stays
 HF on the built-in tiny Qwen2-VL. Each test runs the variant whose path the
 fault lives on next to the base variant and at least one other, and checks
 that the fault shows up as that variant's verdict and reasons while the
-others of the same run pass.
+others of the same run pass. Faults whose paths no other variant of the run
+takes share one run (`three_faults`); a run is localized only where a test
+reads its ladder.
 
 A fault that hangs the engine instead is stopped by the harness's stall
 guard (`stall_s`) and shows up as errors, not as a test that never ends.
@@ -51,38 +53,43 @@ def verdicts(result: RunResult) -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def two_faults(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> RunResult:
-    """Two faults on two paths in one engine start (each patches its own code path; neither touches the
-    other's): one run for two tests."""
-    result = run(tiny_model, tmp_path_factory.mktemp("two-faults"), ["sampler", "image-embeds"],
-                 ["batched", "alone", "repeat", "image-embeds", "sampling"])
+def three_faults(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> RunResult:
+    """Three faults on three paths in one run (each patches its own code path; none touches another's): the
+    sampler and image-embeds faults in one engine start, chunk-slice's variant in its own (its engine settings
+    differ); one run for three tests. The sampling errors make every case an `error`, which the default
+    localization leaves alone: the image cases are localized by name, each on its first failing variant in
+    the plan's order, chunked-prefill."""
+    result = run(tiny_model, tmp_path_factory.mktemp("three-faults"), ["sampler", "image-embeds", "chunk-slice"],
+                 ["batched", "alone", "chunked-prefill", "repeat", "image-embeds", "sampling"],
+                 localize=",".join(sorted(IMAGE_CASES)))
     assert result.status == "complete", result.error
     assert set(verdicts(result)) == SUBSET
     return result
 
 
-def test_sampler_crash_on_temperature_is_a_sampling_error_only(two_faults: RunResult) -> None:
+def test_sampler_crash_on_temperature_is_a_sampling_error_only(three_faults: RunResult) -> None:
     """Sampler.apply_temperature divides an inference tensor in place outside inference mode:
     every step with a sampled request raises; greedy steps never reach it. The sampled requests
     share the batched submissions with greedy ones, so those fail as a whole and the adapter's
     one-by-one retry must leave only the sampled requests in error."""
-    message = "RuntimeError: Inplace update to inference tensor outside InferenceMode is not allowed"
-    for case in two_faults.cases:
+    message = "Inplace update to inference tensor outside InferenceMode is not allowed"
+    for case in three_faults.cases:
         sampling = case.variants["sampling"]
         assert sampling.verdict == "error", (case.case_id, variant_lines(sampling))
-        # Both submissions of the sampled request, with the engine's own message.
-        assert [r.partition(": ")[0] for r in sampling.reasons] == ["engine error (attempt 1)",
-                                                                  "engine error (attempt 2)"]
-        assert all(r.split(": ", 1)[1].startswith(message) for r in sampling.reasons), sampling.reasons
+        # Both submissions of the sampled request, with the engine's own exception, as records.
+        errors = [(n.kind, n.data["attempt"], n.data["type"]) for n in sampling.notes]
+        assert errors == [("engine_error", 0, "RuntimeError"), ("engine_error", 1, "RuntimeError")], errors
+        assert all(n.data["message"].startswith(message) for n in sampling.notes), sampling.notes
+        assert variant_lines(sampling)[0].startswith(f"engine error (attempt 1): RuntimeError: {message}")
         assert case.verdict == "error"
         # Greedy requests of the same submissions (batched, the repeats) and alone: exact.
         for name in ("batched", "alone", "repeat"):
             assert case.variants[name].verdict == "pass", (case.case_id, name, variant_lines(case.variants[name]))
 
 
-def test_wrong_image_embeddings_fail_image_embeds_only(two_faults: RunResult) -> None:
+def test_wrong_image_embeddings_fail_image_embeds_only(three_faults: RunResult) -> None:
     """Qwen2-VL's _process_image_input scales precomputed image_embeds by 1.05; pixels untouched."""
-    for case in two_faults.cases:
+    for case in three_faults.cases:
         if case.case_id == "text-only":
             assert case.variants["image-embeds"].verdict == "skipped"
             assert case.variants["image-embeds"].reasons == ["the case has no images"]
@@ -102,7 +109,8 @@ def test_encoder_cache_hit_serving_a_wrong_entry_fails_repeat_only(tmp_path: Pat
     pixels are never re-encoded). The cases' images are distinct, so the batched submission
     itself has no hit; image-embeds' embeddings hash to their own entries."""
     only = {"two-images", "coffee-444", "text-only", "long-prompt-rocket"}  # no image shared
-    result = run(tiny_model, tmp_path / "out", "encoder-cache", ["batched", "repeat", "image-embeds"], only)
+    result = run(tiny_model, tmp_path / "out", "encoder-cache", ["batched", "repeat", "image-embeds"], only,
+                 localize="off")
     assert result.status == "complete", result.error
     assert verdicts(result) == {
         **{c: {"batched": "pass", "repeat": "fail", "image-embeds": "pass"} for c in only - {"text-only"}},
@@ -118,31 +126,32 @@ def test_encoder_cache_hit_serving_a_wrong_entry_fails_repeat_only(tmp_path: Pat
         assert_wrong_from_first_image(case.case_id, repeat.comparison)
 
 
-def test_off_by_one_chunk_slice_fails_chunked_prefill_only(tmp_path: Path, tiny_model: str) -> None:
+def test_off_by_one_chunk_slice_fails_chunked_prefill_only(three_faults: RunResult) -> None:
     """_gather_mm_embeddings takes the rows of an image begun in an earlier prefill chunk one row
-    early. With the normal token budget no image is split: only chunked-prefill sees it."""
-    result = run(tiny_model, tmp_path / "out", "chunk-slice", ["batched", "alone", "chunked-prefill"])
-    assert result.status == "complete", result.error
-    assert verdicts(result) == {
+    early. With the normal token budget no image is split: only chunked-prefill sees it (the run's other
+    failing variants are the other faults' own)."""
+    paths = ("batched", "alone", "chunked-prefill")
+    assert {c: {v: by[v] for v in paths} for c, by in verdicts(three_faults).items()} == {
         **{c: {"batched": "pass", "alone": "pass", "chunked-prefill": "fail"} for c in IMAGE_CASES},
         "text-only": {"batched": "pass", "alone": "pass", "chunked-prefill": "pass"},
     }
-    for case in result.cases:
+    for case in three_faults.cases:
         chunked = case.variants["chunked-prefill"]
         tokens, split = chunked.details["chunk_tokens"], chunked.details["split_spans"]
         if case.case_id == "text-only":
-            assert split == [] and case.verdict == "pass"
+            assert split == [] and chunked.verdict == "pass"
             continue
         assert split, f"{case.case_id}: no image span split by {tokens}-token chunks"
-        lines = case_lines(case)
-        assert lines[0].startswith("chunked-prefill: vs reference: prefill_max = "), lines
-        assert all(r.startswith("chunked-prefill: ") for r in lines), lines
+        lines = variant_lines(chunked)
+        assert lines[0].startswith("vs reference: prefill_max = "), lines
+        failing = {line.split(": ", 1)[0] for line in case_lines(case)}
+        assert failing == {"chunked-prefill", "image-embeds", "sampling"}, case_lines(case)
         # Exact through the first chunk; wrong from the logprob predicted at the second chunk's
         # first position, which holds an image token whose slice started past 0.
         diffs = chunked.comparison.prefill_diffs
         assert max(d for d in diffs[:tokens + 1] if d is not None) <= TOLERANCE, (case.case_id, tokens)
         assert diffs[tokens + 1] > TOLERANCE, (case.case_id, tokens, diffs[:tokens + 3])
-        # Localized by the default run: the encoder's output is right, the merged embeddings of the image
+        # Localized: the encoder's output is right, the merged embeddings of the image
         # tokens after the chunk boundary are not (the probe prefills in the variant's own chunks).
         assert case.ladder is not None and case.ladder.variant == "chunked-prefill"
         assert case.ladder.first == "embeds", ladder_text(case.ladder)
@@ -155,7 +164,7 @@ def test_in_bfloat16_healthy_paths_pass_by_their_floor_and_the_chunk_fault_still
     (its error is the bfloat16 floor's size, far past the float32 bounds), the chunk-slice bug fails."""
     only = {"astronaut-420", "two-images", "text-only"}
     result = run(tiny_model, tmp_path / "out", "chunk-slice", ["batched", "chunked-prefill"], only,
-                 dtype="bfloat16", reference_dtype="float32")
+                 dtype="bfloat16", reference_dtype="float32", localize="off")
     assert result.status == "complete", result.error
     assert verdicts(result) == {**{c: {"batched": "pass", "chunked-prefill": "fail"} for c in only - {"text-only"}},
                                 "text-only": {"batched": "pass", "chunked-prefill": "pass"}}

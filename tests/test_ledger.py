@@ -6,6 +6,7 @@ restart, an unexpected output, every variant skipped, overlap on and off).
 """
 from __future__ import annotations
 
+from harness.explain import note, stream_end
 from harness.ledger import REFERENCE, CaseLedger
 from harness.scheduler import Launch, Open, Scheduler
 from harness.schema import EngineOutput
@@ -55,8 +56,10 @@ def test_a_reference_stream_that_ends_early_closes_what_it_never_answered() -> N
     book = ledger("a", "b")
     for event in [(REFERENCE, out("a", REFERENCE)), (REFERENCE, out("a", "flat-grey"))]:
         book.accept(*event)
-    assert book.stream_ended(REFERENCE, "reference failed: died") == ["b"]
-    assert book.entry("b").closed == "reference failed: died" and book.entry("b").reference is None
+    died = stream_end(True, "died")
+    assert book.stream_ended(REFERENCE, died) == ["b"]
+    assert book.entry("b").closed == "reference failed" and book.entry("b").reference is None
+    assert book.entry("b").missing == {REFERENCE: died}  # why, as a record: the runner's error note
     assert book.open_cases() == ["a"]  # its reference came: it still waits for the engines
 
 
@@ -67,9 +70,11 @@ def test_an_engine_that_dies_mid_case_leaves_the_reason_on_its_variants() -> Non
         book.accept(REFERENCE, out(case, "flat-grey"))
         book.accept("1", out(case, "repeat"))
     assert book.accept("0", out("a", "batched", error="died while this case was in flight")) == ["a"]
-    assert book.stream_ended("0", "engine failed: killed") == ["b"]
+    killed = stream_end(False, "killed")
+    assert book.stream_ended("0", killed) == ["b"]
     assert book.entry("a").outputs["batched"][0].error and not book.entry("a").missing
-    assert book.entry("b").missing == {"batched": "engine failed: killed"} and book.completed()
+    assert book.entry("b").missing == {"batched": killed} and book.entry("b").closed == "incomplete"
+    assert book.completed()
 
 
 def test_a_restarted_engine_settles_in_flight_cases_as_errors_and_answers_the_rest() -> None:
@@ -82,7 +87,7 @@ def test_a_restarted_engine_settles_in_flight_cases_as_errors_and_answers_the_re
         book.accept("1", out(case, "repeat"))
     assert book.accept("0", out("a", "batched", error="engine process died (SIGKILL) while in flight")) == ["a"]
     assert book.accept("0", out("b", "batched")) == ["b"]
-    assert book.stream_ended("0", "engine process ended") == [] and book.completed()
+    assert book.stream_ended("0", stream_end(False, None)) == [] and book.completed()
 
 
 def test_unexpected_outputs_are_noted_and_ignored() -> None:
@@ -103,8 +108,8 @@ def test_a_case_with_everything_stored_and_skipped_closes_at_the_opening() -> No
 def test_withdrawn_requests_are_missing_with_the_reason() -> None:
     book = CaseLedger({"a": {(REFERENCE, 0): REFERENCE, ("chunked", 0): "1"}})
     book.accept(REFERENCE, out("a", REFERENCE))
-    assert book.withdraw(["a"], "1", "not sent: the case's reference failed") == ["a"]
-    assert book.entry("a").missing == {"chunked": "not sent: the case's reference failed"}
+    assert book.withdraw(["a"], "1", note("not_sent")) == ["a"]
+    assert book.entry("a").missing == {"chunked": note("not_sent")}
 
 
 def test_scheduler_with_overlap_starts_engines_early_and_computes_one_at_a_time() -> None:

@@ -9,16 +9,18 @@ import pytest
 
 from harness.cli import main
 from harness.engines import resolve_engine
+from harness.engines.base import Capabilities
 from harness.engines.client import stream
-from harness.explain import case_lines
+from harness.explain import case_lines, note_text
 from harness.gate import UNDECIDED, decide, load_gate_config
 from harness.merge import merge_runs
 from harness.report import publish
 from harness.report.summary import markdown_summary
 from harness.results import read_results
 from harness.runner import RunConfig, execute
-from harness.schema import RunResult, upgrade_v1
-from harness.variants import load_variants
+from harness.schema import RunResult
+from harness.plan import base_features, engine_skip_reason
+from harness.variants import Variant, load_variants
 from tests.conftest import CASES, DEFAULT_CASES, FAKE
 from tests.inline import inline
 
@@ -62,6 +64,12 @@ def test_a_variant_is_one_yaml_entry_and_an_engine_one_module(tmp_path: Path, ti
     # Both variants share engine settings: one engine start.
     assert len(run.provenance.engine_groups) == 1
     assert run.provenance.engine_groups[0].variants == ["batched", "alone-check"]
+    # The base `engine:` feature the fake adapter lacks is said once, and its engine starts without it.
+    assert run.provenance.engine_groups[0].features == {"prefix_caching": True}
+    said = [n for n in run.notes if n.kind == "unsupported_base_features"]
+    assert [n.data for n in said] == [{"engine": FAKE, "features": ["cache_block_tokens"]}]
+    assert note_text(said[0]) == ("engine 'tests.fake_engine:FakeEngine' does not support the base engine feature "
+                                  "cache_block_tokens (variants.yaml `engine:`): every variant runs with its own default")
 
 
 def test_variant_skipped_for_missing_capability_says_why(tmp_path: Path, tiny_model: str) -> None:
@@ -87,7 +95,10 @@ def test_reference_failure_is_that_case_error_while_the_engine_is_fine(tmp_path:
                             reference_engine="tests.test_plan:FailingReference"), progress=lambda _: None,
                   launcher=inline)
     by_id = {c.case_id: c for c in run.cases}
-    assert by_id["two-images"].verdict == "error" and by_id["two-images"].reasons == ["reference failed: fake failure"]
+    failed = by_id["two-images"]
+    assert failed.verdict == "error" and [(n.kind, n.data) for n in failed.notes if n.level == "error"] == [
+        ("reference_failed", {"type": None, "message": "fake failure"})]  # the engine's own message, as data
+    assert case_lines(failed) == ["reference failed: fake failure"]
     assert by_id["text-only"].verdict == "pass" and by_id["astronaut-420"].verdict == "pass"
     assert run.status == "complete"
 
@@ -115,6 +126,8 @@ def test_fatal_engine_error_mid_run_keeps_what_was_done(tmp_path: Path, tiny_mod
     assert verdicts == ["error", "pass", "pass"]
     died = [c for c in run.cases if c.verdict == "error"][0]
     assert case_lines(died) == [f"batched: engine error (attempt 1): {fault} while this case was in flight"]
+    assert [(n.kind, n.data) for n in died.variants["batched"].notes] == [  # the client's words, not parsed
+        ("engine_error", {"attempt": 0, "type": None, "message": f"{fault} while this case was in flight"})]
     assert read_results(tmp_path / "out").cases[0].verdict == "pass"  # written before the engine died
     # On the whole matrix, the cells computed before the death are kept and judged.
     matrix = fake_run(tmp_path, tiny_model, options={"die_after": 2})
@@ -186,28 +199,55 @@ def test_unknown_variant_or_engine_is_a_clear_run_error(tmp_path: Path, tiny_mod
 def test_bad_variants_file_names_file_variant_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("variants:\n  x:\n    reason: because\n    request: {decodr: pil}\n")
-    with pytest.raises(ValueError, match=r"bad.yaml: variant 'x': field 'request': unknown keys decodr"):
+    with pytest.raises(ValueError, match=r"bad.yaml: variant 'x': request: unknown field 'decodr' \(known: decoder, "):
         load_variants([bad])
     bad.write_text("variants:\n  x:\n    against: [reference]\n")
     with pytest.raises(ValueError, match=r"variant 'x': field 'reason'"):
         load_variants([bad])
 
 
-def test_version_1_results_still_render(tmp_path: Path) -> None:
-    v1 = {"schema_version": 1, "status": "complete", "provenance": {"engine": "vllm"}, "cases": [{
-        "case_id": "a", "verdict": "pass", "reasons": [], "comparison": {"prompt_ids_match": True,
-                                                                         "prompt_len_reference": 3,
-                                                                         "prompt_len_engine": 3, "prefill_max": 1e-6},
-        "decode_effect": {"decoder": "simplejpeg-fastupsample", "verdict": "fail", "reasons": ["x"],
-                          "comparison": {"prompt_ids_match": True, "prompt_len_reference": 3,
-                                         "prompt_len_engine": 3, "prefill_max": 0.1}, "pixel_deltas": []}}]}
-    run = RunResult.from_dict(v1)
-    case = run.case("a")
-    assert case.comparison.prefill_max == 1e-6
-    assert case.variants["decoder-simplejpeg-fastupsample"].comparison.prefill_max == 0.1
-    assert upgrade_v1(v1)["schema_version"] == 3
-    (tmp_path / "results.json").write_text(json.dumps(v1))
-    assert main(["report", str(tmp_path / "results.json")]) == 0
+@pytest.mark.parametrize(("text", "error"), [
+    ("variants:\n  x:\n    reason: r\n    engine: {cuda_graph: true}\n",
+     r"bad.yaml: variant 'x': engine: unknown feature 'cuda_graph' \(known: prefill_chunk_tokens, .*compiled"),
+    ("engine: {prefix_cache: true}\n",
+     r"bad.yaml: engine: unknown feature 'prefix_cache' \(known: prefill_chunk_tokens, "),
+    ("variants:\n  x:\n    reason: r\n    engine: {prefill_chunk_tokens: lots}\n",
+     r"bad.yaml: variant 'x': engine: prefill_chunk_tokens: 'lots' is not N \| auto"),
+    ("variants:\n  x:\n    reason: r\n    request: {submit: alon}\n",
+     r"bad.yaml: variant 'x': request: submit: 'alon' is not batched \| alone"),
+    ("variants:\n  x:\n    reason: r\n    request: {videos: [a.png]}\n",
+     r"bad.yaml: variant 'x': request: unknown field 'videos'"),  # the case's, not a variant's
+])
+def test_a_variants_file_outside_the_vocabulary_fails_at_load_naming_file_and_key(tmp_path: Path, text: str,
+                                                                                  error: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=error):
+        load_variants([bad])
+
+
+def test_a_base_feature_the_engine_lacks_is_dropped_and_named() -> None:
+    capabilities = Capabilities(features=frozenset({"prefix_caching"}))
+    features, missing = base_features({"prefix_caching": True, "cache_block_tokens": 32, "compiled": False},
+                                      capabilities)
+    assert features == {"prefix_caching": True} and missing == ["cache_block_tokens", "compiled"]
+    assert base_features({"prefix_caching": True}, capabilities) == ({"prefix_caching": True}, [])
+
+
+def test_a_variant_that_sets_a_declared_request_field_needs_an_engine_that_declares_it() -> None:
+    variant = Variant("v", request={"warmup": "same-image", "prompt_logprobs": True, "submit": "alone"})
+    assert engine_skip_reason(variant, Capabilities(), "e", "cpu") == "engine 'e' does not take per-request warmup"
+    assert engine_skip_reason(variant, Capabilities(request_fields=frozenset({"warmup"})), "e", "cpu") is None
+    assert engine_skip_reason(Variant("c", features={"compiled": True}), Capabilities(), "e", "cpu") == \
+        "engine 'e' does not support compiled"
+
+
+def test_results_of_another_schema_version_are_refused_with_what_to_do(tmp_path: Path) -> None:
+    old = {"schema_version": 2, "status": "complete", "provenance": {"engine": "vllm"}, "cases": []}
+    with pytest.raises(ValueError, match=r"schema_version 2: this vlm-parity reads version \d+ only; re-run"):
+        RunResult.from_dict(old)
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    assert main(["report", str(tmp_path / "results.json")]) != 0
 
 
 def test_shards_merged_equal_the_unsharded_run_and_a_missing_shard_is_named(tmp_path: Path, tiny_model: str) -> None:

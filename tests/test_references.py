@@ -18,7 +18,7 @@ from harness.cases import load_cases
 from harness.cli import main
 from harness.compare import compare_outputs, judge
 from harness.compare.floor import floor_key
-from harness.explain import case_lines, finding_text
+from harness.explain import case_lines, finding_text, warning_lines
 from harness.models import default_model_dir, image_token_id
 from harness.record import RecordConfig, record, select
 from harness.references import DEFAULT_DIR, ReferenceStore, StoredReference, changed_fields, dump
@@ -105,7 +105,10 @@ def test_stored_mode_makes_a_stale_case_an_error_and_runs_the_rest(tmp_path: Pat
                   progress=lambda _: None, launcher=inline)
     stale = run.case(case_id)
     assert stale.verdict == "error" and stale.reference_stale == ["image bytes of images[0]"]
-    assert stale.reasons[0].startswith("reference_stale: stale (") and "image bytes of images[0]" in stale.reasons[0]
+    (why,) = stale.notes  # a record of what changed, rendered where it is shown
+    assert (why.kind, why.level, why.data["state"]) == ("stored_reference_unusable", "error", "stale")
+    assert why.data["changes"] == ["image bytes of images[0]"] and why.data["file"].startswith(f"{case_id}.")
+    assert case_lines(stale) == [f"reference_stale: stale ({why.data['file']}): changed: image bytes of images[0]"]
     others = [c for c in run.cases if c.case_id != case_id]
     assert len(others) == DEFAULT_CASES - 1 and all(c.reference_source.startswith("stored: ") for c in others)
     assert all(c.verdict != "error" for c in others)  # judged (the fake engine fails them), not lost
@@ -122,8 +125,10 @@ def test_auto_mode_runs_a_stale_case_live_and_says_why(tmp_path: Path) -> None:
                   progress=lambda _: None, launcher=inline)
     stale, fresh = run.case(case_id), run.case("text-only")
     assert stale.reference_source == "live" and stale.reference is not None and not stale.reference.error
-    assert stale.warnings[0].startswith("stored reference stale (") and "image bytes of images[0]" in stale.warnings[0]
-    assert stale.warnings[0].endswith("the reference ran live")
+    warning = stale.notes[0]
+    assert (warning.kind, warning.data["changes"]) == ("stale_reference", ["image bytes of images[0]"])
+    assert warning_lines(stale)[0] == (f"stored reference stale ({warning.data['file']}): changed: image bytes of "
+                                       "images[0]: the reference ran live")
     assert fresh.reference_source.startswith("stored: text-only.") and not fresh.reference_stale
 
 
@@ -262,7 +267,8 @@ def test_stored_and_live_give_the_same_verdicts_and_metrics_within_the_floor(tmp
             assert mine.level == check.level, (case.case_id, name)
             if check.bound is not None and METRIC_INFO.get(name, {}).get("better") == "lower":
                 assert abs(mine.value - check.value) <= check.bound, (case.case_id, name, mine.value, check.value)
-        assert (case.tokens, case.warnings) == (other.tokens, other.warnings)
+        assert case.tokens == other.tokens
+        assert [n.kind for n in case.notes] == [n.kind for n in other.notes]  # the same warnings (values may differ)
 
 
 def test_a_thresholds_file_is_layered_over_the_packaged_one(tmp_path: Path) -> None:

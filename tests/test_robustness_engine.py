@@ -10,6 +10,7 @@ naming the cause, no case the engine already returned is lost, and the run ends 
 - A real vLLM server behind a fault-injecting proxy (tests/fault_proxy.py) that answers
   chosen requests with 503, a closed connection, truncated JSON, or never.
 - The per-run timeout: the harness's own orchestration, so a fake engine that hangs.
+- The harness stopped mid-batch by SIGTERM, SIGINT or SIGKILL: no process it started is left.
 """
 from __future__ import annotations
 
@@ -24,17 +25,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from harness.cases import load_cases
 from harness.cli import main
 from harness.engines.base import Request
-from harness.explain import case_lines, variant_lines
+from harness.explain import case_lines, note, variant_lines
 from harness.report import publish
 from harness.results import read_results
 from harness.runner import RunConfig, execute
 from harness.schema import EngineOutput, RunResult
-from tests.conftest import CASES
+from tests.conftest import CASES, FAKE
 from tests.fake_engine import FakeEngine
 from tests.fault_proxy import FaultProxy, Rule
 
@@ -115,6 +117,8 @@ def test_engine_killed_by_pid_then_hung_keeps_every_returned_case(tmp_path: Path
         stalled: [f"engine error (attempt 1): {stall} while this case was in flight"],
         unsent: [f"engine failed: {given_up}"],
     }
+    # As records: the fault's own words, never parsed into an exception type they do not name.
+    assert run.case(unsent).variants["alone"].notes == [note("engine_failed", type=None, message=given_up)]
     assert {c.case_id: c.verdict for c in run.cases} == {first: "pass", restarted: "pass", killed: "error",
                                                          stalled: "error", unsent: "error"}
     group = run.provenance.engine_groups[0]
@@ -211,18 +215,82 @@ def test_run_timeout_stops_the_engine_and_the_cases_not_returned_are_errors(tmp_
     assert reasons(run, "batched") == dict.fromkeys((first, hung, unsent), [])
     assert reasons(run, "alone") == {first: [], hung: [f"engine error (attempt 1): {timeout} while this case was "
                                                        "in flight"], unsent: [f"engine failed: {timeout}"]}
+    assert [n.kind for n in run.case(hung).variants["alone"].notes] == ["engine_error"]
     assert run.provenance.engine_groups[0].restarts == 0
     assert len(read_results(tmp_path / "out").cases) == 3
 
 
-def test_run_killed_with_sigkill_halfway_keeps_exactly_the_completed_cases(tmp_path: Path,
-                                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    """The real vLLM engine on the default suite, cases handed back one by one (`alone`): SIGKILL the
-    harness after five, and `vlm-parity report` on its folder shows exactly the cases on disk, as partial."""
+REPO = Path(__file__).resolve().parents[1]
+RUN_MARK = "VLM_PARITY_TEST_RUN"  # in the environment of every process a run started, however deep
+STOP_S = 5.0  # what "within a few seconds" is here
+
+
+def start_run(out: Path, *args: str) -> subprocess.Popen[str]:
+    """`vlm-parity run` in a session of its own, with SIGINT at its default (a shell's `&` ignores it), and its
+    processes marked by the output folder."""
+    cmd = [sys.executable, "-m", "harness.cli", "run", *args, "--verbose", "--out", str(out)]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO), RUN_MARK: str(out)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def run_processes(out: Path) -> list[psutil.Process]:
+    """Every live process of the run writing to `out`, found by the mark in its environment (a process
+    reparented to init, or started after a snapshot of the tree, is found too)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and process.environ().get(RUN_MARK) == str(out):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def assert_none_left(out: Path) -> None:
+    deadline = time.monotonic() + STOP_S
+    while (left := run_processes(out)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"{STOP_S:g} s after the harness was stopped: " + "; ".join(
+        f"{p.pid} {' '.join(p.cmdline())[:120]}" for p in left)
+
+
+def modules(out: Path) -> list[str]:
+    """What the processes of the run writing to `out` now run (`python -m MODULE`)."""
+    return sorted(c[2] for p in run_processes(out) if len(c := p.cmdline()) > 2 and c[1] == "-m")
+
+
+def test_sigint_mid_batch_ends_the_live_reference_and_the_engine_waiting_beside_it(tmp_path: Path,
+                                                                                   tiny_model: str) -> None:
+    """Ctrl-C while the live (HF) reference computes its batch and the engine, started beside it, waits for
+    its turn: every process of the run ends (a fake engine: the scenarios below start vLLM)."""
     out = tmp_path / "out"
-    repo = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "harness.cli", "run", "--variants", "alone", "--verbose", "--out", str(out)]
-    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_run(out, "--model", tiny_model, "--reference", "live", "--engine", FAKE, "--variants", "base")
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("[reference] 3/"):  # mid-batch: the reference has returned some cases
+                break
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # a full pipe would stall the run
+        running = modules(out)
+        assert running.count("harness.engines.worker") == 2, running  # the reference's and the engine's
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == -signal.SIGINT  # KeyboardInterrupt as before, once its engines are ended
+        assert_none_left(out)
+    finally:
+        for process in run_processes(out):
+            process.kill()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_run_stopped_halfway_leaves_no_process_and_exactly_the_completed_cases(
+        tmp_path: Path, signum: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """The real vLLM engine on the default suite, cases handed back one by one (`alone`): after five, SIGTERM
+    the harness (as CI cancels a job: it ends its engines first) or SIGKILL it (the engine ends itself). Within
+    a few seconds no process of the run is left, and `vlm-parity report` on its folder shows exactly the cases
+    on disk, as partial."""
+    out = tmp_path / "out"
+    proc = start_run(out, "--variants", "alone")
     announced: list[str] = []
     try:
         assert proc.stdout is not None
@@ -231,11 +299,14 @@ def test_run_killed_with_sigkill_halfway_keeps_exactly_the_completed_cases(tmp_p
                 announced.append(line.split()[1])
                 if len(announced) == 5:
                     break
-        proc.kill()
-        assert proc.wait() == -signal.SIGKILL
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        assert "harness.engines.worker" in modules(out)  # vLLM, mid-batch
+        os.kill(proc.pid, signum)
+        assert proc.wait(timeout=60) == -signum
+        assert_none_left(out)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        for process in run_processes(out):
+            process.kill()
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     written = [r["case"]["case_id"] for r in lines if r["record"] == "case"]
     assert written[:5] == announced and len(written) < len(load_cases([CASES]).cases)

@@ -25,6 +25,7 @@ from PIL import Image, ImageFile
 
 from harness.cases import load_cases
 from harness.cli import main
+from harness.explain import note
 from harness.outcome import conclude
 from harness.provenance import Provenance
 from harness.report import publish
@@ -462,13 +463,14 @@ def report_with(text: str, folder: Path) -> str:
     run = synthetic_run(3)
     case = run.cases[0]
     case.reasons.append(text)
-    case.warnings.append(text)
+    case.notes.append(note("stale_reference", state="stale", file=text, changes=[text]))
     case.images = [text]
     case.reference.output_text = text
     case.tokens = {}  # outputs shown as text, not token by token
     case.variants["batched"].engine.output_text = text
     case.variants["batched"].reasons.append(text)
-    run.error, run.warnings, run.skipped = text, [text], {"x": text}
+    case.variants["batched"].notes.append(note("engine_error", attempt=0, type=None, message=text))
+    run.error, run.notes, run.skipped = text, [note("no_floor", reason=text)], {"x": text}
     run.variants[0]["reason"] = text
     run.provenance.model, run.provenance.git_commit, run.provenance.engine_info = text, text, {"build": text}
     publish(run, folder / "first", conclude(run, folder / "history.jsonl"))

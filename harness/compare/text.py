@@ -1,7 +1,11 @@
 """Output text similarity with rouge-score."""
 from __future__ import annotations
 
-from rouge_score import rouge_scorer
+import functools
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rouge_score.rouge_scorer import RougeScorer
 
 
 class _WhitespaceTokenizer:
@@ -15,7 +19,13 @@ class _WhitespaceTokenizer:
         return text.split()
 
 
-_SCORER = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_WhitespaceTokenizer())
+@functools.cache
+def _scorer() -> RougeScorer:
+    """Built on the first differing pair: rouge-score imports nltk, a quarter of a second of start-up that
+    a run whose texts all match never needs."""
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=_WhitespaceTokenizer())
 
 
 def rouge_l(reference: str, engine: str) -> float:
@@ -26,4 +36,4 @@ def rouge_l(reference: str, engine: str) -> float:
     """
     if reference == engine:
         return 1.0
-    return float(_SCORER.score(reference, engine)["rougeL"].fmeasure)
+    return float(_scorer().score(reference, engine)["rougeL"].fmeasure)

@@ -1,18 +1,39 @@
-"""Thresholds: per-dtype defaults with reasons, overridable per model and case."""
+"""Thresholds: per-dtype defaults with reasons, overridable per model and case.
+
+Every key is checked against the metrics' declaration (`harness.schema.metric`) when a file is loaded: a
+misspelt metric fails there, naming the file and the key, instead of silently judging nothing."""
 from __future__ import annotations
 
 import fnmatch
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from importlib.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
-from harness.schema import METRIC_INFO
+from harness.schema import METRIC_INFO, METRICS
 
 # Looser first: the tolerance of a pair is the tolerance of its least precise side.
 _PRECISION_ORDER = ("bfloat16", "float16", "float32")
+# A dtype's keys that belong to no one metric: the floor rule's multiples and the greedy rule's mode.
+RULE_KEYS = ("k", "k_warn", "greedy")
+GREEDY_MODES = ("exact", "topk")
+# The sections of a thresholds file: per dtype, per model glob, and checks that are not per dtype.
+SECTIONS = ("dtypes", "models", "decode", "floor", "reference")
+
+
+class ConfigError(ValueError):
+    """A configuration file that does not fit what it configures; the message names the file and the key."""
+
+
+def fail(source: str, path: Sequence[object], message: str) -> NoReturn:
+    """Raise a ConfigError for the key at `path` (its parents' keys, outermost first) of file `source`."""
+    where = ".".join(str(p) for p in path)
+    raise ConfigError(f"{source}: {where}: {message}" if where else f"{source}: {message}")
 
 
 @dataclass(frozen=True)
@@ -32,11 +53,125 @@ def ceiling_key(metric: str) -> str:
     return metric if METRIC_INFO[metric]["better"] == "lower" else f"{metric}_min"
 
 
+def threshold_keys(metric: str) -> tuple[str, ...]:
+    """The thresholds keys a metric's rule takes: the bound and the rounding floor `name_atol` for the floor
+    rule, the bound alone for the bound rule, none for the others (informative, greedy, structural)."""
+    rule = METRIC_INFO[metric]["rule"]
+    if rule == "floor":
+        return ceiling_key(metric), f"{metric}_atol"
+    return (ceiling_key(metric),) if rule == "bound" else ()
+
+
+# Every key a dtype's thresholds have (the packaged file sets each), and those a case may change (numbers).
+DTYPE_KEYS: tuple[str, ...] = (*RULE_KEYS, *(key for m in METRICS for key in threshold_keys(m)))
+CASE_THRESHOLD_KEYS: tuple[str, ...] = tuple(key for key in DTYPE_KEYS if key != "greedy")
+
+
+def key_problem(key: str, known: Sequence[str]) -> str | None:
+    """None when `key` is one of `known`; else why not, naming the metric it seems meant for."""
+    if key in known:
+        return None
+    metric = next((m for m in METRICS if key in (m, f"{m}_min", f"{m}_atol")), None)
+    if metric is None:
+        return f"unknown metric {key!r} (known: {', '.join(known)})"
+    info = METRIC_INFO[metric]
+    fits = [k for k in known if k in (metric, f"{metric}_min", f"{metric}_atol")]
+    if not fits:
+        return f"metric {metric!r} (rule {info['rule']!r}) takes no key here (known: {', '.join(known)})"
+    return (f"{key!r} does not fit metric {metric!r} ({info['better']} is better, rule {info['rule']!r}): "
+            f"use {' or '.join(repr(k) for k in fits)}")
+
+
 def load_config(path: Path | None = None) -> dict[str, Any]:
     """The packaged thresholds, with the file at `path` (if any) layered over them: a user's file
-    holds only what it changes (a converted model's `models:` entry), every default keeps its reason."""
-    config = yaml.safe_load(resources.files("harness.config").joinpath("thresholds.yaml").read_text())
-    return _merge(config, yaml.safe_load(Path(path).read_text()) or {}) if path is not None else config
+    holds only what it changes (a converted model's `models:` entry), every default keeps its reason.
+    Both are checked against the metrics' declaration: ConfigError names the file and the key."""
+    packaged = resources.files("harness.config").joinpath("thresholds.yaml")
+    config = read_yaml(packaged)
+    check_thresholds(config, str(packaged))
+    if path is None:
+        return config
+    override = read_yaml(Path(path)) or {}
+    check_thresholds(override, str(path), config)
+    return _merge(config, override)
+
+
+def read_yaml(path: Path | Traversable) -> Any:
+    """A configuration file's content; ConfigError when it cannot be read or parsed."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+
+
+def check_thresholds(doc: Any, source: str, packaged: dict[str, Any] | None = None) -> None:
+    """A thresholds file against the metrics' declaration. The packaged file (`packaged` None) sets every key
+    of every dtype with its value and reason; a user's file layered over it may set any of them, and the
+    keys of its `decode:`, `floor:` and `reference:` sections must be the packaged file's."""
+    for section, content in mapping(doc, source, ()).items():
+        if section not in SECTIONS:
+            fail(source, (section,), f"unknown section (known: {', '.join(SECTIONS)})")
+        if section == "models" and content is None:  # `models:` with nothing under it
+            continue
+        mapping(content, source, (section,))
+    dtypes = doc.get("dtypes", {})
+    for dtype, keys in dtypes.items():
+        _check_dtype(keys, source, ("dtypes", dtype), complete=packaged is None)
+    missing = [d for d in _PRECISION_ORDER if d not in dtypes] if packaged is None else []
+    if missing:
+        fail(source, ("dtypes",), f"missing {', '.join(missing)}")
+    for pattern, per_dtype in (doc.get("models") or {}).items():
+        for dtype, keys in mapping(per_dtype, source, ("models", pattern)).items():
+            _check_dtype(keys, source, ("models", pattern, dtype), complete=False)
+    for name in SECTIONS[2:]:
+        section = doc.get(name, {})
+        known = tuple(section) if packaged is None else tuple(packaged.get(name, {}))
+        for key, spec in section.items():
+            if key not in known:
+                fail(source, (name, key), f"unknown key (known: {', '.join(known)})")
+            _entry(spec, source, (name, key), reason=packaged is None)
+
+
+def _check_dtype(keys: Any, source: str, path: tuple[object, ...], complete: bool) -> None:
+    """One dtype's thresholds: known keys only, a number each (`greedy` a mode), all of them in the packaged
+    file; a model's entry has its own reason (it replaces none)."""
+    if path[-1] not in _PRECISION_ORDER:
+        fail(source, path, f"unknown dtype (known: {', '.join(_PRECISION_ORDER)})")
+    for key, spec in mapping(keys, source, path).items():
+        problem = key_problem(str(key), DTYPE_KEYS)
+        if problem:
+            fail(source, (*path, key), problem)
+        value = _entry(spec, source, (*path, key), reason=complete or path[0] == "models")
+        if key == "greedy" and value not in GREEDY_MODES:
+            fail(source, (*path, key), f"value must be one of {', '.join(GREEDY_MODES)}, got {value!r}")
+        if key != "greedy" and not _number(value):
+            fail(source, (*path, key), f"value must be a number, got {value!r}")
+    missing = [k for k in DTYPE_KEYS if k not in keys] if complete else []
+    if missing:
+        fail(source, path, f"missing {', '.join(missing)}")
+
+
+def _entry(spec: Any, source: str, path: tuple[object, ...], reason: bool) -> Any:
+    """A thresholds entry, `{value: ..., reason: ...}`: its value. `reason` may be left to the packaged entry
+    it changes (`reason` False) but not where no such entry exists."""
+    entry = mapping(spec, source, path, "a mapping with `value` and `reason`")
+    needed = ("value", "reason") if reason else ("value",)
+    if set(entry) - {"value", "reason"} or not set(needed) <= set(entry):
+        fail(source, path, f"must be a mapping with `value` and `reason`, got keys {', '.join(map(str, entry))}")
+    return entry["value"]
+
+
+def mapping(value: Any, source: str, path: Sequence[object], what: str = "a mapping") -> dict[Any, Any]:
+    """`value` when it is a mapping, else ConfigError naming the file and the key."""
+    if not isinstance(value, dict):
+        fail(source, path, f"must be {what}, got {value!r}")
+    return value
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -68,8 +203,9 @@ def resolve(config: dict[str, Any], dtype: str, model: str = "", case_overrides:
                 values[key] = spec["value"]
                 reasons[key] = f"model override ({pattern}): {spec['reason']}"
     for key, value in (case_overrides or {}).items():
-        if key not in values:
-            raise ValueError(f"unknown threshold {key!r} (known: {', '.join(sorted(values))})")
+        problem = key_problem(key, CASE_THRESHOLD_KEYS)
+        if problem:
+            raise ValueError(problem)
         values[key] = value
         reasons[key] = "set by the case"
     return Thresholds(values, reasons)

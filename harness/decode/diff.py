@@ -13,9 +13,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from harness.decode.deltas import STAT_NAMES, PixelDeltas, heatmap_png, pixel_deltas
 from harness.decode.facts import Finding, ImageFacts, image_facts, image_findings, pair_findings
@@ -28,6 +26,9 @@ from harness.decode.registry import (
     get_decoder,
     register,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REFERENCE = "pil"
 
@@ -185,6 +186,8 @@ def register_engine_loader(engine: str) -> str:
 
 def format_tables(rows: list[dict[str, Any]]) -> str:
     """Three tables: the decoders (version, flags, availability), the images (facts, findings), the deltas."""
+    import pandas as pd  # only the decode-diff command prints tables; a run imports this module for its deltas
+
     frame = pd.DataFrame(rows)
     decoders = frame.drop_duplicates("decoder")[["decoder", "library", "version", "flags"]].copy()
     decoders["available"] = [availability(n).reason or "yes" for n in decoders["decoder"]]

@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.engines.features import FEATURES, REQUEST_FIELDS
 from harness.schema import EngineOutput, from_dict
 
 # Built-in adapters; more come from the `vlm_parity.engines` entry-point group or a `module:Class` name.
@@ -39,9 +40,10 @@ class Sampling:
     seed: int = 0
 
 
-def _by_variant(default: Any) -> Any:
-    """A request field a variant may set (its `request:` mapping in variants.yaml)."""
-    return field(default=default, metadata={"variant": True})
+def _by_variant(name: str) -> Any:
+    """A request field a variant may set (its `request:` mapping in variants.yaml), with the vocabulary's default."""
+    default = REQUEST_FIELDS[name].default
+    return field(default_factory=dict) if isinstance(default, dict) else field(default=default)
 
 
 @dataclass(frozen=True)
@@ -72,16 +74,16 @@ class Request:
     messages: tuple[dict[str, Any], ...] = ()
     images: tuple[str, ...] = ()
     videos: tuple[tuple[str, ...], ...] = ()  # each video its frames' files, in order
-    decoder: str = _by_variant("pil")
-    prompt_form: str = _by_variant("rendered")
-    image_input: str = _by_variant("pixels")
+    decoder: str = _by_variant("decoder")
+    prompt_form: str = _by_variant("prompt_form")
+    image_input: str = _by_variant("image_input")
     max_new_tokens: int = 16
-    sampling: Sampling | None = _by_variant(None)
-    submit: str = _by_variant("batched")
-    repeats: int = _by_variant(1)
-    mm_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"variant": True})
-    prompt_logprobs: bool = _by_variant(True)
-    warmup: str | None = _by_variant(None)
+    sampling: Sampling | None = _by_variant("sampling")
+    submit: str = _by_variant("submit")
+    repeats: int = _by_variant("repeats")
+    mm_kwargs: dict[str, Any] = _by_variant("mm_kwargs")
+    prompt_logprobs: bool = _by_variant("prompt_logprobs")
+    warmup: str | None = _by_variant("warmup")
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -93,9 +95,9 @@ class Request:
 class EngineSettings:
     """How to start an engine.
 
-    `features` are engine-neutral settings a variant asks for (e.g.
-    `prefill_chunk_tokens`, `prefix_caching`); each adapter translates the ones
-    it declares in `Capabilities.features` into its own options. `options` are
+    `features` are engine-neutral settings a variant asks for (named in
+    `harness.engines.features.FEATURES`); each adapter translates the ones it
+    declares in `Capabilities.features` into its own options. `options` are
     engine-specific (vLLM's `enforce_eager`), passed through untouched. `url`
     attaches a server adapter to a running server; `chat_template` is the
     reference's, for adapters that render the "rendered" form server-side.
@@ -129,10 +131,10 @@ class Capabilities:
     prompt_forms: frozenset[str] = frozenset({"rendered"})
     image_inputs: frozenset[str] = frozenset({"pixels"})
     sampling: bool = True
-    features: frozenset[str] = frozenset()
+    features: frozenset[str] = frozenset()  # the engine features (harness.engines.features) it maps
     overrides: frozenset[str] = frozenset()  # per-request model settings it can recompute with (floor runs)
-    # Request fields it honours beyond the basic ones (`mm_kwargs`, `prompt_logprobs` off, `warmup`, `videos`): a
-    # variant that sets one, or a case with videos, is skipped, with the reason, on an engine that does not.
+    # The `declared` request fields (harness.engines.features) it honours: a variant that sets one away from its
+    # default, or a case with videos, is skipped, with the reason, on an engine that does not.
     request_fields: frozenset[str] = frozenset()
     # The stages of `harness.localize.ladder` its `capture` fills (hooks inside the model it runs in process);
     # the others are `unavailable` on its ladder, with the reason.
@@ -227,6 +229,11 @@ def resolve_engine(name: str) -> type[Engine]:
         raise ValueError(f"engine {name!r}: cannot load {target}: {type(exc).__name__}: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Engine)):
         raise ValueError(f"engine {name!r}: {target} is not an Engine subclass")
+    declared = cls.capabilities
+    unknown = sorted(declared.features - set(FEATURES)) + sorted(declared.request_fields - set(REQUEST_FIELDS))
+    if unknown:  # a misspelt name would skip every variant that asks for it, silently
+        raise ValueError(f"engine {name!r}: {target} declares names no variant can use: {', '.join(unknown)} "
+                         f"(features: {', '.join(FEATURES)}; request fields: {', '.join(REQUEST_FIELDS)})")
     if not cls.name:
         cls.name = name
     return cls

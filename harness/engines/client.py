@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from harness.engines import lifetime
 from harness.engines.base import EngineSettings, Request
 from harness.engines.worker import Key
 from harness.schema import EngineOutput, from_dict
@@ -201,14 +202,14 @@ def _run_worker(engine: str, settings: EngineSettings, requests: list[Request], 
     proc = None
     output_file = _open_log(log)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.engines.worker", f.name, str(write_fd)],
-                                pass_fds=(write_fd,), stdin=subprocess.PIPE if held else None,
-                                stdout=output_file, stderr=subprocess.STDOUT if output_file else None)
+        proc = lifetime.start([sys.executable, "-m", "harness.engines.worker", f.name, str(write_fd)],
+                              pass_fds=(write_fd,), stdin=subprocess.PIPE if held else None,
+                              stdout=output_file, stderr=subprocess.STDOUT if output_file else None)
         os.close(write_fd)
         with open(read_fd) as messages:
             for line in _lines(messages, stall_s, deadline, worker):
                 if isinstance(line, _Silence):
-                    _stop(proc)
+                    lifetime.end(proc)
                     worker.fault, worker.final = ((f"{engine} sent nothing for {stall_s:g} s (stalled) and was stopped",
                                                    False) if line is _Silence.STALLED
                                                   else (deadline.reason() if deadline else "overdue", True))
@@ -220,12 +221,13 @@ def _run_worker(engine: str, settings: EngineSettings, requests: list[Request], 
                     status = f"error: {output.error}" if output.error else "ok"
                     progress(f"[{role}] {len(settled)}/{total} {output.case_id} {output.variant} {status}")
                     yield output
-        code = proc.wait()
+        lifetime.wait(proc)
+        code = lifetime.end(proc)  # also whatever the worker left behind (a crashed worker's engine core)
         if worker.fault is None and not worker.finished:
             worker.fault = _exit_cause(code)
     finally:
-        if proc is not None and proc.poll() is None:  # the harness itself broke (or Ctrl-C): no orphan engine
-            _stop(proc)
+        if proc is not None and proc.returncode is None:  # the harness itself broke: no orphan engine
+            lifetime.end(proc)
         if output_file is not None:
             output_file.close()
         os.unlink(f.name)
@@ -271,7 +273,7 @@ def _release(proc: subprocess.Popen[bytes], worker: _Worker, go: Gate) -> None:
     except OSError:  # it died while it waited: read on to its exit status
         pass
     if not proceed:
-        _stop(proc)
+        lifetime.end(proc)
         worker.fault, worker.final = "the run ended before this engine could compute", True
 
 
@@ -283,13 +285,3 @@ def _exit_cause(code: int) -> str:
         except ValueError:
             return f"engine process died (signal {-code})"
     return f"engine process exited with code {code} before finishing"
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM first, so the worker closes what its engine started (a server), then SIGKILL."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

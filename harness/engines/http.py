@@ -7,8 +7,9 @@ body as an EngineOutput) and, when the harness may start the server itself,
 port (or attaches to `settings.url` and never stops it), waits for its health
 endpoint, sends the cases concurrently (bounded, so the server batches them),
 yields each output as it completes, and stops the server it started by its
-own PID, also when the run fails (and, should the worker itself be killed,
-the kernel stops it: it is started with the worker as its parent-death signal).
+own PID, also when the run fails. The server stays in the engine worker's
+process group, so it and anything it starts end with the worker when the
+harness ends that group (`engines.lifetime`).
 
 A request that fails is that case's error, in words: the HTTP status and the
 start of the body, "connection closed by the server", "malformed JSON at line
@@ -35,7 +36,6 @@ from typing import Any
 import httpx
 
 from harness.engines.base import Engine, EngineSettings, Request
-from harness.engines.worker import stop_with_parent
 from harness.schema import EngineOutput
 
 HEALTH_TIMEOUT_S = 300.0
@@ -82,8 +82,7 @@ class HTTPEngine(Engine):
             self._log = tempfile.NamedTemporaryFile("w+b", prefix=f"vlm-parity-{self.name}-", suffix=".log",
                                                     delete=False)
             self._server = subprocess.Popen(command, env={**os.environ, **env}, stdout=self._log,
-                                            stderr=subprocess.STDOUT, start_new_session=True,
-                                            preexec_fn=stop_with_parent)
+                                            stderr=subprocess.STDOUT)
             self.url = f"http://127.0.0.1:{port}"
         self._wait_healthy()
 
@@ -166,18 +165,18 @@ class HTTPEngine(Engine):
         raise ServerDied(f"{self.name} server (pid {self._server.pid}) {how}{log}")
 
     def close(self) -> None:
-        """Stop the server this adapter started (never one it attached to): SIGINT, then SIGKILL.
-        Its log file stays behind (its path is in the engine info) for a post-mortem."""
+        """Stop the server this adapter started (never one it attached to): SIGINT, on which it stops what
+        it started itself, then SIGKILL. Its log file stays behind (its path is in the engine info)."""
         self.client.close()
         if self._log is not None:
             self._log.close()
         if self._server is None or self._server.poll() is not None:
             return
-        os.killpg(self._server.pid, signal.SIGINT)
+        self._server.send_signal(signal.SIGINT)
         try:
             self._server.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(self._server.pid, signal.SIGKILL)
+            self._server.kill()
             self._server.wait()
 
     def info(self) -> dict[str, Any]:

@@ -53,7 +53,7 @@ Engine options (`ServerArgs` fields, `srt/arg_groups/fields/`): `dtype`
 `sampling_defaults="openai"` (serving.py l.232: never the checkpoint's
 generation_config), and the engine-neutral features: `prefill_chunk_tokens` ->
 `chunked_prefill_size` (schedule.py l.52), `prefix_caching` ->
-`disable_radix_cache` (memory.py l.64), `cuda_graphs` -> captured graphs as
+`disable_radix_cache` (memory.py l.64), `compiled` -> captured graphs as
 SGLang defaults them (decode `full`, prefill `breakable`,
 `srt/model_executor/cuda_graph_config.py` l.119-153) or both phases
 `cuda_graph_backend_{decode,prefill}="disabled"` (exec_.py l.613-628; the
@@ -78,6 +78,7 @@ from typing import Any
 
 from harness.decode import decode_all
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
+from harness.engines.features import mapped
 from harness.engines.messages import image_url_of
 from harness.schema import EngineOutput, TokenLogprobs
 
@@ -89,26 +90,24 @@ SGLANG_ENV = {"SGLANG_RETURN_ORIGINAL_LOGPROB": "1", "HF_HUB_OFFLINE": "1"}
 # Both CUDA graph phases off (exec_.py l.613-628): the eager default of the base variant.
 EAGER = {"cuda_graph_backend_decode": "disabled", "cuda_graph_backend_prefill": "disabled"}
 
-FEATURES = frozenset({"prefill_chunk_tokens", "prefix_caching", "cuda_graphs"})
+# Each engine feature it takes (harness.engines.features) as `ServerArgs` fields. `compiled`: the captured
+# graphs as SGLang defaults them (decode `full`, prefill `breakable`, the piecewise graphs) or none.
+FEATURE_ARGS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "prefill_chunk_tokens": lambda tokens: {"chunked_prefill_size": int(tokens)},
+    "prefix_caching": lambda on: {"disable_radix_cache": not on},
+    "compiled": lambda on: {} if on else dict(EAGER),
+}
+# What an absent feature stands for: like the vLLM adapter, eager unless a variant asks for graphs.
+DEFAULT_FEATURES = {"compiled": False}
 
 
-def _features(features: dict[str, Any]) -> dict[str, Any]:
-    """The engine-neutral settings of a variant as SGLang `ServerArgs` fields."""
-    options: dict[str, Any] = {}
-    if "prefill_chunk_tokens" in features:
-        options["chunked_prefill_size"] = int(features["prefill_chunk_tokens"])
-    if "prefix_caching" in features:
-        options["disable_radix_cache"] = not features["prefix_caching"]
-    if not features.get("cuda_graphs", False):
-        options.update(EAGER)
-    return options
-
-
-def engine_args(settings: EngineSettings) -> dict[str, Any]:
-    """`ServerArgs` fields for `sglang.Engine(**args)` and, as `--flags`, for `sglang.launch_server`."""
+def engine_args(settings: EngineSettings, engine: str) -> dict[str, Any]:
+    """`ServerArgs` fields for `sglang.Engine(**args)` and, as `--flags`, for `sglang.launch_server` (`engine`:
+    the adapter's name, for the error on a feature it does not map)."""
     options = {k: v for k, v in settings.options.items() if k != "served_model"}  # the chat adapters' name
     return {"dtype": settings.dtype, "random_seed": settings.seed, "device": settings.device,
-            "sampling_defaults": "openai", **_features(settings.features), **options}
+            "sampling_defaults": "openai", **mapped(FEATURE_ARGS, {**DEFAULT_FEATURES, **settings.features}, engine),
+            **options}
 
 
 def sampling_params(request: Request) -> dict[str, Any]:
@@ -175,7 +174,8 @@ def load_with_sglang(gpu_image_decode: bool | str = True) -> Callable[[str | Pat
 class SGLangEngine(Engine):
     name = "sglang"
     capabilities = Capabilities(max_top_k=20, prompt_forms=frozenset({"rendered"}),
-                                image_inputs=frozenset({"pixels", "bytes"}), features=FEATURES)
+                                image_inputs=frozenset({"pixels", "bytes"}),
+                                features=frozenset(FEATURE_ARGS))
 
     @classmethod
     def version(cls) -> str | None:
@@ -208,7 +208,7 @@ class SGLangEngine(Engine):
 
     def start(self, requests: Sequence[Request]) -> None:
         self.image_token = image_token(self.settings.model)
-        self.engine = self._sglang.Engine(model_path=self.settings.model, **engine_args(self.settings))
+        self.engine = self._sglang.Engine(model_path=self.settings.model, **engine_args(self.settings, self.name))
 
     def close(self) -> None:
         if self.engine is not None:

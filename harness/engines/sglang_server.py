@@ -71,7 +71,7 @@ class _SGLangHTTP(HTTPEngine):
         s = self.settings
         command = [sys.executable, "-m", "sglang.launch_server", "--model-path", s.model,
                    "--host", "127.0.0.1", "--port", str(port)]
-        for key, value in engine_args(s).items():
+        for key, value in engine_args(s, self.name).items():
             flag = "--" + key.replace("_", "-")
             if value is True:
                 command.append(flag)

@@ -26,6 +26,7 @@ from PIL import ImageOps
 from harness.decode import decode_all, decode_videos
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.engines.embeddings import VisionTower
+from harness.engines.features import mapped
 from harness.engines.messages import chat_messages, image_url_of
 from harness.hardware import machine
 from harness.localize.ladder import CAPTURED
@@ -33,7 +34,7 @@ from harness.models import architecture
 from harness.schema import EngineOutput, TokenLogprobs
 
 # Settings that make vLLM behave on a CPU-only machine with no network
-# (FACTS.md): in-process engine core (fast start, less memory), loopback for
+# (docs/vllm-cpu.md): in-process engine core (fast start, less memory), loopback for
 # its internal queues, a small KV cache, no hub.
 CPU_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -56,28 +57,23 @@ def _vllm_load_image(path: Path) -> Any:
     return getattr(image, "media", image)  # vLLM wraps the PIL image with its bytes
 
 
-def _features(features: dict[str, Any]) -> dict[str, Any]:
-    """The engine-neutral settings of a variant as vLLM options."""
-    options: dict[str, Any] = {}
-    if "prefill_chunk_tokens" in features:
-        tokens = int(features["prefill_chunk_tokens"])
-        # max_num_seqs may not exceed the token budget (vLLM's SchedulerConfig check).
-        options.update(enable_chunked_prefill=True, max_num_batched_tokens=tokens, max_num_seqs=min(tokens, 256))
-    if "prefix_caching" in features:
-        options["enable_prefix_caching"] = bool(features["prefix_caching"])
-    if "cache_block_tokens" in features:
-        options["block_size"] = int(features["cache_block_tokens"])
-    if "compiled" in features:  # captured CUDA graphs on a GPU, torch.compile'd graphs on the CPU
-        options["enforce_eager"] = not features["compiled"]
-    if "mm_cache_gb" in features:
-        options["mm_processor_cache_gb"] = float(features["mm_cache_gb"])
-    if "max_model_len" in features:
-        options["max_model_len"] = int(features["max_model_len"])
-    if "speculative" in features:
-        options["speculative_config"] = dict(features["speculative"])
-    if "mm_embeds" in features:
-        options["enable_mm_embeds"] = bool(features["mm_embeds"])
-    return options
+def _chunked_prefill(tokens: Any) -> dict[str, Any]:
+    # max_num_seqs may not exceed the token budget (vLLM's SchedulerConfig check).
+    tokens = int(tokens)
+    return {"enable_chunked_prefill": True, "max_num_batched_tokens": tokens, "max_num_seqs": min(tokens, 256)}
+
+
+# Each engine feature it takes (harness.engines.features) as `LLM` options.
+FEATURE_OPTIONS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "prefill_chunk_tokens": _chunked_prefill,
+    "prefix_caching": lambda on: {"enable_prefix_caching": bool(on)},
+    "cache_block_tokens": lambda tokens: {"block_size": int(tokens)},
+    "compiled": lambda on: {"enforce_eager": not on},  # captured CUDA graphs on a GPU, torch.compile'd on the CPU
+    "mm_cache_gb": lambda gb: {"mm_processor_cache_gb": float(gb)},
+    "max_model_len": lambda tokens: {"max_model_len": int(tokens)},
+    "speculative": lambda config: {"speculative_config": dict(config)},
+    "mm_embeds": lambda on: {"enable_mm_embeds": bool(on)},
+}
 
 
 class VLLMEngine(Engine):
@@ -86,8 +82,7 @@ class VLLMEngine(Engine):
         max_top_k=20,
         prompt_forms=frozenset({"rendered", "native"}),
         image_inputs=frozenset({"pixels", "embeddings", "bytes"}),
-        features=frozenset({"prefill_chunk_tokens", "prefix_caching", "cache_block_tokens", "compiled", "speculative",
-                            "mm_embeds", "mm_cache_gb", "max_model_len"}),
+        features=frozenset(FEATURE_OPTIONS),
         request_fields=frozenset({"mm_kwargs", "prompt_logprobs", "warmup", "videos"}),
         # Hooks reach the model when the engine core runs in this process (the CPU default; the probe sets it).
         stages=CAPTURED,
@@ -142,7 +137,7 @@ class VLLMEngine(Engine):
         # generation_config="vllm": sampling comes only from our SamplingParams, never
         # from the checkpoint's defaults (e.g. a repetition penalty HF would not apply).
         options = {"enforce_eager": True, "max_model_len": 4096, "generation_config": "vllm",
-                   **_features(self.settings.features), **self.settings.options}
+                   **mapped(FEATURE_OPTIONS, self.settings.features, self.name), **self.settings.options}
         if any(r.image_input == "embeddings" for r in requests):
             options.setdefault("enable_mm_embeds", True)  # pixels still work; the same start serves both forms
         self.llm = self._vllm.LLM(

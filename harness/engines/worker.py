@@ -14,14 +14,12 @@ die under it); {"kind": "output", "output": EngineOutput} per request and
 attempt; {"kind": "done", "run_s": seconds spent in run()}; or {"kind":
 "fatal", "error": "..."} if the engine could not start or broke mid-run.
 The spec's `skip` lists the keys a previous worker already settled, so a
-restarted engine runs only what is left.
+restarted engine runs only what is left. The worker, and whatever its engine
+starts, ends with the harness however the harness stops (`engines.lifetime`).
 """
 from __future__ import annotations
 
-import ctypes
 import json
-import os
-import signal
 import sys
 import time
 import traceback
@@ -29,6 +27,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, replace
 from typing import IO, Any
 
+from harness.engines import lifetime
 from harness.engines.base import Engine, EngineSettings, Request, resolve_engine
 from harness.schema import EngineOutput
 
@@ -50,16 +49,6 @@ def submissions(engine: Engine, requests: Sequence[Request], skip: Collection[Ke
             announce([(r.case_id, r.variant, attempt) for r in group])
             for output in engine.run(group):
                 yield replace(output, attempt=attempt)
-
-
-def stop_with_parent() -> None:
-    """The kernel sends this process SIGTERM when its parent dies, even by SIGKILL, so neither a worker
-    nor a server it started outlives a killed harness (Linux prctl PR_SET_PDEATHSIG; elsewhere a
-    no-op). Called by the worker itself, and before exec in a server's child process."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def serve(spec: dict[str, Any], out: IO[str]) -> None:
@@ -92,15 +81,10 @@ def serve(spec: dict[str, Any], out: IO[str]) -> None:
 
 
 def main() -> None:
-    # SIGTERM from the harness (a stalled engine), or from the kernel when the harness dies, unwinds
-    # through serve()'s finally, which closes the engine (and a server it started).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    stop_with_parent()
     spec_path, fd = sys.argv[1], int(sys.argv[2])
     with open(spec_path) as f:
         spec = json.load(f)
-    if spec.get("parent", os.getppid()) != os.getppid():  # the harness died before the line above
-        sys.exit(143)
+    lifetime.bind(spec["parent"])
     with open(fd, "w") as out:
         serve(spec, out)
 

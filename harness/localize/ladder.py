@@ -31,6 +31,10 @@ STAGES: tuple[tuple[str, str], ...] = (
 )
 LABELS = dict(STAGES)
 CAPTURED = frozenset({"processor", "encoder", "features", "embeds", "positions", "layers", "logits"})
+# A stage's atol, not the thresholds' `<metric>_atol`: those bound a metric of the output logprobs in its own
+# units, calibrated on the default model; a stage is a raw tensor of any scale (pixels, hidden states), so its
+# atol is relative: ROUNDINGS roundings of its dtype's machine epsilon (EPS) at the reference's scale. Its `k`
+# is the thresholds' (`harness.localize.run.localize` is given it), so only the rounding is named here.
 ROUNDINGS = 4  # how many roundings of one value an implementation may legitimately differ by (atol)
 EPS = {"float64": 2.2e-16, "float32": 1.19e-7, "bfloat16": 7.8e-3, "float16": 9.8e-4}
 

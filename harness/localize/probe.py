@@ -1,10 +1,10 @@
 """The probe: one engine (or the reference) started once, each request's prefill captured with hooks.
 
 Run in its own process (`python -m harness.localize.probe SPEC.json`), like every engine the harness starts,
-so a probe that crashes takes nothing with it. The engine core runs in this process
-(VLLM_ENABLE_V1_MULTIPROCESSING=0) and eagerly, so hooks reach the model. Each request's arrays go to
-`<out>/<index>.npz` (plain arrays: read back without pickle); `status.json` says, per request, "ok" or the
-error, and is written last.
+so a probe that crashes takes nothing with it; it ends with the harness however that stops (`engines.lifetime`).
+The engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0) and eagerly, so hooks reach the model.
+Each request's arrays go to `<out>/<index>.npz` (plain arrays: read back without pickle); `status.json` says,
+per request, "ok" or the error, and is written last.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.engines import lifetime
 from harness.engines.base import EngineSettings, Request, resolve_engine
 
 PROBE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(PROBE_ENV)
     spec_path = Path((argv or sys.argv[1:])[0])
     spec = json.loads(spec_path.read_text())
+    lifetime.bind(spec["parent"])
     try:
         status = probe(spec)
     except Exception as exc:  # the engine did not start

@@ -5,6 +5,7 @@ captures compared stage by stage (`harness.localize.ladder`). A clean run starts
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ import numpy as np
 
 from harness.decode.deltas import pixel_deltas
 from harness.decode.registry import decode_array
+from harness.engines import lifetime
 from harness.engines.base import Capabilities, EngineSettings, Request, resolve_engine
 from harness.localize.ladder import CAPTURED, EPS, Tolerance, ladder
 from harness.plan import Probe, settings_key
@@ -53,14 +55,17 @@ def run_probe(engine: str, settings: EngineSettings, requests: Sequence[Request]
     """One probe process: each request's arrays (None where it failed) and errors."""
     with tempfile.TemporaryDirectory(prefix="vlm-parity-probe-") as tmp:
         spec = Path(tmp) / "spec.json"
-        spec.write_text(json.dumps({"engine": engine, "settings": asdict(settings), "out": tmp,
+        spec.write_text(json.dumps({"engine": engine, "settings": asdict(settings), "out": tmp, "parent": os.getpid(),
                                     "requests": [asdict(r) for r in requests]}, default=list))
         log.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with log.open("ab") as out:
-                subprocess.run([sys.executable, "-m", "harness.localize.probe", str(spec)], stdout=out,
-                               stderr=subprocess.STDOUT, timeout=timeout_s, check=False)
-        except subprocess.TimeoutExpired:
+        with log.open("ab") as out:
+            proc = lifetime.start([sys.executable, "-m", "harness.localize.probe", str(spec)], stdout=out,
+                                  stderr=subprocess.STDOUT)
+            try:
+                exited = lifetime.wait(proc, timeout_s)
+            finally:
+                lifetime.end(proc)
+        if not exited:
             return [None] * len(requests), [f"the probe ran past {timeout_s:.0f} s (log: {log})"] * len(requests)
         status_file = Path(tmp) / "status.json"
         status = (json.loads(status_file.read_text()) if status_file.exists() else

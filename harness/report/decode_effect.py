@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from harness.format import fmt
-from harness.schema import RunResult
+from harness.schema import METRIC_INFO, RunResult, shown_in
 
-PAIRS = ("prefill_max", "prefill_mean", "decode_max", "decode_mean", "rouge_l")
+PAIRS = shown_in("decode_effect")
 
 
 def decoder_variants(run: RunResult) -> list[str]:
@@ -43,10 +43,10 @@ def decode_effect_markdown(run: RunResult, decoder: str) -> str:
     rows = decode_effect_rows(run, f"decoder-{decoder}")
     if not rows:
         return "(no case with images)"
+    labels = [METRIC_INFO[k]["label"] for k in PAIRS]
     lines = [
-        f"| case | px max | px mean | px differ | prefill max pil → {decoder} | prefill mean | decode max "
-        f"| decode mean | ROUGE-L | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| case | px max | px mean | px differ | {labels[0]} pil → {decoder} | {' | '.join(labels[1:])} | verdict |",
+        "|---" * (len(PAIRS) + 5) + "|",
     ]
     for r in rows:
         pairs = [f"{fmt(r[k + '_pil'])} → {fmt(r[k + '_decoder'])}" for k in PAIRS]

@@ -6,15 +6,22 @@ plotly package). Autoescaping is on everywhere and chart data goes through
 """
 from __future__ import annotations
 
+import functools
 import math
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
-from plotly.offline import get_plotlyjs
-
-from harness.explain import case_lines, drift_lines, finding_text, ladder_text, variant_lines
+from harness.explain import (
+    case_lines,
+    drift_lines,
+    finding_text,
+    info_lines,
+    ladder_text,
+    run_lines,
+    variant_lines,
+    warning_lines,
+)
 from harness.format import display, fmt, ratio
 from harness.gate import GateDecision
 from harness.history import HEADLINE
@@ -23,6 +30,9 @@ from harness.report.decode_effect import PAIRS, decode_effect_rows, decoder_vari
 from harness.results import write_atomic
 from harness.schema import METRIC_INFO, TABLE_METRICS, VERDICTS, CaseComparison, Floor, RunResult
 
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
 PROVENANCE_KEYS = (
     "engine", "engine_version", "model_name", "model", "model_sha256", "reference_engine", "reference_model",
     "reference_model_sha256", "dtype", "reference_dtype", "device", "decoder", "base_variant", "engine_options",
@@ -30,12 +40,20 @@ PROVENANCE_KEYS = (
     "hardware", "harness_version", "git_commit", "date", "cases",
 )
 
-_ENV = Environment(loader=PackageLoader("harness.report", "templates"),
-                   autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
-_ENV.filters["fmt"] = lambda value: fmt(None if isinstance(value, Undefined) else value)
-_ENV.filters.update(ratio=ratio, case_lines=case_lines, variant_lines=variant_lines, drift_lines=drift_lines,
-                    finding_text=finding_text, display=display, ladder_text=ladder_text)
-_ENV.globals.update(metric_info=METRIC_INFO, stage_labels=LABELS)
+
+@functools.cache
+def _env() -> Environment:
+    """Built when the first report is rendered, so importing the report package costs no jinja2."""
+    from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
+
+    env = Environment(loader=PackageLoader("harness.report", "templates"),
+                      autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = lambda value: fmt(None if isinstance(value, Undefined) else value)
+    env.filters.update(ratio=ratio, case_lines=case_lines, variant_lines=variant_lines, drift_lines=drift_lines,
+                       warning_lines=warning_lines, info_lines=info_lines, run_lines=run_lines,
+                       finding_text=finding_text, display=display, ladder_text=ladder_text)
+    env.globals.update(metric_info=METRIC_INFO, stage_labels=LABELS)
+    return env
 
 
 def _static(name: str) -> str:
@@ -81,7 +99,8 @@ def attention(run: RunResult) -> list[dict[str, Any]]:
     rows = []
     for case in run.cases:
         if not case.variants and case.verdict in order:
-            rows.append({"case": case.case_id, "variant": "", "level": case.verdict, "line": "; ".join(case.reasons)})
+            rows.append({"case": case.case_id, "variant": "", "level": case.verdict,
+                         "line": "; ".join(case_lines(case))})
         for name, cell in case.variants.items():
             if cell.verdict in order:
                 lines = variant_lines(cell)
@@ -102,7 +121,9 @@ def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
               for c in run.cases for name, v in c.variants.items() if v.comparison and v.comparison.prefill_diffs}
     variant_counts = {v["name"]: {k: sum(c.variants[v["name"]].verdict == k for c in run.cases
                                          if v["name"] in c.variants) for k in VERDICTS} for v in run.variants}
-    html = _ENV.get_template("report.html.j2").render(
+    from plotly.offline import get_plotlyjs
+
+    html = _env().get_template("report.html.j2").render(
         run=run, p=run.provenance, counts=run.counts(), gate=gate, regressions=regressions or [],
         diagnosis=diagnosis or [],
         trends=trend_data(history or [], trend_runs), charts=charts, table_metrics=TABLE_METRICS,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from harness.explain import case_lines, drift_lines
+from harness.explain import case_lines, drift_lines, run_lines
 from harness.format import fmt, ratio
 from harness.outcome import Outcome
 from harness.schema import TABLE_METRICS, CaseComparison, RunResult
@@ -39,6 +39,8 @@ def markdown_summary(run: RunResult, gate: tuple[str, list[str]] | None = None,
         lines += ["", *[f"- variant `{name}` skipped: {why}" for name, why in run.skipped.items()]]
     if run.error:
         lines += ["", f"**Run error:** {run.error}"]
+    if run.notes:
+        lines += ["", *[f"- ⚠ {w}" for w in run_lines(run)]]
     if gate:
         lines += ["", f"**Gate:** {gate[0]}" + "".join(f"\n- {r}" for r in gate[1])]
     if regressions:

@@ -6,12 +6,14 @@ value per cell, without the per-position arrays. Columns come from the schema.
 from __future__ import annotations
 
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from harness.explain import case_lines, finding_text, variant_lines
 from harness.results import write_atomic
 from harness.schema import METRIC_INFO, METRICS, SCALAR_FIELDS, CaseComparison, RunResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Every metric with its floor, ratio to the floor, bound in force and check level beside it.
 CHECK_COLUMNS = tuple(f"{m}_{part}" for m in METRICS for part in ("floor", "ratio", "bound", "level"))
@@ -20,6 +22,8 @@ COLUMNS = ("case_id", "variant", "verdict", "case_verdict", "reasons", "drift", 
 
 
 def case_table(run: RunResult) -> pd.DataFrame:
+    import pandas as pd  # a third of a second of start-up: paid when the tables are written, not at import
+
     rows = []
     for case in run.cases:
         base = {"case_id": case.case_id, "case_verdict": case.verdict, "tags": ",".join(case.tags),
