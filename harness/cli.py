@@ -8,15 +8,12 @@ Exit status of `run`: 0 every case passed, 1 some case failed or errored,
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
-import warnings
 from pathlib import Path
 
 from harness.bench.command import add_bench_arguments
 from harness.config import ConfigError
-from harness.console import Console
+from harness.console import Console, quiet_third_parties
 from harness.decode.diff import add_decode_diff_arguments, run_decode_diff
 from harness.engines.lifetime import ending_on_signals
 from harness.gate import gate_file, load_gate_config
@@ -27,9 +24,8 @@ from harness.outcome import conclude
 from harness.record import RecordConfig
 from harness.report import publish
 from harness.report.decode_effect import decode_effect_markdown
-from harness.report.summary import write_step_summary
 from harness.results import PARTIAL, read_results, write_results
-from harness.runner import execute
+from harness.runner import run_and_publish
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -146,42 +142,25 @@ def _run(args: argparse.Namespace, observer: Observer) -> int:
     console = Console(verbose=cfg.verbose)
     if not cfg.verbose:
         quiet_third_parties()
-    start = time.perf_counter()
     try:
-        run = execute(cfg, console, observer)
-        with observer.stage("report"):
-            outcome = conclude(run, cfg.history, cfg.policy, cfg.gate_config)
-            published = publish(run, cfg.out, outcome)
-            write_step_summary(run, outcome)
-    except ConfigError as exc:  # a thresholds or gate file that names something unknown: the file and key
+        done = run_and_publish(cfg, console, observer)
+    except ConfigError as exc:  # a thresholds, variants or gate file that names something unknown: the file and key
         console.finish_failed(f"vlm-parity: {exc}")
         return EXIT_ERROR
     except Exception as exc:  # the run itself could not complete; per-case failures never get here
         console.finish_failed(f"vlm-parity: run failed: {type(exc).__name__}: {exc}")
         return EXIT_ERROR
-    console.finish(run, published.html, outcome.regressions, outcome.diagnosis, time.perf_counter() - start)
     if cfg.decode_effect:
         console.print(f"decode-path effect ({cfg.decode_effect} pixels to the engine, PIL to the reference):\n"
-                      f"{decode_effect_markdown(run, cfg.decode_effect)}")
-    if run.status != "complete" or not run.cases:
-        return EXIT_ERROR
-    return EXIT_PASS if run.verdict == "pass" else EXIT_FAIL
-
-
-def quiet_third_parties() -> None:
-    """Libraries' warnings the user cannot act on stay off the console (the engines' own go to OUT/logs)."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning)
+                      f"{decode_effect_markdown(done.run, cfg.decode_effect)}")
+    return done.exit_code
 
 
 def _merge(args: argparse.Namespace) -> int:
     """0 when the merged run passes, 1 when it fails, 2 when the shards do not make one run."""
     try:
         run = merge_runs(args.results)
-        outcome = conclude(run, policy=args.policy, gate_config=args.gate_config)
+        outcome = conclude(run, policy=args.policy, gate=load_gate_config(args.gate_config))
     except ValueError as exc:
         print(f"vlm-parity merge: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -197,7 +176,7 @@ def _report(args: argparse.Namespace) -> int:
     try:
         run = read_results(args.results)
         out = args.out or (args.results if args.results.is_dir() else args.results.parent)
-        published = publish(run, out, conclude(run, policy=args.policy, gate_config=args.gate_config))
+        published = publish(run, out, conclude(run, policy=args.policy, gate=load_gate_config(args.gate_config)))
     except ValueError as exc:
         print(f"vlm-parity: {exc}", file=sys.stderr)
         return EXIT_ERROR

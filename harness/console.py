@@ -9,7 +9,9 @@ given as `progress` (tests, the pytest plugin) gets the same events as text line
 """
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -191,3 +193,12 @@ class LineConsole(Console):
 
 def as_console(progress: Console | Lines) -> Console:
     return progress if isinstance(progress, Console) else LineConsole(progress)
+
+
+def quiet_third_parties() -> None:
+    """Libraries' warnings the user cannot act on stay off the console (the engines' own go to OUT/logs)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)

@@ -48,6 +48,13 @@ def load_gate_config(path: Path | None = None) -> dict[str, Any]:
     return config
 
 
+def gate_policy(config: dict[str, Any], policy: str) -> dict[str, Any]:
+    """The gate config, once `policy` is known to be one of its policies (ValueError naming them if not)."""
+    if policy not in config["policies"]:
+        raise ValueError(f"no gate policy named {policy!r} (known: {', '.join(sorted(config['policies']))})")
+    return config
+
+
 def check_gate_config(config: Any, source: str) -> None:
     """Every policy field, bounded metric, required metric and regression band names something known."""
     for key in mapping(config, source, ()):

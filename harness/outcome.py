@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.diagnosis import diagnose
-from harness.gate import GateDecision, decide, load_gate_config
+from harness.gate import GateDecision, decide, gate_policy, load_gate_config
 from harness.history import append_history, load_history, regressions, summarize_run
 from harness.schema import RunResult
 
@@ -22,13 +22,12 @@ class Outcome:
 
 
 def conclude(run: RunResult, history_file: Path | None = None, policy: str = "default",
-             gate_config: Path | None = None) -> Outcome:
-    """Gate the run and, with a history file, judge regressions against the last entry for the same engine
+             gate: dict[str, Any] | None = None) -> Outcome:
+    """Gate the run by `policy` of the loaded gate config (`harness.gate.load_gate_config`; default: the
+    packaged one) and, with a history file, judge regressions against the last entry for the same engine
     and dtype before appending this run. Only complete runs of the whole suite are appended: a crashed or
     `--case`-filtered run is no baseline. ValueError for an unknown gate policy."""
-    config = load_gate_config(gate_config)
-    if policy not in config["policies"]:
-        raise ValueError(f"no gate policy named {policy!r} (known: {', '.join(sorted(config['policies']))})")
+    config = gate_policy(gate or load_gate_config(), policy)
     outcome = Outcome(decide(run, policy, config["policies"][policy]), diagnosis=diagnose(run))
     if history_file is not None:
         entry = summarize_run(run)

@@ -16,11 +16,8 @@ import pytest
 from harness.cases import Case
 from harness.known import KnownFailure
 from harness.options import add_options, run_config
-from harness.outcome import conclude
 from harness.plan import RunPlan, make_plan
-from harness.report import publish
-from harness.report.summary import write_step_summary
-from harness.runner import execute
+from harness.runner import run_and_publish
 from harness.schema import CaseResult, RunResult, VariantResult
 
 _PLAN = pytest.StashKey[RunPlan]()
@@ -81,18 +78,13 @@ def parity_run(request: pytest.FixtureRequest) -> RunResult:
     selected = request.config.stash[_SELECTED]
     plan = session_plan(request.config)
     plan = plan.narrow({c for c, _ in selected}, sorted({v for _, v in selected}) or [plan.base])
-    cfg = plan.cfg
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     progress = (lambda line: reporter.write_line(line)) if reporter else print
-    run = execute(plan, progress)
-    outcome = conclude(run, cfg.history, cfg.policy, cfg.gate_config)
-    published = publish(run, cfg.out, outcome)
-    write_step_summary(run, outcome)
-    for regression in outcome.regressions:
+    done = run_and_publish(plan, progress)
+    for regression in done.outcome.regressions:
         progress(f"REGRESSION: {regression}")
-    progress(f"parity report: {published.html}")
-    return run
-
+    progress(f"parity report: {done.html}")
+    return done.run
 
 @pytest.fixture
 def parity_result(parity_run: RunResult, parity_case: str, parity_variant: str) -> VariantResult | CaseResult:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,12 +36,16 @@ from harness.prompt import Prompter
 from harness.provenance import EngineGroupInfo, Provenance
 from harness.references import DEFAULT_DIR, ReferenceStore, Status, StoredReference
 from harness.report.thumbnails import thumbnail
+from harness.gate import gate_policy, load_gate_config
+from harness.outcome import Outcome, conclude
+from harness.report import publish
+from harness.report.summary import write_step_summary
 from harness.results import ResultsSink
 from harness.scheduler import Action, Launch, Open, Scheduler
 from harness.schema import CaseResult, EngineOutput, Note, RunResult
 from harness.streams import Streams
 
-__all__ = ["RunConfig", "execute"]
+__all__ = ["Finished", "RunConfig", "execute", "run_and_publish"]
 # How one engine's stream is started: the worker-process client by default (same signature).
 Launcher = Callable[..., Iterator[EngineOutput]]
 
@@ -85,6 +90,41 @@ def execute(run: RunConfig | RunPlan, progress: Console | Lines = print, observe
         with observer.stage("localize"):
             session.localize()
     return session.close()
+
+
+@dataclass
+class Finished:
+    """A run executed and published: its results, the gate's and the history's outcome, the report."""
+
+    run: RunResult
+    outcome: Outcome
+    html: Path
+
+    @property
+    def exit_code(self) -> int:
+        """0 every case passed, 1 some case failed or errored, 2 the run itself did not complete."""
+        if self.run.status != "complete" or not self.run.cases:
+            return 2
+        return 0 if self.run.verdict == "pass" else 1
+
+
+def run_and_publish(run: RunConfig | RunPlan, progress: Console | Lines = print, observer: Observer | None = None,
+                    launcher: Launcher = stream) -> Finished:
+    """A run as every front end takes it (`vlm-parity run`, `pytest -m parity`, the bench): the gate config
+    checked before any engine starts, the run, then its outcome (gate, history), report, tables and step
+    summary, and the console's closing summary."""
+    cfg = run.cfg if isinstance(run, RunPlan) else run
+    observer = observer or Observer()
+    console = as_console(progress)
+    gate = gate_policy(load_gate_config(cfg.gate_config), cfg.policy)
+    start = time.perf_counter()
+    result = execute(run, console, observer, launcher)
+    with observer.stage("report"):
+        outcome = conclude(result, cfg.history, cfg.policy, gate)
+        published = publish(result, cfg.out, outcome)
+        write_step_summary(result, outcome)
+    console.finish(result, published.html, outcome.regressions, outcome.diagnosis, time.perf_counter() - start)
+    return Finished(result, outcome, published.html)
 
 
 @dataclass

@@ -6,19 +6,21 @@ HF on the built-in tiny Qwen2-VL. Each test runs the variant whose path the
 fault lives on next to the base variant and at least one other, and checks
 that the fault shows up as that variant's verdict and reasons while the
 others of the same run pass. Faults whose paths no other variant of the run
-takes share one run (`three_faults`); a run is localized only where a test
-reads its ladder.
+takes share one run (`four_faults`), with a checkpoint fault among them: a
+chat template that only the engine's own rendering (`native`) reads. A run is
+localized only where a test reads its ladder.
 
 A fault that hangs the engine instead is stopped by the harness's stall
 guard (`stall_s`) and shows up as errors, not as a test that never ends.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from harness.explain import case_lines, ladder_text, variant_lines
+from harness.explain import case_lines, info_lines, ladder_text, variant_lines
 from harness.runner import RunConfig, execute
 from harness.schema import CaseComparison, RunResult
 from tests.conftest import CASES
@@ -32,10 +34,10 @@ STALL_S = 90  # an engine that reports nothing for this long is hung (engine sta
 TOLERANCE = 1e-4  # the float32 prefill_max threshold; the unfaulted runs are ~2e-6
 
 
-def run(model: str, out: Path, fault: str | list[str], variants: list[str], only: set[str] = SUBSET,
+def run(model: str | Path, out: Path, fault: str | list[str], variants: list[str], only: set[str] = SUBSET,
         **options) -> RunResult:
     """One harness run with `fault` injected; an engine that hangs is stopped by the harness's stall guard."""
-    config = RunConfig(cases=[CASES], out=out, engine=ENGINE, engine_options={"fault": fault}, model=model,
+    config = RunConfig(cases=[CASES], out=out, engine=ENGINE, engine_options={"fault": fault}, model=str(model),
                        only=only, variants=variants, stall_s=STALL_S, **options)
     return execute(config, progress=lambda _: None)
 
@@ -52,28 +54,45 @@ def verdicts(result: RunResult) -> dict[str, dict[str, str]]:
     return {c.case_id: {name: v.verdict for name, v in c.variants.items()} for c in result.cases}
 
 
+def template_copy(model: Path, dest: Path) -> Path:
+    """A copy of `model` whose chat template adds one space after the role."""
+    shutil.copytree(model, dest)
+    template = dest / "chat_template.jinja"
+    text = template.read_text()
+    assert "message['role'] + '\\n'" in text
+    template.write_text(text.replace("message['role'] + '\\n'", "message['role'] + ' \\n'", 1))
+    return dest
+
+
 @pytest.fixture(scope="module")
-def three_faults(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> RunResult:
-    """Three faults on three paths in one run (each patches its own code path; none touches another's): the
-    sampler and image-embeds faults in one engine start, chunk-slice's variant in its own (its engine settings
-    differ); one run for three tests. The sampling errors make every case an `error`, which the default
-    localization leaves alone: the image cases are localized by name, each on its first failing variant in
-    the plan's order, chunked-prefill."""
-    result = run(tiny_model, tmp_path_factory.mktemp("three-faults"), ["sampler", "image-embeds", "chunk-slice"],
-                 ["batched", "alone", "chunked-prefill", "repeat", "image-embeds", "sampling"],
-                 localize=",".join(sorted(IMAGE_CASES)))
+def four_faults_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("four-faults")
+
+
+@pytest.fixture(scope="module")
+def four_faults(four_faults_dir: Path, tiny_model: str, tiny_model_dir: Path) -> RunResult:
+    """Four faults on four paths in one run (none touches another's path): the sampler and image-embeds faults
+    and a checkpoint whose chat template differs (read only by the native form) in one engine start,
+    chunk-slice's variant in its own (its engine settings differ); one run for four tests. The reference is the
+    built-in model's. The sampling errors make every case an `error`, which the default localization leaves
+    alone: the image cases are localized by name, each on its first failing variant in the plan's order,
+    chunked-prefill."""
+    model = template_copy(tiny_model_dir, four_faults_dir / "model")
+    result = run(model, four_faults_dir / "out", ["sampler", "image-embeds", "chunk-slice"],
+                 ["batched", "alone", "chunked-prefill", "repeat", "image-embeds", "sampling", "native"],
+                 reference_model=tiny_model, localize=",".join(sorted(IMAGE_CASES)))
     assert result.status == "complete", result.error
     assert set(verdicts(result)) == SUBSET
     return result
 
 
-def test_sampler_crash_on_temperature_is_a_sampling_error_only(three_faults: RunResult) -> None:
+def test_sampler_crash_on_temperature_is_a_sampling_error_only(four_faults: RunResult) -> None:
     """Sampler.apply_temperature divides an inference tensor in place outside inference mode:
     every step with a sampled request raises; greedy steps never reach it. The sampled requests
     share the batched submissions with greedy ones, so those fail as a whole and the adapter's
     one-by-one retry must leave only the sampled requests in error."""
     message = "Inplace update to inference tensor outside InferenceMode is not allowed"
-    for case in three_faults.cases:
+    for case in four_faults.cases:
         sampling = case.variants["sampling"]
         assert sampling.verdict == "error", (case.case_id, variant_lines(sampling))
         # Both submissions of the sampled request, with the engine's own exception, as records.
@@ -87,9 +106,9 @@ def test_sampler_crash_on_temperature_is_a_sampling_error_only(three_faults: Run
             assert case.variants[name].verdict == "pass", (case.case_id, name, variant_lines(case.variants[name]))
 
 
-def test_wrong_image_embeddings_fail_image_embeds_only(three_faults: RunResult) -> None:
+def test_wrong_image_embeddings_fail_image_embeds_only(four_faults: RunResult) -> None:
     """Qwen2-VL's _process_image_input scales precomputed image_embeds by 1.05; pixels untouched."""
-    for case in three_faults.cases:
+    for case in four_faults.cases:
         if case.case_id == "text-only":
             assert case.variants["image-embeds"].verdict == "skipped"
             assert case.variants["image-embeds"].reasons == ["the case has no images"]
@@ -100,6 +119,22 @@ def test_wrong_image_embeddings_fail_image_embeds_only(three_faults: RunResult) 
         assert any(f.metric == "prefill_max" and f.against == "reference" for f in embeds.failing)
         assert any(f.metric == "prefill_max" and f.against == "base" for f in embeds.failing), variant_lines(embeds)
         assert_wrong_from_first_image(case.case_id, embeds.comparison)
+
+
+def test_engine_template_differing_by_one_space_fails_native_only(four_faults: RunResult) -> None:
+    """The engine serves a copy whose chat template adds one space after the role: the rendered form
+    (the reference's template) passes, the native form (the engine's own template) fails every case
+    on prompt ids, and says that the template is where it starts."""
+    assert {c.case_id for c in four_faults.cases} == SUBSET
+    for case in four_faults.cases:
+        assert case.variants["batched"].verdict == "pass", (case.case_id, variant_lines(case.variants["batched"]))
+        native = case.variants["native"]
+        assert native.verdict == "fail" and native.comparison.prompt_ids_match is False, variant_lines(native)
+        assert variant_lines(native)[0].startswith("vs reference: prompt_ids_match = false")
+        stage = [n for n in native.notes if n.kind == "native_stage"]
+        assert [n.data for n in stage] == [{"stage": "template"}], native.notes
+        assert ("where it starts: prompt token ids differ: the engine's own chat template (or tokenizer) renders "
+                "the prompt differently from the reference's") in info_lines(native)
 
 
 def test_encoder_cache_hit_serving_a_wrong_entry_fails_repeat_only(tmp_path: Path, tiny_model: str) -> None:
@@ -126,16 +161,16 @@ def test_encoder_cache_hit_serving_a_wrong_entry_fails_repeat_only(tmp_path: Pat
         assert_wrong_from_first_image(case.case_id, repeat.comparison)
 
 
-def test_off_by_one_chunk_slice_fails_chunked_prefill_only(three_faults: RunResult) -> None:
+def test_off_by_one_chunk_slice_fails_chunked_prefill_only(four_faults: RunResult, four_faults_dir: Path) -> None:
     """_gather_mm_embeddings takes the rows of an image begun in an earlier prefill chunk one row
     early. With the normal token budget no image is split: only chunked-prefill sees it (the run's other
     failing variants are the other faults' own)."""
     paths = ("batched", "alone", "chunked-prefill")
-    assert {c: {v: by[v] for v in paths} for c, by in verdicts(three_faults).items()} == {
+    assert {c: {v: by[v] for v in paths} for c, by in verdicts(four_faults).items()} == {
         **{c: {"batched": "pass", "alone": "pass", "chunked-prefill": "fail"} for c in IMAGE_CASES},
         "text-only": {"batched": "pass", "alone": "pass", "chunked-prefill": "pass"},
     }
-    for case in three_faults.cases:
+    for case in four_faults.cases:
         chunked = case.variants["chunked-prefill"]
         tokens, split = chunked.details["chunk_tokens"], chunked.details["split_spans"]
         if case.case_id == "text-only":
@@ -145,17 +180,23 @@ def test_off_by_one_chunk_slice_fails_chunked_prefill_only(three_faults: RunResu
         lines = variant_lines(chunked)
         assert lines[0].startswith("vs reference: prefill_max = "), lines
         failing = {line.split(": ", 1)[0] for line in case_lines(case)}
-        assert failing == {"chunked-prefill", "image-embeds", "sampling"}, case_lines(case)
+        assert failing == {"chunked-prefill", "image-embeds", "sampling", "native"}, case_lines(case)
         # Exact through the first chunk; wrong from the logprob predicted at the second chunk's
         # first position, which holds an image token whose slice started past 0.
         diffs = chunked.comparison.prefill_diffs
         assert max(d for d in diffs[:tokens + 1] if d is not None) <= TOLERANCE, (case.case_id, tokens)
         assert diffs[tokens + 1] > TOLERANCE, (case.case_id, tokens, diffs[:tokens + 3])
-        # Localized: the encoder's output is right, the merged embeddings of the image
-        # tokens after the chunk boundary are not (the probe prefills in the variant's own chunks).
+        # Localized: the encoder's output is right, the merged embeddings of the image tokens after the
+        # chunk boundary are not (the probe prefills in the variant's own chunks). Every stage before them,
+        # as vLLM's own captures show it, agrees with the reference's.
         assert case.ladder is not None and case.ladder.variant == "chunked-prefill"
         assert case.ladder.first == "embeds", ladder_text(case.ladder)
         assert "image token" in next(r for r in case.ladder.rungs if r.stage == "embeds").where
+        stages = [r.stage for r in case.ladder.rungs]
+        assert {r.status for r in case.ladder.rungs[:stages.index("embeds")]} == {"pass"}, ladder_text(case.ladder)
+    # The probes ran in processes of their own, each with its log.
+    assert {p.name for p in (four_faults_dir / "out" / "logs").glob("probe-*.log")} == {"probe-engine-0.log",
+                                                                                      "probe-reference.log"}
 
 
 def test_in_bfloat16_healthy_paths_pass_by_their_floor_and_the_chunk_fault_still_fails(tmp_path: Path,

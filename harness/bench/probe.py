@@ -64,26 +64,32 @@ def _observer(record_dir: Path | None) -> Any:
 
 
 def probe_run(argv: list[str], record_dir: Path | None) -> dict[str, Any]:
-    from harness import cli
+    """`vlm-parity run ARGS` as the CLI runs it (the same options, console and runner), timed by stage."""
+    from harness.console import Console, quiet_third_parties
     from harness.observe import STAGES
-    from harness.options import DEFAULT_OUT
-    from harness.results import read_results
+    from harness.options import add_options, run_config
+    from harness.runner import run_and_publish
 
+    parser = argparse.ArgumentParser(prog="vlm-parity run")
+    add_options(parser.add_argument)
+    args = parser.parse_args(argv[1:] if argv[:1] == ["run"] else argv)
+    cfg = run_config(lambda name: getattr(args, name))
     observer = _observer(record_dir)
+    quiet_third_parties()
     start = time.perf_counter()
-    exit_code = cli.main(argv, observer)
-    observer.seconds["cli_main"] = time.perf_counter() - start
-    observer.calls["cli_main"] = 1
     try:
-        provenance = read_results(cli.build_parser().parse_args(argv).out or DEFAULT_OUT).provenance
-    except ValueError:  # the run wrote nothing readable; its exit code and log say why
-        provenance = None
+        done = run_and_publish(cfg, Console(verbose=cfg.verbose), observer)
+        exit_code, provenance = done.exit_code, done.run.provenance
+    except Exception as exc:  # the run itself could not complete: as the CLI, exit 2 with the reason
+        print(f"vlm-parity: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        exit_code, provenance = 2, None
+    observer.seconds["whole_run"] = time.perf_counter() - start
+    observer.calls["whole_run"] = 1
     timers = {"seconds": observer.seconds, "calls": observer.calls,
               "missing": [s for s in STAGES if s not in observer.seconds]}
     return {"exit": exit_code, "timers": timers, "streams": observer.streams,
             "stage_s": provenance.stage_s if provenance else None,
             "engine_run_s": provenance.engine_run_s if provenance else None}
-
 
 def probe_stream(spec_path: Path) -> dict[str, Any]:
     from harness.engines.base import EngineSettings, Request
