@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.decode import availability, decode, decode_array
-from harness.decode.deltas import heatmap_png, pixel_deltas
+from harness.inputs.decode import availability, decode, decode_array
+from harness.inputs.decode.deltas import heatmap_png, pixel_deltas
 
 IMAGE = Path(__file__).resolve().parents[1] / "cases" / "images" / "rocket_large_420.jpg"
 OTHER = "simplejpeg-fastupsample"

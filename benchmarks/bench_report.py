@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.report import publish  # noqa: E402
+from harness.publish.report import publish  # noqa: E402
 from tests.factories import synthetic_run  # noqa: E402
 
 

@@ -28,7 +28,7 @@ Provenance of each file (photos from `skimage.data`, resized with LANCZOS):
 | chelsea_alpha.png        | skimage.data.chelsea() + alpha   | 240x160   | PNG RGBA, vignette alpha        |
 | camera_16bit.png         | skimage.data.camera() x 257      | 256x256   | PNG 16-bit grayscale            |
 | rocket_large_420.jpg     | skimage.data.rocket(), upscaled  | 4000x3000 | JPEG q85, 4:2:0, luma grain     |
-| shapes_*.png, word_cat.png | harness.models.train_tiny       | 112x112   | PNG: scenes like the trained default's training data |
+| shapes_*.png, word_cat.png | harness.inputs.models.train_tiny       | 112x112   | PNG: scenes like the trained default's training data |
 
 4:2:0 is where fast (nearest-neighbour) chroma upsampling, as in nvJPEG's
 default, departs from PIL; 4:4:4 is the control where it should not. Text and
@@ -186,7 +186,7 @@ def save(name: str, img: Image.Image, options: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    from harness.models.train_tiny import make_case_images
+    from harness.inputs.models.train_tiny import make_case_images
 
     OUT.mkdir(exist_ok=True)
     for name, (img, options) in IMAGES.items():

@@ -13,18 +13,18 @@ from pathlib import Path
 
 from harness.bench.command import add_bench_arguments
 from harness.config import ConfigError
-from harness.console import Console, quiet_third_parties
-from harness.decode.diff import add_decode_diff_arguments, run_decode_diff
+from harness.publish.console import Console, quiet_third_parties
+from harness.decode_diff import add_decode_diff_arguments, run_decode_diff
 from harness.engines.lifetime import ending_on_signals
-from harness.gate import gate_file, load_gate_config
-from harness.merge import merge_runs
-from harness.observe import Observer
-from harness.options import add_options, build_config, run_config
-from harness.outcome import conclude
+from harness.publish.gate import gate_file, load_gate_config
+from harness.publish.merge import merge_runs
+from harness.run.observe import Observer
+from harness.run.options import add_options, build_config, run_config
+from harness.publish.outcome import conclude
 from harness.record import RecordConfig
-from harness.report import publish
-from harness.report.decode_effect import decode_effect_markdown
-from harness.results import PARTIAL, read_results, write_results
+from harness.publish.report import publish
+from harness.publish.report.decode_effect import decode_effect_markdown
+from harness.publish.results import PARTIAL, read_results, write_results
 from harness.runner import run_and_publish
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -112,7 +112,7 @@ def _command(args: argparse.Namespace, observer: Observer | None) -> int:
         from harness.record import check
 
         return check(build_config(lambda name: getattr(args, name), RecordConfig))
-    from harness.models import resolve_model
+    from harness.inputs.models import resolve_model
 
     print(resolve_model(args.name, args.cache))
     return EXIT_PASS
@@ -123,8 +123,8 @@ def _models(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from harness.engines import resolve_engine
-    from harness.known import load_known
-    from harness.models import list_models
+    from harness.run.known import load_known
+    from harness.inputs.models import list_models
 
     version = resolve_engine("vllm").version()
     rows = list_models(args.cache, args.extra)

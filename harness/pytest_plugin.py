@@ -4,7 +4,7 @@ The reference and each engine configuration start once per session, for
 exactly the cases and variants pytest selected (so `-k` narrows the run, not
 just the asserts); each test then asserts its own cell's verdict. results.json
 and the HTML report are written when the run finishes. The options are the
-CLI's run options with a `--parity-` prefix (`harness.options`).
+CLI's run options with a `--parity-` prefix (`harness.run.options`).
 
 Use from any repository: `pytest_plugins = ["harness.pytest_plugin"]` in its
 conftest.py, and a test taking the `parity_result` fixture.
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import pytest
 
-from harness.cases import Case
-from harness.known import KnownFailure
-from harness.options import add_options, run_config
-from harness.plan import RunPlan, make_plan
+from harness.inputs.cases import Case
+from harness.run.known import KnownFailure
+from harness.run.options import add_options, run_config
+from harness.run.plan import RunPlan, make_plan
 from harness.runner import run_and_publish
-from harness.schema import CaseResult, RunResult, VariantResult
+from harness.core.schema import CaseResult, RunResult, VariantResult
 
 _PLAN = pytest.StashKey[RunPlan]()
 _SELECTED = pytest.StashKey[set]()

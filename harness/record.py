@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__, config
-from harness.cases import Case, load_cases
-from harness.compare.floor import case_floors
-from harness.decode import same_pixels
+from harness.inputs.cases import Case, load_cases
+from harness.judging.compare.floor import case_floors
+from harness.inputs.decode import same_pixels
 from harness.engines.client import EngineSide, stream
-from harness.explain import stream_end
-from harness.judge import sane
-from harness.ledger import REFERENCE, CaseLedger
-from harness.models import image_token_id, processor_options, video_options, video_token_id
-from harness.observe import Observer
-from harness.options import DEFAULT_CASES, DTYPES, comma_list, option, same_as
-from harness.plan import (
+from harness.core.notes import stream_end
+from harness.judging.judge import sane
+from harness.run.ledger import REFERENCE, CaseLedger
+from harness.inputs.models import image_token_id, processor_options, video_options, video_token_id
+from harness.run.observe import Observer
+from harness.run.options import DEFAULT_CASES, DTYPES, comma_list, option, same_as
+from harness.run.plan import (
     FLOOR_PREFIX,
     OPTIONS,
     Side,
@@ -33,8 +33,8 @@ from harness.plan import (
     reference_decoders,
     reference_requests,
 )
-from harness.prompt import Prompter
-from harness.references import (
+from harness.inputs.prompt import Prompter
+from harness.run.references import (
     DEFAULT_DIR,
     ProcessorInfo,
     ReferenceStore,
@@ -43,8 +43,8 @@ from harness.references import (
     content_key,
     provenance,
 )
-from harness.schema import EngineOutput
-from harness.variants import load_variants
+from harness.core.schema import EngineOutput
+from harness.run.variants import load_variants
 
 Progress = Callable[[str], None]
 

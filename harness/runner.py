@@ -1,8 +1,8 @@
 """A parity run: plan it, then feed the engines' merged output streams to the ledger and the scheduler.
 
 `execute` is the loop; the decisions live in small objects tested without a process: the plan
-(`harness.plan`: what runs), the ledger (`harness.ledger`: what each case still waits for), the
-scheduler (`harness.scheduler`: which engine computes when). `Session` holds one run's state and
+(`harness.run.plan`: what runs), the ledger (`harness.run.ledger`: what each case still waits for), the
+scheduler (`harness.run.scheduler`: which engine computes when). `Session` holds one run's state and
 turns their answers into engine streams and results. Each case is judged and written the moment the
 ledger closes it; every failure below the run itself becomes an `error` result with its reason.
 """
@@ -18,32 +18,32 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__, config
-from harness.cases import Case, load_cases
-from harness.console import Console, Lines, as_console
-from harness.decode.diff import case_pixel_deltas
+from harness.inputs.cases import Case, load_cases
+from harness.publish.console import Console, Lines, as_console
+from harness.decode_diff import case_pixel_deltas
 from harness.engines.base import EngineSettings
 from harness.engines.client import Deadline, EngineSide, Gate, stream
-from harness.explain import error_fields, note, stream_end
-from harness.hardware import cpu
-from harness.judge import CaseInputs, Judge, case_result
-from harness.ledger import REFERENCE, CaseEntry, CaseLedger
+from harness.core.notes import error_fields, note, stream_end
+from harness.core.hardware import cpu
+from harness.judging.judge import CaseInputs, Judge, case_result
+from harness.run.ledger import REFERENCE, CaseEntry, CaseLedger
 from harness.localize.run import MAX_PROBED, localize, which_to_localize
-from harness.models import image_token_id, model_fingerprint, video_token_id
-from harness.observe import Observer
-from harness.options import RunConfig, comma_list
-from harness.plan import CaseSelection, RunPlan, base_features, image_spans, make_plan, plan_probes, resolve_chunking
-from harness.prompt import Prompter
-from harness.provenance import EngineGroupInfo, Provenance
-from harness.references import DEFAULT_DIR, ReferenceStore, Status, StoredReference
-from harness.report.thumbnails import thumbnail
-from harness.gate import gate_policy, load_gate_config
-from harness.outcome import Outcome, conclude
-from harness.report import publish
-from harness.report.summary import write_step_summary
-from harness.results import ResultsSink
-from harness.scheduler import Action, Launch, Open, Scheduler
-from harness.schema import CaseResult, EngineOutput, Note, RunResult
-from harness.streams import Streams
+from harness.inputs.models import image_token_id, model_fingerprint, video_token_id
+from harness.run.observe import Observer
+from harness.run.options import RunConfig, comma_list
+from harness.run.plan import CaseSelection, RunPlan, base_features, image_spans, make_plan, plan_probes, resolve_chunking
+from harness.inputs.prompt import Prompter
+from harness.core.provenance import EngineGroupInfo, Provenance
+from harness.run.references import DEFAULT_DIR, ReferenceStore, Status, StoredReference
+from harness.publish.report.thumbnails import thumbnail
+from harness.publish.gate import gate_policy, load_gate_config
+from harness.publish.outcome import Outcome, conclude
+from harness.publish.report import publish
+from harness.publish.report.summary import write_step_summary
+from harness.publish.results import ResultsSink
+from harness.run.scheduler import Action, Launch, Open, Scheduler
+from harness.core.schema import CaseResult, EngineOutput, Note, RunResult
+from harness.run.streams import Streams
 
 __all__ = ["Finished", "RunConfig", "execute", "run_and_publish"]
 # How one engine's stream is started: the worker-process client by default (same signature).
@@ -53,8 +53,8 @@ Launcher = Callable[..., Iterator[EngineOutput]]
 def execute(run: RunConfig | RunPlan, progress: Console | Lines = print, observer: Observer | None = None,
             launcher: Launcher = stream) -> RunResult:
     """Run every case on every variant; results are written as each case completes. `run` is the config or
-    its plan (`harness.plan.make_plan`, for a front end that planned already: the pytest plugin); `progress`
-    is the run's console (`harness.console`) or a callable that takes its lines; `launcher` starts one
+    its plan (`harness.run.plan.make_plan`, for a front end that planned already: the pytest plugin); `progress`
+    is the run's console (`harness.publish.console`) or a callable that takes its lines; `launcher` starts one
     engine's stream (`harness.engines.client.stream`: a worker process; tests run engines in-process)."""
     observer = observer or Observer()
     if isinstance(run, RunPlan):

@@ -30,7 +30,7 @@ from PIL import Image  # noqa: E402
 from vllm import LLM, SamplingParams  # noqa: E402
 from vllm.exceptions import VLLMClientError  # noqa: E402
 
-from harness.models import DEFAULT_MODEL, resolve_model  # noqa: E402
+from harness.inputs.models import DEFAULT_MODEL, resolve_model  # noqa: E402
 
 PROMPT = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What shape is this?<|im_end|>\n" \
          "<|im_start|>assistant\n"

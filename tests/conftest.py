@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from harness.cases import load_cases
-from harness.models import DEFAULT_MODEL, default_model_dir
+from harness.inputs.cases import load_cases
+from harness.inputs.models import DEFAULT_MODEL, default_model_dir
 
 CASES = Path(__file__).resolve().parents[1] / "cases"
 DEFAULT_CASES = len(load_cases([CASES]).cases)

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
-from harness.schema import EngineOutput, TokenLogprobs
+from harness.core.schema import EngineOutput, TokenLogprobs
 
 
 class FakeEngine(Engine):

@@ -25,10 +25,10 @@ from harness.bench.measure import Measured, measure
 from harness.bench.memory import PeakSampler, tree_rss
 from harness.bench.probe import _observer
 from harness.bench.synthetic import write_synthetic_cases
-from harness.cases import load_cases
+from harness.inputs.cases import load_cases
 from harness.cli import main as cli_main
 from harness.engines.base import EngineSettings, Request
-from harness.observe import STAGES
+from harness.run.observe import STAGES
 
 FAKE = "tests.fake_engine:FakeEngine"
 
@@ -216,7 +216,7 @@ def test_measure_records_exit_code_and_log(tmp_path: Path) -> None:
 
 
 def test_bench_observer_saves_the_spec_and_times_each_stream(tmp_path: Path) -> None:
-    """The bench hears the runner's streams through the observer interface (harness.observe)."""
+    """The bench hears the runner's streams through the observer interface (harness.run.observe)."""
 
     @dataclass
     class Side:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from harness.cases import Case, CaseProblem, load_cases
+from harness.inputs.cases import Case, CaseProblem, load_cases
 
 CASES_DIR = Path(__file__).resolve().parent.parent / "cases"
 

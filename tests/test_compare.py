@@ -6,20 +6,20 @@ import math
 import pytest
 
 from harness import config
-from harness.cases import Case
-from harness.compare import compare_outputs, judge
-from harness.compare.decode import compare_greedy
-from harness.compare.distribution import distribution_stats, position_kl
-from harness.compare.floor import case_floors, floor_key, measure_floor
-from harness.compare.prefill import first_id_mismatch, position_diffs, summarize, topk_jaccard
-from harness.compare.text import rouge_l
-from harness.compare.verdict import check_metric, floor_of
+from harness.inputs.cases import Case
+from harness.judging.compare import compare_outputs, judge
+from harness.judging.compare.decode import compare_greedy
+from harness.judging.compare.distribution import distribution_stats, position_kl
+from harness.judging.compare.floor import case_floors, floor_key, measure_floor
+from harness.judging.compare.prefill import first_id_mismatch, position_diffs, summarize, topk_jaccard
+from harness.judging.compare.text import rouge_l
+from harness.judging.compare.verdict import check_metric, floor_of
 from harness.engines.base import Capabilities
-from harness.explain import finding_text
-from harness.judge import _floor_of
-from harness.plan import OPTIONS, floor_runs, reference_requests
-from harness.schema import CaseComparison, EngineOutput, Floor, TokenLogprobs, judged_by
-from harness.variants import Variant
+from harness.judging.explain import finding_text
+from harness.judging.judge import _floor_of
+from harness.run.plan import OPTIONS, floor_runs, reference_requests
+from harness.core.schema import CaseComparison, EngineOutput, Floor, TokenLogprobs, judged_by
+from harness.run.variants import Variant
 from tests.conftest import CASES
 
 IMG = 9  # image placeholder token id in these fixtures

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.decode import (
+from harness.inputs.decode import (
     DECODERS,
     DecoderSpec,
     ImageDecodeError,
@@ -22,15 +22,15 @@ from harness.decode import (
     decode_array,
     register,
 )
-from harness.decode.deltas import PixelDeltas, heatmap_png, max_pool, pixel_deltas
-from harness.decode.diff import (
+from harness.inputs.decode.deltas import PixelDeltas, heatmap_png, max_pool, pixel_deltas
+from harness.decode_diff import (
     add_decode_diff_arguments,
     case_pixel_deltas,
     compare_decoders,
     decode_diff,
     run_decode_diff,
 )
-from harness.decode.facts import explained, image_facts
+from harness.inputs.decode.facts import explained, image_facts
 
 IMAGES = Path(__file__).resolve().parents[1] / "cases" / "images"
 

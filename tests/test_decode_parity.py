@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.cases import load_cases
+from harness.inputs.cases import load_cases
 from harness.config import Thresholds, load_config, resolve_section
-from harness.decode import availability
-from harness.decode.diff import compare_decoders
-from harness.decode.facts import explained, image_facts
+from harness.inputs.decode import availability
+from harness.decode_diff import compare_decoders
+from harness.inputs.decode.facts import explained, image_facts
 
 pytestmark = pytest.mark.parity
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness.explain import case_lines, ladder_text
+from harness.judging.explain import case_lines, ladder_text
 from harness.localize import run as localize_run
 from harness.runner import RunConfig, execute
 from tests.conftest import CASES

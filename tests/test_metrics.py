@@ -1,4 +1,4 @@
-"""The metrics' one declaration (`harness.schema.metric`): complete for every metric, the only list of them, and
+"""The metrics' one declaration (`harness.core.schema.metric`): complete for every metric, the only list of them, and
 the yardstick every thresholds, gate and case file is checked against when it is loaded."""
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import pytest
 import yaml
 
 from harness import config
-from harness.cases import load_cases
+from harness.inputs.cases import load_cases
 from harness.cli import main
-from harness.compare.floor import FLOOR_METRICS
-from harness.compare.verdict import JUDGED
+from harness.judging.compare.floor import FLOOR_METRICS
+from harness.judging.compare.verdict import JUDGED
 from harness.config import ConfigError
-from harness.gate import load_gate_config
-from harness.history import BETTER, HEADLINE_FLOORS
-from harness.report.decode_effect import PAIRS
-from harness.results import write_results
-from harness.schema import METRIC_INFO, METRICS, RULES, SECTIONS, TABLE_METRICS, VIEWS, shown_in
+from harness.publish.gate import load_gate_config
+from harness.publish.history import BETTER, HEADLINE_FLOORS
+from harness.publish.report.decode_effect import PAIRS
+from harness.publish.results import write_results
+from harness.core.schema import METRIC_INFO, METRICS, RULES, SECTIONS, TABLE_METRICS, VIEWS, shown_in
 from tests.factories import synthetic_run
 
 HARNESS = Path(__file__).resolve().parent.parent / "harness"
@@ -58,7 +58,7 @@ def test_every_list_of_metrics_is_derived_from_the_declaration() -> None:
 
 def test_no_module_lists_metric_names_itself() -> None:
     """A literal list of metric names (two quoted names in a row, or on one line), or one excluded by name, is
-    a second declaration that drifts: it must come from `harness.schema` (shown_in, judged_by, METRIC_INFO).
+    a second declaration that drifts: it must come from `harness.core.schema` (shown_in, judged_by, METRIC_INFO).
     Only the declaration and the comparators, which compute each metric of their section, name them."""
     name = "|".join(sorted(METRICS, key=len, reverse=True))
     quoted = rf"""["']({name})["']"""
@@ -67,7 +67,7 @@ def test_no_module_lists_metric_names_itself() -> None:
     on_one_line = re.compile(rf"""["']({name})["'](?![\w])""")
     found = []
     for path in sorted([*HARNESS.rglob("*.py"), *HARNESS.rglob("*.j2")]):
-        if path == HARNESS / "schema.py" or path in {HARNESS / "compare" / f"{s}.py" for s in SECTIONS}:
+        if path == HARNESS / "core" / "schema.py" or path in {HARNESS / "judging" / "compare" / f"{s}.py" for s in SECTIONS}:
             continue
         text = path.read_text()
         where = path.relative_to(HARNESS.parent)
@@ -76,7 +76,7 @@ def test_no_module_lists_metric_names_itself() -> None:
             names = {m.group(1) for m in on_one_line.finditer(line)}
             if len(names) > 1:
                 found.append(f"{where}:{number}: {sorted(names)}")
-    assert not found, "metric names listed outside harness/schema.py:\n" + "\n".join(found)
+    assert not found, "metric names listed outside harness/core/schema.py:\n" + "\n".join(found)
 
 
 def write(tmp_path: Path, name: str, doc: object) -> Path:

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import models
-from harness.models import (
+from harness.inputs import models
+from harness.inputs.models import (
     MODELS,
     default_model_dir,
     image_token_id,
@@ -90,7 +90,7 @@ def test_registry_names_and_fields() -> None:
 
 
 def test_cache_names_and_default_model(cache: Path) -> None:
-    from harness.models import tiny_qwen2vl
+    from harness.inputs.models import tiny_qwen2vl
 
     for name, recipe in MODELS.items():
         path = model_dir(name, cache)
@@ -207,7 +207,7 @@ def test_import_is_cheap() -> None:
     import subprocess
     import sys
 
-    code = "import sys, harness.models; print('transformers' in sys.modules, 'torch' in sys.modules)"
+    code = "import sys, harness.inputs.models; print('transformers' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
     assert models.DEFAULT_MODEL == "tiny-qwen2-vl-trained"

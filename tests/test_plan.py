@@ -11,16 +11,17 @@ from harness.cli import main
 from harness.engines import resolve_engine
 from harness.engines.base import Capabilities
 from harness.engines.client import stream
-from harness.explain import case_lines, note_text
-from harness.gate import UNDECIDED, decide, load_gate_config
-from harness.merge import merge_runs
-from harness.report import publish
-from harness.report.summary import markdown_summary
-from harness.results import read_results
+from harness.judging.explain import case_lines
+from harness.core.notes import note_text
+from harness.publish.gate import UNDECIDED, decide, load_gate_config
+from harness.publish.merge import merge_runs
+from harness.publish.report import publish
+from harness.publish.report.summary import markdown_summary
+from harness.publish.results import read_results
 from harness.runner import RunConfig, execute
-from harness.schema import RunResult
-from harness.plan import base_features, engine_skip_reason
-from harness.variants import Variant, load_variants
+from harness.core.schema import RunResult
+from harness.run.plan import base_features, engine_skip_reason
+from harness.run.variants import Variant, load_variants
 from tests.conftest import CASES, DEFAULT_CASES, FAKE
 from tests.inline import inline
 
@@ -109,7 +110,7 @@ class FailingReference(resolve_engine(FAKE)):  # type: ignore[misc]
     def run(self, requests):
         for request in requests:
             if request.case_id == "two-images":
-                from harness.schema import EngineOutput
+                from harness.core.schema import EngineOutput
 
                 yield EngineOutput.failed(request.case_id, self.name, "fake failure", request.variant)
             else:
@@ -165,7 +166,7 @@ def test_every_run_option_reaches_the_config_from_both_front_ends() -> None:
     """Each RunConfig field that is an option, given to `vlm-parity run` and to the pytest plugin's front end,
     arrives in the config changed from its default: a field a front end cannot set fails here."""
     from harness.cli import build_parser
-    from harness.options import flag_of, options, run_config
+    from harness.run.options import flag_of, options, run_config
 
     def sample(f, spec) -> str:
         kwargs = spec["argparse"]

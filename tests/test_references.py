@@ -14,17 +14,17 @@ import pytest
 import yaml
 
 from harness import config
-from harness.cases import load_cases
+from harness.inputs.cases import load_cases
 from harness.cli import main
-from harness.compare import compare_outputs, judge
-from harness.compare.floor import floor_key
-from harness.explain import case_lines, finding_text, warning_lines
-from harness.models import default_model_dir, image_token_id
+from harness.judging.compare import compare_outputs, judge
+from harness.judging.compare.floor import floor_key
+from harness.judging.explain import case_lines, finding_text, warning_lines
+from harness.inputs.models import default_model_dir, image_token_id
 from harness.record import RecordConfig, record, select
-from harness.references import DEFAULT_DIR, ReferenceStore, StoredReference, changed_fields, dump
-from harness.results import write_atomic
+from harness.run.references import DEFAULT_DIR, ReferenceStore, StoredReference, changed_fields, dump
+from harness.core.files import write_atomic
 from harness.runner import RunConfig, execute
-from harness.schema import METRIC_INFO, EngineOutput
+from harness.core.schema import METRIC_INFO, EngineOutput
 from tests.conftest import CASES, DEFAULT_CASES, FAKE
 from tests.inline import inline
 
@@ -136,7 +136,7 @@ def test_a_stored_run_imports_neither_transformers_nor_torch(tmp_path: Path) -> 
     script = f"""
 import sys
 from pathlib import Path
-from harness.report import publish
+from harness.publish.report import publish
 from harness.runner import RunConfig, execute
 run = execute(RunConfig(cases=[Path({str(CASES)!r})], out=Path({str(tmp_path)!r}), engine={FAKE!r},
                         variants=["base"], reference="stored"), progress=lambda _: None)

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.explain import note
-from harness.gate import FAIL, PASS, UNDECIDED, decide, load_gate_config
-from harness.history import load_history, regressions, summarize_run
-from harness.outcome import conclude
-from harness.report import publish
-from harness.report.summary import write_step_summary
-from harness.results import write_results
-from harness.schema import RunResult
+from harness.core.notes import note
+from harness.publish.gate import FAIL, PASS, UNDECIDED, decide, load_gate_config
+from harness.publish.history import load_history, regressions, summarize_run
+from harness.publish.outcome import conclude
+from harness.publish.report import publish
+from harness.publish.report.summary import write_step_summary
+from harness.publish.results import write_results
+from harness.core.schema import RunResult
 from tests.factories import synthetic_case, synthetic_run
 
 HOSTILE = '<script>alert(1)</script></table><img src=x onerror="alert(2)">'

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import publish
+from harness.publish.report import publish
 from tests.factories import synthetic_run
 
 pytestmark = pytest.mark.browser

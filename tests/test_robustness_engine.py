@@ -28,14 +28,15 @@ import httpx
 import psutil
 import pytest
 
-from harness.cases import load_cases
+from harness.inputs.cases import load_cases
 from harness.cli import main
 from harness.engines.base import Request
-from harness.explain import case_lines, note, variant_lines
-from harness.report import publish
-from harness.results import read_results
+from harness.judging.explain import case_lines, variant_lines
+from harness.core.notes import note
+from harness.publish.report import publish
+from harness.publish.results import read_results
 from harness.runner import RunConfig, execute
-from harness.schema import EngineOutput, RunResult
+from harness.core.schema import EngineOutput, RunResult
 from tests.conftest import CASES, FAKE
 from tests.fake_engine import FakeEngine
 from tests.fault_proxy import FaultProxy, Rule
@@ -44,7 +45,7 @@ pytestmark = pytest.mark.engine
 
 ENGINE = "tests.faulty_vllm:FaultyVLLMEngine"
 STALL_S = 15  # the stall clock starts once the engine has started: 15 s of silence mid-run is a hang here
-REQUEST_TIMEOUT_S = 30  # the HTTP per-case timeout; the tiny model answers in about a second
+REQUEST_TIMEOUT_S = 12  # the HTTP per-case timeout; the tiny model answers in about a second
 
 
 def load_order(ids: set[str]) -> list[str]:
@@ -138,7 +139,7 @@ def test_nan_inf_and_short_logprobs_fail_only_their_case(tmp_path: Path, tiny_mo
     faults = {nan: "nan", inf: "inf", short: "short"}
     out = tmp_path / "out"
     run = execute(RunConfig(cases=[CASES], out=out, model=tiny_model, engine=ENGINE, variants=["base"],
-                            engine_options={"case_faults": faults}, only={nan, inf, short, clean}),
+                            engine_options={"case_faults": faults}, only={nan, inf, short, clean}, localize="off"),
                   progress=lambda _: None)
     assert run.status == "complete", run.error
     assert {c.case_id: c.verdict for c in run.cases} == {nan: "fail", inf: "fail", short: "error", clean: "pass"}

@@ -8,9 +8,9 @@ import pytest
 
 import harness.pytest_plugin
 import harness.runner
-from harness.models import DEFAULT_MODEL, resolve_model
-from harness.options import RunConfig
-from harness.plan import make_plan
+from harness.inputs.models import DEFAULT_MODEL, resolve_model
+from harness.run.options import RunConfig
+from harness.run.plan import make_plan
 from tests.conftest import CASES, FAKE
 
 ROOT = Path(__file__).resolve().parents[1]

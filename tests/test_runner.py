@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.explain import case_lines
-from harness.results import read_results
+from harness.judging.explain import case_lines
+from harness.publish.results import read_results
 from harness.runner import RunConfig, execute
 from tests.conftest import CASES, FAKE
 from tests.inline import inline

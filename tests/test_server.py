@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.explain import case_lines, variant_lines
-from harness.gate import UNDECIDED, decide, load_gate_config
-from harness.report import publish
+from harness.judging.explain import case_lines, variant_lines
+from harness.publish.gate import UNDECIDED, decide, load_gate_config
+from harness.publish.report import publish
 from harness.runner import RunConfig, execute
 from tests.conftest import CASES, DEFAULT_CASES, VIDEO_CASES
 from tests.servers import PROXY_MODULE

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.compare import compare_outputs
+from harness.judging.compare import compare_outputs
 from harness.engines.base import EngineSettings, Request, Sampling, resolve_engine
 from harness.engines.sglang_offline import SGLangEngine, engine_args, parse_generate
 from harness.engines.sglang_server import SGLangChatEngine, SGLangServerEngine
-from harness.plan import base_features, engine_settings, engine_skip_reason
-from harness.schema import EngineOutput, TokenLogprobs
-from harness.variants import load_variants
+from harness.run.plan import base_features, engine_settings, engine_skip_reason
+from harness.core.schema import EngineOutput, TokenLogprobs
+from harness.run.variants import load_variants
 from tests.conftest import CASES
 
 IMAGE = 6  # the image placeholder id of these answers
@@ -532,8 +532,8 @@ def test_image_loader_calls_sglangs_load_image(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_image_loader_without_sglang_is_an_unavailable_decoder_not_a_crash() -> None:
-    from harness.decode.diff import register_engine_loader
-    from harness.decode.registry import DECODERS, availability
+    from harness.decode_diff import register_engine_loader
+    from harness.inputs.decode.registry import DECODERS, availability
 
     name = register_engine_loader("sglang")
     try:
@@ -570,7 +570,7 @@ REAL_SKIP = _sglang_with_cuda()
 @pytest.mark.skipif(REAL_SKIP is not None, reason=REAL_SKIP or "")
 @pytest.mark.parametrize("engine", ["sglang", "sglang-server"])
 def test_real_sglang_passes_two_cases(tmp_path: Path, tiny_model: str, engine: str) -> None:
-    from harness.explain import case_lines
+    from harness.judging.explain import case_lines
     from harness.runner import RunConfig, execute
 
     run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", engine=engine, model=tiny_model,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.engines.base import EngineSettings, Request
 from harness.engines.client import EngineSide, Gate, stream
-from harness.streams import Streams
+from harness.run.streams import Streams
 
 FAKE = "tests.fake_engine:FakeEngine"
 REQUESTS = [Request(f"case-{i}", f"prompt {i}", "batched") for i in range(3)]

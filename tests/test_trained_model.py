@@ -2,9 +2,9 @@
 
 Loads the committed files with HF float32 on the CPU (a few seconds); nothing
 is retrained here. Retraining takes minutes and is checked by hand, as
-harness/models/trained/tiny-qwen2-vl-trained/RECIPE.md describes:
+harness/inputs/models/trained/tiny-qwen2-vl-trained/RECIPE.md describes:
 
-    python -m harness.models.train_tiny /tmp/retrain
+    python -m harness.inputs.models.train_tiny /tmp/retrain
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.models import MODELS, list_models, model_dir, model_fingerprint, train_tiny
+from harness.inputs.models import MODELS, list_models, model_dir, model_fingerprint, train_tiny
 
 # Measured on the committed weights (see RECIPE.md): held-out images 0..19 of
 # `train_tiny.heldout`. The floors leave room for a library update that moves
@@ -90,7 +90,7 @@ def test_suppressed_tokens_have_zero_output_rows() -> None:
         head = f.get_tensor("lm_head.weight")
     from transformers import AutoTokenizer
 
-    from harness.models import tiny_qwen2vl
+    from harness.inputs.models import tiny_qwen2vl
 
     raw = AutoTokenizer.from_pretrained(train_tiny.TRAINED_DIR).backend_tokenizer
     token_ids = {t: raw.token_to_id(t) for t in tiny_qwen2vl.SPECIAL_TOKENS}

@@ -19,8 +19,8 @@ from pathlib import Path
 from harness.bench.figures import PATH_PREFIX, Figure, all_figures, bench_json, table, write_json
 from harness.bench.measure import Measured, measure, probe
 from harness.bench.synthetic import write_synthetic_cases
-from harness.options import add_options, build_config, same_as
-from harness.variants import load_variants
+from harness.run.options import add_options, build_config, same_as
+from harness.run.variants import load_variants
 
 PARTS = ("single", "matrix", "stored", "paths", "per-case", "scaling", "stages")
 DEFAULT_IMPORTS = "harness.cli,torch,transformers,vllm"

@@ -28,9 +28,9 @@ STARTED = time.perf_counter()
 
 
 def _observer(record_dir: Path | None) -> Any:
-    """The run's observer (`harness.observe`), extended to record and time every engine stream it opens:
+    """The run's observer (`harness.run.observe`), extended to record and time every engine stream it opens:
     the bench measures through the runner's own interface, never by patching its names."""
-    from harness.observe import Observer
+    from harness.run.observe import Observer
 
     class BenchObserver(Observer):
         def __init__(self) -> None:
@@ -65,9 +65,9 @@ def _observer(record_dir: Path | None) -> Any:
 
 def probe_run(argv: list[str], record_dir: Path | None) -> dict[str, Any]:
     """`vlm-parity run ARGS` as the CLI runs it (the same options, console and runner), timed by stage."""
-    from harness.console import Console, quiet_third_parties
-    from harness.observe import STAGES
-    from harness.options import add_options, run_config
+    from harness.publish.console import Console, quiet_third_parties
+    from harness.run.observe import STAGES
+    from harness.run.options import add_options, run_config
     from harness.runner import run_and_publish
 
     parser = argparse.ArgumentParser(prog="vlm-parity run")
@@ -114,11 +114,11 @@ def probe_per_case(cases: list[Path], model: str | None, engine: str, reference:
     """Each case with its own reference and engine, as a test per case would: constructed in this process
     (imports paid once, as in one pytest session), or with `fresh_process` each in a worker process of
     its own (start-up paid per case, as where each engine start spawns its own engine process)."""
-    from harness.cases import load_cases
+    from harness.inputs.cases import load_cases
     from harness.engines.base import EngineSettings, Request, resolve_engine
     from harness.engines.client import EngineSide, stream
-    from harness.models import resolve_model
-    from harness.prompt import Prompter
+    from harness.inputs.models import resolve_model
+    from harness.inputs.prompt import Prompter
 
     path = resolve_model(model)
     prompter = Prompter(path)
@@ -154,7 +154,7 @@ def probe_load(model: str | None) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from harness.models import resolve_model
+    from harness.inputs.models import resolve_model
     seconds["imports"] = time.perf_counter() - start
     start = time.perf_counter()
     path = resolve_model(model)

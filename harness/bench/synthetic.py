@@ -17,7 +17,7 @@ CASE_FILE = "cases.yaml"
 
 def write_synthetic_cases(out_dir: Path, n: int) -> Path:
     """Write `n` cases (PNG images plus one case file) into `out_dir`; returns the case file."""
-    from harness.models.train_tiny import render, sample  # imports torch: only when cases are drawn
+    from harness.inputs.models.train_tiny import render, sample  # imports torch: only when cases are drawn
 
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)

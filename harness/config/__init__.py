@@ -1,6 +1,6 @@
 """Thresholds: per-dtype defaults with reasons, overridable per model and case.
 
-Every key is checked against the metrics' declaration (`harness.schema.metric`) when a file is loaded: a
+Every key is checked against the metrics' declaration (`harness.core.schema.metric`) when a file is loaded: a
 misspelt metric fails there, naming the file and the key, instead of silently judging nothing."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from harness.schema import METRIC_INFO, METRICS
+from harness.core.schema import METRIC_INFO, METRICS
 
 # Looser first: the tolerance of a pair is the tolerance of its least precise side.
 _PRECISION_ORDER = ("bfloat16", "float16", "float32")

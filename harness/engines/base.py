@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.engines.features import FEATURES, REQUEST_FIELDS
-from harness.schema import EngineOutput, from_dict
+from harness.core.schema import EngineOutput, from_dict
 
 # Built-in adapters; more come from the `vlm_parity.engines` entry-point group or a `module:Class` name.
 BUILTIN_ENGINES = {
@@ -136,7 +136,7 @@ class Capabilities:
     # The `declared` request fields (harness.engines.features) it honours: a variant that sets one away from its
     # default, or a case with videos, is skipped, with the reason, on an engine that does not.
     request_fields: frozenset[str] = frozenset()
-    # The stages of `harness.localize.ladder` its `capture` fills (hooks inside the model it runs in process);
+    # The stages of `harness.judging.ladder` its `capture` fills (hooks inside the model it runs in process);
     # the others are `unavailable` on its ladder, with the reason.
     stages: frozenset[str] = frozenset()
 
@@ -193,7 +193,7 @@ class Engine(ABC):
         """One submission: the requests together (they may be batched by the engine)."""
 
     def capture(self, request: Request) -> dict[str, Any]:
-        """One forward of the request's prompt with hooks on the model (`harness.localize.hooks.Recorder`):
+        """One forward of the request's prompt with hooks on the model (`harness.engines.capture.Recorder`):
         its arrays by stage, for a failing case's stage ladder. Only for the stages in `capabilities.stages`."""
         raise NotImplementedError(f"the {self.name} adapter cannot reach its model's internals")
 

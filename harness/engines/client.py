@@ -29,7 +29,7 @@ from typing import IO, Any
 from harness.engines import lifetime
 from harness.engines.base import EngineSettings, Request
 from harness.engines.worker import Key
-from harness.schema import EngineOutput, from_dict
+from harness.core.schema import EngineOutput, from_dict
 
 Progress = Callable[[str], None]
 

@@ -17,11 +17,11 @@ from typing import Any
 
 from PIL import Image
 
-from harness.decode import decode_all, decode_videos
+from harness.inputs.decode import decode_all, decode_videos
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
-from harness.hardware import machine
-from harness.localize.ladder import CAPTURED
-from harness.schema import EngineOutput, TokenLogprobs
+from harness.core.hardware import machine
+from harness.engines.capture import CAPTURED
+from harness.core.schema import EngineOutput, TokenLogprobs
 
 
 class HFEngine(Engine):
@@ -88,7 +88,7 @@ class HFEngine(Engine):
         return self._model_for(request.overrides), inputs.to(self.settings.device)
 
     def capture(self, request: Request) -> dict[str, Any]:
-        from harness.localize.hooks import Recorder
+        from harness.engines.capture import Recorder
 
         model, inputs = self._inputs(request)
         recorder = Recorder(model, model.config.get_text_config().num_hidden_layers)

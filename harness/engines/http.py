@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 
 from harness.engines.base import Engine, EngineSettings, Request
-from harness.schema import EngineOutput
+from harness.core.schema import EngineOutput
 
 HEALTH_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 600.0

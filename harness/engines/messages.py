@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from harness.decode import decode_all
+from harness.inputs.decode import decode_all
 from harness.engines.base import Request
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from harness.engines.base import Capabilities, EngineSettings, Request
 from harness.engines.http import HTTPEngine
 from harness.engines.messages import chat_messages, sampling_fields
-from harness.schema import EngineOutput
+from harness.core.schema import EngineOutput
 
 
 class OpenAIChatEngine(HTTPEngine):

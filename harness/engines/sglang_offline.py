@@ -76,11 +76,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.decode import decode_all
+from harness.inputs.decode import decode_all
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.engines.features import mapped
 from harness.engines.messages import image_url_of
-from harness.schema import EngineOutput, TokenLogprobs
+from harness.core.schema import EngineOutput, TokenLogprobs
 
 # SGLANG_RETURN_ORIGINAL_LOGPROB (srt/environ.py l.1508, srt/layers/sampler.py l.82,
 # l.192, l.322): output logprobs of the model's distribution, not temperature-scaled
@@ -128,7 +128,7 @@ def sampling_params(request: Request) -> dict[str, Any]:
 
 def image_token(model: str) -> int | None:
     """The checkpoint's image placeholder id, for `token_ids_logprob`; None when it names none."""
-    from harness.models import image_token_id
+    from harness.inputs.models import image_token_id
 
     try:
         return image_token_id(model)

@@ -58,7 +58,7 @@ from harness.engines.sglang_offline import (
     sampling_params,
     token_id_list,
 )
-from harness.schema import EngineOutput
+from harness.core.schema import EngineOutput
 
 
 class _SGLangHTTP(HTTPEngine):

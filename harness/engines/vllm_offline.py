@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 from PIL import ImageOps
 
-from harness.decode import decode_all, decode_videos
+from harness.inputs.decode import decode_all, decode_videos
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.engines.embeddings import VisionTower
 from harness.engines.features import mapped
 from harness.engines.messages import chat_messages, image_url_of
-from harness.hardware import machine
-from harness.localize.ladder import CAPTURED
-from harness.models import architecture
-from harness.schema import EngineOutput, TokenLogprobs
+from harness.core.hardware import machine
+from harness.engines.capture import CAPTURED
+from harness.inputs.models import architecture
+from harness.core.schema import EngineOutput, TokenLogprobs
 
 # Settings that make vLLM behave on a CPU-only machine with no network
 # (docs/vllm-cpu.md): in-process engine core (fast start, less memory), loopback for
@@ -194,7 +194,7 @@ class VLLMEngine(Engine):
         with the engine core in this process the recorder is this process's object (a prompt prefilled in
         chunks is concatenated back by it). Every cache is emptied first; then the request's warm-up and
         repeats are sent, and the last submission is what is captured (a cache hit is then taken)."""
-        from harness.localize.hooks import Recorder
+        from harness.engines.capture import Recorder
 
         if self._recorder is None:
             layers = self.llm.llm_engine.model_config.hf_text_config.num_hidden_layers

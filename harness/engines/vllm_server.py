@@ -20,7 +20,7 @@ from harness.engines.base import Capabilities, Request
 from harness.engines.http import ADAPTER_OPTIONS, HTTPEngine
 from harness.engines.messages import chat_messages, sampling_fields
 from harness.engines.vllm_offline import CPU_ENV, VLLMEngine
-from harness.schema import EngineOutput, TokenLogprobs
+from harness.core.schema import EngineOutput, TokenLogprobs
 
 
 class VLLMServerEngine(HTTPEngine):

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from harness.engines import lifetime
 from harness.engines.base import Engine, EngineSettings, Request, resolve_engine
-from harness.schema import EngineOutput
+from harness.core.schema import EngineOutput
 
 Key = tuple[str, str, int]  # (case id, variant, attempt): one output of a run
 

@@ -1,6 +1,6 @@
 """Filling the ladders: after a run, each failing case is re-run once in a probe engine and in the reference
 (`harness.localize.probe`, one process per engine setting, every case of it in one start), and their
-captures compared stage by stage (`harness.localize.ladder`). A clean run starts nothing.
+captures compared stage by stage (`harness.judging.ladder`). A clean run starts nothing.
 """
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from harness.decode.deltas import pixel_deltas
-from harness.decode.registry import decode_array
+from harness.inputs.decode.deltas import pixel_deltas
+from harness.inputs.decode.registry import decode_array
 from harness.engines import lifetime
 from harness.engines.base import Capabilities, EngineSettings, Request, resolve_engine
-from harness.localize.ladder import CAPTURED, EPS, Tolerance, ladder
-from harness.plan import Probe, settings_key
-from harness.schema import CaseResult, Ladder, Rung
+from harness.judging.ladder import EPS, Tolerance, ladder
+from harness.engines.capture import CAPTURED
+from harness.run.plan import Probe, settings_key
+from harness.core.schema import CaseResult, Ladder, Rung
 
 Arrays = dict[str, np.ndarray]
 PROBE_TIMEOUT_S = 900.0

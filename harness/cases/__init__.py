@@ -1,4 +1,0 @@
-"""Cases: the fixed images and prompts every engine is run on, loaded from cases/*.yaml."""
-from harness.cases.load import Case, CaseProblem, LoadedCases, load_cases
-
-__all__ = ["Case", "CaseProblem", "LoadedCases", "load_cases"]

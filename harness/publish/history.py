@@ -1,0 +1,126 @@
+"""Nightly history: one summary line per run, and regressions against the last one.
+
+The history file is JSON lines, appended to; each line carries the run's
+headline metrics, so trends need no old results files.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.config import fail, mapping
+from harness.publish.results import json_safe
+from harness.core.schema import METRIC_INFO, PASSING, RunResult, shown_in
+
+# name in the history -> (metric, how cases and variants are summarized: their worst); from the schema.
+_SUMMARIZED = {(name if info["headline"] == "max" else f"{name}_{info['headline']}"): (name, info["headline"])
+               for name, info in METRIC_INFO.items() if info["headline"]}
+# Each number of a history entry with the direction that is better: the metrics', and the run's throughput.
+BETTER = {**{name: METRIC_INFO[metric]["better"] for name, (metric, _) in _SUMMARIZED.items()},
+          "throughput_tok_s": "higher"}
+HEADLINE = tuple(BETTER)
+HEADLINE_FLOORS = shown_in("floor")  # the largest floor of the run, per metric
+# A regression band's fields by direction: lower is better, a jump by more than `factor` and above `floor`;
+# higher is better, a drop by more than `drop` (absolute) or, with `max_drop`, by more than that fraction.
+BAND_FIELDS = {"lower": (("factor", "floor", "reason"), ()), "higher": (("reason",), ("drop", "max_drop"))}
+
+
+def summarize_run(run: RunResult) -> dict[str, Any]:
+    """Headline metrics (the worst value over every case and variant), the worst ratio to the floor per
+    judged metric, the cells that drift, and engine throughput."""
+    cmps = [v.comparison for c in run.cases for v in c.variants.values() if v.comparison is not None]
+
+    def summarize(key: str, how: str) -> float | None:
+        values = [getattr(c, key) for c in cmps if getattr(c, key) is not None]
+        return (max if how == "max" else min)(values) if values else None
+
+    ratios: dict[str, float] = {}
+    for cmp in cmps:
+        for name, check in cmp.checks.items():
+            if check.ratio is not None and check.rule != "info":
+                ratios[name] = max(ratios.get(name, 0.0), check.ratio)
+    floors = {m: max(v for c in run.cases if c.floor and (v := c.floor.metrics.get(m)) is not None)
+              for m in HEADLINE_FLOORS if any(c.floor and c.floor.metrics.get(m) is not None for c in run.cases)}
+
+    p = run.provenance
+    return {
+        "date": p.date, "git_commit": p.git_commit, "engine": p.engine,
+        "engine_version": p.engine_info.get("engine_version") or p.engine_version, "model": p.model,
+        "model_sha256": p.model_sha256, "dtype": p.dtype, "verdict": run.verdict,
+        "counts": run.counts(),
+        "not_passing": sorted(c.case_id for c in run.cases if c.verdict not in PASSING),
+        "passing": sorted(c.case_id for c in run.cases if c.verdict in PASSING),
+        "variants": [v["name"] for v in run.variants],
+        "metrics": {**{name: summarize(key, how) for name, (key, how) in _SUMMARIZED.items()},
+                    "throughput_tok_s": p.throughput_tok_s},
+        "ratios": ratios, "floors": floors,
+        "drifting": sorted(f"{c.case_id}/{name}/{f.metric}" for c in run.cases for name, v in c.variants.items()
+                           for f in v.drifting),
+    }
+
+
+def load_history(path: Path) -> list[dict[str, Any]]:
+    """Entries oldest first; a missing file is an empty history, a bad line names its number."""
+    if not path.exists():
+        return []
+    entries = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: line {number}: not valid JSON: {exc}") from exc
+    return entries
+
+
+def append_history(path: Path, entry: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(json_safe(entry), allow_nan=False) + "\n")
+
+
+def regressions(previous: dict[str, Any], current: dict[str, Any], bands: dict[str, Any]) -> list[str]:
+    """What got worse since `previous`, each with both values and the band it broke."""
+    found = []
+    newly_failing = sorted(set(current["not_passing"]) & set(previous.get("passing", [])))
+    if newly_failing:
+        found.append(f"new failures: {', '.join(newly_failing)}")
+    newly_drifting = sorted(set(current.get("drifting", [])) - set(previous.get("drifting", [])))
+    if newly_drifting:
+        found.append(f"newly drifting (above k_warn x floor, within the bound): {', '.join(newly_drifting)}")
+    for metric, band in bands.items():
+        before, now = previous["metrics"].get(metric), current["metrics"].get(metric)
+        if before is None or now is None:
+            continue
+        if BETTER[metric] == "lower":
+            if now > before * band["factor"] and now - before > band["floor"]:
+                found.append(f"{metric} {before:.3g} -> {now:.3g} (more than {band['factor']}x and "
+                             f"+{band['floor']:.0e}: {band['reason']})")
+        elif "max_drop" in band:
+            if before > 0 and (before - now) / before > band["max_drop"]:
+                found.append(f"{metric} {before:.4g} -> {now:.4g} ({(now - before) / before:+.0%}, "
+                             f"allowed -{band['max_drop']:.0%}: {band['reason']})")
+        elif before - now > band["drop"]:
+            found.append(f"{metric} {before:.3g} -> {now:.3g} (dropped more than {band['drop']}: {band['reason']})")
+    return found
+
+
+def check_bands(bands: Any, source: str) -> None:
+    """Regression bands (gate.yaml `regressions:`) against the history's numbers: each names one, and has the
+    fields of its direction (which comes from the metric, never from the file)."""
+    path = ("regressions",)
+    for name, band in mapping(bands, source, path).items():
+        if name not in BETTER:
+            fail(source, (*path, name), f"unknown metric {name!r} in the history (known: {', '.join(BETTER)})")
+        required, one_of = BAND_FIELDS[BETTER[name]]
+        fields = mapping(band, source, (*path, name))
+        unknown = set(fields) - {*required, *one_of}
+        if unknown:
+            fail(source, (*path, name, sorted(unknown)[0]), f"not a field of a {BETTER[name]}-is-better band "
+                                                            f"(fields: {', '.join((*required, *one_of))})")
+        missing = [f for f in required if f not in fields]
+        if one_of and sum(f in fields for f in one_of) != 1:
+            missing.append(f"exactly one of {', '.join(one_of)}")
+        if missing:
+            fail(source, (*path, name), f"needs {' and '.join(missing)}")

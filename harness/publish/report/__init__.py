@@ -1,0 +1,28 @@
+"""Everything a run publishes, rendered from its RunResult and its outcome alone (no engine needed):
+index.html and cases.parquet / cases.csv. Deciding the gate and the history is `harness.publish.outcome`'s."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.publish.outcome import Outcome, conclude
+from harness.publish.report.html import render_html
+from harness.publish.report.table import write_tables
+from harness.core.schema import RunResult
+
+__all__ = ["Published", "publish"]
+
+
+@dataclass
+class Published:
+    html: Path
+    tables: list[Path]
+
+
+def publish(run: RunResult, out_dir: Path, outcome: Outcome | None = None) -> Published:
+    """Render the run into `out_dir`; without an outcome, the default gate policy's and no history."""
+    outcome = outcome or conclude(run)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html = render_html(run, out_dir, gate=outcome.gate, regressions=outcome.regressions, history=outcome.history,
+                       diagnosis=outcome.diagnosis)
+    return Published(html, write_tables(run, out_dir))

@@ -1,0 +1,137 @@
+"""The self-contained HTML report: one file, CSS, scripts, charts and images inline.
+
+It opens offline from a CI artifact (no CDN: plotly.js is inlined from the
+plotly package). Autoescaping is on everywhere and chart data goes through
+`tojson`, because model outputs and case text are untrusted.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.judging.explain import (
+    case_lines,
+    drift_lines,
+    finding_text,
+    info_lines,
+    ladder_text,
+    run_lines,
+    variant_lines,
+    warning_lines,
+)
+from harness.core.format import display, fmt, ratio
+from harness.publish.gate import GateDecision
+from harness.publish.history import HEADLINE
+from harness.judging.ladder import LABELS
+from harness.publish.report.decode_effect import PAIRS, decode_effect_rows, decoder_variants
+from harness.core.files import write_atomic
+from harness.core.schema import METRIC_INFO, TABLE_METRICS, VERDICTS, CaseComparison, Floor, RunResult
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
+PROVENANCE_KEYS = (
+    "engine", "engine_version", "model_name", "model", "model_sha256", "reference_engine", "reference_model",
+    "reference_model_sha256", "dtype", "reference_dtype", "device", "decoder", "base_variant", "engine_options",
+    "capabilities", "throughput_tok_s", "engine_run_s", "reference_mode", "references_stored", "references_live",
+    "hardware", "harness_version", "git_commit", "date", "cases",
+)
+
+
+@functools.cache
+def _env() -> Environment:
+    """Built when the first report is rendered, so importing the report package costs no jinja2."""
+    from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
+
+    env = Environment(loader=PackageLoader("harness.publish.report", "templates"),
+                      autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = lambda value: fmt(None if isinstance(value, Undefined) else value)
+    env.filters.update(ratio=ratio, case_lines=case_lines, variant_lines=variant_lines, drift_lines=drift_lines,
+                       warning_lines=warning_lines, info_lines=info_lines, run_lines=run_lines,
+                       finding_text=finding_text, display=display, ladder_text=ladder_text)
+    env.globals.update(metric_info=METRIC_INFO, stage_labels=LABELS)
+    return env
+
+
+def _static(name: str) -> str:
+    return resources.files("harness.publish.report").joinpath("static", name).read_text()
+
+
+def image_spans(mask: list[bool]) -> list[tuple[int, int]]:
+    """Contiguous [start, end) runs of image-placeholder positions, for shading."""
+    spans, start = [], None
+    for i, inside in enumerate([*mask, False]):
+        if inside and start is None:
+            start = i
+        elif not inside and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
+
+
+def _chart(cmp: CaseComparison, floor: Floor | None) -> dict[str, Any]:
+    """Chart data: the engine's per-position diffs, the floor's beside them, and the prefill_max bound in
+    force; a non-finite diff (the engine did not score the token) becomes a gap, since JSON has no inf."""
+    diffs = [d if d is None or math.isfinite(d) else None for d in cmp.prefill_diffs]
+    check = cmp.checks.get("prefill_max")
+    return {"diffs": diffs, "spans": image_spans(cmp.image_mask), "threshold": check.bound if check else None,
+            "floor": floor.diffs if floor and not floor.unavailable else []}
+
+
+def trend_data(history: list[dict[str, Any]], last: int) -> dict[str, Any] | None:
+    """Each headline metric over the last `last` history entries (this run included)."""
+    entries = history[-last:]
+    if len(entries) < 2:
+        return None
+    return {
+        "labels": [f"{e.get('date', '')[:16]} {(e.get('git_commit') or '')[:8]}" for e in entries],
+        "metrics": {m: [e["metrics"].get(m) for e in entries] for m in HEADLINE},
+    }
+
+
+def attention(run: RunResult) -> list[dict[str, Any]]:
+    """What needs a look first: every cell that fails, errors or is a known failure, then every drifting
+    one, each with its first line (failures before drift, errors first)."""
+    order = {"error": 0, "fail": 1, "known": 2}
+    rows = []
+    for case in run.cases:
+        if not case.variants and case.verdict in order:
+            rows.append({"case": case.case_id, "variant": "", "level": case.verdict,
+                         "line": "; ".join(case_lines(case))})
+        for name, cell in case.variants.items():
+            if cell.verdict in order:
+                lines = variant_lines(cell)
+                line = lines[0] if lines else ""
+                if case.ladder is not None and case.ladder.variant == name:  # where inside the model, when probed
+                    line = f"{line} · {ladder_text(case.ladder, cell.verdict == 'fail')}"
+                rows.append({"case": case.case_id, "variant": name, "level": cell.verdict, "line": line})
+            elif cell.drifting:
+                rows.append({"case": case.case_id, "variant": name, "level": "drift",
+                             "line": finding_text(cell.drifting[0])})
+    return sorted(rows, key=lambda r: order.get(r["level"], 3))
+
+
+def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
+                regressions: list[str] | None = None, history: list[dict[str, Any]] | None = None,
+                trend_runs: int = 30, diagnosis: list[str] | None = None) -> Path:
+    charts = {f"{c.case_id}::{name}": _chart(v.comparison, c.floor)
+              for c in run.cases for name, v in c.variants.items() if v.comparison and v.comparison.prefill_diffs}
+    variant_counts = {v["name"]: {k: sum(c.variants[v["name"]].verdict == k for c in run.cases
+                                         if v["name"] in c.variants) for k in VERDICTS} for v in run.variants}
+    from plotly.offline import get_plotlyjs
+
+    html = _env().get_template("report.html.j2").render(
+        run=run, p=run.provenance, counts=run.counts(), gate=gate, regressions=regressions or [],
+        diagnosis=diagnosis or [],
+        trends=trend_data(history or [], trend_runs), charts=charts, table_metrics=TABLE_METRICS,
+        attention=attention(run),
+        base_variant=run.provenance.base_variant, variant_counts=variant_counts,
+        tags=sorted({t for c in run.cases for t in c.tags}), provenance_keys=PROVENANCE_KEYS,
+        effect_tables={name: decode_effect_rows(run, name) for name in decoder_variants(run)}, effect_pairs=PAIRS,
+        css=_static("report.css"), js=_static("report.js"), plotly_js=get_plotlyjs(),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_atomic(out_dir / "index.html", html)  # a CI artifact never holds half a report

@@ -1,0 +1,69 @@
+"""A markdown summary for CI step summaries ($GITHUB_STEP_SUMMARY) and chat."""
+from __future__ import annotations
+
+import os
+
+from harness.judging.explain import case_lines, drift_lines, run_lines
+from harness.core.format import fmt, ratio
+from harness.publish.outcome import Outcome
+from harness.core.schema import TABLE_METRICS, CaseComparison, RunResult
+
+
+def _cell(cmp: CaseComparison | None, key: str) -> str:
+    """'1.4e-01 (1.7x)': the value and its ratio to the case's floor."""
+    if cmp is None:
+        return "–"
+    if key in cmp.unavailable:
+        return "unavailable"
+    check = cmp.checks.get(key)
+    mark = " ⚠" if check and check.level == "drift" else " ✗" if check and check.level == "fail" else ""
+    shown = f" ({ratio(check.ratio)})" if check and check.ratio is not None else ""
+    return f"{fmt(getattr(cmp, key))}{shown}{mark}"
+
+
+def markdown_summary(run: RunResult, gate: tuple[str, list[str]] | None = None,
+                     regressions: list[str] | None = None, diagnosis: list[str] | None = None) -> str:
+    counts = run.counts()
+    p = run.provenance
+    names = [v["name"] for v in run.variants]
+    lines = [
+        f"## vlm-parity: {run.verdict.upper()}",
+        "",
+        f"{p.engine} vs {p.reference_engine} on `{p.model}` ({p.dtype}), "
+        f"variants {', '.join(names)}: {counts['pass']} pass, {counts['known']} known, {counts['fail']} fail, "
+        f"{counts['error']} error"
+        + (f", {counts['skipped']} skipped" if counts["skipped"] else ""),
+    ]
+    lines += ["", *[f"**Diagnosis:** {d}" for d in diagnosis or []]]
+    if run.skipped:
+        lines += ["", *[f"- variant `{name}` skipped: {why}" for name, why in run.skipped.items()]]
+    if run.error:
+        lines += ["", f"**Run error:** {run.error}"]
+    if run.notes:
+        lines += ["", *[f"- ⚠ {w}" for w in run_lines(run)]]
+    if gate:
+        lines += ["", f"**Gate:** {gate[0]}" + "".join(f"\n- {r}" for r in gate[1])]
+    if regressions:
+        lines += ["", "**Regressions against the previous run:**", *[f"- {r}" for r in regressions]]
+    drifting = [f"{c.case_id}: {line}" for c in run.cases for line in drift_lines(c)]
+    if drifting:
+        lines += ["", f"**Drifting ({len(drifting)}): above k_warn × floor, within the bound**",
+                  *[f"- {d}" for d in drifting]]
+    lines += ["", "Metric cells: value (ratio to the case's floor); ✗ fails, ⚠ drifts."]
+    lines += ["", f"| case | {' | '.join(TABLE_METRICS)} | {' | '.join(names)} | verdict | reasons |",
+              "|---" * (len(TABLE_METRICS) + len(names) + 3) + "|"]
+    for case in sorted(run.cases, key=lambda c: (c.verdict == "pass", c.case_id)):
+        cells = [_cell(case.comparison, key) for key in TABLE_METRICS]
+        cells += [case.variants[n].verdict if n in case.variants else "–" for n in names]
+        reasons = "; ".join(case_lines(case)).replace("|", "\\|")
+        lines.append(f"| {case.case_id} | {' | '.join(cells)} | {case.verdict} | {reasons} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_step_summary(run: RunResult, outcome: Outcome) -> None:
+    """The markdown summary, appended to $GITHUB_STEP_SUMMARY where CI sets it."""
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a") as f:
+            f.write(markdown_summary(run, (f"{outcome.gate.label} ({outcome.gate.policy})", outcome.gate.reasons),
+                                     outcome.regressions, outcome.diagnosis))

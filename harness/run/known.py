@@ -1,0 +1,137 @@
+"""Known engine failures: failures on record are reported as "known", never hidden.
+
+An entry in `harness/config/known_failures.yaml` names the model, engine, engine version, device,
+and the condition a real engine bug shows under: case ids, variants, and image facts (an alpha
+channel, a JPEG subsampling: `harness.inputs.decode.facts.ImageFacts`), and the metrics it makes fail. A
+variant that fails only on those metrics, under that condition, is `known`, with the entry's reason
+and reproduction as a note; a variant that errors only with the engine errors an entry names is too.
+Matching reads the variant's findings and error notes (records), never text.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.inputs.cases import Case
+from harness.inputs.decode.facts import ImageFacts, image_facts
+from harness.core.notes import error_notes, note
+from harness.core.schema import Note, VariantResult
+
+# The notes an engine's failure leaves on a variant (`harness.judging.explain.NOTES`): the only errors an entry can
+# cover (a harness error, or a reference that never came, is never an engine bug on record).
+ENGINE_ERRORS = ("engine_error", "engine_failed")
+
+
+@dataclass(frozen=True)
+class ErrorPattern:
+    """An engine error an entry covers: the exception's type (exact), a regular expression searched in
+    its message, or both."""
+
+    type: str | None = None
+    message: str | None = None
+
+    def matches(self, record: Note) -> bool:
+        if record.kind not in ENGINE_ERRORS:
+            return False
+        return ((self.type is None or record.data.get("type") == self.type)
+                and (self.message is None or re.search(self.message, record.data.get("message") or "") is not None))
+
+
+@dataclass(frozen=True)
+class KnownFailure:
+    reason: str
+    reproduction: str
+    cases: tuple[str, ...] | str
+    variants: tuple[str, ...] | str
+    metrics: tuple[str, ...] | str
+    images: dict[str, Any] = field(default_factory=dict)  # image facts one of the case's images must have
+    errors: tuple[ErrorPattern, ...] = ()  # an error cell whose every error matches one of these is this bug too
+
+    def applies_to(self, case: Case, variant: str) -> bool:
+        """The entry's condition holds for this case on this variant."""
+        if not (listed(self.cases, case.id) and listed(self.variants, variant)):
+            return False
+        return not self.images or any(_has(_facts(path), self.images) for path in case.images)
+
+    def covers(self, case: Case, variant: VariantResult) -> bool:
+        """The variant failed on this case, under the entry's condition, and only on metrics the entry
+        names; or errored, and only with the engine errors the entry names (an entry without `errors`
+        never covers an error: a crash is not a known difference)."""
+        if not self.applies_to(case, variant.variant):
+            return False
+        if variant.verdict == "error":
+            found = error_notes(variant.notes)
+            return bool(self.errors and found) and all(any(p.matches(n) for p in self.errors) for n in found)
+        return variant.verdict == "fail" and all(listed(self.metrics, f.metric) for f in variant.failing)
+
+
+def listed(allowed: tuple[str, ...] | str, value: str) -> bool:
+    return allowed == "*" or value in allowed
+
+
+@lru_cache(maxsize=256)
+def _facts(path: Path) -> ImageFacts | None:
+    try:
+        return image_facts(path)
+    except OSError:
+        return None
+
+
+def _has(facts: ImageFacts | None, wanted: dict[str, Any]) -> bool:
+    return facts is not None and all(getattr(facts, key, None) == value for key, value in wanted.items())
+
+
+def load_known(model_name: str, model_path: str, engine: str, engine_version: str | None, device: str,
+               text: str | None = None) -> list[KnownFailure]:
+    """The entries that apply to this run (packaged file unless `text` is given)."""
+    text = text if text is not None else resources.files("harness.config").joinpath("known_failures.yaml").read_text()
+    entries = (yaml.safe_load(text) or {}).get("known_failures") or []
+    return [_entry(e) for e in entries
+            if (fnmatch.fnmatch(model_name, e["model"]) or fnmatch.fnmatch(model_path, e["model"]))
+            and e["engine"] == engine and fnmatch.fnmatch(engine_version or "", str(e.get("engine_version", "*")))
+            and fnmatch.fnmatch(device, e.get("device", "*"))]
+
+
+def _entry(e: dict[str, Any]) -> KnownFailure:
+    def ids(value: Any) -> tuple[str, ...] | str:
+        return "*" if value in (None, "*") else tuple(value)
+
+    where = f"known_failures.yaml: entry {e.get('reason', '')[:40]!r}"
+    unknown = set(e.get("images") or {}) - set(ImageFacts.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"{where}: field 'images': unknown image facts {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(ImageFacts.__dataclass_fields__)})")
+    return KnownFailure(" ".join(e["reason"].split()), e.get("reproduction", ""), ids(e.get("cases")),
+                        ids(e.get("variants")), ids(e.get("metrics")), dict(e.get("images") or {}),
+                        tuple(_error_pattern(p, f"{where}: field 'errors[{i}]'")
+                              for i, p in enumerate(e.get("errors") or ())))
+
+
+def _error_pattern(spec: Any, where: str) -> ErrorPattern:
+    """`{type: <exception type>, message: <regular expression>}`, either or both."""
+    if not isinstance(spec, dict) or not spec or set(spec) - {"type", "message"}:
+        raise ValueError(f"{where}: expected a mapping of type (the exception's type) and/or message (a regular "
+                         f"expression searched in its message), got {spec!r}")
+    try:
+        re.compile(spec.get("message") or "")
+    except re.error as exc:
+        raise ValueError(f"{where}: field 'message': not a regular expression: {exc}") from exc
+    return ErrorPattern(spec.get("type"), spec.get("message"))
+
+
+def mark_known(case: Case, variant: VariantResult, known: Sequence[KnownFailure]) -> VariantResult:
+    """`known` with the entry's record when an entry covers the failure; otherwise unchanged."""
+    for entry in known:
+        if entry.covers(case, variant):
+            variant.verdict = "known"
+            variant.notes.insert(0, note("known_failure", reason=entry.reason, reproduction=entry.reproduction))
+            break
+    return variant
