@@ -61,3 +61,23 @@ def test_the_plugin_plans_once_per_session(tmp_path: Path, tiny_model: str, monk
     assert code == 0
     assert len(calls) == 1
     assert (tmp_path / "out" / "results.json").is_file()
+
+
+@pytest.mark.parametrize(("flag", "body", "named"), [
+    ("--variants-file", "variants:\n  x:\n    reason: r\n    engine: {cuda_graphs: true}\n",
+     "variant 'x': engine: unknown feature 'cuda_graphs'"),
+    ("--thresholds", "dtypes:\n  float32:\n    prefil_max: {value: 1.0e-4, reason: typo}\n",
+     "dtypes.float32.prefil_max: unknown metric 'prefil_max'"),
+])
+def test_a_bad_config_file_stops_the_run_before_any_engine_with_the_file_and_key(
+        tmp_path: Path, tiny_model: str, capsys: pytest.CaptureFixture[str], flag: str, body: str, named: str) -> None:
+    from harness.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(body)
+    code = main(["run", "--engine", FAKE, "--reference-engine", FAKE, "--model", tiny_model, "--case", "text-only",
+                 "--out", str(tmp_path / "out"), flag, str(bad)])
+    printed = capsys.readouterr()
+    assert code == 2
+    assert f"{bad}: {named}" in printed.out + printed.err
+    assert not (tmp_path / "out" / "logs").exists()  # no engine was started

@@ -18,9 +18,10 @@ from typing import Any
 
 import yaml
 
-from harness.inputs.decode import DECODERS
+from harness.config import ConfigError
 from harness.engines.base import Sampling
 from harness.engines.features import feature_problem, request_problem
+from harness.inputs.decode import DECODERS
 
 AGAINST = ("reference", "base")
 CHECKS = ("prefill", "decode")
@@ -144,73 +145,73 @@ def load_variants(extra: Sequence[Path] = ()) -> VariantSet:
         try:
             docs.append((str(path), Path(path).read_text()))
         except OSError as exc:
-            raise ValueError(f"{path}: cannot read variants file: {exc.strerror}") from exc
+            raise ConfigError(f"{path}: cannot read variants file: {exc.strerror}") from exc
     variants: dict[str, Variant] = {}
     base, profiles, engine = "", {}, {}
     for source, text in docs:
         try:
             doc = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ValueError(f"{source}: not valid YAML: {exc}") from exc
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("variants", {}), dict):
-            raise ValueError(f"{source}: must be a mapping with a 'variants' mapping")
+            raise ConfigError(f"{source}: must be a mapping with a 'variants' mapping")
         unknown = set(doc) - {"variants", "base", "profiles", "engine"}
         if unknown:
-            raise ValueError(f"{source}: unknown top-level keys: {', '.join(sorted(unknown))}")
+            raise ConfigError(f"{source}: unknown top-level keys: {', '.join(sorted(unknown))}")
         for name, spec in (doc.get("variants") or {}).items():
             variants[name] = _parse_variant(source, str(name), spec)
         base = doc.get("base", base)
         if problem := feature_problem(doc.get("engine") or {}):
-            raise ValueError(f"{source}: engine: {problem}")
+            raise ConfigError(f"{source}: engine: {problem}")
         engine.update(doc.get("engine") or {})
         if not isinstance(doc.get("profiles", {}), dict):
-            raise ValueError(f"{source}: field 'profiles': must map a profile name to a list of variants")
+            raise ConfigError(f"{source}: field 'profiles': must map a profile name to a list of variants")
         profiles.update({str(k): tuple(v or ()) for k, v in (doc.get("profiles") or {}).items()})
     for profile, names in {"base": (base,), **profiles}.items():
         for name in names:
             if name not in variants:
-                raise ValueError(f"variants: profile {profile!r} names unknown variant {name!r}")
+                raise ConfigError(f"variants: profile {profile!r} names unknown variant {name!r}")
     if "default" not in profiles:
-        raise ValueError("variants: no 'default' profile")
+        raise ConfigError("variants: no 'default' profile")
     return VariantSet(variants, base, profiles, engine)
 
 
 def _parse_variant(source: str, name: str, spec: Any) -> Variant:
     where = f"{source}: variant {name!r}"
     if not isinstance(spec, dict):
-        raise ValueError(f"{where}: must be a mapping")
+        raise ConfigError(f"{where}: must be a mapping")
     unknown = set(spec) - set(VARIANT_KEYS)
     if unknown:
-        raise ValueError(f"{where}: unknown fields: {', '.join(sorted(unknown))} (known: {', '.join(VARIANT_KEYS)})")
+        raise ConfigError(f"{where}: unknown fields: {', '.join(sorted(unknown))} (known: {', '.join(VARIANT_KEYS)})")
     if not isinstance(spec.get("reason"), str) or not spec["reason"].strip():
-        raise ValueError(f"{where}: field 'reason': every variant says why it exists")
+        raise ConfigError(f"{where}: field 'reason': every variant says why it exists")
     if problem := feature_problem(spec.get("engine") or {}):
-        raise ValueError(f"{where}: engine: {problem}")
+        raise ConfigError(f"{where}: engine: {problem}")
     if problem := request_problem(spec.get("request") or {}):
-        raise ValueError(f"{where}: request: {problem}")
+        raise ConfigError(f"{where}: request: {problem}")
     request = dict(spec.get("request") or {})
     if "decoder" in request and request["decoder"] not in DECODERS:
-        raise ValueError(f"{where}: request: decoder: unknown decoder {request['decoder']!r} "
+        raise ConfigError(f"{where}: request: decoder: unknown decoder {request['decoder']!r} "
                          f"(known: {', '.join(DECODERS)})")
     if "sampling" in request:
         try:
             request["sampling"] = Sampling(**request["sampling"])
         except TypeError as exc:
-            raise ValueError(f"{where}: request: sampling: {exc}") from exc
+            raise ConfigError(f"{where}: request: sampling: {exc}") from exc
     against = tuple(spec.get("against", ["reference"]))
     checks = tuple(spec.get("checks", list(CHECKS)))
     for key, values, allowed in (("against", against, AGAINST), ("checks", checks, CHECKS)):
         if not values or not set(values) <= set(allowed):
-            raise ValueError(f"{where}: field {key!r}: must be a non-empty list of {', '.join(allowed)}")
+            raise ConfigError(f"{where}: field {key!r}: must be a non-empty list of {', '.join(allowed)}")
     reference = dict(spec.get("reference") or {})
     if set(reference) - {"decoder", "mm_kwargs"} or reference.get("decoder", "pil") not in DECODERS \
             or reference.get("mm_kwargs", "auto") != "auto":
-        raise ValueError(f"{where}: field 'reference': {{decoder: NAME}} with a registered decoder, or "
+        raise ConfigError(f"{where}: field 'reference': {{decoder: NAME}} with a registered decoder, or "
                          "{mm_kwargs: auto}")
     if spec.get("cases", "all") not in CASE_FILTERS:
-        raise ValueError(f"{where}: field 'cases': must be one of {', '.join(CASE_FILTERS)}")
+        raise ConfigError(f"{where}: field 'cases': must be one of {', '.join(CASE_FILTERS)}")
     if set(spec.get("expect") or {}) - {"cache_hit"}:
-        raise ValueError(f"{where}: field 'expect': only {{cache_hit: true}}")
+        raise ConfigError(f"{where}: field 'expect': only {{cache_hit: true}}")
     return Variant(name=name, reason=spec["reason"].strip(), diagnosis=spec.get("diagnosis", ""), features=dict(spec.get("engine") or {}),
                    engine_options=dict(spec.get("engine_options") or {}), dtype=spec.get("dtype"), request=request,
                    reference_decoder=reference.get("decoder", "pil"), reference_mm="mm_kwargs" in reference,
