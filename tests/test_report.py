@@ -14,10 +14,11 @@ from harness.publish.gate import FAIL, PASS, UNDECIDED, decide, load_gate_config
 from harness.publish.history import load_history, regressions, summarize_run
 from harness.publish.outcome import conclude
 from harness.publish.report import publish
-from harness.publish.report.summary import write_step_summary
+from harness.publish.attention import attention, headline, known_records
+from harness.publish.report.summary import markdown_summary, write_step_summary
 from harness.publish.results import write_results
-from harness.core.schema import RunResult
-from tests.factories import synthetic_case, synthetic_run
+from harness.core.schema import Ladder, Rung, RunResult
+from tests.factories import synthetic_case, synthetic_run, with_known
 
 HOSTILE = '<script>alert(1)</script></table><img src=x onerror="alert(2)">'
 
@@ -62,7 +63,7 @@ def test_tables_and_step_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     write_step_summary(run, outcome)
     # Notes reach the page and the summary in explain's words: the run's, the case's, the variant's.
     run_note = "no floors: the reference engine cannot recompute; every metric is judged by its absolute ceiling alone"
-    assert f"⚠ {run_note}" in html and "⚠ 1 warning" in html
+    assert f"⚠ {run_note}" in html and '<small class="warning">⚠1</small>' in html
     assert "not image-sensitive: with flat grey images the reference&#39;s logprobs after the image move by at " \
            "most – (&lt; 0.01)" in html
     assert "not compared with batched: it was skipped (no images)" in html
@@ -129,3 +130,41 @@ def test_gate_cli_exit_codes(tmp_path: Path) -> None:
     assert main(["gate", str(tmp_path / "broken" / "results.json")]) == 2
     assert main(["gate", str(tmp_path / "missing.json")]) == 2
     assert main(["gate", str(tmp_path / "good" / "results.json"), "--policy", "nope"]) == 2
+
+
+RECORD = "Engine bug: the cache drops images. Found by the alone variant on every case."
+
+
+def known_run(n: int = 30) -> RunResult:
+    """A synthetic run whose `alone` cell is a known failure of one record on every passing case."""
+    run = synthetic_run(n)
+    return with_known(run, [c.case_id for c in run.cases if c.verdict == "pass"], "alone", RECORD, "repro/cache.py")
+
+
+def test_attention_groups_one_bug_as_one_row_and_known_failures_by_record() -> None:
+    run = known_run()
+    groups = attention(run)
+    # errors first; the three cases failing the same metrics on the same variant are one group
+    assert [(g.level, g.variants, len(g.cells)) for g in groups] == [("error", ("batched",), 1), ("fail", ("batched",), 3)]
+    assert groups[1].cases == ["case-0009", "case-0019", "case-0029"] and "prefill_max" in groups[1].metrics
+    assert not any(c.level == "known" for g in groups for c in g.cells)
+    (record,) = known_records(run)
+    assert record.title == "Engine bug: the cache drops images." and record.variants == ["alone"]
+    assert len(record.cases) == record.cells == 26 and record.reproduction == "repro/cache.py"
+    assert headline(run) == "29 of 59 cells pass; 26 known in 1 record; 3 fail; 1 error"
+    # a ladder's first differing stage is part of the signature: a case probed elsewhere is its own group
+    run.case("case-0009").variants["batched"].ladder = Ladder("batched", [Rung("vision", "differs")], "vision")
+    assert [(g.stage, len(g.cells)) for g in attention(run) if g.level == "fail"] == [(None, 2), ("vision", 1)]
+
+
+def test_report_and_summary_fold_known_failures(tmp_path: Path) -> None:
+    run = known_run()
+    html = publish(run, tmp_path).html.read_text()
+    attention_html = html.split('id="attention"', 1)[1].split('id="known"', 1)[0]
+    assert "Needs attention (2 groups, 4 cells)" in html and RECORD not in attention_html
+    assert '<details id="known"><summary><h2>Known failures (26 cells in 1 record)</h2>' in html
+    text = markdown_summary(run)
+    assert "**29 of 59 cells pass; 26 known in 1 record; 3 fail; 1 error**" in text
+    assert "| fail on batched: " in text and "3 in 3 cases: case-0009, case-0019, case-0029 |" in text
+    assert "<summary>Known failures (26 cells in 1 record)</summary>" in text
+    assert text.count("| Engine bug: the cache drops images. | alone | 26: ") == 1

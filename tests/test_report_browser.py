@@ -3,8 +3,9 @@ at 1280 px wide.
 
 Checks what only a browser shows: no console errors, no horizontal overflow of the page (the grid
 scrolls inside itself), what needs attention listed first, every case row present, the verdict filter,
-a case's detail opening with its plotly chart, and no number on the page with more than 4 significant
-digits. Screenshots go to $VLM_PARITY_ARTIFACTS (a CI artifact folder) when set, else the test's tmp.
+a case's detail opening with its plotly chart, no number on the page with more than 4 significant
+digits, and known failures folded out of "Needs attention" with each case one line of the grid.
+Screenshots go to $VLM_PARITY_ARTIFACTS (a CI artifact folder) when set, else the test's tmp.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.publish.report import publish
-from tests.factories import synthetic_run
+from tests.factories import synthetic_run, with_known
 
 pytestmark = pytest.mark.browser
 
@@ -101,3 +102,28 @@ def test_report_in_browser(browser, tmp_path: Path) -> None:
     browser.save_screenshot(str(shots / "report-case.png"))
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
+
+
+def test_known_failures_fold_and_grid_rows_stay_one_line(browser, tmp_path: Path) -> None:
+    """A run with known failures (one record on every passing case's `alone` cell): "Needs attention" lists
+    only the failing and erroring groups, the record is one folded row, and each case is one line."""
+    from selenium.webdriver.common.by import By
+
+    run = synthetic_run(30)
+    reason = "Engine bug: the cache drops images. Found by the alone variant on every case."
+    with_known(run, [c.case_id for c in run.cases if c.verdict == "pass"], "alone", reason, "repro/cache.py")
+    browser.get(publish(run, tmp_path / "report").html.as_uri())
+    shots = Path(os.environ.get("VLM_PARITY_ARTIFACTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(shots / "report-known.png"))
+
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= 1280
+    rows = browser.find_elements(By.CSS_SELECTOR, "#attention-table tbody > tr")
+    assert [r.get_attribute("class") for r in rows] == ["att-error", "att-fail"]
+    assert "cache drops images" not in browser.find_element(By.ID, "attention-table").get_attribute("textContent")
+    known = browser.find_element(By.ID, "known")
+    assert known.get_attribute("open") is None and known.is_displayed()
+    assert not browser.find_element(By.ID, "known-table").is_displayed()
+    assert "Known failures (26 cells in 1 record)" in known.text
+    heights = [r.size["height"] for r in browser.find_elements(By.CSS_SELECTOR, "#cases tr.main")]
+    assert len(heights) == 30 and max(heights) <= 60, max(heights)

@@ -20,7 +20,8 @@ from rich.console import Console as RichConsole
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness.judging.explain import case_lines, drift_lines, known_text, ladder_text, run_lines
+from harness.judging.explain import case_lines, ladder_text, run_lines
+from harness.publish.attention import attention, case_headline, group_title, headline, known_records
 from harness.core.schema import VERDICTS, CaseResult, RunResult
 
 Lines = Callable[[str], None]
@@ -37,8 +38,6 @@ class Console:
         self.tasks: dict[str, TaskID] = {}
         self.counts: dict[str, tuple[int, int]] = {}  # plain mode: done, total per stream
         self.roles: dict[str, str] = {}
-        # a known failure's record -> the cases it covers -> on which variants
-        self.known: dict[str, dict[str, list[str]]] = {}
 
     # -- lines ---------------------------------------------------------------------------------------
     def __call__(self, line: str) -> None:
@@ -89,13 +88,7 @@ class Console:
     def case(self, result: CaseResult) -> None:
         """A case that fails or errors gets a line (with its first reason); a known failure is gathered under
         its record, said once at the end; a passing case shows only with --verbose."""
-        if result.verdict == "known" and not self.verbose:
-            for name, cell in result.variants.items():
-                if cell.verdict == "known":
-                    record = self.known.setdefault(_short(known_text(cell) or "", 160), {})
-                    record.setdefault(result.case_id, []).append(name)
-            return
-        if result.verdict == "pass" and not self.verbose:
+        if result.verdict in ("pass", "known") and not self.verbose:
             return
         lines = case_lines(result)
         first = f"  {lines[0]}" if lines else ""
@@ -123,26 +116,28 @@ class Console:
             self.progress.stop()
             self.progress = None
         self.out.print(summary_table(run))
-        for record, cases in self.known.items():
-            variants = sorted({v for names in cases.values() for v in names})
-            self.print(f"KNOWN ({len(cases)} case{'s' if len(cases) > 1 else ''}; {', '.join(variants)}) {record}",
-                       "magenta")
-        drifting = [f"{c.case_id} {line}" for c in run.cases for line in drift_lines(c)]
-        for line in drifting[:5]:
-            self.print(f"DRIFT {line}", "yellow")
-        if len(drifting) > 5:
-            self.print(f"DRIFT ... and {len(drifting) - 5} more (see the report)", "yellow")
+        for record in known_records(run):
+            self.print(f"KNOWN ({len(record.cases)} case{'s' * (len(record.cases) > 1)}; "
+                       f"{', '.join(record.variants)}) {_short(record.title, 160)}", "magenta")
+        groups = attention(run)
+        for group in groups[:8]:
+            cases = ", ".join(group.cases[:4]) + (", ..." if len(group.cases) > 4 else "")
+            self.print(f"{group.level.upper():5} ({len(group.cells)} cell{'s' * (len(group.cells) > 1)} in "
+                       f"{len(group.cases)} case{'s' * (len(group.cases) > 1)}: {cases}) {group_title(group)}: "
+                       f"{_short(group.line, 200)}", {"drift": "yellow", "fail": "red"}.get(group.level, "bold red"))
+        if len(groups) > 8:
+            self.print(f"... and {len(groups) - 8} more groups (see the report)")
         for line in diagnosis:
             self.print(f"DIAGNOSIS: {line}")
         for line in regressions:
             self.print(f"REGRESSION: {line}", "bold red")
         for warning in run_lines(run):
             self.warn(warning)
-        counts = run.counts()
         took = f" in {wall_s:.0f} s" if wall_s is not None else ""
         verdict = {"pass": "green", "fail": "bold red"}.get(run.verdict, "bold red")
-        self.print(f"{run.verdict.upper()}: {counts['pass']} pass, {counts['known']} known, {counts['fail']} fail, "
-                   f"{counts['error']} error{took}" + (f"; run error: {run.error}" if run.error else ""), verdict)
+        self.print(f"{run.verdict.upper()}: {headline(run)}{took}" + (f"; run error: {run.error}" if run.error else ""),
+                   verdict)
+        self.print(case_headline(run))
         if report is not None:
             self.print(f"report: {report}")
 
@@ -179,7 +174,7 @@ class LineConsole(Console):
     def __init__(self, lines: Lines, verbose: bool = True) -> None:
         self.lines = lines
         self.verbose, self.live, self.progress = verbose, False, None
-        self.tasks, self.counts, self.roles, self.known = {}, {}, {}, {}
+        self.tasks, self.counts, self.roles = {}, {}, {}
 
     def __call__(self, line: str) -> None:
         self.lines(line)

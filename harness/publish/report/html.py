@@ -23,6 +23,7 @@ from harness.judging.explain import (
     warning_lines,
 )
 from harness.core.format import display, fmt, ratio
+from harness.publish.attention import attention, case_headline, cell_ratio, group_title, headline, known_records
 from harness.publish.gate import GateDecision
 from harness.publish.history import HEADLINE
 from harness.judging.ladder import LABELS
@@ -51,7 +52,8 @@ def _env() -> Environment:
     env.filters["fmt"] = lambda value: fmt(None if isinstance(value, Undefined) else value)
     env.filters.update(ratio=ratio, case_lines=case_lines, variant_lines=variant_lines, drift_lines=drift_lines,
                        warning_lines=warning_lines, info_lines=info_lines, run_lines=run_lines,
-                       finding_text=finding_text, display=display, ladder_text=ladder_text)
+                       finding_text=finding_text, display=display, ladder_text=ladder_text,
+                       group_title=group_title, cell_ratio=cell_ratio)
     env.globals.update(metric_info=METRIC_INFO, stage_labels=LABELS)
     return env
 
@@ -92,28 +94,6 @@ def trend_data(history: list[dict[str, Any]], last: int) -> dict[str, Any] | Non
     }
 
 
-def attention(run: RunResult) -> list[dict[str, Any]]:
-    """What needs a look first: every cell that fails, errors or is a known failure, then every drifting
-    one, each with its first line (failures before drift, errors first)."""
-    order = {"error": 0, "fail": 1, "known": 2}
-    rows = []
-    for case in run.cases:
-        if not case.variants and case.verdict in order:
-            rows.append({"case": case.case_id, "variant": "", "level": case.verdict,
-                         "line": "; ".join(case_lines(case))})
-        for name, cell in case.variants.items():
-            if cell.verdict in order:
-                lines = variant_lines(cell)
-                line = lines[0] if lines else ""
-                if case.ladder is not None and case.ladder.variant == name:  # where inside the model, when probed
-                    line = f"{line} · {ladder_text(case.ladder, cell.verdict == 'fail')}"
-                rows.append({"case": case.case_id, "variant": name, "level": cell.verdict, "line": line})
-            elif cell.drifting:
-                rows.append({"case": case.case_id, "variant": name, "level": "drift",
-                             "line": finding_text(cell.drifting[0])})
-    return sorted(rows, key=lambda r: order.get(r["level"], 3))
-
-
 def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
                 regressions: list[str] | None = None, history: list[dict[str, Any]] | None = None,
                 trend_runs: int = 30, diagnosis: list[str] | None = None) -> Path:
@@ -121,13 +101,15 @@ def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
               for c in run.cases for name, v in c.variants.items() if v.comparison and v.comparison.prefill_diffs}
     variant_counts = {v["name"]: {k: sum(c.variants[v["name"]].verdict == k for c in run.cases
                                          if v["name"] in c.variants) for k in VERDICTS} for v in run.variants}
+    groups = attention(run)
     from plotly.offline import get_plotlyjs
 
     html = _env().get_template("report.html.j2").render(
         run=run, p=run.provenance, counts=run.counts(), gate=gate, regressions=regressions or [],
         diagnosis=diagnosis or [],
         trends=trend_data(history or [], trend_runs), charts=charts, table_metrics=TABLE_METRICS,
-        attention=attention(run),
+        attention=groups, attention_cells=sum(len(g.cells) for g in groups), known=known_records(run),
+        headline=headline(run), case_headline=case_headline(run),
         base_variant=run.provenance.base_variant, variant_counts=variant_counts,
         tags=sorted({t for c in run.cases for t in c.tags}), provenance_keys=PROVENANCE_KEYS,
         effect_tables={name: decode_effect_rows(run, name) for name in decoder_variants(run)}, effect_pairs=PAIRS,

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-from harness.judging.explain import case_lines, drift_lines, run_lines
+from harness.judging.explain import case_lines, run_lines
+from harness.publish.attention import attention, case_headline, group_title, headline, known_records
 from harness.core.format import fmt, ratio
 from harness.publish.outcome import Outcome
 from harness.core.schema import TABLE_METRICS, CaseComparison, RunResult
@@ -23,16 +24,14 @@ def _cell(cmp: CaseComparison | None, key: str) -> str:
 
 def markdown_summary(run: RunResult, gate: tuple[str, list[str]] | None = None,
                      regressions: list[str] | None = None, diagnosis: list[str] | None = None) -> str:
-    counts = run.counts()
     p = run.provenance
     names = [v["name"] for v in run.variants]
     lines = [
         f"## vlm-parity: {run.verdict.upper()}",
         "",
-        f"{p.engine} vs {p.reference_engine} on `{p.model}` ({p.dtype}), "
-        f"variants {', '.join(names)}: {counts['pass']} pass, {counts['known']} known, {counts['fail']} fail, "
-        f"{counts['error']} error"
-        + (f", {counts['skipped']} skipped" if counts["skipped"] else ""),
+        f"{p.engine} vs {p.reference_engine} on `{p.model}` ({p.dtype}), variants {', '.join(names)}",
+        "",
+        f"**{headline(run)}**; {case_headline(run)}",
     ]
     lines += ["", *[f"**Diagnosis:** {d}" for d in diagnosis or []]]
     if run.skipped:
@@ -45,11 +44,9 @@ def markdown_summary(run: RunResult, gate: tuple[str, list[str]] | None = None,
         lines += ["", f"**Gate:** {gate[0]}" + "".join(f"\n- {r}" for r in gate[1])]
     if regressions:
         lines += ["", "**Regressions against the previous run:**", *[f"- {r}" for r in regressions]]
-    drifting = [f"{c.case_id}: {line}" for c in run.cases for line in drift_lines(c)]
-    if drifting:
-        lines += ["", f"**Drifting ({len(drifting)}): above k_warn × floor, within the bound**",
-                  *[f"- {d}" for d in drifting]]
-    lines += ["", "Metric cells: value (ratio to the case's floor); ✗ fails, ⚠ drifts."]
+    lines += ["", *attention_lines(run), *known_lines(run)]
+    lines += ["", f"<details><summary>Cases ({len(run.cases)})</summary>", "",
+              "Metric cells: value (ratio to the case's floor); ✗ fails, ⚠ drifts."]
     lines += ["", f"| case | {' | '.join(TABLE_METRICS)} | {' | '.join(names)} | verdict | reasons |",
               "|---" * (len(TABLE_METRICS) + len(names) + 3) + "|"]
     for case in sorted(run.cases, key=lambda c: (c.verdict == "pass", c.case_id)):
@@ -57,7 +54,40 @@ def markdown_summary(run: RunResult, gate: tuple[str, list[str]] | None = None,
         cells += [case.variants[n].verdict if n in case.variants else "–" for n in names]
         reasons = "; ".join(case_lines(case)).replace("|", "\\|")
         lines.append(f"| {case.case_id} | {' | '.join(cells)} | {case.verdict} | {reasons} |")
+    lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def attention_lines(run: RunResult) -> list[str]:
+    """"Needs attention": one row per signature (`harness.publish.attention`), its cells folded."""
+    groups = attention(run)
+    if not groups:
+        return ["**Needs attention:** nothing."]
+    cells = sum(len(g.cells) for g in groups)
+    lines = [f"**Needs attention ({len(groups)} group{'s' * (len(groups) != 1)}, {cells} cell{'s' * (cells != 1)})**", "",
+             "| signature | first finding | cells |", "|---|---|---|"]
+    for g in groups:
+        cases = ", ".join(g.cases[:8]) + (f", ... ({len(g.cases)})" if len(g.cases) > 8 else "")
+        lines.append(f"| {_md(group_title(g))} | {_md(g.line)} | {len(g.cells)} in {len(g.cases)} cases: {cases} |")
+    return lines
+
+
+def known_lines(run: RunResult) -> list[str]:
+    """Known failures, folded: one row per record."""
+    records = known_records(run)
+    if not records:
+        return []
+    lines = ["", f"<details><summary>Known failures ({sum(r.cells for r in records)} cells in {len(records)} "
+                 f"record{'s' * (len(records) != 1)})</summary>", "", "| record | variants | cases | reproduction |", "|---|---|---|---|"]
+    for r in records:
+        cases = ", ".join(list(r.cases)[:8]) + (", ..." if len(r.cases) > 8 else "")
+        lines.append(f"| {_md(r.title)} | {', '.join(r.variants)} | {len(r.cases)}: {cases} | "
+                     f"{_md(r.reproduction) or '–'} |")
+    return [*lines, "", "</details>"]
 
 
 def write_step_summary(run: RunResult, outcome: Outcome) -> None:
