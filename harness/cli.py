@@ -13,19 +13,17 @@ from pathlib import Path
 
 from harness.bench.command import add_bench_arguments
 from harness.config import ConfigError
-from harness.publish.console import Console, quiet_third_parties
 from harness.decode_diff import add_decode_diff_arguments, run_decode_diff
 from harness.engines.lifetime import ending_on_signals
 from harness.publish.gate import gate_file, load_gate_config
 from harness.publish.merge import merge_runs
+from harness.publish.outcome import conclude
+from harness.publish.report import publish
+from harness.publish.results import PARTIAL, read_results, write_results
+from harness.record import RecordConfig
 from harness.run.observe import Observer
 from harness.run.options import add_options, build_config, run_config
-from harness.publish.outcome import conclude
-from harness.record import RecordConfig
-from harness.publish.report import publish
-from harness.publish.report.decode_effect import decode_effect_markdown
-from harness.publish.results import PARTIAL, read_results, write_results
-from harness.runner import run_and_publish
+from harness.runner import run_command
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -123,8 +121,8 @@ def _models(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from harness.engines import resolve_engine
-    from harness.run.known import load_known
     from harness.inputs.models import list_models
+    from harness.run.known import load_known
 
     version = resolve_engine("vllm").version()
     rows = list_models(args.cache, args.extra)
@@ -138,22 +136,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, observer: Observer) -> int:
-    cfg = run_config(lambda name: getattr(args, name))
-    console = Console(verbose=cfg.verbose)
-    if not cfg.verbose:
-        quiet_third_parties()
-    try:
-        done = run_and_publish(cfg, console, observer)
-    except ConfigError as exc:  # a thresholds, variants or gate file that names something unknown: the file and key
-        console.finish_failed(f"vlm-parity: {exc}")
-        return EXIT_ERROR
-    except Exception as exc:  # the run itself could not complete; per-case failures never get here
-        console.finish_failed(f"vlm-parity: run failed: {type(exc).__name__}: {exc}")
-        return EXIT_ERROR
-    if cfg.decode_effect:
-        console.print(f"decode-path effect ({cfg.decode_effect} pixels to the engine, PIL to the reference):\n"
-                      f"{decode_effect_markdown(done.run, cfg.decode_effect)}")
-    return done.exit_code
+    return run_command(run_config(lambda name: getattr(args, name)), observer)
 
 
 def _merge(args: argparse.Namespace) -> int:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import pytest
 
+from harness.core.schema import CaseResult, RunResult, VariantResult
 from harness.inputs.cases import Case
 from harness.run.known import KnownFailure
 from harness.run.options import add_options, run_config
 from harness.run.plan import RunPlan, make_plan
 from harness.runner import run_and_publish
-from harness.core.schema import CaseResult, RunResult, VariantResult
 
 _PLAN = pytest.StashKey[RunPlan]()
 _SELECTED = pytest.StashKey[set]()
@@ -80,7 +80,7 @@ def parity_run(request: pytest.FixtureRequest) -> RunResult:
     plan = plan.narrow({c for c, _ in selected}, sorted({v for _, v in selected}) or [plan.base])
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     progress = (lambda line: reporter.write_line(line)) if reporter else print
-    done = run_and_publish(plan, progress)
+    done = run_and_publish(plan, progress)  # a line console: its closing summary is these two lines
     for regression in done.outcome.regressions:
         progress(f"REGRESSION: {regression}")
     progress(f"parity report: {done.html}")

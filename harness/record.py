@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__, config
-from harness.inputs.cases import Case, load_cases
-from harness.judging.compare.floor import case_floors
-from harness.inputs.decode import same_pixels
-from harness.engines.client import EngineSide, stream
 from harness.core.notes import stream_end
+from harness.core.schema import EngineOutput
+from harness.engines.client import EngineSide, stream
+from harness.inputs.cases import Case, load_cases
+from harness.inputs.decode import same_pixels
+from harness.inputs.models import image_token_id, processor_options, video_options, video_token_id
+from harness.inputs.prompt import Prompter
+from harness.judging.compare.floor import case_floors
 from harness.judging.judge import sane
 from harness.run.ledger import REFERENCE, CaseLedger
-from harness.inputs.models import image_token_id, processor_options, video_options, video_token_id
 from harness.run.observe import Observer
 from harness.run.options import DEFAULT_CASES, DTYPES, comma_list, option, same_as
 from harness.run.plan import (
@@ -33,7 +35,6 @@ from harness.run.plan import (
     reference_decoders,
     reference_requests,
 )
-from harness.inputs.prompt import Prompter
 from harness.run.references import (
     DEFAULT_DIR,
     ProcessorInfo,
@@ -43,7 +44,6 @@ from harness.run.references import (
     content_key,
     provenance,
 )
-from harness.core.schema import EngineOutput
 from harness.run.variants import load_variants
 
 Progress = Callable[[str], None]

@@ -18,31 +18,33 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__, config
-from harness.inputs.cases import Case, load_cases
-from harness.publish.console import Console, Lines, as_console
+from harness.config import ConfigError
+from harness.core.hardware import cpu
+from harness.core.notes import error_fields, note, stream_end
+from harness.core.provenance import EngineGroupInfo, Provenance
+from harness.core.schema import CaseResult, EngineOutput, Note, RunResult
 from harness.decode_diff import case_pixel_deltas
 from harness.engines.base import EngineSettings
 from harness.engines.client import Deadline, EngineSide, Gate, stream
-from harness.core.notes import error_fields, note, stream_end
-from harness.core.hardware import cpu
-from harness.judging.judge import CaseInputs, Judge, case_result
-from harness.run.ledger import REFERENCE, CaseEntry, CaseLedger
-from harness.localize.run import MAX_PROBED, localize, which_to_localize
+from harness.inputs.cases import Case, load_cases
 from harness.inputs.models import image_token_id, model_fingerprint, video_token_id
-from harness.run.observe import Observer
-from harness.run.options import RunConfig, comma_list
-from harness.run.plan import CaseSelection, RunPlan, base_features, image_spans, make_plan, plan_probes, resolve_chunking
 from harness.inputs.prompt import Prompter
-from harness.core.provenance import EngineGroupInfo, Provenance
-from harness.run.references import DEFAULT_DIR, ReferenceStore, Status, StoredReference
-from harness.publish.report.thumbnails import thumbnail
+from harness.judging.judge import CaseInputs, Judge, case_result
+from harness.localize.run import MAX_PROBED, localize, which_to_localize
+from harness.publish.console import Console, Lines, as_console, quiet_third_parties
 from harness.publish.gate import gate_policy, load_gate_config
 from harness.publish.outcome import Outcome, conclude
 from harness.publish.report import publish
+from harness.publish.report.decode_effect import decode_effect_markdown
 from harness.publish.report.summary import write_step_summary
+from harness.publish.report.thumbnails import thumbnail
 from harness.publish.results import ResultsSink
+from harness.run.ledger import REFERENCE, CaseEntry, CaseLedger
+from harness.run.observe import Observer
+from harness.run.options import RunConfig, comma_list
+from harness.run.plan import CaseSelection, RunPlan, image_spans, make_plan, plan_probes, resolve_chunking
+from harness.run.references import DEFAULT_DIR, ReferenceStore, Status, StoredReference
 from harness.run.scheduler import Action, Launch, Open, Scheduler
-from harness.core.schema import CaseResult, EngineOutput, Note, RunResult
 from harness.run.streams import Streams
 
 __all__ = ["Finished", "RunConfig", "execute", "run_and_publish"]
@@ -127,6 +129,26 @@ def run_and_publish(run: RunConfig | RunPlan, progress: Console | Lines = print,
     return Finished(result, outcome, published.html)
 
 
+def run_command(cfg: RunConfig, observer: Observer | None = None) -> int:
+    """`vlm-parity run` (and the bench's measured run, the same way): the console, the run and its report;
+    0 every case passed, 1 some case failed or errored, 2 the run itself could not complete."""
+    console = Console(verbose=cfg.verbose)
+    if not cfg.verbose:
+        quiet_third_parties()
+    try:
+        done = run_and_publish(cfg, console, observer)
+    except ConfigError as exc:  # a thresholds, variants or gate file that names something unknown: the file and key
+        console.finish_failed(f"vlm-parity: {exc}")
+        return 2
+    except Exception as exc:  # the run itself could not complete; per-case failures never get here
+        console.finish_failed(f"vlm-parity: run failed: {type(exc).__name__}: {exc}")
+        return 2
+    if cfg.decode_effect:
+        console.print(f"decode-path effect ({cfg.decode_effect} pixels to the engine, PIL to the reference):\n"
+                      f"{decode_effect_markdown(done.run, cfg.decode_effect)}")
+    return done.exit_code
+
+
 @dataclass
 class Stored:
     """What the store gave the run: fresh references by case, why others were not used, and errors owed."""
@@ -189,7 +211,7 @@ class Session:
         p.references_live = len(plan.cases) - len(stored.references)
         run.variants, run.skipped = [v.describe() for v in plan.variants], dict(plan.skipped)
         run.notes += stored.warnings + ([note("no_floor", reason=plan.no_floor)] if plan.no_floor else [])
-        _, unsupported = base_features(plan.variant_set.engine, plan.engine.capabilities)
+        unsupported = plan.unsupported_features
         run.notes += [note("unsupported_base_features", engine=plan.engine.engine, features=unsupported)] \
             if unsupported else []
         for name, reason in plan.skipped.items():
@@ -228,7 +250,7 @@ class Session:
         media = {t: kind for t, kind in ((self.judge.image_token, "image"), (self.judge.video_token, "video"))
                  if t is not None}
         ladders = localize(probes, results, plan.engine.engine, plan.reference.engine, plan.reference_settings(),
-                           cfg.out / "logs", k, {v.name: v.dtype or plan.engine.dtype for v in plan.variants}, media,
+                           cfg.out / "logs", k, {v.name: plan.dtype_of(v) for v in plan.variants}, media,
                            plan.engine.capabilities)
         for case_id, found in ladders.items():
             results[case_id].variants[found.variant].ladder = found

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import random
 
-from harness.judging.compare import compare_outputs, judge
 from harness.config import load_config, resolve
 from harness.core.notes import error_fields, note
 from harness.core.provenance import Provenance
-from harness.publish.report.thumbnails import thumbnail
 from harness.core.schema import CaseResult, EngineOutput, RunResult, TokenLogprobs, VariantResult
+from harness.judging.compare import compare_outputs, judge
+from harness.publish.report.thumbnails import thumbnail
 from tests.conftest import CASES
 
 IMAGE_TOKEN = 6

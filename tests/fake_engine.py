@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.core.schema import EngineOutput, TokenLogprobs
+from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 
 
 class FakeEngine(Engine):

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from harness.core.schema import EngineOutput
 from harness.engines.base import EngineSettings, Request, resolve_engine
 from harness.engines.client import EngineSide, Gate
 from harness.engines.worker import submissions
-from harness.core.schema import EngineOutput
 
 
 def inline(engine: str, settings: EngineSettings, requests: list[Request], side: EngineSide, progress: Any,

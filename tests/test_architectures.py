@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.core.schema import RunResult
 from harness.judging.explain import case_lines, variant_lines
 from harness.runner import RunConfig, execute
-from harness.core.schema import RunResult
 from tests.conftest import CASES, DEFAULT_CASES, VIDEO_CASES
 
 pytestmark = pytest.mark.parity

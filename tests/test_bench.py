@@ -25,9 +25,9 @@ from harness.bench.measure import Measured, measure
 from harness.bench.memory import PeakSampler, tree_rss
 from harness.bench.probe import _observer
 from harness.bench.synthetic import write_synthetic_cases
-from harness.inputs.cases import load_cases
 from harness.cli import main as cli_main
 from harness.engines.base import EngineSettings, Request
+from harness.inputs.cases import load_cases
 from harness.run.observe import STAGES
 
 FAKE = "tests.fake_engine:FakeEngine"

@@ -6,6 +6,8 @@ import math
 import pytest
 
 from harness import config
+from harness.core.schema import CaseComparison, EngineOutput, Floor, TokenLogprobs, judged_by
+from harness.engines.base import Capabilities
 from harness.inputs.cases import Case
 from harness.judging.compare import compare_outputs, judge
 from harness.judging.compare.decode import compare_greedy
@@ -14,11 +16,9 @@ from harness.judging.compare.floor import case_floors, floor_key, measure_floor
 from harness.judging.compare.prefill import first_id_mismatch, position_diffs, summarize, topk_jaccard
 from harness.judging.compare.text import rouge_l
 from harness.judging.compare.verdict import check_metric, floor_of
-from harness.engines.base import Capabilities
 from harness.judging.explain import finding_text
 from harness.judging.judge import _floor_of
 from harness.run.plan import OPTIONS, floor_runs, reference_requests
-from harness.core.schema import CaseComparison, EngineOutput, Floor, TokenLogprobs, judged_by
 from harness.run.variants import Variant
 from tests.conftest import CASES
 

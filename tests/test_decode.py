@@ -11,6 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.decode_diff import (
+    add_decode_diff_arguments,
+    case_pixel_deltas,
+    compare_decoders,
+    decode_diff,
+    run_decode_diff,
+)
 from harness.inputs.decode import (
     DECODERS,
     DecoderSpec,
@@ -23,13 +30,6 @@ from harness.inputs.decode import (
     register,
 )
 from harness.inputs.decode.deltas import PixelDeltas, heatmap_png, max_pool, pixel_deltas
-from harness.decode_diff import (
-    add_decode_diff_arguments,
-    case_pixel_deltas,
-    compare_decoders,
-    decode_diff,
-    run_decode_diff,
-)
 from harness.inputs.decode.facts import explained, image_facts
 
 IMAGES = Path(__file__).resolve().parents[1] / "cases" / "images"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.inputs.cases import load_cases
 from harness.config import Thresholds, load_config, resolve_section
-from harness.inputs.decode import availability
 from harness.decode_diff import compare_decoders
+from harness.inputs.cases import load_cases
+from harness.inputs.decode import availability
 from harness.inputs.decode.facts import explained, image_facts
 
 pytestmark = pytest.mark.parity

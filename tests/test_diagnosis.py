@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.core.notes import NOTES, error_fields, note, note_text
+from harness.core.schema import EngineOutput, Finding, RunResult, TokenLogprobs, VariantResult
 from harness.inputs.cases import Case
 from harness.judging.compare.sensitivity import image_sensitivity
 from harness.judging.diagnosis import diagnose
 from harness.judging.explain import case_lines, run_lines, variant_lines, warning_lines
-from harness.core.notes import NOTES, error_fields, note, note_text
 from harness.run.known import load_known, mark_known
-from harness.core.schema import EngineOutput, Finding, RunResult, TokenLogprobs, VariantResult
 from tests.factories import synthetic_run
 
 
@@ -93,7 +93,7 @@ def test_image_sensitivity_looks_after_the_image_only() -> None:
 
 
 def test_an_unknown_note_kind_cannot_be_made_nor_one_short_of_its_values() -> None:
-    with pytest.raises(ValueError, match=r"unknown note kind 'stale_referenc' \(declared in harness/judging/explain.py"):
+    with pytest.raises(ValueError, match=r"unknown note kind 'stale_referenc' \(declared in harness/core/notes.py"):
         note("stale_referenc", state="stale")
     with pytest.raises(KeyError, match="reason"):
         note("no_floor")  # its text needs the reason: refused where it is made, not when a report renders it

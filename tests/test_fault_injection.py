@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.core.schema import CaseComparison, RunResult
 from harness.judging.explain import case_lines, info_lines, ladder_text, variant_lines
 from harness.runner import RunConfig, execute
-from harness.core.schema import CaseComparison, RunResult
 from tests.conftest import CASES
 
 pytestmark = pytest.mark.engine

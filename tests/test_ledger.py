@@ -7,9 +7,9 @@ restart, an unexpected output, every variant skipped, overlap on and off).
 from __future__ import annotations
 
 from harness.core.notes import note, stream_end
+from harness.core.schema import EngineOutput
 from harness.run.ledger import REFERENCE, CaseLedger
 from harness.run.scheduler import Launch, Open, Scheduler
-from harness.core.schema import EngineOutput
 
 
 def out(case: str, variant: str, attempt: int = 0, error: str | None = None) -> EngineOutput:

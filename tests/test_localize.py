@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.core.schema import CaseResult, EngineOutput, Rung, VariantResult
+from harness.engines.capture import CAPTURED
 from harness.judging.explain import ladder_text, variant_lines
 from harness.judging.ladder import EPS, Tolerance, ladder
-from harness.engines.capture import CAPTURED
 from harness.localize.run import which_to_localize
-from harness.core.schema import CaseResult, EngineOutput, Rung, VariantResult
 
 IMG = 9
 IDS = [1, 2, IMG, IMG, IMG, IMG, 3, 4]

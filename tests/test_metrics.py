@@ -9,16 +9,16 @@ import pytest
 import yaml
 
 from harness import config
-from harness.inputs.cases import load_cases
 from harness.cli import main
+from harness.config import ConfigError
+from harness.core.schema import METRIC_INFO, METRICS, RULES, SECTIONS, TABLE_METRICS, VIEWS, shown_in
+from harness.inputs.cases import load_cases
 from harness.judging.compare.floor import FLOOR_METRICS
 from harness.judging.compare.verdict import JUDGED
-from harness.config import ConfigError
 from harness.publish.gate import load_gate_config
 from harness.publish.history import BETTER, HEADLINE_FLOORS
 from harness.publish.report.decode_effect import PAIRS
 from harness.publish.results import write_results
-from harness.core.schema import METRIC_INFO, METRICS, RULES, SECTIONS, TABLE_METRICS, VIEWS, shown_in
 from tests.factories import synthetic_run
 
 HARNESS = Path(__file__).resolve().parent.parent / "harness"

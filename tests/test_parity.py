@@ -1,8 +1,8 @@
 """The parity suite: one test per case, vLLM (or --parity-engine) vs the HF reference."""
 import pytest
 
-from harness.judging.explain import lines
 from harness.core.schema import CaseResult, VariantResult
+from harness.judging.explain import lines
 
 pytestmark = pytest.mark.parity
 

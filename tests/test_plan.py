@@ -8,20 +8,20 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.core.notes import note_text
+from harness.core.schema import RunResult
 from harness.engines import resolve_engine
 from harness.engines.base import Capabilities
 from harness.engines.client import stream
 from harness.judging.explain import case_lines
-from harness.core.notes import note_text
 from harness.publish.gate import UNDECIDED, decide, load_gate_config
 from harness.publish.merge import merge_runs
 from harness.publish.report import publish
 from harness.publish.report.summary import markdown_summary
 from harness.publish.results import read_results
-from harness.runner import RunConfig, execute
-from harness.core.schema import RunResult
 from harness.run.plan import base_features, engine_skip_reason
 from harness.run.variants import Variant, load_variants
+from harness.runner import RunConfig, execute
 from tests.conftest import CASES, DEFAULT_CASES, FAKE
 from tests.inline import inline
 

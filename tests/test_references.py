@@ -14,17 +14,17 @@ import pytest
 import yaml
 
 from harness import config
-from harness.inputs.cases import load_cases
 from harness.cli import main
+from harness.core.files import write_atomic
+from harness.core.schema import METRIC_INFO, EngineOutput
+from harness.inputs.cases import load_cases
+from harness.inputs.models import default_model_dir, image_token_id
 from harness.judging.compare import compare_outputs, judge
 from harness.judging.compare.floor import floor_key
 from harness.judging.explain import case_lines, finding_text, warning_lines
-from harness.inputs.models import default_model_dir, image_token_id
 from harness.record import RecordConfig, record, select
 from harness.run.references import DEFAULT_DIR, ReferenceStore, StoredReference, changed_fields, dump
-from harness.core.files import write_atomic
 from harness.runner import RunConfig, execute
-from harness.core.schema import METRIC_INFO, EngineOutput
 from tests.conftest import CASES, DEFAULT_CASES, FAKE
 from tests.inline import inline
 

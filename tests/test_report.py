@@ -10,14 +10,14 @@ import pytest
 
 from harness.cli import main
 from harness.core.notes import note
+from harness.core.schema import Ladder, Rung, RunResult
+from harness.publish.attention import attention, headline, known_records
 from harness.publish.gate import FAIL, PASS, UNDECIDED, decide, load_gate_config
 from harness.publish.history import load_history, regressions, summarize_run
 from harness.publish.outcome import conclude
 from harness.publish.report import publish
-from harness.publish.attention import attention, headline, known_records
 from harness.publish.report.summary import markdown_summary, write_step_summary
 from harness.publish.results import write_results
-from harness.core.schema import Ladder, Rung, RunResult
 from tests.factories import synthetic_case, synthetic_run, with_known
 
 HOSTILE = '<script>alert(1)</script></table><img src=x onerror="alert(2)">'

@@ -28,15 +28,15 @@ import httpx
 import psutil
 import pytest
 
-from harness.inputs.cases import load_cases
 from harness.cli import main
-from harness.engines.base import Request
-from harness.judging.explain import case_lines, variant_lines
 from harness.core.notes import note
+from harness.core.schema import EngineOutput, RunResult
+from harness.engines.base import Request
+from harness.inputs.cases import load_cases
+from harness.judging.explain import case_lines, variant_lines
 from harness.publish.report import publish
 from harness.publish.results import read_results
 from harness.runner import RunConfig, execute
-from harness.core.schema import EngineOutput, RunResult
 from tests.conftest import CASES, FAKE
 from tests.fake_engine import FakeEngine
 from tests.fault_proxy import FaultProxy, Rule

@@ -23,15 +23,15 @@ import pytest
 from markupsafe import escape
 from PIL import Image, ImageFile
 
-from harness.inputs.cases import load_cases
 from harness.cli import main
 from harness.core.notes import note
-from harness.publish.outcome import conclude
 from harness.core.provenance import Provenance
+from harness.core.schema import CaseResult, RunResult
+from harness.inputs.cases import load_cases
+from harness.publish.outcome import conclude
 from harness.publish.report import publish
 from harness.publish.results import LOG_NAME, RESULTS_NAME, ResultsSink, read_results
 from harness.runner import RunConfig, execute
-from harness.core.schema import CaseResult, RunResult
 from tests.conftest import CASES, DEFAULT_CASES
 from tests.factories import synthetic_run
 from tests.inline import inline

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.core.schema import SCHEMA_VERSION
 from harness.judging.explain import case_lines
 from harness.publish.results import read_results
 from harness.runner import RunConfig, execute
@@ -99,7 +100,7 @@ def test_results_are_on_disk_after_every_case(tmp_path: Path, tiny_model: str) -
     run = execute(cfg, after_each_case, launcher=inline)
     assert seen == [1, 2] and run.status == "complete"
     data = json.loads((out / "results.json").read_text())
-    assert data["schema_version"] == 3 and data["provenance"]["model_sha256"] and data["status"] == "complete"
+    assert data["schema_version"] == SCHEMA_VERSION and data["provenance"]["model_sha256"] and data["status"] == "complete"
 
 
 def test_unknown_case_id_is_an_error_and_an_empty_run_is_not_a_pass(tmp_path: Path, tiny_model: str) -> None:

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.judging.compare import compare_outputs
+from harness.core.schema import EngineOutput, TokenLogprobs
 from harness.engines.base import EngineSettings, Request, Sampling, resolve_engine
 from harness.engines.sglang_offline import SGLangEngine, engine_args, parse_generate
 from harness.engines.sglang_server import SGLangChatEngine, SGLangServerEngine
+from harness.judging.compare import compare_outputs
 from harness.run.plan import base_features, engine_settings, engine_skip_reason
-from harness.core.schema import EngineOutput, TokenLogprobs
 from harness.run.variants import load_variants
 from tests.conftest import CASES
 

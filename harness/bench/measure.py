@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.bench.memory import PeakSampler
+from harness.engines import lifetime
 
 
 @dataclass
@@ -51,9 +52,10 @@ def measure(label: str, command: list[str], log_dir: Path, env: dict[str, str] |
         with open(log, "w") as out:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
-            proc = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT, env=env)
+            proc = lifetime.start(full, stdout=out, stderr=subprocess.STDOUT, env=env)  # ends with the bench
             with PeakSampler(proc.pid) as sampler:
-                code = proc.wait()
+                lifetime.wait(proc)
+                code = lifetime.end(proc)  # and whatever it left running
             wall = time.perf_counter() - start
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
         data = json.loads(report_file.read_text()) if report and report_file.is_file() else {}

@@ -17,12 +17,15 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from harness.engines import lifetime
 
 STARTED = time.perf_counter()
 
@@ -64,32 +67,30 @@ def _observer(record_dir: Path | None) -> Any:
 
 
 def probe_run(argv: list[str], record_dir: Path | None) -> dict[str, Any]:
-    """`vlm-parity run ARGS` as the CLI runs it (the same options, console and runner), timed by stage."""
-    from harness.publish.console import Console, quiet_third_parties
+    """`vlm-parity run ARGS` as the CLI runs it (`harness.runner.run_command`), timed by stage."""
+    from harness.publish.results import read_results
     from harness.run.observe import STAGES
     from harness.run.options import add_options, run_config
-    from harness.runner import run_and_publish
+    from harness.runner import run_command
 
     parser = argparse.ArgumentParser(prog="vlm-parity run")
     add_options(parser.add_argument)
-    args = parser.parse_args(argv[1:] if argv[:1] == ["run"] else argv)
-    cfg = run_config(lambda name: getattr(args, name))
+    cfg = run_config(lambda name: getattr(parser.parse_args(argv[1:] if argv[:1] == ["run"] else argv), name))
     observer = _observer(record_dir)
-    quiet_third_parties()
     start = time.perf_counter()
-    try:
-        done = run_and_publish(cfg, Console(verbose=cfg.verbose), observer)
-        exit_code, provenance = done.exit_code, done.run.provenance
-    except Exception as exc:  # the run itself could not complete: as the CLI, exit 2 with the reason
-        print(f"vlm-parity: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        exit_code, provenance = 2, None
+    exit_code = run_command(cfg, observer)
     observer.seconds["whole_run"] = time.perf_counter() - start
     observer.calls["whole_run"] = 1
     timers = {"seconds": observer.seconds, "calls": observer.calls,
               "missing": [s for s in STAGES if s not in observer.seconds]}
+    try:
+        provenance = read_results(cfg.out).provenance
+    except ValueError:  # the run wrote nothing readable; its exit code and log say why
+        provenance = None
     return {"exit": exit_code, "timers": timers, "streams": observer.streams,
             "stage_s": provenance.stage_s if provenance else None,
             "engine_run_s": provenance.engine_run_s if provenance else None}
+
 
 def probe_stream(spec_path: Path) -> dict[str, Any]:
     from harness.engines.base import EngineSettings, Request
@@ -114,9 +115,9 @@ def probe_per_case(cases: list[Path], model: str | None, engine: str, reference:
     """Each case with its own reference and engine, as a test per case would: constructed in this process
     (imports paid once, as in one pytest session), or with `fresh_process` each in a worker process of
     its own (start-up paid per case, as where each engine start spawns its own engine process)."""
-    from harness.inputs.cases import load_cases
     from harness.engines.base import EngineSettings, Request, resolve_engine
     from harness.engines.client import EngineSide, stream
+    from harness.inputs.cases import load_cases
     from harness.inputs.models import resolve_model
     from harness.inputs.prompt import Prompter
 
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="vllm")
     parser.add_argument("--reference-engine", default="hf")
     parser.add_argument("--fresh-process", action="store_true", help="per-case: each engine in its own process")
+    lifetime.bind(os.getppid())  # a stopped or killed bench ends this probe and its engines
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)  # run: after `--`, the vlm-parity arguments
     args = parser.parse_args(argv[:split])

@@ -60,7 +60,7 @@ NOTES: dict[str, NoteKind] = {
         f"{d['count']} cases have no stored reference in {d['dir']} and ran the live reference "
         f"({', '.join(d['cases'])}{', ...' if d['count'] > len(d['cases']) else ''}): `vlm-parity record` "
         "stores them")),
-    "unsupported_base_features": NoteKind("warning", lambda d: (
+    "unsupported_base_features": NoteKind("info", lambda d: (
         f"engine {d['engine']!r} does not support the base engine feature{'s' * (len(d['features']) > 1)} "
         f"{', '.join(d['features'])} (variants.yaml `engine:`): every variant runs with its own default")),
     # A case's (`CaseResult.notes`): its reference's checks, and why it never reached judging.
@@ -101,7 +101,7 @@ def note(kind: str, **data: Any) -> Note:
     """A note of a declared kind with its values; rendered once here, so a kind without the values its
     text needs fails where it is made, not in a report."""
     if kind not in NOTES:
-        raise ValueError(f"unknown note kind {kind!r} (declared in harness/judging/explain.py NOTES: "
+        raise ValueError(f"unknown note kind {kind!r} (declared in harness/core/notes.py NOTES: "
                          f"{', '.join(sorted(NOTES))})")
     made = Note(kind, NOTES[kind].level, data)
     note_text(made)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from harness.core.provenance import Provenance
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: notes as records (warnings, errors, known failures), details measured data only
 
 # A case's verdict is the worst of its variants' verdicts; "skipped" (a variant
 # the engine or machine cannot run) never outranks a verdict that was reached;
@@ -122,9 +122,9 @@ NOTE_LEVELS = ("info", "warning", "error")
 @dataclass
 class Note:
     """What a run, case or variant says besides its findings, as data: `kind` names the note
-    (`harness.judging.explain.NOTES` declares each kind, its level and its text), `data` holds its values
+    (`harness.core.notes.NOTES` declares each kind, its level and its text), `data` holds its values
     (an engine error's exception type and message, the variant a warning is about). Made with
-    `harness.judging.explain.note`, rendered with `harness.judging.explain.note_text`: never text in the results."""
+    `harness.core.notes.note`, rendered with `harness.core.notes.note_text`: never text in the results."""
 
     kind: str
     level: str

@@ -15,8 +15,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.engines.features import FEATURES, REQUEST_FIELDS
 from harness.core.schema import EngineOutput, from_dict
+from harness.engines.features import FEATURES, REQUEST_FIELDS
 
 # Built-in adapters; more come from the `vlm_parity.engines` entry-point group or a `module:Class` name.
 BUILTIN_ENGINES = {

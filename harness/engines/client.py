@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from harness.core.schema import EngineOutput, from_dict
 from harness.engines import lifetime
 from harness.engines.base import EngineSettings, Request
 from harness.engines.worker import Key
-from harness.core.schema import EngineOutput, from_dict
 
 Progress = Callable[[str], None]
 

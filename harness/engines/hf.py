@@ -17,11 +17,11 @@ from typing import Any
 
 from PIL import Image
 
-from harness.inputs.decode import decode_all, decode_videos
-from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.core.hardware import machine
-from harness.engines.capture import CAPTURED
 from harness.core.schema import EngineOutput, TokenLogprobs
+from harness.engines.base import Capabilities, Engine, EngineSettings, Request
+from harness.engines.capture import CAPTURED
+from harness.inputs.decode import decode_all, decode_videos
 
 
 class HFEngine(Engine):

@@ -35,8 +35,8 @@ from typing import Any
 
 import httpx
 
-from harness.engines.base import Engine, EngineSettings, Request
 from harness.core.schema import EngineOutput
+from harness.engines.base import Engine, EngineSettings, Request
 
 HEALTH_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 600.0

@@ -7,8 +7,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from harness.inputs.decode import decode_all
 from harness.engines.base import Request
+from harness.inputs.decode import decode_all
 
 
 def image_parts(request: Request) -> list[dict[str, Any]]:

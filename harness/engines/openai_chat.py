@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.core.schema import EngineOutput
 from harness.engines.base import Capabilities, EngineSettings, Request
 from harness.engines.http import HTTPEngine
 from harness.engines.messages import chat_messages, sampling_fields
-from harness.core.schema import EngineOutput
 
 
 class OpenAIChatEngine(HTTPEngine):

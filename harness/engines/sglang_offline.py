@@ -76,11 +76,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.inputs.decode import decode_all
+from harness.core.schema import EngineOutput, TokenLogprobs
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.engines.features import mapped
 from harness.engines.messages import image_url_of
-from harness.core.schema import EngineOutput, TokenLogprobs
+from harness.inputs.decode import decode_all
 
 # SGLANG_RETURN_ORIGINAL_LOGPROB (srt/environ.py l.1508, srt/layers/sampler.py l.82,
 # l.192, l.322): output logprobs of the model's distribution, not temperature-scaled

@@ -43,6 +43,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from harness.core.schema import EngineOutput
 from harness.engines.base import Capabilities, EngineSettings, Request
 from harness.engines.http import HTTPEngine
 from harness.engines.messages import chat_messages, image_parts, sampling_fields
@@ -58,7 +59,6 @@ from harness.engines.sglang_offline import (
     sampling_params,
     token_id_list,
 )
-from harness.core.schema import EngineOutput
 
 
 class _SGLangHTTP(HTTPEngine):

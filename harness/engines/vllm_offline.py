@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 from PIL import ImageOps
 
-from harness.inputs.decode import decode_all, decode_videos
+from harness.core.hardware import machine
+from harness.core.schema import EngineOutput, TokenLogprobs
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
+from harness.engines.capture import CAPTURED
 from harness.engines.embeddings import VisionTower
 from harness.engines.features import mapped
 from harness.engines.messages import chat_messages, image_url_of
-from harness.core.hardware import machine
-from harness.engines.capture import CAPTURED
+from harness.inputs.decode import decode_all, decode_videos
 from harness.inputs.models import architecture
-from harness.core.schema import EngineOutput, TokenLogprobs
 
 # Settings that make vLLM behave on a CPU-only machine with no network
 # (docs/vllm-cpu.md): in-process engine core (fast start, less memory), loopback for

@@ -16,11 +16,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from harness.core.schema import EngineOutput, TokenLogprobs
 from harness.engines.base import Capabilities, Request
 from harness.engines.http import ADAPTER_OPTIONS, HTTPEngine
 from harness.engines.messages import chat_messages, sampling_fields
 from harness.engines.vllm_offline import CPU_ENV, VLLMEngine
-from harness.core.schema import EngineOutput, TokenLogprobs
 
 
 class VLLMServerEngine(HTTPEngine):

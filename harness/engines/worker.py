@@ -27,9 +27,9 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, replace
 from typing import IO, Any
 
+from harness.core.schema import EngineOutput
 from harness.engines import lifetime
 from harness.engines.base import Engine, EngineSettings, Request, resolve_engine
-from harness.core.schema import EngineOutput
 
 Key = tuple[str, str, int]  # (case id, variant, attempt): one output of a run
 

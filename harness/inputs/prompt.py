@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from harness.inputs.cases import Case
 from harness.core.schema import EngineOutput
+from harness.inputs.cases import Case
 
 
 class Prompter:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from harness.judging.ladder import LABELS
 from harness.core.schema import METRIC_INFO, Finding, RunResult
+from harness.judging.ladder import LABELS
 
 _FAILED = ("fail", "error")
 

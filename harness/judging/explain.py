@@ -1,18 +1,17 @@
-"""Findings, notes and verdicts rendered as text: the one place a record becomes a sentence.
+"""Findings, notes, ladders and verdicts rendered as text for people.
 
-Results hold findings and notes as data (`harness.core.schema.Finding`, `harness.core.schema.Note`); every kind of
-note is declared here once (`NOTES`: its level and its text), made with `note`, and rendered with
-`note_text`. The CLI, the report, the step summary, the gate and pytest's failure messages all call
-these, so a reason reads the same everywhere.
+Results hold findings and notes as data (`harness.core.schema.Finding`, `harness.core.schema.Note`); a note's
+words are declared with its kind (`harness.core.notes.NOTES`, rendered by `note_text`), a finding's here. The
+CLI, the report, the step summary, the gate and pytest's failure messages all call these, so a reason reads
+the same everywhere.
 """
 from __future__ import annotations
 
-
 from harness.core.format import against_floor, fmt
-from harness.judging.ladder import LABELS
-from harness.engines.capture import CAPTURED
 from harness.core.notes import error_notes, known_reason, note_text
 from harness.core.schema import CaseResult, Finding, Ladder, Rung, RunResult, VariantResult
+from harness.engines.capture import CAPTURED
+from harness.judging.ladder import LABELS
 
 FAILED = ("fail", "error", "known")
 

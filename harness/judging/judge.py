@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import config
+from harness.core.notes import error_fields, note
+from harness.core.schema import CaseComparison, CaseResult, EngineOutput, Finding, Floor, Note, VariantResult, worst
 from harness.inputs.cases import Case
 from harness.judging.compare import compare_outputs, judge
 from harness.judging.compare.floor import case_floors, floor_key
 from harness.judging.compare.sensitivity import image_sensitivity
-from harness.core.notes import error_fields, note
 from harness.run.known import KnownFailure, mark_known
 from harness.run.ledger import REFERENCE
 from harness.run.plan import RunPlan
-from harness.core.schema import CaseComparison, CaseResult, EngineOutput, Finding, Floor, Note, VariantResult, worst
 from harness.run.variants import Variant, reference_key
 
 
@@ -120,9 +120,10 @@ class Judge:
                 decoder = variant.request.get("decoder")
                 if decoder and decoder != "pil":
                     details.update(decoder=decoder, pixel_deltas=got.pixel_deltas.get(decoder, []))
+                floor = _floor_of(floors, variant, self.plan.dtype_of(variant))
                 cell = self._variant(case, own, variant, got.outputs.get(variant.name, []),
                                      got.skipped.get(variant.name), base_output, got.missing.get(variant.name),
-                                     details, got.skipped.get(self.base), _floor_of(floors, variant, self.engine_dtype))
+                                     details, got.skipped.get(self.base), floor)
                 result.variants[variant.name] = mark_known(case, cell, self.known)
             except Exception as exc:  # a harness bug on one variant must not end the run
                 result.variants[variant.name] = VariantResult(variant.name, "error", notes=[
@@ -171,7 +172,7 @@ class Judge:
         return checks, warnings
 
     def _thresholds(self, case: Case, variant: Variant | None) -> config.Thresholds:
-        engine_dtype = (variant.dtype if variant else None) or self.engine_dtype
+        engine_dtype = self.plan.dtype_of(variant) if variant else self.engine_dtype
         key = config.effective_dtype(engine_dtype, self.reference_dtype)
         return config.resolve(self.thresholds_config, key, self.model, case.thresholds)
 
@@ -257,10 +258,9 @@ def sane(output: EngineOutput) -> list[Finding]:
     return problems
 
 
-def _floor_of(floors: Mapping[str, Floor], variant: Variant, engine_dtype: str) -> Floor | None:
+def _floor_of(floors: Mapping[str, Floor], variant: Variant, dtype: str) -> Floor | None:
     """The floor a variant is judged with: that of the reference output it is compared with (a re-run's
-    own where it has one), in its engine dtype."""
-    dtype = variant.dtype or engine_dtype
+    own where it has one), in its engine dtype `dtype`."""
     return floors.get(floor_key(dtype, reference_key(variant))) or floors.get(floor_key(dtype))
 
 

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from harness.inputs.decode.deltas import pixel_deltas
-from harness.inputs.decode.registry import decode_array
+from harness.core.schema import CaseResult, Ladder, Rung
 from harness.engines import lifetime
 from harness.engines.base import Capabilities, EngineSettings, Request, resolve_engine
-from harness.judging.ladder import EPS, Tolerance, ladder
 from harness.engines.capture import CAPTURED
+from harness.inputs.decode.deltas import pixel_deltas
+from harness.inputs.decode.registry import decode_array
+from harness.judging.ladder import EPS, Tolerance, ladder
 from harness.run.plan import Probe, settings_key
-from harness.core.schema import CaseResult, Ladder, Rung
 
 Arrays = dict[str, np.ndarray]
 PROBE_TIMEOUT_S = 900.0

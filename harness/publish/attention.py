@@ -15,6 +15,7 @@ from harness.core.format import ratio as ratio_text
 from harness.core.notes import error_notes
 from harness.core.schema import CaseResult, RunResult, VariantResult
 from harness.judging.explain import case_lines, finding_text, ladder_text, variant_lines
+from harness.judging.ladder import LABELS
 
 LEVELS = ("error", "fail", "drift")  # in the order a person should look at them
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -88,7 +89,7 @@ def _cell_line(case: CaseResult, name: str, cell: VariantResult, level: str) -> 
         return finding_text(cell.drifting[0])
     lines = variant_lines(cell)
     line = lines[0] if lines else ""
-    if case.ladder is not None and case.ladder.variant == name and cell.ladder is None:
+    if case.ladder is not None and case.ladder.variant == name:
         line = f"{line} · {ladder_text(case.ladder, cell.verdict == 'fail')}"
     return line
 
@@ -165,10 +166,10 @@ def case_headline(run: RunResult) -> str:
 
 
 def group_title(group: Group) -> str:
-    """'fail on batched, alone: prefill_max, same_top1 · first differs at vision_encoder'."""
+    """'fail on batched, alone: prefill_max, same_top1 · first differs at the vision encoder output'."""
     on = f" on {', '.join(group.variants)}" if group.variants else ""
     what = f": {', '.join(group.metrics)}" if group.metrics else ""
-    where = f" · first differs at {group.stage}" if group.stage else ""
+    where = f" · first differs at {LABELS.get(group.stage, group.stage)}" if group.stage else ""
     return f"{group.level}{on}{what}{where}"
 
 

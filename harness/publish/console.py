@@ -20,9 +20,9 @@ from rich.console import Console as RichConsole
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from harness.core.schema import VERDICTS, CaseResult, RunResult
 from harness.judging.explain import case_lines, ladder_text, run_lines
 from harness.publish.attention import attention, case_headline, group_title, headline, known_records
-from harness.core.schema import VERDICTS, CaseResult, RunResult
 
 Lines = Callable[[str], None]
 

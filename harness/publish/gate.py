@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ceiling_key, fail, key_problem, mapping, read_yaml
+from harness.core.schema import METRICS, PASSING, RunResult
 from harness.judging.explain import case_lines, finding_text
 from harness.publish.history import check_bands
 from harness.publish.results import read_results
-from harness.core.schema import METRICS, PASSING, RunResult
 
 PASS, FAIL, UNDECIDED = 0, 1, 2
 LABELS = {PASS: "pass", FAIL: "fail", UNDECIDED: "cannot decide"}

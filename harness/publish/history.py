@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import fail, mapping
-from harness.publish.results import json_safe
 from harness.core.schema import METRIC_INFO, PASSING, RunResult, shown_in
+from harness.publish.results import json_safe
 
 # name in the history -> (metric, how cases and variants are summarized: their worst); from the schema.
 _SUMMARIZED = {(name if info["headline"] == "max" else f"{name}_{info['headline']}"): (name, info["headline"])

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from harness.publish.results import read_results
 from harness.core.schema import RunResult
+from harness.publish.results import read_results
 
 # Provenance that must agree across shards for their union to be one run.
 SAME = ("engine", "engine_version", "model_sha256", "model", "reference_engine", "reference_model_sha256", "dtype",

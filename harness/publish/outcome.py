@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core.schema import RunResult
 from harness.judging.diagnosis import diagnose
 from harness.publish.gate import GateDecision, decide, gate_policy, load_gate_config
 from harness.publish.history import append_history, load_history, regressions, summarize_run
-from harness.core.schema import RunResult
 
 
 @dataclass

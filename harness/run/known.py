@@ -20,12 +20,12 @@ from typing import Any
 
 import yaml
 
-from harness.inputs.cases import Case
-from harness.inputs.decode.facts import ImageFacts, image_facts
 from harness.core.notes import error_notes, note
 from harness.core.schema import Note, VariantResult
+from harness.inputs.cases import Case
+from harness.inputs.decode.facts import ImageFacts, image_facts
 
-# The notes an engine's failure leaves on a variant (`harness.judging.explain.NOTES`): the only errors an entry can
+# The notes an engine's failure leaves on a variant (`harness.core.notes.NOTES`): the only errors an entry can
 # cover (a harness error, or a reference that never came, is never an engine bug on record).
 ENGINE_ERRORS = ("engine_error", "engine_failed")
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from harness.engines.base import EngineSettings, Request
 from harness.core.schema import EngineOutput
+from harness.engines.base import EngineSettings, Request
 
 # Every stage a run reports, in order: the bench's stage table and its test are derived from this.
 STAGES = ("setup", "case_load", "stored_references", "render", "plan", "engines", "decode_deltas", "judge",

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from harness.inputs.decode import DECODERS
 from harness.engines import engine_names
+from harness.inputs.decode import DECODERS
 
 DTYPES = ("float32", "bfloat16", "float16")
 REFERENCE_MODES = ("live", "stored", "auto")

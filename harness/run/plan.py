@@ -16,16 +16,23 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from harness import config
-from harness.inputs.cases import Case, CaseProblem, LoadedCases, load_cases
-from harness.run.variants import rerun_floor_name
-from harness.inputs.decode import same_pixels
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request, resolve_engine
 from harness.engines.features import REQUEST_FIELDS, declared_fields
+from harness.inputs.cases import Case, CaseProblem, LoadedCases, load_cases
+from harness.inputs.decode import same_pixels
+from harness.inputs.models import DEFAULT_MODEL, processor_options, resolve_model, video_options, video_token_id
 from harness.run.known import KnownFailure, load_known
 from harness.run.ledger import REFERENCE, Key
-from harness.inputs.models import DEFAULT_MODEL, processor_options, resolve_model, video_options, video_token_id
 from harness.run.options import RunConfig
-from harness.run.variants import DECODER_PREFIX, Variant, VariantSet, load_variants, reference_key, rerun_name
+from harness.run.variants import (
+    DECODER_PREFIX,
+    Variant,
+    VariantSet,
+    load_variants,
+    reference_key,
+    rerun_floor_name,
+    rerun_name,
+)
 
 FLOOR_PREFIX = "floor-"  # request variants of the reference that measure a floor
 OPTIONS = "options"  # the reference re-run with the model's per-request processor options (`reference-options`)
@@ -142,6 +149,15 @@ class RunPlan:
         """Why the reference cannot measure floors."""
         return self.paths.no_floor
 
+    @property
+    def unsupported_features(self) -> list[str]:
+        """The base `engine:` features this engine lacks (`base_features`)."""
+        return base_features(self.variant_set.engine, self.engine.capabilities)[1]
+
+    def dtype_of(self, variant: Variant) -> str:
+        """The engine's dtype on this variant."""
+        return variant.dtype or self.engine.dtype
+
     def engine_settings(self, chat_template: str | None = None) -> EngineSettings:
         """The settings every engine group starts from (a variant's own settings go over them)."""
         cfg = self.cfg
@@ -158,8 +174,8 @@ class RunPlan:
         kept = self.selection
         selection = replace(kept, cases=[c for c in kept.cases if c.id in cases],
                             errors={k: v for k, v in kept.errors.items() if k in cases},
-                            skipped={k: v for k, v in kept.skipped.items() if k in cases},
-                            partial=kept.partial or not set(kept.plan_cases) | set(kept.errors) <= cases,
+                            partial=kept.partial or not (set(kept.plan_cases) | set(kept.errors)) - set(kept.skipped)
+                            <= cases,
                             plan_cases=sorted(set(kept.plan_cases) & cases))
         cfg = replace(self.cfg, variants=list(variants), decode_effect=None, only=set(cases))
         paths = plan_paths(cfg, self.variant_set, self.engine.capabilities, self.reference,
@@ -176,7 +192,8 @@ class RunPlan:
         runs = {} if paths.no_floor else {n: o for per_dtype in paths.floors.values() for n, o in per_dtype.items()}
         requests = reference_requests(live, prompts, paths.decoders, self.reference.capabilities, runs,
                                       paths.mm_options, paths.video_options)
-        groups = engine_groups(paths, cases, prompts, self.engine_settings(chat_template), self.cfg.decoder)
+        groups = engine_groups(paths, cases, self.case_skips, prompts, self.engine_settings(chat_template),
+                               self.cfg.decoder)
         return replace(self, selection=replace(self.selection, cases=cases), reference_requests=requests,
                        groups=groups, case_skips={c.id: self.case_skips[c.id] for c in cases})
 
@@ -224,7 +241,8 @@ def without_media(selection: CaseSelection, takes_video: bool) -> CaseSelection:
     """The selection less the cases whose media the model does not take (skipped, with the reason)."""
     skipped = {c.id: reason for c in selection.cases if (reason := media_skip_reason(c, takes_video))}
     return replace(selection, cases=[c for c in selection.cases if c.id not in skipped],
-                   skipped={**selection.skipped, **skipped})
+                   skipped={**selection.skipped, **skipped},
+                   sources={**selection.sources, **{c.id: str(c.source) for c in selection.cases if c.id in skipped}})
 
 
 def select_variants(cfg: RunConfig, variant_set: VariantSet) -> list[Variant]:
@@ -391,11 +409,11 @@ def case_skips(paths: Paths, cases: Sequence[Case]) -> dict[str, dict[str, str]]
     return skips
 
 
-def engine_groups(paths: Paths, cases: Sequence[Case], prompts: Mapping[str, str], base_settings: EngineSettings,
-                  decoder: str) -> list[EngineGroup]:
-    """Requests grouped by effective engine settings, the base variant's group first."""
+def engine_groups(paths: Paths, cases: Sequence[Case], skips: Mapping[str, Mapping[str, str]],
+                  prompts: Mapping[str, str], base_settings: EngineSettings, decoder: str) -> list[EngineGroup]:
+    """Requests grouped by effective engine settings, the base variant's group first; a case goes to a
+    variant's group unless `skips` (`case_skips`) says the variant does not apply to it."""
     groups: dict[str, EngineGroup] = {}
-    skips = case_skips(paths, cases)
     for variant in paths.variants:
         if variant.name in paths.skipped:
             continue
@@ -482,7 +500,7 @@ def plan_probes(plan: RunPlan, which: Mapping[str, str], prompts: Mapping[str, s
             continue
         group, request = found[0]
         features = {k: v for k, v in group.settings.features.items() if k != "compiled"}
-        runs = {} if plan.no_floor else plan.floors.get(variant.dtype or plan.engine.dtype, {})
+        runs = {} if plan.no_floor else plan.floors.get(plan.dtype_of(variant), {})
         paths = plan.paths
         planned = reference_requests([case], prompts, paths.decoders, plan.reference.capabilities, runs,
                                      paths.mm_options, paths.video_options)

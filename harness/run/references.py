@@ -33,11 +33,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from harness.core.files import write_atomic
+from harness.core.schema import SCHEMA_VERSION, EngineOutput, Floor, from_dict
 from harness.inputs.cases import Case
 from harness.inputs.models import file_digests
 from harness.inputs.prompt import shown_token_ids
-from harness.core.files import write_atomic
-from harness.core.schema import SCHEMA_VERSION, EngineOutput, Floor, from_dict
 from harness.run.variants import rerun_name
 
 FORMAT = 3  # 2: floors per engine dtype, hardware in the provenance; 3: floors of the re-runs too
@@ -279,9 +279,8 @@ class ReferenceStore:
         except ValueError as exc:
             return Status("stale", [str(exc)], path)
         changes = [] if ref.key == key else [f"content key (the file holds {ref.key[:16]}...)"]
-        if ref.format != FORMAT or ref.provenance.get("schema_version") != SCHEMA_VERSION:
-            changes.append(f"file format {ref.format}/schema {ref.provenance.get('schema_version')} "
-                           f"(this harness: {FORMAT}/{SCHEMA_VERSION})")
+        if ref.format != FORMAT:  # the file's own version: what a stored reference holds (outputs, floors)
+            changes.append(f"file format {ref.format} (this harness: {FORMAT})")
         if self.processor is None:
             changes.append(f"no processor file for processor {str(self.processor_sha256)[:16]} in {self.dir}")
         changes += self._provenance_changes(ref.provenance)

@@ -18,8 +18,8 @@ from typing import Any, Sequence
 import yaml
 from PIL import Image
 
-from harness.inputs.cases.images import image_problem, resolve_image
 from harness.config import CASE_THRESHOLD_KEYS, key_problem
+from harness.inputs.cases.images import image_problem, resolve_image
 
 DEFAULT_MAX_NEW_TOKENS = 16
 MAX_NEW_TOKENS_LIMIT = 4096

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from harness.core.schema import METRIC_INFO, OUTPUT_FIELDS, CaseComparison, EngineOutput
 from harness.judging.compare.decode import compare_greedy
 from harness.judging.compare.distribution import distribution_stats
 from harness.judging.compare.prefill import position_diffs, summarize, topk_jaccard
 from harness.judging.compare.text import rouge_l
 from harness.judging.compare.verdict import judge
-from harness.core.schema import METRIC_INFO, OUTPUT_FIELDS, CaseComparison, EngineOutput
 
 __all__ = ["UNAVAILABLE_METRICS", "compare_outputs", "judge", "unavailable_metrics"]
 

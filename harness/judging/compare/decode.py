@@ -5,8 +5,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.judging.compare.prefill import first_id_mismatch, position_diffs
 from harness.core.schema import TokenLogprobs
+from harness.judging.compare.prefill import first_id_mismatch, position_diffs
 
 
 def compare_greedy(

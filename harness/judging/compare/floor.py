@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness.judging.compare import compare_outputs
 from harness.core.schema import METRIC_INFO, EngineOutput, Floor
-from harness.run.variants import rerun_floor_name, RERUN_PREFIX
-
-
+from harness.judging.compare import compare_outputs
+from harness.run.variants import RERUN_PREFIX, rerun_floor_name
 
 
 def floor_key(dtype: str, rerun: str | None = None) -> str:

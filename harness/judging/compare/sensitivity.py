@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from harness.judging.compare.prefill import position_diffs
 from harness.core.schema import EngineOutput
+from harness.judging.compare.prefill import position_diffs
 
 
 def image_sensitivity(reference: EngineOutput, grey: EngineOutput,

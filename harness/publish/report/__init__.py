@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.core.schema import RunResult
 from harness.publish.outcome import Outcome, conclude
 from harness.publish.report.html import render_html
 from harness.publish.report.table import write_tables
-from harness.core.schema import RunResult
 
 __all__ = ["Published", "publish"]
 

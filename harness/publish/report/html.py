@@ -12,6 +12,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.core.files import write_atomic
+from harness.core.format import display, fmt, ratio
+from harness.core.schema import METRIC_INFO, TABLE_METRICS, VERDICTS, CaseComparison, Floor, RunResult
 from harness.judging.explain import (
     case_lines,
     drift_lines,
@@ -22,14 +25,11 @@ from harness.judging.explain import (
     variant_lines,
     warning_lines,
 )
-from harness.core.format import display, fmt, ratio
+from harness.judging.ladder import LABELS
 from harness.publish.attention import attention, case_headline, cell_ratio, group_title, headline, known_records
 from harness.publish.gate import GateDecision
 from harness.publish.history import HEADLINE
-from harness.judging.ladder import LABELS
 from harness.publish.report.decode_effect import PAIRS, decode_effect_rows, decoder_variants
-from harness.core.files import write_atomic
-from harness.core.schema import METRIC_INFO, TABLE_METRICS, VERDICTS, CaseComparison, Floor, RunResult
 
 if TYPE_CHECKING:
     from jinja2 import Environment

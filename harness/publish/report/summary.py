@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 
+from harness.core.format import fmt, ratio
+from harness.core.schema import TABLE_METRICS, CaseComparison, RunResult
 from harness.judging.explain import case_lines, run_lines
 from harness.publish.attention import attention, case_headline, group_title, headline, known_records
-from harness.core.format import fmt, ratio
 from harness.publish.outcome import Outcome
-from harness.core.schema import TABLE_METRICS, CaseComparison, RunResult
 
 
 def _cell(cmp: CaseComparison | None, key: str) -> str:

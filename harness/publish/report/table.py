@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.judging.explain import case_lines, finding_text, variant_lines
 from harness.core.files import write_atomic
 from harness.core.schema import METRIC_INFO, METRICS, SCALAR_FIELDS, CaseComparison, RunResult
+from harness.judging.explain import case_lines, finding_text, variant_lines
 
 if TYPE_CHECKING:
     import pandas as pd
