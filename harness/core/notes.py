@@ -35,7 +35,7 @@ def _stored(d: Mapping[str, Any]) -> str:
     return f"stale{where}: changed: {'; '.join(d['changes'])}"
 
 
-def known_reason(d: Mapping[str, Any]) -> str:
+def _known(d: Mapping[str, Any]) -> str:
     return d["reason"] + (f" (reproduction: {d['reproduction']})" if d.get("reproduction") else "")
 
 
@@ -86,7 +86,7 @@ NOTES: dict[str, NoteKind] = {
     "no_output": NoteKind("error", "the engine returned no output for this variant"),
     "no_reference_output": NoteKind("error", "no reference output to compare with"),
     "harness_error": NoteKind("error", "harness error judging this variant: {type}: {message}"),
-    "known_failure": NoteKind("info", lambda d: f"known failure: {known_reason(d)}"),
+    "known_failure": NoteKind("info", lambda d: f"known failure: {_known(d)}"),
     "cache_not_hit": NoteKind("warning", "no prompt token came from the engine's prefix cache: the path was not "
                                          "exercised on this case"),
     "rerun_reference": NoteKind("info", "compared with {reference}: the reference re-run with these pixels"),

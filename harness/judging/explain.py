@@ -8,7 +8,7 @@ the same everywhere.
 from __future__ import annotations
 
 from harness.core.format import against_floor, fmt
-from harness.core.notes import error_notes, known_reason, note_text
+from harness.core.notes import error_notes, note_text
 from harness.core.schema import CaseResult, Finding, Ladder, Rung, RunResult, VariantResult
 from harness.engines.capture import CAPTURED
 from harness.judging.ladder import LABELS
@@ -72,11 +72,6 @@ def warning_lines(case: CaseResult) -> list[str]:
 def info_lines(variant: VariantResult) -> list[str]:
     """What a variant was compared with, or not, and where a native-form difference starts."""
     return [note_text(n) for n in variant.notes if n.level == "info" and n.kind != "known_failure"]
-
-
-def known_text(variant: VariantResult) -> str | None:
-    """The known failure a variant matches, in words (its reason and reproduction), None if none."""
-    return next((known_reason(n.data) for n in variant.notes if n.kind == "known_failure"), None)
 
 
 def run_lines(run: RunResult) -> list[str]:
