@@ -13,7 +13,7 @@ treats the 3-D query as a 2-D one whose rows are single heads, so it rotates
 the first `tokens` head-rows at positions 0..tokens-1 and leaves the rest
 untouched (the script checks this explanation too). That is
 why a tiny LFM2-VL with two query heads is off by several nats in prompt
-logprobs while one head is at parity (harness/inputs/models/tiny_lfm2vl.py).
+logprobs while one head is at parity (harness/inputs/models/zoo/lfm2_vl.py).
 
 Run with the project venv:  .venv/bin/python repro/vllm_cpu_rotary_3d.py
 Exit status: 1 while the 3-D multi-head case is wrong, 0 once it is fixed,

@@ -85,19 +85,18 @@ def test_registry_names_and_fields() -> None:
     for name, recipe in MODELS.items():
         assert recipe.name == name and recipe.kind == KIND[name] and recipe.description
         assert recipe.architecture.endswith("ForConditionalGeneration")
-    assert MODELS["tiny-lfm2-vl"].options == {"num_heads": 2}
-    assert MODELS["tiny-lfm2-vl-1head"].options == {"num_heads": 1}
+    # One declaration, two builds: the LFM2-VL pair differs in the query heads only.
+    heads = {name: MODELS[name].config.kwargs["text_config"]["num_attention_heads"]
+             for name in ("tiny-lfm2-vl", "tiny-lfm2-vl-1head")}
+    assert heads == {"tiny-lfm2-vl": 2, "tiny-lfm2-vl-1head": 1}
 
 
 def test_cache_names_and_default_model(cache: Path) -> None:
-    from harness.inputs.models import tiny_qwen2vl
-
     for name, recipe in MODELS.items():
         path = model_dir(name, cache)
         assert path == cache / "models" / f"{name}-{recipe.recipe_hash()[:12]}" and path.is_dir()
-    # The two LFM2-VL variants share a module but not a hash; Qwen2-VL's hash is its module's, unchanged.
+    # The two LFM2-VL builds share a module but not a hash.
     assert MODELS["tiny-lfm2-vl"].recipe_hash() != MODELS["tiny-lfm2-vl-1head"].recipe_hash()
-    assert MODELS["tiny-qwen2-vl"].recipe_hash() == tiny_qwen2vl.recipe_hash()
     assert default_model_dir(cache) == model_dir("tiny-qwen2-vl-trained", cache)
     assert not [p for p in (cache / "models").iterdir() if p.name.startswith(".")]  # no build leftovers
 

@@ -26,7 +26,7 @@ SHAPE_FLOOR = 16  # of 20; measured 19 (42 of all 50)
 def hf() -> tuple:
     from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
-    path = train_tiny.TRAINED_DIR
+    path = train_tiny.TRAINED.directory
     processor = AutoProcessor.from_pretrained(path)
     model = Qwen2VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
     return processor, model
@@ -37,7 +37,7 @@ def test_registered_as_trained_and_resolves_to_the_committed_files(tmp_path: Pat
     assert recipe.kind == "trained" and recipe.architecture == "Qwen2VLForConditionalGeneration"
     monkeypatch.setattr(train_tiny, "train", lambda *a, **k: pytest.fail("retrained at run time"))
     path = model_dir("tiny-qwen2-vl-trained", tmp_path)
-    assert model_fingerprint(path) == model_fingerprint(train_tiny.TRAINED_DIR)
+    assert model_fingerprint(path) == model_fingerprint(train_tiny.TRAINED.directory)
     row = next(r for r in list_models(tmp_path, build=False) if r["name"] == "tiny-qwen2-vl-trained")
     assert row["kind"] == "trained" and row["path"] == str(path)
 
@@ -45,11 +45,11 @@ def test_registered_as_trained_and_resolves_to_the_committed_files(tmp_path: Pat
 def test_committed_files_are_small_float32() -> None:
     from safetensors import safe_open
 
-    weights = train_tiny.TRAINED_DIR / "model.safetensors"
+    weights = train_tiny.TRAINED.directory / "model.safetensors"
     assert weights.stat().st_size < 8_000_000
     with safe_open(str(weights), "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
-    assert (train_tiny.TRAINED_DIR / "RECIPE.md").is_file()
+    assert (train_tiny.TRAINED.directory / "RECIPE.md").is_file()
 
 
 def test_names_colour_and_shape_on_held_out_images(hf: tuple) -> None:
@@ -86,14 +86,14 @@ def test_suppressed_tokens_have_zero_output_rows() -> None:
     """Vision placeholders, padding ids and bytes that are not text on their own can never win greedy decode."""
     from safetensors import safe_open
 
-    with safe_open(str(train_tiny.TRAINED_DIR / "model.safetensors"), "pt") as f:
+    with safe_open(str(train_tiny.TRAINED.directory / "model.safetensors"), "pt") as f:
         head = f.get_tensor("lm_head.weight")
     from transformers import AutoTokenizer
 
-    from harness.inputs.models import tiny_qwen2vl
+    from harness.inputs.models.zoo.qwen2_vl import QWEN2_VL
 
-    raw = AutoTokenizer.from_pretrained(train_tiny.TRAINED_DIR).backend_tokenizer
-    token_ids = {t: raw.token_to_id(t) for t in tiny_qwen2vl.SPECIAL_TOKENS}
+    raw = AutoTokenizer.from_pretrained(train_tiny.TRAINED.directory).backend_tokenizer
+    token_ids = {t: raw.token_to_id(t) for t in QWEN2_VL.tokens}
     never = train_tiny._never_emitted(token_ids, raw)
     assert len(never) > 8 and not head[never].any()
     assert not head[raw.get_vocab_size():].any()

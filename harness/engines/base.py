@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -130,6 +130,8 @@ class Capabilities:
     max_top_k: int = 20
     prompt_forms: frozenset[str] = frozenset({"rendered"})
     image_inputs: frozenset[str] = frozenset({"pixels"})
+    # Why an image input form the adapter has is missing for this model (the skip reason says it).
+    missing_inputs: Mapping[str, str] = field(default_factory=dict)
     sampling: bool = True
     features: frozenset[str] = frozenset()  # the engine features (harness.engines.features) it maps
     overrides: frozenset[str] = frozenset()  # per-request model settings it can recompute with (floor runs)

@@ -31,7 +31,7 @@ from harness.engines.embeddings import VisionTower
 from harness.engines.features import mapped
 from harness.engines.messages import chat_messages, image_url_of
 from harness.inputs.decode import decode_all, decode_videos
-from harness.inputs.models import architecture
+from harness.inputs.models import IMAGE_EMBEDS, architecture
 
 # Settings that make vLLM behave on a CPU-only machine with no network
 # (docs/vllm-cpu.md): in-process engine core (fast start, less memory), loopback for
@@ -43,11 +43,6 @@ CPU_ENV = {
     "HF_HUB_OFFLINE": "1",
     "VLLM_LOGGING_LEVEL": "ERROR",
 }
-
-
-# Architectures whose vLLM model accepts `image_embeds` plus the image processor's metadata.
-_EMBEDS_ARCHITECTURES = {"Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
-                         "LlavaForConditionalGeneration"}
 
 
 def _vllm_load_image(path: Path) -> Any:
@@ -104,11 +99,14 @@ class VLLMEngine(Engine):
 
     @classmethod
     def capabilities_for(cls, model: str) -> Capabilities:
-        """Precomputed image embeddings only where vLLM takes what `VisionTower` gives (measured:
-        Idefics3 rejects them in its processor, LFM2-VL counts them as extra images)."""
-        if architecture(model) in _EMBEDS_ARCHITECTURES:
+        """Precomputed image embeddings only where vLLM takes what `VisionTower` gives, as measured per
+        architecture (each built-in recipe's `image_embeds`)."""
+        arch = architecture(model) or "?"
+        why = IMAGE_EMBEDS.get(arch, f"not measured for {arch} (no built-in recipe declares it)")
+        if why is None:
             return cls.capabilities
-        return replace(cls.capabilities, image_inputs=cls.capabilities.image_inputs - {"embeddings"})
+        return replace(cls.capabilities, image_inputs=cls.capabilities.image_inputs - {"embeddings"},
+                       missing_inputs={**cls.capabilities.missing_inputs, "embeddings": why})
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)

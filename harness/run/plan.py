@@ -260,7 +260,8 @@ def engine_skip_reason(variant: Variant, capabilities: Capabilities, engine: str
     if request["prompt_form"] not in capabilities.prompt_forms:
         return f"engine {engine!r} does not accept the {request['prompt_form']!r} prompt form"
     if request["image_input"] not in capabilities.image_inputs:
-        return f"engine {engine!r} does not accept images as {request['image_input']}"
+        why = capabilities.missing_inputs.get(request["image_input"])
+        return f"engine {engine!r} does not accept images as {request['image_input']}" + (f": {why}" if why else "")
     if request["sampling"] and not capabilities.sampling:
         return f"engine {engine!r} does not sample"
     unsupported = [k for k in declared_fields(variant.request) if k not in capabilities.request_fields]

@@ -5,7 +5,7 @@ half-written model, so the cache directory is named by the recipe hash, is
 filled by an atomic rename, and can be fingerprinted file by file.
 
 `MODELS` registers the built-in tiny models, one per architecture the harness
-is checked on; `resolve_model` turns a `--model` value (a registered name, a
+is checked on (declared in `zoo`, built by `recipe`); `resolve_model` turns a `--model` value (a registered name, a
 path, a hub id, or nothing) into what the engines load. The recipes import
 torch and transformers; this module imports them only when a model is built or
 described, so `import harness.inputs.models` stays cheap.
@@ -13,91 +13,22 @@ described, so `import harness.inputs.models` stays cheap.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
+
+from harness.inputs.models.recipe import Committed, Recipe
+from harness.inputs.models.train_tiny import TRAINED
+from harness.inputs.models.zoo import RECIPES
 
 # The default: trained on synthetic images, so its greedy answers are readable and depend on the image.
 DEFAULT_MODEL = "tiny-qwen2-vl-trained"
 
 
-@dataclass(frozen=True)
-class ModelRecipe:
-    """A built-in model: which recipe module builds it, and with which `build` options."""
-
-    name: str
-    architecture: str
-    module: str
-    description: str
-    kind: str = "built"
-    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
-
-    def recipe_module(self) -> ModuleType:
-        return importlib.import_module(self.module)
-
-    def recipe_hash(self) -> str:
-        """The module's recipe hash, extended by the build options when there are any."""
-        base = self.recipe_module().recipe_hash()
-        if not self.options:
-            return base
-        return hashlib.sha256(f"{base}\0{json.dumps(dict(self.options), sort_keys=True)}".encode()).hexdigest()
-
-    def build(self, out_dir: Path) -> None:
-        self.recipe_module().build(out_dir, **self.options)
-
-
-MODELS: dict[str, ModelRecipe] = {
-    recipe.name: recipe
-    for recipe in (
-        ModelRecipe(
-            "tiny-qwen2-vl",
-            "Qwen2VLForConditionalGeneration",
-            "harness.inputs.models.tiny_qwen2vl",
-            "Qwen2-VL: dynamic-resolution ViT with 2x2 patch merge, M-RoPE; the default model",
-        ),
-        ModelRecipe(
-            "tiny-lfm2-vl",
-            "Lfm2VlForConditionalGeneration",
-            "harness.inputs.models.tiny_lfm2vl",
-            "LFM2-VL: SigLIP2 NaFlex, 64 px tiles + thumbnail, conv/attention LFM2 with 2 query heads "
-            "(vLLM 0.32 CPU rotates 3-D multi-head queries wrongly: fails parity, see repro/)",
-            options={"num_heads": 2},
-        ),
-        ModelRecipe(
-            "tiny-lfm2-vl-1head",
-            "Lfm2VlForConditionalGeneration",
-            "harness.inputs.models.tiny_lfm2vl",
-            "LFM2-VL as tiny-lfm2-vl but with 1 query head, which vLLM 0.32 CPU runs at parity",
-            options={"num_heads": 1},
-        ),
-        ModelRecipe(
-            "tiny-llava",
-            "LlavaForConditionalGeneration",
-            "harness.inputs.models.tiny_llava",
-            "LLaVA: CLIP vision (64 px, 16 patches) + 2-layer projector + Llama",
-        ),
-        ModelRecipe(
-            "tiny-idefics3",
-            "Idefics3ForConditionalGeneration",
-            "harness.inputs.models.tiny_idefics3",
-            "Idefics3: 64 px tiles + global view, pixel shuffle (scale 2), Llama",
-        ),
-        ModelRecipe(
-            "tiny-qwen2-vl-trained",
-            "Qwen2VLForConditionalGeneration",
-            "harness.inputs.models.train_tiny",
-            "Qwen2-VL as tiny-qwen2-vl, trained on synthetic shapes/words so greedy answers are readable "
-            "and depend on the image; committed weights (harness/inputs/models/trained/), copied, never retrained",
-            kind="trained",
-        ),
-    )
-}
+MODELS: dict[str, Recipe | Committed] = {recipe.name: recipe for recipe in (*RECIPES, TRAINED)}
 
 
 def _cache_root() -> Path:
@@ -106,13 +37,13 @@ def _cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "vlm-parity"
 
 
-def _model_path(recipe: ModelRecipe, cache_root: Path | None) -> Path:
+def _model_path(recipe: Recipe | Committed, cache_root: Path | None) -> Path:
     """Where the recipe's model lives in the cache, built or not."""
     root = Path(cache_root if cache_root is not None else _cache_root())
     return root / "models" / f"{recipe.name}-{recipe.recipe_hash()[:12]}"
 
 
-def _recipe(name: str) -> ModelRecipe:
+def _recipe(name: str) -> Recipe | Committed:
     try:
         return MODELS[name]
     except KeyError:
@@ -218,24 +149,23 @@ def architecture(model: str | Path) -> str | None:
     return architectures[0]
 
 
+def _by_architecture(attribute: str) -> dict[str, Any]:
+    """A recipe field per architecture (the first recipe of each), for any checkpoint of that architecture."""
+    table: dict[str, Any] = {}
+    for recipe in RECIPES:
+        table.setdefault(recipe.model, getattr(recipe, attribute))
+    return table
+
+
 # Per-request options of each architecture's processor that change the image tokens, as engines take them
 # per request (vLLM's `mm_processor_kwargs`) and the HF processor takes them per call: the processor-options
 # variant sends them. An architecture with none (LLaVA: a fixed resize to the vision tower's size) is skipped.
-PROCESSOR_OPTIONS: dict[str, dict[str, Any]] = {
-    "Qwen2VLForConditionalGeneration": {"max_pixels": 56 * 56 * 2},  # the tiny models' default is 112 x 112
-    "Qwen2_5_VLForConditionalGeneration": {"max_pixels": 56 * 56 * 2},
-    "Idefics3ForConditionalGeneration": {"do_image_splitting": False},  # the global image only, no tiles
-    "Lfm2VlForConditionalGeneration": {"do_image_splitting": False},
-}
-
-
+PROCESSOR_OPTIONS: dict[str, dict[str, Any] | None] = _by_architecture("processor_options")
 # Options every request with a video sends to both sides' processors, pinning what a library version would
-# otherwise choose differently (transformers 5.19 warns that Qwen2-VL's per-frame pixel cap becomes the default
-# in 5.22; vLLM calls the same processor): the reference and the engine then cut the frames the same way.
-VIDEO_OPTIONS: dict[str, dict[str, Any]] = {
-    "Qwen2VLForConditionalGeneration": {"cap_pixels_per_frame": False},
-    "Qwen2_5_VLForConditionalGeneration": {"cap_pixels_per_frame": False},
-}
+# otherwise choose differently.
+VIDEO_OPTIONS: dict[str, dict[str, Any]] = _by_architecture("video_options")
+# Why precomputed image embeddings are not judged on an architecture (None: they are).
+IMAGE_EMBEDS: dict[str, str | None] = _by_architecture("image_embeds")
 
 
 def video_options(model: str | Path) -> dict[str, Any]:

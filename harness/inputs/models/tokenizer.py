@@ -1,32 +1,19 @@
-"""The tokenizer side of the tiny recipes: one seeded corpus, one byte-level BPE trainer.
+"""The tokenizer side of the tiny recipes: one byte-level BPE trainer over the shared corpus.
 
 Every built-in model trains its own tokenizer because each architecture's
 processor expects its own special tokens (Qwen's `<|image_pad|>`, LLaVA's
 `<image>`, Idefics3's `<row_1_col_1>` ...), but they all learn from the same
-seeded English corpus, which lives in `tiny_qwen2vl` (the first recipe: it is
-left untouched there so its built output, and its recipe hash, do not move).
-`tiny_qwen2vl` keeps its own copies of the two functions below for the same
-reason; the new recipes use these, which take the special tokens as an argument.
+seeded English corpus (`corpus`).
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from harness.inputs.models import tiny_qwen2vl
+from harness.inputs.models.corpus import corpus
 
 TOKENIZER_VOCAB = 500
 VOCAB_MULTIPLE = 64
-
-# Files whose bytes every recipe built from these helpers depends on.
-SOURCES = (Path(__file__), Path(tiny_qwen2vl.__file__))
-
-
-def corpus() -> list[str]:
-    """The seeded caption corpus all tiny tokenizers are trained on."""
-    return tiny_qwen2vl._corpus()
 
 
 def train_bpe(special_tokens: list[str], vocab_size: int = TOKENIZER_VOCAB) -> Tokenizer:

@@ -1,6 +1,6 @@
 """Train the tiny Qwen2-VL on synthetic images so its greedy answers are words that depend on the image.
 
-The random-weight models (`tiny_qwen2vl`) are fine for parity numbers but say
+The random-weight models (`zoo.qwen2_vl`) are fine for parity numbers but say
 nothing readable. This recipe keeps their architecture, tokenizer and
 processor, and trains the weights for a few minutes on the CPU on generated
 scenes: one to three coloured shapes (circle, square, triangle) at the left,
@@ -17,19 +17,17 @@ the data order is fixed, and torch runs one thread (`THREADS`), so a retrain
 on the same library versions reproduces the weights bit for bit (checked:
 see the model's RECIPE.md, which also has the training and quality figures).
 
-For the model registry this module is also the recipe of
-`tiny-qwen2-vl-trained`: `recipe_hash` hashes the committed files and `build`
-copies them; neither trains. `make_case_images` writes the default case
+For the model registry this module declares `tiny-qwen2-vl-trained` (`TRAINED`,
+a `recipe.Committed`: its hash is the committed files', building copies them;
+neither trains). `make_case_images` writes the default case
 images made for this model (cases/images/shapes_*.png, word_cat.png).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,6 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from harness.inputs.models.recipe import Committed
+from harness.inputs.models.tokenizer import not_text, padded_vocab
+from harness.inputs.models.zoo.qwen2_vl import QWEN2_VL
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +56,12 @@ TAIL = 24  # answer + <|im_end|> + <|endoftext|>... : the tokens the loss sees a
 IMAGE_SIZE = 112
 TEXT_LAYERS = 2
 
-TRAINED_DIR = Path(__file__).resolve().parent / "trained" / "tiny-qwen2-vl-trained"
+TRAINED = Committed(
+    "tiny-qwen2-vl-trained", QWEN2_VL.model,
+    "Qwen2-VL as tiny-qwen2-vl, trained on synthetic shapes/words so greedy answers are readable "
+    "and depend on the image; committed weights (harness/inputs/models/trained/), copied, never retrained",
+    Path(__file__).resolve().parent / "trained" / "tiny-qwen2-vl-trained",
+)
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -239,31 +246,6 @@ CASE_IMAGES = {
 }
 
 
-def recipe_hash() -> str:
-    """The registry's name for the committed weights: a hash of every file in `TRAINED_DIR`.
-
-    The trained model is data, not a build: its cache copy changes only when
-    the committed files do (not with the library versions, unlike the random
-    recipes, which redraw their weights).
-    """
-    if not TRAINED_DIR.is_dir():
-        raise FileNotFoundError(f"committed trained model missing: {TRAINED_DIR}")
-    h = hashlib.sha256()
-    for path in sorted(p for p in TRAINED_DIR.rglob("*") if p.is_file()):
-        h.update(path.relative_to(TRAINED_DIR).as_posix().encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()
-
-
-def build(out_dir: Path) -> None:
-    """What the registry calls to "build" `tiny-qwen2-vl-trained`: copy the committed files. Never retrains."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for path in sorted(p for p in TRAINED_DIR.rglob("*") if p.is_file()):
-        target = out_dir / path.relative_to(TRAINED_DIR)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-
-
 def make_case_images(out_dir: Path) -> list[Path]:
     """Write the default case images (PNG, deterministic) into `out_dir`; cases/make_images.py may call this."""
     out_dir = Path(out_dir)
@@ -277,30 +259,8 @@ def make_case_images(out_dir: Path) -> list[Path]:
 
 
 def _build_processor() -> tuple[Any, dict[str, int], Any]:
-    """The processor and tokenizer of `tiny_qwen2vl`, built the same way."""
-    from transformers import (
-        PreTrainedTokenizerFast,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
-
-    from harness.inputs.models import tiny_qwen2vl
-
-    raw = tiny_qwen2vl._train_tokenizer()
-    token_ids = {t: raw.token_to_id(t) for t in tiny_qwen2vl.SPECIAL_TOKENS}
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        chat_template=tiny_qwen2vl.CHAT_TEMPLATE,
-    )
-    size = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
-    processor = Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(size=size, patch_size=14, merge_size=2),
-        chat_template=tiny_qwen2vl.CHAT_TEMPLATE,
-    )
-    return processor, token_ids, raw
+    """The processor and tokenizer of `tiny-qwen2-vl`, built the same way."""
+    return QWEN2_VL.build_processor()
 
 
 def prompt_text(processor: Any, question: str, with_image: bool = True) -> str:
@@ -347,23 +307,24 @@ def _batch(processor: Any, token_ids: dict[str, int], seeds: list[int]) -> dict[
 
 
 def _never_emitted(token_ids: dict[str, int], raw: Any) -> list[int]:
-    from harness.inputs.models import tiny_qwen2vl
-    return [token_ids[t] for t in tiny_qwen2vl.VISION_TOKENS] + tiny_qwen2vl._not_text(raw)
+    special = list(QWEN2_VL.tokens)
+    return [token_ids[t] for t in special if t not in QWEN2_VL.emitted] + not_text(raw, special)
 
 
 def _config(tokenizer_size: int, token_ids: dict[str, int]) -> Any:
-    from harness.inputs.models import tiny_qwen2vl
-    config = tiny_qwen2vl._config(tokenizer_size, token_ids)
+    from harness.inputs.models.recipe import construct
+
+    config = construct(QWEN2_VL.config, token_ids, padded_vocab(tokenizer_size))
     config.text_config.num_hidden_layers = TEXT_LAYERS
     return config
 
 
 def train(out_dir: Path, steps: int = STEPS, log: Any = sys.stderr) -> None:
-    """Build the tokenizer/processor/config like `tiny_qwen2vl`, train, and `save_pretrained` into `out_dir`.
+    """Build the tokenizer/processor/config like `tiny-qwen2-vl`, train, and `save_pretrained` into `out_dir`.
 
     The loss sees only the answer tail (see `_batch`). Output rows that must
     never win greedy decoding (padding ids, vision tokens, bytes that are not
-    text on their own: see `tiny_qwen2vl._not_text`) stay zero throughout, so
+    text on their own: see `tokenizer.not_text`) stay zero throughout, so
     their logit is always 0, and since they take part in the softmax the model
     learns to put real answers far above it. The training figures (steps,
     final loss, wall time) go to `out_dir/training.json`.

@@ -1,46 +1,27 @@
-"""The weight side of the tiny recipes: hashing, redrawing and saving in the layout vLLM loads.
+"""The weight side of the tiny recipes: redrawing and saving in the layout vLLM loads.
 
-Shared by the recipes added after `tiny_qwen2vl` (which keeps its own copy so
-its recipe hash stays put). See `redraw` for why the default init is replaced.
+See `redraw` for why the default init is replaced.
 """
 from __future__ import annotations
 
-import hashlib
-from importlib.metadata import version
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-import torch
-
-from harness.inputs.models import tokenizer as _tokenizer
+if TYPE_CHECKING:
+    import torch
 
 SEED = 0
 WEIGHT_STD = 0.08
 EMBED_STD = 1.0
 
 
-def recipe_hash(recipe_file: str | Path) -> str:
-    """Name of a recipe: its file, the shared helper files, and the library versions.
-
-    torch is included with transformers and tokenizers because the weights are
-    drawn from its random number generator.
-    """
-    h = hashlib.sha256()
-    for path in (Path(recipe_file), Path(__file__), *_tokenizer.SOURCES):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    for package in ("transformers", "tokenizers", "torch"):
-        h.update(f"\0{package}=={version(package)}".encode())
-    return h.hexdigest()
-
-
-@torch.no_grad()
 def redraw(
     model: torch.nn.Module,
     tokenizer_size: int,
     never_emitted: Iterable[int],
     *,
     embed_std: float = EMBED_STD,
-    head_std: float = WEIGHT_STD,
+    head_std: float | None = WEIGHT_STD,
     zero_mean_norms: Iterable[str] = (),
 ) -> None:
     """Replace the default init so outputs are peaky and depend on the image.
@@ -53,16 +34,25 @@ def redraw(
     (a generated image placeholder would break re-scoring the sequence), and
     byte tokens that are not text on their own (`tokenizer.not_text`).
 
-    An untied output head is drawn at `head_std`: with unit-RMS final hidden
-    states of width d, logits spread by about sqrt(d) * head_std.
+    An untied output head is drawn again at `head_std` (None: left as drawn
+    with the other weights): with unit-RMS final hidden states of width d,
+    logits spread by about sqrt(d) * head_std.
 
     Norm scales named in `zero_mean_norms` are drawn around 0 rather than 1:
     with a tied output head the last hidden state still resembles the input
     token's embedding, so a positive final-norm scale makes every token
     predict itself; a zero-mean scale takes that bias away.
     """
+    import torch
+
     never_emitted = list(never_emitted)
     zero_mean = set(zero_mean_norms)
+    with torch.no_grad():
+        _redraw(model, tokenizer_size, never_emitted, embed_std, head_std, zero_mean)
+
+
+def _redraw(model: torch.nn.Module, tokenizer_size: int, never_emitted: list[int], embed_std: float,
+            head_std: float | None, zero_mean: set[str]) -> None:
     for name, param in model.named_parameters():
         if "embed_tokens" in name:
             param.normal_(0.0, embed_std)
@@ -74,7 +64,7 @@ def redraw(
         else:
             param.normal_(1.0, WEIGHT_STD)
     head = model.get_output_embeddings().weight  # the embeddings themselves when tied
-    if head.data_ptr() != model.get_input_embeddings().weight.data_ptr():
+    if head_std is not None and head.data_ptr() != model.get_input_embeddings().weight.data_ptr():
         head.normal_(0.0, head_std)
     head[tokenizer_size:] = 0.0
     head[never_emitted] = 0.0
@@ -85,6 +75,7 @@ def draw_and_save(model_cls: type, config: object, processor: object, out_dir: P
                   renames: list[tuple[str, str]] | None = None, **redraw_options: object) -> None:
     """Draw the weights from the fixed seed (leaving the caller's RNG state alone), save model,
     plain-greedy generation config and processor, then rewrite the key prefixes vLLM needs."""
+    import torch
     from transformers import GenerationConfig
 
     with torch.random.fork_rng(devices=[]):

@@ -1,0 +1,15 @@
+"""The built-in architectures: one module per architecture, each exporting `RECIPES` (see `recipe.Recipe`).
+
+Adding an architecture is a module here and its name in `MODULES`; the registry, `vlm-parity models`, the
+zoo run and the tests take every recipe from `RECIPES`.
+"""
+from __future__ import annotations
+
+import importlib
+
+from harness.inputs.models.recipe import Recipe
+
+MODULES = ("qwen2_vl", "lfm2_vl", "llava", "idefics3")
+
+RECIPES: tuple[Recipe, ...] = tuple(
+    recipe for module in MODULES for recipe in importlib.import_module(f"{__name__}.{module}").RECIPES)
