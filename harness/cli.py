@@ -20,6 +20,7 @@ from harness.publish.merge import merge_runs
 from harness.publish.outcome import conclude
 from harness.publish.report import publish
 from harness.publish.results import PARTIAL, read_results, write_results
+from harness.publish.zoo import ALL_MODELS
 from harness.record import RecordConfig
 from harness.run.observe import Observer
 from harness.run.options import add_options, build_config, run_config
@@ -117,26 +118,53 @@ def _command(args: argparse.Namespace, observer: Observer | None) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    """The built-in models and their known failures on the default engine, as a table."""
-    import pandas as pd
+    """The built-in models (and any checkpoints given) as a table at most 100 columns wide: what each is, which
+    default-profile variants do not apply to it and why, and the known failures on record for it alone
+    (the engine's own records, which concern every model, are listed once below)."""
+    from rich.console import Console as RichConsole
+    from rich.table import Table
 
     from harness.engines import resolve_engine
-    from harness.inputs.models import list_models
+    from harness.inputs.models import list_models, processor_options
     from harness.run.known import load_known
+    from harness.run.plan import engine_skip_reason, model_skip_reason
+    from harness.run.variants import load_variants
 
-    version = resolve_engine("vllm").version()
-    rows = list_models(args.cache, args.extra)
-    for row in rows:
-        known = load_known(row["name"], row["path"] or row["name"], "vllm", version, "cpu")
-        row["known failures (vllm cpu)"] = "; ".join(k.reason.split(":")[0] + f" ({k.reproduction})"
-                                                     for k in known) or "-"
-    frame = pd.DataFrame(rows).drop(columns=["path"])
-    print(frame.to_string(index=False))
+    engine = resolve_engine("vllm")
+    version = engine.version()
+    profile = load_variants().select(["default"])
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column, width in (("name", 24), ("architecture", 18), ("params", 7), ("img 448", 7), ("does not run", 22),
+                          ("known (vllm cpu)", 22)):
+        table.add_column(column, max_width=width, overflow="fold")
+    shared = {}
+    for row in list_models(args.cache, args.extra):
+        model = row["path"] or row["name"]
+        known = load_known(row["name"], model, "vllm", version, "cpu")
+        shared.update({k.reason: k for k in known if k.model == "*"})
+        skipped = [v.name for v in profile if row["path"] and (
+            engine_skip_reason(v, engine.capabilities_for(model), "vllm", "cpu")
+            or model_skip_reason(v, processor_options(model)))]
+        params = f"{row['parameters'] / 1e6:.1f}M" if row["parameters"] else "?"
+        table.add_row(row["name"], (row["architecture"] or "?").removesuffix("ForConditionalGeneration"), params,
+                      str(row["image_tokens_448"] or "?"), ", ".join(skipped) or "-",
+                      "; ".join(f"{k.reason.split(':')[0]} ({k.reproduction})" for k in known if k.model != "*")
+                      or "-")
+    out = RichConsole(width=100, highlight=False, soft_wrap=False)
+    out.print(table)
+    out.print(f"\nRecords of the engine (vllm {version}, any model):", markup=False)
+    for record in shared.values():
+        out.print(f"  - {record.reason.split(':')[0]} ({record.reproduction or 'no reproduction'})", markup=False)
     return EXIT_PASS
 
 
 def _run(args: argparse.Namespace, observer: Observer) -> int:
-    return run_command(run_config(lambda name: getattr(args, name)), observer)
+    cfg = run_config(lambda name: getattr(args, name))
+    if cfg.model == ALL_MODELS:
+        from harness.zoo import run_zoo
+
+        return run_zoo(cfg, observer)
+    return run_command(cfg, observer)
 
 
 def _merge(args: argparse.Namespace) -> int:

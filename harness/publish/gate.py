@@ -16,6 +16,7 @@ from harness.core.schema import METRICS, PASSING, RunResult
 from harness.judging.explain import case_lines, finding_text
 from harness.publish.history import check_bands
 from harness.publish.results import read_results
+from harness.publish.zoo import read_zoo
 
 PASS, FAIL, UNDECIDED = 0, 1, 2
 LABELS = {PASS: "pass", FAIL: "fail", UNDECIDED: "cannot decide"}
@@ -121,10 +122,23 @@ def decide(run: RunResult, name: str, policy: dict[str, Any]) -> GateDecision:
 
 
 def gate_file(results: Path, policy_name: str, config: dict[str, Any]) -> GateDecision:
+    """The decision on a results file or folder; on a zoo folder (`vlm-parity run --model all`), one decision
+    over every model: the worst, with each reason naming its model."""
     policy = (config.get("policies") or {}).get(policy_name)
     if policy is None:
         known = ", ".join(sorted(config.get("policies") or {}))
         return GateDecision(UNDECIDED, policy_name, [f"no policy named {policy_name!r} (known: {known})"])
+    rows = read_zoo(results) if Path(results).is_dir() else None
+    if rows is not None:
+        decisions = [(row.model, _gate_one(Path(results) / row.folder, policy_name, policy)) for row in rows]
+        if not decisions:
+            return GateDecision(UNDECIDED, policy_name, [f"{results}: the zoo ran no model"])
+        return GateDecision(max(d.code for _, d in decisions), policy_name,
+                            [f"{model}: {reason}" for model, d in decisions for reason in d.reasons])
+    return _gate_one(results, policy_name, policy)
+
+
+def _gate_one(results: Path, policy_name: str, policy: dict[str, Any]) -> GateDecision:
     try:
         run = read_results(results)
     except ValueError as exc:

@@ -46,7 +46,7 @@ def summarize_run(run: RunResult) -> dict[str, Any]:
     p = run.provenance
     return {
         "date": p.date, "git_commit": p.git_commit, "engine": p.engine,
-        "engine_version": p.engine_info.get("engine_version") or p.engine_version, "model": p.model,
+        "engine_version": p.engine_info.get("engine_version") or p.engine_version, "model": p.model_name or p.model,
         "model_sha256": p.model_sha256, "dtype": p.dtype, "verdict": run.verdict,
         "counts": run.counts(),
         "not_passing": sorted(c.case_id for c in run.cases if c.verdict not in PASSING),

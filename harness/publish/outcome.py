@@ -17,22 +17,23 @@ from harness.publish.history import append_history, load_history, regressions, s
 class Outcome:
     gate: GateDecision
     regressions: list[str] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)  # this engine's and dtype's runs, this one last
+    history: list[dict[str, Any]] = field(default_factory=list)  # this engine's, dtype's and model's runs, this one last
     diagnosis: list[str] = field(default_factory=list)
 
 
 def conclude(run: RunResult, history_file: Path | None = None, policy: str = "default",
              gate: dict[str, Any] | None = None) -> Outcome:
     """Gate the run by `policy` of the loaded gate config (`harness.publish.gate.load_gate_config`; default: the
-    packaged one) and, with a history file, judge regressions against the last entry for the same engine
-    and dtype before appending this run. Only complete runs of the whole suite are appended: a crashed or
-    `--case`-filtered run is no baseline. ValueError for an unknown gate policy."""
+    packaged one) and, with a history file, judge regressions against the last entry for the same engine,
+    dtype and model (a zoo's history holds every model) before appending this run. Only complete runs of the
+    whole suite are appended: a crashed or `--case`-filtered run is no baseline. ValueError for an unknown
+    gate policy."""
     config = gate_policy(gate or load_gate_config(), policy)
     outcome = Outcome(decide(run, policy, config["policies"][policy]), diagnosis=diagnose(run))
     if history_file is not None:
         entry = summarize_run(run)
-        same = [h for h in load_history(history_file) if (h.get("engine"), h.get("dtype")) == (entry["engine"],
-                                                                                               entry["dtype"])]
+        key = ("engine", "dtype", "model")
+        same = [h for h in load_history(history_file) if all(h.get(k) == entry[k] for k in key)]
         if same:
             outcome.regressions = regressions(same[-1], entry, config["regressions"])
         if run.status == "complete" and not run.provenance.partial:

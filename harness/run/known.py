@@ -54,6 +54,7 @@ class KnownFailure:
     metrics: tuple[str, ...] | str
     images: dict[str, Any] = field(default_factory=dict)  # image facts one of the case's images must have
     errors: tuple[ErrorPattern, ...] = ()  # an error cell whose every error matches one of these is this bug too
+    model: str = "*"  # the entry's model pattern: "*" for a record of the engine, not of one model
 
     def applies_to(self, case: Case, variant: str) -> bool:
         """The entry's condition holds for this case on this variant."""
@@ -112,7 +113,7 @@ def _entry(e: dict[str, Any]) -> KnownFailure:
     return KnownFailure(" ".join(e["reason"].split()), e.get("reproduction", ""), ids(e.get("cases")),
                         ids(e.get("variants")), ids(e.get("metrics")), dict(e.get("images") or {}),
                         tuple(_error_pattern(p, f"{where}: field 'errors[{i}]'")
-                              for i, p in enumerate(e.get("errors") or ())))
+                              for i, p in enumerate(e.get("errors") or ())), str(e["model"]))
 
 
 def _error_pattern(spec: Any, where: str) -> ErrorPattern:

@@ -65,7 +65,8 @@ class RunConfig:
     out: Path = option(DEFAULT_OUT, "folder for results.json and index.html (default: reports/latest)", type=Path)
     engine: str = option("vllm", f"engine under test: {', '.join(engine_names())} or module:Class")
     model: str | None = option(help="checkpoint (folder or hub id) or built-in model name the engine serves "
-                                    "(default: the built-in tiny model)")
+                                    "(default: the built-in tiny model); `all`: every built-in architecture, "
+                                    "one run each under --out (`vlm-parity models` lists them)")
     engine_url: str | None = option(help="attach a server engine to this running server (never stopped by the "
                                          "harness) instead of starting one", metavar="URL")
     reference_model: str | None = option(help="checkpoint the reference loads (default: --model)")

@@ -296,6 +296,11 @@ def case_skip_reason(variant: Variant, case: Case, mm_options: Mapping[str, Any]
         return "the engine's adapter does not take video frames"
     if case.videos and variant.request.get("prompt_form") == "native":
         return "the native form hands the engine the case's files to decode; a video given as frames has none"
+    return model_skip_reason(variant, mm_options)
+
+
+def model_skip_reason(variant: Variant, mm_options: Mapping[str, Any] | None) -> str | None:
+    """Why the variant cannot apply to the model whatever the case (its processor has no options to send)."""
     if variant.request.get("mm_kwargs") == "auto" and not mm_options:
         return "the model's processor has no per-request option that changes its image tokens"
     return None

@@ -77,7 +77,9 @@ def draw_and_save(model_cls: type, config: object, processor: object, out_dir: P
     plain-greedy generation config and processor, then rewrite the key prefixes vLLM needs."""
     import torch
     from transformers import GenerationConfig
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()  # a build is a few files in a second: no "Writing model shards" bars
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = model_cls(config).to(torch.float32).eval()

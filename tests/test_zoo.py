@@ -1,0 +1,106 @@
+"""Every built-in architecture: its parts found by role, and the zoo's table, gate and history.
+
+The stage ladder must work on every architecture, not only the one it was written on: each architecture's
+engine-side copy gets its vision tower's weights perturbed (the projector left alone), the HF engine serves it
+in this process against the original, and the ladder must name the vision encoder's output as the first stage
+that differs (or, where the architecture has no separate projector to read the encoder's output from, the image
+features, with the encoder's reason). No process starts: vLLM's own module tree is covered by the engine tier.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from harness.engines.capture import PROJECTORS, VISION_WORDS
+from harness.inputs.models import MODELS, model_dir
+from harness.judging.explain import case_lines, ladder_text
+from harness.localize import run as localize_run
+from harness.publish.gate import gate_file, load_gate_config
+from harness.publish.zoo import ZooRow, read_zoo, table_rows, verdict, write_zoo
+from harness.runner import RunConfig, execute
+from tests.conftest import CASES
+from tests.inline import inline, inline_probe
+
+# One architecture per recipe family (the trained model and the one-head LFM2-VL share theirs).
+ARCHITECTURES = sorted({r.architecture: name for name, r in reversed(MODELS.items()) if r.kind == "built"}.values())
+IMAGE_CASES = {"rocket-420-wide", "two-images"}  # a wide image; two images in one prompt
+
+
+def vision_keys(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The vision tower's floating-point weights, found by role: under a vision module, not in a projector."""
+    return [k for k, t in tensors.items() if t.is_floating_point() and any(w in k for w in VISION_WORDS)
+            and not any(p in k for p in PROJECTORS)]
+
+
+def perturbed_copy(model: Path, dest: Path, scale: float = 1e-2) -> Path:
+    shutil.copytree(model, dest)
+    path = dest / "model.safetensors"
+    tensors = load_file(path)
+    keys = vision_keys(tensors)
+    assert keys, f"no vision weights found by role in {sorted(tensors)[:8]}..."
+    gen = torch.Generator().manual_seed(0)
+    for key in keys:
+        t = tensors[key]
+        tensors[key] = t + scale * t.abs().mean() * torch.randn(t.shape, generator=gen)
+    save_file(tensors, path, metadata={"format": "pt"})
+    return dest
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_a_vision_weights_fault_is_localized_to_the_encoder(name: str, tmp_path: Path) -> None:
+    model = perturbed_copy(model_dir(name), tmp_path / "model")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(localize_run, "run_probe", inline_probe)
+        run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=str(model), reference_model=name,
+                                engine="hf", only=IMAGE_CASES, variants=["base"]),
+                      progress=lambda _: None, launcher=inline)
+    assert {c.case_id for c in run.cases} == IMAGE_CASES
+    for case in run.cases:
+        assert case.verdict == "fail", (name, case.case_id, case_lines(case))
+        assert case.ladder is not None, (name, case.case_id)
+        rungs = {r.stage: r for r in case.ladder.rungs}
+        assert rungs["prompt"].status == "pass", ladder_text(case.ladder)
+        if rungs["encoder"].status == "unavailable":  # no projector to read the encoder's output from
+            assert rungs["encoder"].where and case.ladder.first == "features", ladder_text(case.ladder)
+        else:
+            assert case.ladder.first == "encoder", (name, ladder_text(case.ladder))
+
+
+def _row(model: str, verdict_: str, known: list[str] | None = None) -> ZooRow:
+    return ZooRow(model, "TinyForConditionalGeneration", verdict_, {"pass": 3, "known": len(known or []), "fail": 0},
+                  {"pass": 30}, 2.5, known or [], 12.0)
+
+
+def test_the_zoo_table_and_page(tmp_path: Path) -> None:
+    rows = [_row("tiny-a", "pass"), _row("tiny-b", "pass", ["vLLM CPU bug (repro/x.py)"])]
+    page = write_zoo(tmp_path, rows)
+    assert read_zoo(tmp_path) == rows and verdict(rows) == "pass"
+    assert table_rows(rows)[1] == ("tiny-b", "Tiny", "pass", "3/1/0", "2.5x", "12 s", "vLLM CPU bug (repro/x.py)")
+    html = page.read_text()
+    assert 'href="tiny-a/index.html"' in html and "repro/x.py" in html
+    assert verdict([*rows, _row("tiny-c", "fail")]) == "fail" and verdict([*rows, _row("d", "error")]) == "error"
+    assert read_zoo(tmp_path / "nothing-here") is None
+
+
+def test_the_gate_takes_a_zoo_folder_as_one_decision(tmp_path: Path) -> None:
+    """Every model's results are gated; the worst decides, each reason names its model."""
+    source = tmp_path / "runs"
+    run = execute(RunConfig(cases=[CASES], out=source, engine="hf", only={"text-only"}, variants=["base"]),
+                  progress=lambda _: None, launcher=inline)
+    assert run.verdict == "pass"
+    zoo = tmp_path / "zoo"
+    for name in ("tiny-a", "tiny-b"):
+        shutil.copytree(source, zoo / name)
+    write_zoo(zoo, [_row("tiny-a", "pass"), _row("tiny-b", "pass")])
+    config = load_gate_config()
+    assert gate_file(zoo, "default", config).code == 0
+    results = json.loads((zoo / "tiny-b" / "results.json").read_text())
+    results["status"] = "partial"
+    (zoo / "tiny-b" / "results.json").write_text(json.dumps(results))
+    decision = gate_file(zoo, "default", config)
+    assert decision.code == 2 and any(r.startswith("tiny-b: ") for r in decision.reasons), decision.reasons
