@@ -118,43 +118,56 @@ def _command(args: argparse.Namespace, observer: Observer | None) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    """The built-in models (and any checkpoints given) as a table at most 100 columns wide: what each is, which
-    default-profile variants do not apply to it and why, and the known failures on record for it alone
-    (the engine's own records, which concern every model, are listed once below)."""
+    """The built-in models (and any checkpoints given) as a table at most 100 columns wide, then the known
+    failures on record for the default engine, each with the models it applies to (a record of video cases
+    does not apply to a model that takes no video)."""
     from rich.console import Console as RichConsole
     from rich.table import Table
 
     from harness.engines import resolve_engine
-    from harness.inputs.models import list_models, processor_options
-    from harness.run.known import load_known
-    from harness.run.plan import engine_skip_reason, model_skip_reason
+    from harness.inputs.cases import load_cases
+    from harness.inputs.models import list_models, processor_options, video_token_id
+    from harness.run.known import listed, load_known
+    from harness.run.options import DEFAULT_CASES
+    from harness.run.plan import engine_skip_reason, media_skip_reason, model_skip_reason
     from harness.run.variants import load_variants
 
     engine = resolve_engine("vllm")
     version = engine.version()
-    profile = load_variants().select(["default"])
+    everywhere = {v.name: why for v in load_variants().select(["default"])
+                  if (why := engine_skip_reason(v, engine.capabilities, "vllm", "cpu"))}
+    profile = [v for v in load_variants().select(["default"]) if v.name not in everywhere]
+    cases = load_cases([DEFAULT_CASES]).cases
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column, width in (("name", 24), ("architecture", 18), ("params", 7), ("img 448", 7), ("does not run", 22),
-                          ("known (vllm cpu)", 22)):
+    for column, width in (("name", 24), ("architecture", 24), ("params", 6), ("img 448", 7), ("kind", 7),
+                          ("variants that do not apply", 26)):
         table.add_column(column, max_width=width, overflow="fold")
-    shared = {}
-    for row in list_models(args.cache, args.extra):
+    records: dict[tuple[str, str], dict[str, None]] = {}  # record -> the models it applies to, in order
+    rows = list_models(args.cache, args.extra)
+    for row in rows:
         model = row["path"] or row["name"]
-        known = load_known(row["name"], model, "vllm", version, "cpu")
-        shared.update({k.reason: k for k in known if k.model == "*"})
+        takes_video = bool(row["path"]) and video_token_id(model) is not None
+        runnable = [c for c in cases if media_skip_reason(c, takes_video) is None]
+        for k in load_known(row["name"], model, "vllm", version, "cpu"):
+            if any(listed(k.cases, c.id) for c in runnable):
+                records.setdefault((k.reason, k.reproduction), {})[row["name"]] = None
         skipped = [v.name for v in profile if row["path"] and (
             engine_skip_reason(v, engine.capabilities_for(model), "vllm", "cpu")
             or model_skip_reason(v, processor_options(model)))]
         params = f"{row['parameters'] / 1e6:.1f}M" if row["parameters"] else "?"
         table.add_row(row["name"], (row["architecture"] or "?").removesuffix("ForConditionalGeneration"), params,
-                      str(row["image_tokens_448"] or "?"), ", ".join(skipped) or "-",
-                      "; ".join(f"{k.reason.split(':')[0]} ({k.reproduction})" for k in known if k.model != "*")
-                      or "-")
+                      str(row["image_tokens_448"] or "?"), row["kind"], ", ".join(skipped) or "-")
     out = RichConsole(width=100, highlight=False, soft_wrap=False)
     out.print(table)
-    out.print(f"\nRecords of the engine (vllm {version}, any model):", markup=False)
-    for record in shared.values():
-        out.print(f"  - {record.reason.split(':')[0]} ({record.reproduction or 'no reproduction'})", markup=False)
+    out.print(f"\nKnown failures on record (vllm {version}, cpu; harness/config/known_failures.yaml):", markup=False)
+    names = [row["name"] for row in rows]
+    for (reason, reproduction), models in records.items():
+        which = "every model" if list(models) == names else ", ".join(models)
+        title = reason.split(":")[0]
+        title = title if len(title) <= 90 else title[:89] + "…"
+        out.print(f"- {title} ({reproduction or 'no reproduction'}): {which}", markup=False)
+    for name, why in everywhere.items():
+        out.print(f"Not run by vllm for any model: {name} ({why})", markup=False)
     return EXIT_PASS
 
 
