@@ -104,3 +104,28 @@ def test_the_gate_takes_a_zoo_folder_as_one_decision(tmp_path: Path) -> None:
     (zoo / "tiny-b" / "results.json").write_text(json.dumps(results))
     decision = gate_file(zoo, "default", config)
     assert decision.code == 2 and any(r.startswith("tiny-b: ") for r in decision.reasons), decision.reasons
+
+
+def test_a_known_record_can_name_an_architecture_and_the_media_it_needs(tmp_path: Path) -> None:
+    """An engine bug in one architecture's code covers every checkpoint of it, and only the cases that hold
+    what the bug needs (Gemma 3's image mask: not its text-only cases)."""
+    from harness.inputs.cases import Case
+    from harness.run.known import load_known
+
+    text = """known_failures:
+  - {model: "*", architecture: Gemma3ForConditionalGeneration, engine: vllm, engine_version: "*", device: "*",
+     cases: "*", media: [images], variants: "*", metrics: "*", reason: "r", reproduction: repro/x.py}
+"""
+    gemma, llava = tmp_path / "gemma", tmp_path / "llava"
+    for path, arch in ((gemma, "Gemma3ForConditionalGeneration"), (llava, "LlavaForConditionalGeneration")):
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps({"architectures": [arch]}))
+    [record] = load_known("my-gemma", str(gemma), "vllm", "0.32.0", "cpu", text)
+    assert not load_known("my-llava", str(llava), "vllm", "0.32.0", "cpu", text)
+    def case(*images: Path) -> Case:
+        return Case("a", CASES / "default.yaml", images, (), 8, (), {})
+
+    assert record.applies_to(case(CASES / "images" / "chelsea.png"), "batched")
+    assert not record.applies_to(case(), "batched")
+    with pytest.raises(ValueError, match="media"):
+        load_known("g", str(gemma), "vllm", "0", "cpu", text.replace("media: [images]", "media: [audio]"))

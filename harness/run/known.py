@@ -24,6 +24,7 @@ from harness.core.notes import error_notes, note
 from harness.core.schema import Note, VariantResult
 from harness.inputs.cases import Case
 from harness.inputs.decode.facts import ImageFacts, image_facts
+from harness.inputs.models import architecture
 
 # The notes an engine's failure leaves on a variant (`harness.core.notes.NOTES`): the only errors an entry can
 # cover (a harness error, or a reference that never came, is never an engine bug on record).
@@ -55,10 +56,13 @@ class KnownFailure:
     images: dict[str, Any] = field(default_factory=dict)  # image facts one of the case's images must have
     errors: tuple[ErrorPattern, ...] = ()  # an error cell whose every error matches one of these is this bug too
     model: str = "*"  # the entry's model pattern: "*" for a record of the engine, not of one model
+    media: tuple[str, ...] = ()  # what the case must hold ("images", "videos") for the bug to show
 
     def applies_to(self, case: Case, variant: str) -> bool:
         """The entry's condition holds for this case on this variant."""
         if not (listed(self.cases, case.id) and listed(self.variants, variant)):
+            return False
+        if not all(getattr(case, medium) for medium in self.media):
             return False
         return not self.images or any(_has(_facts(path), self.images) for path in case.images)
 
@@ -72,6 +76,9 @@ class KnownFailure:
             found = error_notes(variant.notes)
             return bool(self.errors and found) and all(any(p.matches(n) for p in self.errors) for n in found)
         return variant.verdict == "fail" and all(listed(self.metrics, f.metric) for f in variant.failing)
+
+
+MEDIA = frozenset({"images", "videos"})  # a case's media lists a record may require
 
 
 def listed(allowed: tuple[str, ...] | str, value: str) -> bool:
@@ -95,8 +102,10 @@ def load_known(model_name: str, model_path: str, engine: str, engine_version: st
     """The entries that apply to this run (packaged file unless `text` is given)."""
     text = text if text is not None else resources.files("harness.config").joinpath("known_failures.yaml").read_text()
     entries = (yaml.safe_load(text) or {}).get("known_failures") or []
+    arch = architecture(model_path) or ""
     return [_entry(e) for e in entries
             if (fnmatch.fnmatch(model_name, e["model"]) or fnmatch.fnmatch(model_path, e["model"]))
+            and fnmatch.fnmatch(arch, e.get("architecture", "*"))
             and e["engine"] == engine and fnmatch.fnmatch(engine_version or "", str(e.get("engine_version", "*")))
             and fnmatch.fnmatch(device, e.get("device", "*"))]
 
@@ -106,6 +115,10 @@ def _entry(e: dict[str, Any]) -> KnownFailure:
         return "*" if value in (None, "*") else tuple(value)
 
     where = f"known_failures.yaml: entry {e.get('reason', '')[:40]!r}"
+    media = tuple(e.get("media") or ())
+    if set(media) - MEDIA:
+        raise ValueError(f"{where}: field 'media': unknown {', '.join(sorted(set(media) - MEDIA))} "
+                         f"(known: {', '.join(sorted(MEDIA))})")
     unknown = set(e.get("images") or {}) - set(ImageFacts.__dataclass_fields__)
     if unknown:
         raise ValueError(f"{where}: field 'images': unknown image facts {', '.join(sorted(unknown))} "
@@ -113,7 +126,7 @@ def _entry(e: dict[str, Any]) -> KnownFailure:
     return KnownFailure(" ".join(e["reason"].split()), e.get("reproduction", ""), ids(e.get("cases")),
                         ids(e.get("variants")), ids(e.get("metrics")), dict(e.get("images") or {}),
                         tuple(_error_pattern(p, f"{where}: field 'errors[{i}]'")
-                              for i, p in enumerate(e.get("errors") or ())), str(e["model"]))
+                              for i, p in enumerate(e.get("errors") or ())), str(e["model"]), media)
 
 
 def _error_pattern(spec: Any, where: str) -> ErrorPattern:

@@ -9,7 +9,7 @@ import importlib
 
 from harness.inputs.models.recipe import Recipe
 
-MODULES = ("qwen2_vl", "lfm2_vl", "llava", "idefics3")
+MODULES = ("qwen2_vl", "lfm2_vl", "llava", "idefics3", "gemma3")
 
 RECIPES: tuple[Recipe, ...] = tuple(
     recipe for module in MODULES for recipe in importlib.import_module(f"{__name__}.{module}").RECIPES)
