@@ -25,7 +25,7 @@ from harness.inputs.models import (
 )
 from tests.conftest import CASES
 
-NAMES = ["tiny-qwen2-vl", "tiny-lfm2-vl", "tiny-lfm2-vl-1head", "tiny-llava", "tiny-idefics3", "tiny-qwen2-vl-trained"]
+NAMES = list(MODELS)
 KIND = {name: "trained" if name == "tiny-qwen2-vl-trained" else "built" for name in NAMES}
 # The placeholder token each processor repeats per image feature.
 PLACEHOLDER = {
@@ -35,11 +35,16 @@ PLACEHOLDER = {
     "tiny-llava": "<image>",
     "tiny-idefics3": "<image>",
     "tiny-qwen2-vl-trained": "<|image_pad|>",
+    "tiny-gemma3": "<image_soft_token>",
+    "tiny-qwen2.5-vl": "<|image_pad|>",
+    "tiny-qwen3-vl": "<|image_pad|>",
+    "tiny-qwen3-vl-moe": "<|image_pad|>",
 }
 # Placeholders for one 448x448 image: Qwen2-VL 112x112 / 28^2; LFM2-VL 2x2 tiles of 4 plus a
 # 16-token thumbnail; LLaVA 4x4 patches; Idefics3 2x2 tiles plus the global view, 4 each.
 IMAGE_TOKENS_448 = {"tiny-qwen2-vl": 16, "tiny-lfm2-vl": 32, "tiny-lfm2-vl-1head": 32, "tiny-llava": 16,
-                    "tiny-idefics3": 20, "tiny-qwen2-vl-trained": 16}
+                    "tiny-idefics3": 20, "tiny-qwen2-vl-trained": 16, "tiny-gemma3": 16, "tiny-qwen2.5-vl": 36,
+                    "tiny-qwen3-vl": 36, "tiny-qwen3-vl-moe": 36}
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +86,7 @@ def _logprobs(processor, model, image: Image.Image | None, question: str = "Desc
 
 
 def test_registry_names_and_fields() -> None:
-    assert list(MODELS) == NAMES
+    assert set(MODELS) == set(PLACEHOLDER) == set(IMAGE_TOKENS_448)  # every model has its expectations here
     for name, recipe in MODELS.items():
         assert recipe.name == name and recipe.kind == KIND[name] and recipe.description
         assert recipe.architecture.endswith("ForConditionalGeneration")
@@ -190,7 +195,7 @@ def test_list_models(cache: Path, tmp_path: Path) -> None:
         assert set(row) == {"name", "architecture", "parameters", "image_tokens_448", "kind", "path"}
         assert row["kind"] == KIND[row["name"]] and row["architecture"] == MODELS[row["name"]].architecture
         assert row["path"] == str(model_dir(row["name"], cache))
-        assert 300_000 < row["parameters"] < 1_000_000
+        assert 300_000 < row["parameters"] < 2_000_000  # tiny: about 0.5 M, the MoE 1.1 M
         assert row["image_tokens_448"] == IMAGE_TOKENS_448[row["name"]]
     local, hub = rows[len(NAMES):]
     assert local["kind"] == hub["kind"] == "user-supplied"

@@ -52,6 +52,19 @@ def _vllm_load_image(path: Path) -> Any:
     return getattr(image, "media", image)  # vLLM wraps the PIL image with its bytes
 
 
+def _with_metadata(frames: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """A video's frames with the metadata vLLM's Qwen2.5-VL and Qwen3-VL require (they refuse bare frames).
+
+    The reference gets bare frames, for which transformers assumes 24 fps and every frame kept
+    (`VideoMetadata.sampled_fps`, Qwen3-VL's timestamps): the same here, so both sides place the frames
+    at the same times. Parsers that take no metadata (Qwen2-VL's) drop it.
+    """
+    count = len(frames)
+    return frames, {"fps": 24.0, "total_num_frames": count, "frames_indices": list(range(count)),
+                    "duration": count / 24.0, "height": frames.shape[1], "width": frames.shape[2],
+                    "video_backend": "opencv", "do_sample_frames": False}
+
+
 def _chunked_prefill(tokens: Any) -> dict[str, Any]:
     # max_num_seqs may not exceed the token budget (vLLM's SchedulerConfig check).
     tokens = int(tokens)
@@ -315,7 +328,7 @@ class VLLMEngine(Engine):
         if request.mm_kwargs:
             prompt["mm_processor_kwargs"] = dict(request.mm_kwargs)
         if request.videos:
-            prompt["multi_modal_data"] = {"video": decode_videos(request.videos)}
+            prompt["multi_modal_data"] = {"video": [_with_metadata(v) for v in decode_videos(request.videos)]}
         if not request.images:
             return prompt
         images = decode_all(request.images, request.decoder)

@@ -241,9 +241,11 @@ def file_digests(model_dir: Path) -> dict[str, bytes]:
 
 
 def video_token_id(model: str | Path) -> int | None:
-    """The video placeholder token's id from a local checkpoint's config (Qwen2-VL's `video_token_id`)."""
+    """The video placeholder token's id from a local checkpoint's config (Qwen2-VL's `video_token_id`;
+    LLaVA-OneVision and LLaVA-NeXT-Video call it `video_token_index`)."""
     config_file = Path(model) / "config.json"
-    value = json.loads(config_file.read_text()).get("video_token_id") if config_file.is_file() else None
+    raw = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    value = raw.get("video_token_id", raw.get("video_token_index"))
     return None if value is None else int(value)
 
 

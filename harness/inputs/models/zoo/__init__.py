@@ -9,7 +9,7 @@ import importlib
 
 from harness.inputs.models.recipe import Recipe
 
-MODULES = ("qwen2_vl", "lfm2_vl", "llava", "idefics3", "gemma3")
+MODULES = ("qwen2_vl", "lfm2_vl", "llava", "idefics3", "gemma3", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 
 RECIPES: tuple[Recipe, ...] = tuple(
     recipe for module in MODULES for recipe in importlib.import_module(f"{__name__}.{module}").RECIPES)
