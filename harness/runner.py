@@ -39,6 +39,7 @@ from harness.publish.report.decode_effect import decode_effect_markdown
 from harness.publish.report.summary import write_step_summary
 from harness.publish.report.thumbnails import thumbnail
 from harness.publish.results import ResultsSink
+from harness.run.known import known_reference_failure
 from harness.run.ledger import REFERENCE, CaseEntry, CaseLedger
 from harness.run.observe import Observer
 from harness.run.options import RunConfig, comma_list
@@ -336,7 +337,13 @@ class Session:
         if ref is None or ref.error:
             why = (note("reference_failed", **error_fields(ref.error)) if ref is not None and ref.error
                    else entry.missing.get(REFERENCE, stream_end(True, self.reference_side.fatal)))
-            result = case_result(case, self.prompts[case.id], "error", [why], thumbs)
+            entry_known = known_reference_failure(case, why, self.plan.known)
+            if entry_known is None:
+                result = case_result(case, self.prompts[case.id], "error", [why], thumbs)
+            else:  # a reference bug on record: known, with its record, never a pass
+                result = case_result(case, self.prompts[case.id], "known", [
+                    note("known_failure", reason=entry_known.reason, reproduction=entry_known.reproduction), why],
+                    thumbs)
             result.reference = ref
             return result
         stored = self.stored.references.get(case.id)

@@ -39,12 +39,22 @@ PLACEHOLDER = {
     "tiny-qwen2.5-vl": "<|image_pad|>",
     "tiny-qwen3-vl": "<|image_pad|>",
     "tiny-qwen3-vl-moe": "<|image_pad|>",
+    "tiny-llava-next": "<image>",
+    "tiny-llava-onevision": "<image>",
+    "tiny-internvl": "<IMG_CONTEXT>",
+    "tiny-mistral3": "[IMG]",
+    "tiny-llama4": "<|patch|>",
+    "tiny-smolvlm": "<image>",
+    "tiny-glm4v": "<|image|>",
+    "tiny-cohere2-vision": "<|IMG_PATCH|>",
 }
 # Placeholders for one 448x448 image: Qwen2-VL 112x112 / 28^2; LFM2-VL 2x2 tiles of 4 plus a
 # 16-token thumbnail; LLaVA 4x4 patches; Idefics3 2x2 tiles plus the global view, 4 each.
 IMAGE_TOKENS_448 = {"tiny-qwen2-vl": 16, "tiny-lfm2-vl": 32, "tiny-lfm2-vl-1head": 32, "tiny-llava": 16,
                     "tiny-idefics3": 20, "tiny-qwen2-vl-trained": 16, "tiny-gemma3": 16, "tiny-qwen2.5-vl": 36,
-                    "tiny-qwen3-vl": 36, "tiny-qwen3-vl-moe": 36}
+                    "tiny-qwen3-vl": 36, "tiny-qwen3-vl-moe": 36, "tiny-llava-next": 88, "tiny-llava-onevision": 172,
+                    "tiny-internvl": 80, "tiny-mistral3": 36, "tiny-llama4": 80, "tiny-smolvlm": 20, "tiny-glm4v": 25,
+                    "tiny-cohere2-vision": 20}
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,9 @@ features, with the encoder's reason). No process starts: vLLM's own module tree 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -53,22 +55,38 @@ def perturbed_copy(model: Path, dest: Path, scale: float = 1e-2) -> Path:
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_a_vision_weights_fault_is_localized_to_the_encoder(name: str, tmp_path: Path) -> None:
+    # In a forked child: transformers keeps state across models in one process (after GLM-4V, LFM2-VL's tied
+    # head fails to load under some hash seeds); a real run loads each model in a process of its own.
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        problems = pool.apply(_localize, (name, tmp_path))
+    assert not problems, problems
+
+
+def _localize(name: str, tmp_path: Path) -> list:
+    """What is wrong with the ladder of the perturbed model's run (nothing: an empty list)."""
     model = perturbed_copy(model_dir(name), tmp_path / "model")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(localize_run, "run_probe", inline_probe)
         run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=str(model), reference_model=name,
                                 engine="hf", only=IMAGE_CASES, variants=["base"]),
                       progress=lambda _: None, launcher=inline)
-    assert {c.case_id for c in run.cases} == IMAGE_CASES
+    if {c.case_id for c in run.cases} != IMAGE_CASES:
+        return [f"cases: {[c.case_id for c in run.cases]}"]
+    problems = []
     for case in run.cases:
-        assert case.verdict == "fail", (name, case.case_id, case_lines(case))
-        assert case.ladder is not None, (name, case.case_id)
+        if case.verdict != "fail" or case.ladder is None:
+            problems.append((case.case_id, case.verdict, case_lines(case)))
+            continue
         rungs = {r.stage: r for r in case.ladder.rungs}
-        assert rungs["prompt"].status == "pass", ladder_text(case.ladder)
-        if rungs["encoder"].status == "unavailable":  # no projector to read the encoder's output from
-            assert rungs["encoder"].where and case.ladder.first == "features", ladder_text(case.ladder)
-        else:
-            assert case.ladder.first == "encoder", (name, ladder_text(case.ladder))
+        if rungs["prompt"].status != "pass":
+            problems.append((case.case_id, ladder_text(case.ladder)))
+        elif rungs["encoder"].status == "unavailable":  # no projector to read the encoder's output from
+            if not (rungs["encoder"].where and case.ladder.first == "features"):
+                problems.append((case.case_id, ladder_text(case.ladder)))
+        elif case.ladder.first != "encoder":
+            problems.append((case.case_id, ladder_text(case.ladder)))
+    return problems
 
 
 def _row(model: str, verdict_: str, known: list[str] | None = None) -> ZooRow:
@@ -129,3 +147,23 @@ def test_a_known_record_can_name_an_architecture_and_the_media_it_needs(tmp_path
     assert not record.applies_to(case(), "batched")
     with pytest.raises(ValueError, match="media"):
         load_known("g", str(gemma), "vllm", "0", "cpu", text.replace("media: [images]", "media: [audio]"))
+
+
+def test_a_reference_bug_on_record_makes_its_case_known_not_an_error(tmp_path: Path) -> None:
+    """The reference cannot run a case for a bug someone has already found (transformers' Mistral 3 on a
+    one-token image): the case is known, with the record, and any other reference error stays an error."""
+    from harness.core.notes import note
+    from harness.inputs.cases import Case
+    from harness.run.known import known_reference_failure, load_known
+
+    text = """known_failures:
+  - {model: "*", engine: vllm, engine_version: "*", device: "*", cases: "*", media: [images], variants: "*",
+     metrics: [], errors: [{type: RuntimeError, message: "split_with_sizes expects"}], reason: "r", reproduction: x}
+"""
+    known = load_known("m", str(tmp_path), "vllm", "0.32.0", "cpu", text)
+    case = Case("tiny-png", CASES / "default.yaml", (CASES / "images" / "tiny.png",), (), 8, (), {})
+    bug = note("reference_failed", type="RuntimeError", message="split_with_sizes expects split_sizes to sum ...")
+    other = note("reference_failed", type="RuntimeError", message="out of memory")
+    assert known_reference_failure(case, bug, known) is known[0]
+    assert known_reference_failure(case, other, known) is None
+    assert known_reference_failure(replace(case, images=()), bug, known) is None  # the record needs an image

@@ -28,7 +28,7 @@ class ZooRow:
     verdict: str  # the run's verdict, or "error" where it could not complete
     cases: dict[str, int] = field(default_factory=dict)  # by their worst cell
     cells: dict[str, int] = field(default_factory=dict)
-    worst_ratio: float | None = None  # the largest ratio to its floor of any judged check
+    worst_ratio: float | None = None  # the largest ratio to its floor of any judged check of a passing or failing cell
     known: list[str] = field(default_factory=list)  # "record title (reproduction)"
     seconds: float = 0.0
     error: str | None = None
@@ -39,7 +39,9 @@ class ZooRow:
 
 
 def zoo_row(model: str, architecture: str, run: RunResult, seconds: float) -> ZooRow:
-    ratios = [check.ratio for case in run.cases for cell in case.variants.values() if cell.comparison
+    # Known cells are left out: a bug on record is far beyond its floor by definition and would hide the rest.
+    ratios = [check.ratio for case in run.cases for cell in case.variants.values()
+              if cell.comparison and cell.verdict in ("pass", "fail")
               for check in cell.comparison.checks.values() if check.ratio is not None and check.rule != "info"]
     return ZooRow(model, architecture, run.verdict if run.status == "complete" else "error", run.counts(),
                   cell_counts(run), max(ratios) if ratios else None,

@@ -28,7 +28,9 @@ from harness.inputs.models import architecture
 
 # The notes an engine's failure leaves on a variant (`harness.core.notes.NOTES`): the only errors an entry can
 # cover (a harness error, or a reference that never came, is never an engine bug on record).
-ENGINE_ERRORS = ("engine_error", "engine_failed")
+# The error records an entry's `errors` patterns are matched on: the engine's, and the reference's (a
+# reference bug is on record too: the case cannot be judged, for a reason someone has already found).
+ENGINE_ERRORS = ("engine_error", "engine_failed", "reference_failed")
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,12 @@ def _error_pattern(spec: Any, where: str) -> ErrorPattern:
     except re.error as exc:
         raise ValueError(f"{where}: field 'message': not a regular expression: {exc}") from exc
     return ErrorPattern(spec.get("type"), spec.get("message"))
+
+
+def known_reference_failure(case: Case, why: Note, known: Sequence[KnownFailure]) -> KnownFailure | None:
+    """The entry whose `errors` cover the reference's own failure on this case (no cell could be judged)."""
+    return next((entry for entry in known if why.kind == "reference_failed" and entry.errors
+                 and entry.applies_to(case, "reference") and any(p.matches(why) for p in entry.errors)), None)
 
 
 def mark_known(case: Case, variant: VariantResult, known: Sequence[KnownFailure]) -> VariantResult:

@@ -9,7 +9,9 @@ import importlib
 
 from harness.inputs.models.recipe import Recipe
 
-MODULES = ("qwen2_vl", "lfm2_vl", "llava", "idefics3", "gemma3", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
+MODULES = ("qwen2_vl", "lfm2_vl", "llava", "idefics3", "gemma3", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe",
+           "llava_next", "llava_onevision", "internvl", "mistral3", "llama4",
+           "smolvlm", "glm4v", "cohere2_vision")
 
 RECIPES: tuple[Recipe, ...] = tuple(
     recipe for module in MODULES for recipe in importlib.import_module(f"{__name__}.{module}").RECIPES)
