@@ -167,3 +167,51 @@ def test_a_reference_bug_on_record_makes_its_case_known_not_an_error(tmp_path: P
     assert known_reference_failure(case, bug, known) is known[0]
     assert known_reference_failure(case, other, known) is None
     assert known_reference_failure(replace(case, images=()), bug, known) is None  # the record needs an image
+
+
+def test_docs_list_every_built_in_model() -> None:
+    """docs/models.md says what each built-in model exercises and how it fares: a new recipe needs its row."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    assert not [name for name in MODELS if f"`{name}`" not in text]
+
+
+def test_a_decoder_layer_output_is_read_the_way_the_layer_returns_it() -> None:
+    """vLLM layers return (output, residual): Llama-style layers keep the residual apart (the hidden state is
+    their sum, the residual updated in place), Cohere-style layers add it in and hand their input back as the
+    residual. Either way the capture must record the whole hidden state, once."""
+    from harness.engines.capture import Recorder
+
+    class Apart(torch.nn.Module):
+        def forward(self, positions, hidden_states, residual):
+            h = hidden_states.clone()  # the normed input
+            if residual is None:
+                residual = hidden_states
+            else:
+                residual.add_(hidden_states)  # in place, as vLLM's fused add-norm
+            residual.add_(h)  # the attention output, added in place before the MLP's norm
+            return h * 2, residual
+
+    class Folded(torch.nn.Module):
+        def forward(self, positions, hidden_states, residual):
+            return hidden_states + hidden_states * 2, hidden_states
+
+    class Stack(torch.nn.Module):
+        def __init__(self, layer: type) -> None:
+            super().__init__()
+            self.layers = torch.nn.ModuleList([layer(), layer()])
+
+        def forward(self, positions, hidden_states):
+            residual = None
+            for layer in self.layers:
+                hidden_states, residual = layer(positions, hidden_states, residual)
+            return hidden_states
+
+    x = torch.ones(3, 4)
+    # Apart: layer 0 gives 2 + (1 + 1) = 4, layer 1 (given 2, residual 2) 4 + (2 + 2 + 2) = 10.
+    for layer, expected in ((Apart, (4.0, 10.0)), (Folded, (3.0, 9.0))):
+        model = torch.nn.Module()
+        model.model = Stack(layer)
+        recorder = Recorder(model)
+        model.model(torch.arange(3), x.clone())
+        arrays = recorder.arrays()
+        assert (arrays["layer.0"][0, 0], arrays["layer.1"][0, 0]) == expected, layer.__name__

@@ -93,14 +93,16 @@ class Recorder:
             # compiled stack may be called without its hooks, and its layers get the positions themselves.
             stack = model.get_submodule(path.rsplit(".", 1)[0]) if "." in path else model
             self._signatures = {id(stack): inspect.signature(stack.forward),
-                                id(layers[0]): inspect.signature(layers[0].forward)}
+                                **{id(layer): inspect.signature(layer.forward) for layer in layers}}
             self._hook(stack.register_forward_pre_hook(self._stack_input, with_kwargs=True))
             self._hook(layers[0].register_forward_pre_hook(self._first_layer_input, with_kwargs=True))
             for i, layer in enumerate(layers):
-                self._hook(layer.register_forward_hook(self._layer_output(i)))
+                self._hook(layer.register_forward_pre_hook(self._layer_input, with_kwargs=True))
+                self._hook(layer.register_forward_hook(self._layer_output(i), with_kwargs=True))
 
     def clear(self) -> None:
         self.seen: dict[str, list[np.ndarray]] = {}
+        self._given: dict[int, tuple[Any, Any]] = {}  # decoder layer -> the hidden state given it, and its copy
         self.feature_rows: list[int] = []
 
     def _add(self, key: str, value: np.ndarray) -> None:
@@ -199,13 +201,24 @@ class Recorder:
         if bound.get("positions") is not None:  # per chunk when the engine prefills in chunks
             self._add("positions", _positions(_array(bound["positions"])))
 
+    def _layer_input(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The hidden state a decoder layer is given, and a copy of its values (see `_layer_output`)."""
+        hidden = self._bound(module, args, kwargs).get("hidden_states")
+        if hasattr(hidden, "clone"):
+            self._given[id(module)] = (hidden, hidden.detach().clone())
+
     def _layer_output(self, index: int) -> Callable[..., None]:
-        def hook(module: Any, args: Any, output: Any) -> None:
+        def hook(module: Any, args: Any, kwargs: Any, output: Any) -> None:
             value = output
+            given, before = self._given.pop(id(module), (None, None))
             if isinstance(output, (tuple, list)):  # vLLM keeps the residual apart: the layer's output is the sum
                 value = output[0]
                 residual = output[1] if len(output) > 1 else None
-                if residual is not None and getattr(residual, "shape", None) == value.shape:
+                # ... unless the layer handed its input hidden state back unchanged as the residual, having added
+                # it in itself (vLLM's Cohere layers): then the first output is the whole hidden state already.
+                # (Llama-style layers add in place into the residual they return: changed, so summed.)
+                passed_through = residual is given and before is not None and bool((residual == before).all())
+                if residual is not None and getattr(residual, "shape", None) == value.shape and not passed_through:
                     value = value + residual
             self._add(f"layer.{index}", _rows(value))
 
