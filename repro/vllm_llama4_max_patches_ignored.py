@@ -11,16 +11,21 @@ fix (a contiguous patch tensor) is applied here to reach this one. Builds the ha
 Run from the repository root with the project venv:  .venv/bin/python repro/vllm_llama4_max_patches_ignored.py
 Exit status 1 while the bug exists.
 """
-import os, sys, tempfile
-from pathlib import Path
+import os
+import sys
+
 import numpy as np
 from PIL import Image
+
 from harness.engines.vllm_offline import CPU_ENV
+
 for k, v in CPU_ENV.items():
     os.environ.setdefault(k, v)
-from vllm import LLM, SamplingParams
 from transformers import AutoProcessor
+from vllm import LLM, SamplingParams
+
 from harness.inputs.models import model_dir  # noqa: E402
+
 model = str(model_dir("tiny-llama4"))
 if True:  # the stride bug's fix, to reach this bug
     from vllm.model_executor.models import mllama4

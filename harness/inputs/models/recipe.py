@@ -122,12 +122,13 @@ def _literal(text: str) -> str:
 class Recipe:
     """One built-in tiny model of one architecture (see the module docstring).
 
-    `stops`: special tokens besides `eos` that end generation; `emitted`: the special tokens the model may emit (others get zero output rows, see `weights.redraw`);
-    `head_std=None` keeps the output head as the general draw left it. `processor_options`: per-request
-    options that change the image tokens (the processor-options variant), None where there are none;
-    `video_options`: what every video request pins on both sides' processors; `image_embeds`: why
-    precomputed image embeddings are not judged on this architecture, None where they are. `hook` runs
-    after saving, for what the data cannot say.
+    `stops`: special tokens besides `eos` that end generation. `emitted`: the special tokens the model
+    may emit (default: `eos`; the others get zero output rows, see `weights.redraw`). `head_std=None`
+    keeps the output head as the general draw left it. `processor_options`: per-request options that
+    change the image tokens (the processor-options variant), None where there are none. `video_options`:
+    what every video request pins on both sides' processors. `image_embeds`: why precomputed image
+    embeddings are not judged on this architecture, None where they are. `hook`: run after saving, for
+    what the data cannot say.
     """
 
     name: str

@@ -8,6 +8,7 @@ seeded English corpus (`corpus`).
 from __future__ import annotations
 
 import math
+
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from harness.inputs.models.corpus import corpus
