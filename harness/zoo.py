@@ -48,11 +48,13 @@ def run_zoo(cfg: RunConfig, observer: Observer | None = None) -> int:
 
 
 def print_table(console: Console, rows: list[ZooRow]) -> None:
+    """At least 140 columns wide, also in a CI log (rich would fold every cell at 80)."""
+    from rich.console import Console as RichConsole
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in HEADER:
-        table.add_column(column, overflow="fold", max_width=60 if column == "known records" else None)
+        table.add_column(column, overflow="fold", no_wrap=column != "known records")
     for cells in table_rows(rows):
         table.add_row(*cells)
-    console.out.print(table)
+    RichConsole(file=console.out.file, width=max(console.out.width, 140), highlight=False).print(table)

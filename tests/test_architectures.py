@@ -40,7 +40,8 @@ def run_model(name: str, out: Path) -> RunResult:
 
 # The bugs on record each model must show (every case it names fails as known, with that reproduction).
 KNOWN = {"tiny-lfm2-vl": ("repro/vllm_cpu_rotary_3d.py", CASES_BY_PATH),
-         "tiny-gemma3": ("repro/vllm_cpu_gemma3_mm_prefix.py", CASES_BY_PATH - {"text-only"} - VIDEO_CASES)}
+         "tiny-gemma3": ("repro/vllm_cpu_gemma3_mm_prefix.py", CASES_BY_PATH - {"text-only"} - VIDEO_CASES),
+         "tiny-qwen2.5-vl": (".venv/bin/python repro/transformers_qwen2_5_vl_video_rope.py", {"video-moving-circle"})}
 
 
 @pytest.mark.parametrize("name", OTHERS)

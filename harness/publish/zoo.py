@@ -29,7 +29,7 @@ class ZooRow:
     cases: dict[str, int] = field(default_factory=dict)  # by their worst cell
     cells: dict[str, int] = field(default_factory=dict)
     worst_ratio: float | None = None  # the largest ratio to its floor of any judged check of a passing or failing cell
-    known: list[str] = field(default_factory=list)  # "record title (reproduction)"
+    known: list[str] = field(default_factory=list)  # each record's reproduction (its title where it has none)
     seconds: float = 0.0
     error: str | None = None
 
@@ -45,8 +45,12 @@ def zoo_row(model: str, architecture: str, run: RunResult, seconds: float) -> Zo
               for check in cell.comparison.checks.values() if check.ratio is not None and check.rule != "info"]
     return ZooRow(model, architecture, run.verdict if run.status == "complete" else "error", run.counts(),
                   cell_counts(run), max(ratios) if ratios else None,
-                  [f"{r.title} ({r.reproduction})" if r.reproduction else r.title for r in known_records(run)],
+                  [r.reproduction.split()[-1] if r.reproduction else _short(r.title) for r in known_records(run)],
                   round(seconds, 1), run.error)
+
+
+def _short(text: str, width: int = 48) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def failed_row(model: str, architecture: str, error: str, seconds: float) -> ZooRow:
