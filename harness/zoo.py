@@ -25,6 +25,7 @@ def run_zoo(cfg: RunConfig, observer: Observer | None = None) -> int:
         quiet_third_parties()
     rows: list[ZooRow] = []
     codes = []
+    page = write_zoo(cfg.out, rows, list(MODELS))
     for name, recipe in MODELS.items():
         console.print(f"== {name} ({recipe.architecture}) ==", "bold")
         start = time.perf_counter()
@@ -38,10 +39,10 @@ def run_zoo(cfg: RunConfig, observer: Observer | None = None) -> int:
             rows.append(failed_row(name, recipe.architecture, f"{type(exc).__name__}: {exc}",
                                    time.perf_counter() - start))
             codes.append(2)
-            continue
-        rows.append(zoo_row(name, recipe.architecture, done.run, time.perf_counter() - start))
-        codes.append(done.exit_code)
-    page = write_zoo(cfg.out, rows)
+        else:
+            rows.append(zoo_row(name, recipe.architecture, done.run, time.perf_counter() - start))
+            codes.append(done.exit_code)
+        page = write_zoo(cfg.out, rows, list(MODELS))  # after every model: a zoo stopped half way keeps its table
     print_table(console, rows)
     console.print(f"ZOO {verdict(rows).upper()}: {len(rows)} models; report: {page}")
     return max(codes, default=2)

@@ -96,8 +96,8 @@ def _row(model: str, verdict_: str, known: list[str] | None = None) -> ZooRow:
 
 def test_the_zoo_table_and_page(tmp_path: Path) -> None:
     rows = [_row("tiny-a", "pass"), _row("tiny-b", "pass", ["vLLM CPU bug (repro/x.py)"])]
-    page = write_zoo(tmp_path, rows)
-    assert read_zoo(tmp_path) == rows and verdict(rows) == "pass"
+    page = write_zoo(tmp_path, rows, ["tiny-a", "tiny-b"])
+    assert read_zoo(tmp_path) == (rows, ["tiny-a", "tiny-b"]) and verdict(rows) == "pass"
     assert table_rows(rows)[1] == ("tiny-b", "Tiny", "pass", "3/1/0", "2.5x", "12 s", "vLLM CPU bug (repro/x.py)")
     html = page.read_text()
     assert 'href="tiny-a/index.html"' in html and "repro/x.py" in html
@@ -114,9 +114,12 @@ def test_the_gate_takes_a_zoo_folder_as_one_decision(tmp_path: Path) -> None:
     zoo = tmp_path / "zoo"
     for name in ("tiny-a", "tiny-b"):
         shutil.copytree(source, zoo / name)
-    write_zoo(zoo, [_row("tiny-a", "pass"), _row("tiny-b", "pass")])
+    write_zoo(zoo, [_row("tiny-a", "pass"), _row("tiny-b", "pass")], ["tiny-a", "tiny-b"])
     config = load_gate_config()
     assert gate_file(zoo, "default", config).code == 0
+    write_zoo(zoo, [_row("tiny-a", "pass")], ["tiny-a", "tiny-b"])  # stopped before tiny-b: no decision
+    assert gate_file(zoo, "default", config).code == 2
+    write_zoo(zoo, [_row("tiny-a", "pass"), _row("tiny-b", "pass")], ["tiny-a", "tiny-b"])
     results = json.loads((zoo / "tiny-b" / "results.json").read_text())
     results["status"] = "partial"
     (zoo / "tiny-b" / "results.json").write_text(json.dumps(results))

@@ -128,11 +128,14 @@ def gate_file(results: Path, policy_name: str, config: dict[str, Any]) -> GateDe
     if policy is None:
         known = ", ".join(sorted(config.get("policies") or {}))
         return GateDecision(UNDECIDED, policy_name, [f"no policy named {policy_name!r} (known: {known})"])
-    rows = read_zoo(results) if Path(results).is_dir() else None
-    if rows is not None:
+    zoo = read_zoo(results) if Path(results).is_dir() else None
+    if zoo is not None:
+        rows, planned = zoo
+        missing = [name for name in planned if name not in {row.model for row in rows}]
+        if missing or not rows:  # a zoo stopped half way is no release decision over every model
+            return GateDecision(UNDECIDED, policy_name, [f"{results}: the zoo did not run {', '.join(missing)}"
+                                                         if missing else f"{results}: the zoo ran no model"])
         decisions = [(row.model, _gate_one(Path(results) / row.folder, policy_name, policy)) for row in rows]
-        if not decisions:
-            return GateDecision(UNDECIDED, policy_name, [f"{results}: the zoo ran no model"])
         return GateDecision(max(d.code for _, d in decisions), policy_name,
                             [f"{model}: {reason}" for model, d in decisions for reason in d.reasons])
     return _gate_one(results, policy_name, policy)

@@ -57,24 +57,28 @@ def failed_row(model: str, architecture: str, error: str, seconds: float) -> Zoo
     return ZooRow(model, architecture, "error", seconds=round(seconds, 1), error=error)
 
 
-def write_zoo(out: Path, rows: list[ZooRow]) -> Path:
-    """`zoo.json` and the table page `index.html` in `out`; the page's path."""
-    write_atomic(out / ZOO_FILE, json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+def write_zoo(out: Path, rows: list[ZooRow], planned: list[str]) -> Path:
+    """`zoo.json` (the models planned, and a row per model run so far) and the table page `index.html` in
+    `out`; the page's path."""
+    data = {"planned": planned, "rows": [asdict(r) for r in rows]}
+    write_atomic(out / ZOO_FILE, json.dumps(data, indent=1) + "\n")
     page = out / "index.html"
     write_atomic(page, zoo_html(rows))
     return page
 
 
-def read_zoo(out: Path) -> list[ZooRow] | None:
-    """The zoo's rows if `out` is a zoo folder, else None."""
+def read_zoo(out: Path) -> tuple[list[ZooRow], list[str]] | None:
+    """The zoo's rows and the models it planned if `out` is a zoo folder, else None."""
     path = Path(out) / ZOO_FILE
     if not path.is_file():
         return None
-    return [ZooRow(**row) for row in json.loads(path.read_text())]
+    data = json.loads(path.read_text())
+    return [ZooRow(**row) for row in data["rows"]], list(data["planned"])
 
 
 def _counts(row: ZooRow) -> str:
-    return f"{row.cases.get('pass', 0)}/{row.cases.get('known', 0)}/{row.cases.get('fail', 0) + row.cases.get('error', 0)}"
+    failed = row.cases.get("fail", 0) + row.cases.get("error", 0)
+    return f"{row.cases.get('pass', 0)}/{row.cases.get('known', 0)}/{failed}"
 
 
 def _ratio(row: ZooRow) -> str:
