@@ -9,6 +9,7 @@ patches it in), the engine's captures are taken in this process. The probe proce
 engine under test is vLLM (tests/test_fault_injection.py)."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,26 @@ from harness.core.schema import EngineOutput
 from harness.engines.base import EngineSettings, Request, resolve_engine
 from harness.engines.client import EngineSide, Gate
 from harness.engines.worker import submissions
+
+# Models load one at a time: the streams run in threads of one process here, and transformers'
+# `from_pretrained` is not thread-safe (its meta-device init is process-wide: a model loaded while another
+# loads can keep a tied output head on the meta device). Real runs start each engine in its own process.
+_LOADING = threading.Lock()
+
+
+def _serialize_model_loads() -> None:
+    from transformers import AutoModelForImageTextToText
+
+    load = AutoModelForImageTextToText.from_pretrained
+
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with _LOADING:
+            return load(*args, **kwargs)
+
+    AutoModelForImageTextToText.from_pretrained = locked
+
+
+_serialize_model_loads()
 
 
 def inline(engine: str, settings: EngineSettings, requests: list[Request], side: EngineSide, progress: Any,

@@ -55,9 +55,11 @@ def perturbed_copy(model: Path, dest: Path, scale: float = 1e-2) -> Path:
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_a_vision_weights_fault_is_localized_to_the_encoder(name: str, tmp_path: Path) -> None:
-    # In a forked child: transformers keeps state across models in one process (after GLM-4V, LFM2-VL's tied
-    # head fails to load under some hash seeds); a real run loads each model in a process of its own.
-    context = multiprocessing.get_context("fork")
+    # In a child of its own, as a real run loads each model in a process of its own, forked from a fork server
+    # that has imported the harness and computed nothing (a fork of this process, whose OpenMP threads have
+    # run, can deadlock).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.test_zoo"])
     with context.Pool(1) as pool:
         problems = pool.apply(_localize, (name, tmp_path))
     assert not problems, problems
