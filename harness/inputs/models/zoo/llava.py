@@ -9,6 +9,21 @@ from harness.inputs.models.recipe import VOCAB, Part, Recipe, Template, tok
 
 IMAGE_SIZE = 64
 PATCH_SIZE = 16
+# A Llama decoder with ChatML's turn tokens, untied head (shared with LLaVA-NeXT).
+LLAMA_TEXT = {
+    "model_type": "llama", "vocab_size": VOCAB, "hidden_size": 128, "intermediate_size": 256,
+    "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+    "max_position_embeddings": 4096, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+    "bos_token_id": tok("<|endoftext|>"), "eos_token_id": tok("<|im_end|>"),
+    "pad_token_id": tok("<|endoftext|>"), "tie_word_embeddings": False,
+}
+
+
+def clip_vision(image_size: int) -> dict:
+    """Three CLIP layers on `image_size` px of 16 px patches, of which `vision_feature_layer=-2` uses two."""
+    return {"model_type": "clip_vision_model", "hidden_size": 64, "intermediate_size": 128, "projection_dim": 64,
+            "num_hidden_layers": 3, "num_attention_heads": 1, "image_size": image_size, "patch_size": PATCH_SIZE}
+
 
 LLAVA = Recipe(
     name="tiny-llava",
@@ -18,17 +33,8 @@ LLAVA = Recipe(
     bos="<|endoftext|>", eos="<|im_end|>", pad="<|endoftext|>", stops=("<|endoftext|>",),
     template=Template(image="<image>\n"),  # ChatML with one `<image>` line per image part
     config=Part("LlavaConfig", {
-        "text_config": {
-            "model_type": "llama", "vocab_size": VOCAB, "hidden_size": 128, "intermediate_size": 256,
-            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-            "max_position_embeddings": 4096, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
-            "bos_token_id": tok("<|endoftext|>"), "eos_token_id": tok("<|im_end|>"),
-            "pad_token_id": tok("<|endoftext|>"), "tie_word_embeddings": False,
-        },
-        "vision_config": {
-            "model_type": "clip_vision_model", "hidden_size": 64, "intermediate_size": 128, "projection_dim": 64,
-            "num_hidden_layers": 3, "num_attention_heads": 1, "image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE,
-        },
+        "text_config": LLAMA_TEXT,
+        "vision_config": clip_vision(IMAGE_SIZE),
         "image_token_index": tok("<image>"), "image_seq_length": (IMAGE_SIZE // PATCH_SIZE) ** 2,
         "vision_feature_select_strategy": "default", "vision_feature_layer": -2,
         "projector_hidden_act": "gelu", "tie_word_embeddings": False,

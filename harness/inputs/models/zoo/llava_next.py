@@ -10,10 +10,10 @@ image gives 88 image tokens (16 base + 8 rows of 8 + 8 newlines), a wide or tall
 """
 from __future__ import annotations
 
-from harness.inputs.models.recipe import VOCAB, Part, Recipe, Template, tok
+from harness.inputs.models.recipe import Part, Recipe, Template, tok
+from harness.inputs.models.zoo.llava import LLAMA_TEXT, PATCH_SIZE, clip_vision
 
 TILE = 64
-PATCH_SIZE = 16
 # (height, width): 1x2, 2x1, 2x2, 1x3 and 3x1 tiles, as llava-v1.6's [[336, 672], ...] at 64 px a tile.
 PINPOINTS = [[64, 128], [128, 64], [128, 128], [192, 64], [64, 192]]
 
@@ -26,18 +26,8 @@ LLAVA_NEXT = Recipe(
     bos="<|endoftext|>", eos="<|im_end|>", pad="<|endoftext|>", stops=("<|endoftext|>",),
     template=Template(image="<image>\n"),  # ChatML with one `<image>` line per image part
     config=Part("LlavaNextConfig", {
-        "text_config": {
-            "model_type": "llama", "vocab_size": VOCAB, "hidden_size": 128, "intermediate_size": 256,
-            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-            "max_position_embeddings": 4096, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
-            "bos_token_id": tok("<|endoftext|>"), "eos_token_id": tok("<|im_end|>"),
-            "pad_token_id": tok("<|endoftext|>"), "tie_word_embeddings": False,
-        },
-        # Three CLIP layers, of which `vision_feature_layer=-2` uses two (vLLM does not build the last).
-        "vision_config": {
-            "model_type": "clip_vision_model", "hidden_size": 64, "intermediate_size": 128, "projection_dim": 64,
-            "num_hidden_layers": 3, "num_attention_heads": 1, "image_size": TILE, "patch_size": PATCH_SIZE,
-        },
+        "text_config": LLAMA_TEXT,
+        "vision_config": clip_vision(TILE),  # vLLM does not build the layer `vision_feature_layer=-2` skips
         "image_token_index": tok("<image>"), "image_grid_pinpoints": PINPOINTS,
         "image_seq_length": (TILE // PATCH_SIZE) ** 2,
         "vision_feature_select_strategy": "default", "vision_feature_layer": -2,

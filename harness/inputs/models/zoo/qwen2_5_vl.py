@@ -10,8 +10,8 @@ are kept at 112 px or less (2x2 windows per frame pair) and take the temporal M-
 """
 from __future__ import annotations
 
-from harness.inputs.models.recipe import VOCAB, Part, Recipe, tok
-from harness.inputs.models.zoo.qwen2_vl import TEMPLATE, TOKENS
+from harness.inputs.models.recipe import Part, Recipe, tok
+from harness.inputs.models.zoo.qwen2_vl import TEMPLATE, TEXT, TOKENS
 
 # Images up to 168x168 (3x3 windows of 56 px); video frames up to 112x112 (each frame pair is one grid).
 IMAGE_SIZE = {"shortest_edge": 56 * 56, "longest_edge": 168 * 168}
@@ -25,13 +25,7 @@ QWEN2_5_VL = Recipe(
     tokens=TOKENS, bos="<|endoftext|>", eos="<|im_end|>", pad="<|endoftext|>", stops=("<|endoftext|>",),
     template=TEMPLATE,
     config=Part("Qwen2_5_VLConfig", {
-        "text_config": {
-            "vocab_size": VOCAB, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [8, 12, 12]},
-            "bos_token_id": tok("<|endoftext|>"), "eos_token_id": tok("<|im_end|>"),
-            "pad_token_id": tok("<|endoftext|>"),
-        },
+        "text_config": TEXT,
         # Block 0 windowed, block 1 full. window_size is in pixels: 56 // patch 14 // merge 2 = 2 merged
         # tokens a side. tokens_per_second 24: bare frames are taken at 24 fps, so a frame pair (1/12 s)
         # advances the temporal position by 2.

@@ -12,6 +12,13 @@ TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|
           "<|image_pad|>", "<|video_pad|>")
 TEMPLATE = Template(image="<|vision_start|><|image_pad|><|vision_end|>",
                     video="<|vision_start|><|video_pad|><|vision_end|>")
+# The text model, M-RoPE sections over head_dim 64 (shared with Qwen2.5-VL).
+TEXT = {
+    "vocab_size": VOCAB, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+    "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 4096,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [8, 12, 12]},
+    "bos_token_id": tok("<|endoftext|>"), "eos_token_id": tok("<|im_end|>"), "pad_token_id": tok("<|endoftext|>"),
+}
 # Small images keep the vision tower's work tiny: 56x56 to 112x112 pixels.
 SIZE = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
 
@@ -24,13 +31,7 @@ QWEN2_VL = Recipe(
     # The output head is untied and left as drawn (N(0, 0.08)): tied, the N(0, 1) embeddings would make
     # logits so large that float32 rounding dominates the comparison.
     config=Part("Qwen2VLConfig", {
-        "text_config": {
-            "vocab_size": VOCAB, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [8, 12, 12]},
-            "bos_token_id": tok("<|endoftext|>"), "eos_token_id": tok("<|im_end|>"),
-            "pad_token_id": tok("<|endoftext|>"),
-        },
+        "text_config": TEXT,
         "vision_config": {"depth": 2, "embed_dim": 64, "hidden_size": 128, "num_heads": 1, "mlp_ratio": 4,
                           "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
         "image_token_id": tok("<|image_pad|>"), "video_token_id": tok("<|video_pad|>"),
