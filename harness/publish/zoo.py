@@ -111,4 +111,5 @@ def zoo_html(rows: list[ZooRow]) -> str:
             "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}</style>"
             f"<h1>Every built-in architecture: {verdict(rows).upper()}</h1>"
             f"<p>{len(rows)} models; cases by their worst cell: pass / known / fail; worst ratio: the largest ratio "
-            f"of any judged check to its floor.</p><table><tr>{head}</tr>{body}</table>")
+            "of a judged check of a passing or failing cell to its floor (known cells left out).</p>"
+            f"<table><tr>{head}</tr>{body}</table>")
