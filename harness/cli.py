@@ -22,6 +22,7 @@ from harness.publish.report import publish
 from harness.publish.results import PARTIAL, read_results, write_results
 from harness.publish.zoo import ALL_MODELS
 from harness.record import RecordConfig
+from harness.repro import add_repro_arguments, repro_command
 from harness.run.observe import Observer
 from harness.run.options import add_options, build_config, run_config
 from harness.runner import run_command
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("extra", nargs="*", metavar="CHECKPOINT", help="user-supplied checkpoint folders to describe")
     models.add_argument("--cache", type=Path, help="cache root (default: $VLM_PARITY_CACHE or ~/.cache/vlm-parity)")
 
+    repro = sub.add_parser("repro", help="write one cell of a run as a reproduction folder: repro.py (exit 1 while it "
+                                         "fails) and BUG_REPORT.md for an engine's issue tracker")
+    add_repro_arguments(repro)
+
     bench = sub.add_parser("bench", help="measure the harness's own cost against the engine's and the reference's")
     add_bench_arguments(bench)
     return parser
@@ -99,6 +104,8 @@ def _command(args: argparse.Namespace, observer: Observer | None) -> int:
         return _models(args)
     if args.command == "merge":
         return _merge(args)
+    if args.command == "repro":
+        return repro_command(args)
     if args.command == "bench":
         from harness.bench.command import run_bench
 

@@ -39,6 +39,7 @@ from harness.publish.report.decode_effect import decode_effect_markdown
 from harness.publish.report.summary import write_step_summary
 from harness.publish.report.thumbnails import thumbnail
 from harness.publish.results import ResultsSink
+from harness.repro import write_repros
 from harness.run.known import known_reference_failure
 from harness.run.ledger import REFERENCE, CaseEntry, CaseLedger
 from harness.run.observe import Observer
@@ -124,7 +125,9 @@ def run_and_publish(run: RunConfig | RunPlan, progress: Console | Lines = print,
     result = execute(run, console, observer, launcher)
     with observer.stage("report"):
         outcome = conclude(result, cfg.history, cfg.policy, gate)
-        published = publish(result, cfg.out, outcome)
+        repro_root = cfg.repro_dir or cfg.out / "repro"
+        write_repros(result, repro_root, cfg.out / "results.json", every=cfg.repro_dir is not None)
+        published = publish(result, cfg.out, outcome, repro_root)
         write_step_summary(result, outcome)
     console.finish(result, published.html, outcome.regressions, outcome.diagnosis, time.perf_counter() - start)
     return Finished(result, outcome, published.html)

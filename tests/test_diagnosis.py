@@ -177,3 +177,14 @@ def test_a_known_failure_error_entry_must_be_a_record_pattern() -> None:
         load_known("m", "m", "vllm", "0.32.0", "cpu", known("[MultiModalCacheMissError]"))  # a bare substring
     with pytest.raises(ValueError, match=r"field 'errors\[0\]': field 'message': not a regular expression"):
         load_known("m", "m", "vllm", "0.32.0", "cpu", known("[{message: '('}]"))
+
+
+def test_a_record_that_applies_to_a_passing_cell_says_it_no_longer_matches() -> None:
+    """pytest's strict XPASS, in the results: the cell stays `pass`, with a warning naming the record."""
+    (entry,) = load_known("m", "m", "vllm", "0.32.0", "cpu", known(PATTERNS))
+    case = Case("c", Path("cases.yaml"), (), (), 8, (), {})
+    passed = mark_known(case, VariantResult("reject-then-reuse", "pass"), [entry])
+    assert passed.verdict == "pass" and [n.kind for n in passed.notes] == ["known_unmatched"]
+    assert "did not show: the engine may be fixed" in note_text(passed.notes[0])
+    other = mark_known(case, VariantResult("batched", "pass"), [])  # no record applies: nothing said
+    assert other.notes == []

@@ -22,6 +22,7 @@ import pytest
 
 from harness.core.schema import CaseComparison, RunResult
 from harness.judging.explain import case_lines, info_lines, ladder_text, variant_lines
+from harness.repro import write_repro
 from harness.runner import RunConfig, execute
 from tests.conftest import CASES
 
@@ -217,3 +218,15 @@ def test_in_bfloat16_healthy_paths_pass_by_their_floor_and_the_chunk_fault_still
         if case.case_id != "text-only":
             worst = max(f.ratio for f in case.variants["chunked-prefill"].failing if f.ratio is not None)
             assert worst > 10, variant_lines(case.variants["chunked-prefill"])
+
+
+def test_a_cell_failed_by_an_injected_fault_reproduces_from_its_folder(four_faults: RunResult, tmp_path: Path) -> None:
+    """`vlm-parity repro` on the image-embeds fault's cell: repro.py, in a fresh interpreter from the folder alone,
+    runs the same engine (with its fault) and exits 1, printing where the prompt logprobs part ways."""
+    from tests.test_repro import run_repro
+
+    folder = write_repro(four_faults, "astronaut-420", "image-embeds", tmp_path / "cell")
+    done = run_repro(folder, tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "case astronaut-420 on image-embeds: FAIL" in done.stdout
+    assert "prompt logprobs, first position past the bound" in done.stdout and "(image)" in done.stdout

@@ -168,3 +168,28 @@ def test_report_and_summary_fold_known_failures(tmp_path: Path) -> None:
     assert "| fail on batched: " in text and "3 in 3 cases: case-0009, case-0019, case-0029 |" in text
     assert "<summary>Known failures (26 cells in 1 record)</summary>" in text
     assert text.count("| Engine bug: the cache drops images. | alone | 26: ") == 1
+
+
+def test_known_failures_that_need_a_person_are_under_attention(tmp_path: Path) -> None:
+    """A record that no longer matches (XPASS) and a known cell new since the history's last run are each one
+    group under "Needs attention"; the other known cells stay folded."""
+    history = tmp_path / "history.jsonl"
+    before = synthetic_run(30)
+    conclude(before, history)  # every passing case passed `alone`
+    run = known_run()
+    fixed = run.case("case-0000").variants["batched"]
+    fixed.notes.append(note("known_unmatched", reason="Engine bug: batching drops images.", reproduction="repro/b.py"))
+    conclude(run, history)
+    new = [c for c in run.cases if any(n.kind == "known_new" for v in c.variants.values() for n in v.notes)]
+    assert len(new) == 26  # every known cell passed last time
+    groups = {g.level: g for g in attention(run)}
+    assert list(groups) == ["error", "fail", "new-known", "xpass"]
+    assert len(groups["new-known"].cells) == 26 and groups["new-known"].metrics == ("repro/cache.py",)
+    assert "new to this run" in groups["new-known"].line and RECORD in groups["new-known"].line
+    assert groups["xpass"].cases == ["case-0000"] and "may be fixed" in groups["xpass"].line
+    # the next run with the same known cells: nothing new any more
+    again = known_run()
+    conclude(again, history)
+    assert [g.level for g in attention(again)] == ["error", "fail"]
+    html = publish(run, tmp_path / "report").html.read_text()
+    assert 'class="att-xpass"' in html and 'class="att-new-known"' in html

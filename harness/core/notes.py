@@ -87,6 +87,13 @@ NOTES: dict[str, NoteKind] = {
     "no_reference_output": NoteKind("error", "no reference output to compare with"),
     "harness_error": NoteKind("error", "harness error judging this variant: {type}: {message}"),
     "known_failure": NoteKind("info", lambda d: f"known failure: {_known(d)}"),
+    # A record that applies to the cell and did not show (the engine may be fixed: pytest's strict XPASS), and
+    # a known cell that passed in the last run of the history (a bug on record newly reaching this cell).
+    "known_unmatched": NoteKind("warning", lambda d: (
+        f"a known failure on record did not show: the engine may be fixed; narrow or remove the record: "
+        f"{_known(d)}")),
+    "known_new": NoteKind("warning", "known failure new to this run: this cell passed in the last run of the "
+                                     "history ({previous})"),
     "cache_not_hit": NoteKind("warning", "no prompt token came from the engine's prefix cache: the path was not "
                                          "exercised on this case"),
     "rerun_reference": NoteKind("info", "compared with {reference}: the reference re-run with these pixels"),

@@ -3,8 +3,10 @@ console's closing lines all render these.
 
 Cells that fail, error or drift are grouped by signature (their level, the first stage the ladder found
 different, the failing metrics or error types, and the set of variants it happens on within a case), so a
-bug that fails every case is one group with its count. Known failures are grouped by their record (one row
-per entry of known_failures.yaml): they need no one, and are shown folded.
+bug that fails every case is one group with its count; so are the known failures a person should look at:
+a record that applies to a cell which passed (`xpass`: the engine may be fixed) and a known cell that
+passed in the last run of the history (`new-known`), grouped by record. Other known failures are grouped by
+their record (one row per entry of known_failures.yaml): they need no one, and are shown folded.
 """
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ import re
 from dataclasses import dataclass, field
 
 from harness.core.format import ratio as ratio_text
-from harness.core.notes import error_notes
-from harness.core.schema import CaseResult, RunResult, VariantResult
+from harness.core.notes import error_notes, note_text
+from harness.core.schema import CaseResult, Note, RunResult, VariantResult
 from harness.judging.explain import case_lines, finding_text, ladder_text, variant_lines
 from harness.judging.ladder import LABELS
 
-LEVELS = ("error", "fail", "drift")  # in the order a person should look at them
+LEVELS = ("error", "fail", "drift", "new-known", "xpass")  # in the order a person should look at them
+# The note that puts a known or passing cell under attention, by level (`harness.core.notes`).
+RECORD_NOTES = {"new-known": "known_new", "xpass": "known_unmatched"}
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
@@ -75,7 +79,23 @@ class KnownRecord:
         return SENTENCE_END.split(self.reason, maxsplit=1)[0]
 
 
+def _level(cell: VariantResult) -> str | None:
+    if cell.verdict in ("fail", "error"):
+        return cell.verdict
+    if cell.drifting:
+        return "drift"
+    return next((level for level, kind in RECORD_NOTES.items() if any(n.kind == kind for n in cell.notes)), None)
+
+
+def _record(cell: VariantResult) -> Note | None:
+    """The known-failure record a cell's attention is about (its own, or the one it no longer matches)."""
+    return next((n for n in cell.notes if n.kind in ("known_failure", "known_unmatched")), None)
+
+
 def _signature_key(case: CaseResult, cell: VariantResult, level: str) -> tuple[str | None, tuple[str, ...]]:
+    if level in RECORD_NOTES:
+        record = _record(cell)
+        return None, (record.data.get("reproduction") or "no reproduction",) if record else ()
     if level == "error":
         return None, tuple(sorted({str(n.data.get("type") or n.kind) for n in error_notes(cell.notes)}))
     if level == "drift":
@@ -85,6 +105,10 @@ def _signature_key(case: CaseResult, cell: VariantResult, level: str) -> tuple[s
 
 
 def _cell_line(case: CaseResult, name: str, cell: VariantResult, level: str) -> str:
+    if level in RECORD_NOTES:
+        shown = [n for n in cell.notes if n.kind == RECORD_NOTES[level]]
+        shown += [r for r in [_record(cell)] if r is not None and level == "new-known"]
+        return " ".join(note_text(n) for n in shown)
     if level == "drift":
         return finding_text(cell.drifting[0])
     lines = variant_lines(cell)
@@ -95,7 +119,8 @@ def _cell_line(case: CaseResult, name: str, cell: VariantResult, level: str) -> 
 
 
 def attention(run: RunResult) -> list[Group]:
-    """Failing, erroring and drifting cells grouped by signature, errors first, then the largest groups."""
+    """Failing, erroring and drifting cells, and known failures a person should look at, grouped by signature:
+    errors first, then the largest groups."""
     groups: dict[tuple, Group] = {}
     for case in run.cases:
         if not case.variants and case.verdict in ("fail", "error"):
@@ -105,7 +130,7 @@ def attention(run: RunResult) -> list[Group]:
             continue
         by_key: dict[tuple, list[Cell]] = {}
         for name, cell in case.variants.items():
-            level = cell.verdict if cell.verdict in ("fail", "error") else "drift" if cell.drifting else None
+            level = _level(cell)
             if level is None:
                 continue
             stage, metrics = _signature_key(case, cell, level)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import fail, mapping
+from harness.core.notes import note
 from harness.core.schema import METRIC_INFO, PASSING, RunResult, shown_in
 from harness.publish.results import json_safe
 
@@ -57,7 +58,28 @@ def summarize_run(run: RunResult) -> dict[str, Any]:
         "ratios": ratios, "floors": floors,
         "drifting": sorted(f"{c.case_id}/{name}/{f.metric}" for c in run.cases for name, v in c.variants.items()
                            for f in v.drifting),
+        "known": known_cells(run),
     }
+
+
+def known_cells(run: RunResult) -> list[str]:
+    """The run's known cells, 'case/variant'."""
+    return sorted(f"{c.case_id}/{name}" for c in run.cases for name, v in c.variants.items() if v.verdict == "known")
+
+
+def mark_new_known(run: RunResult, previous: dict[str, Any]) -> None:
+    """Known cells that passed in `previous` (the last history entry of this engine, dtype and model) get a
+    `known_new` note: a bug on record that now reaches a cell it did not, which a person should look at.
+    A case in `passing` had every cell pass or known, so a cell not known then passed. An entry written
+    before the history kept known cells says nothing."""
+    if "known" not in previous:
+        return
+    before = set(previous["known"])
+    for case in run.cases:
+        for name, cell in case.variants.items():
+            ran = case.case_id in previous.get("passing", []) and name in previous.get("variants", [])
+            if cell.verdict == "known" and f"{case.case_id}/{name}" not in before and ran:
+                cell.notes.append(note("known_new", previous=previous.get("date") or "earlier run"))
 
 
 def load_history(path: Path) -> list[dict[str, Any]]:

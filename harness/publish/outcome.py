@@ -10,7 +10,7 @@ from typing import Any
 from harness.core.schema import RunResult
 from harness.judging.diagnosis import diagnose
 from harness.publish.gate import GateDecision, decide, gate_policy, load_gate_config
-from harness.publish.history import append_history, load_history, regressions, summarize_run
+from harness.publish.history import append_history, load_history, mark_new_known, regressions, summarize_run
 
 
 @dataclass
@@ -25,9 +25,9 @@ def conclude(run: RunResult, history_file: Path | None = None, policy: str = "de
              gate: dict[str, Any] | None = None) -> Outcome:
     """Gate the run by `policy` of the loaded gate config (`harness.publish.gate.load_gate_config`; default: the
     packaged one) and, with a history file, judge regressions against the last entry for the same engine,
-    dtype and model (a zoo's history holds every model) before appending this run. Only complete runs of the
-    whole suite are appended: a crashed or `--case`-filtered run is no baseline. ValueError for an unknown
-    gate policy."""
+    dtype and model (a zoo's history holds every model), and mark known cells new since it, before appending
+    this run. Only complete runs of the whole suite are appended: a crashed or `--case`-filtered run is no
+    baseline. ValueError for an unknown gate policy."""
     config = gate_policy(gate or load_gate_config(), policy)
     outcome = Outcome(decide(run, policy, config["policies"][policy]), diagnosis=diagnose(run))
     if history_file is not None:
@@ -36,6 +36,7 @@ def conclude(run: RunResult, history_file: Path | None = None, policy: str = "de
         same = [h for h in load_history(history_file) if all(h.get(k) == entry[k] for k in key)]
         if same:
             outcome.regressions = regressions(same[-1], entry, config["regressions"])
+            mark_new_known(run, same[-1])
         if run.status == "complete" and not run.provenance.partial:
             append_history(history_file, entry)
         outcome.history = [*same, entry]

@@ -120,6 +120,10 @@ class RunConfig:
                                       "probe engine and in the reference, with hooks, to find the first stage inside "
                                       "the model where they differ), off, or CASE,... (those cases too)",
                            metavar="failing|off|CASE,...")
+    repro_dir: Path | None = option(help="write a reproduction folder (repro.py, BUG_REPORT.md; `vlm-parity repro`) "
+                                         "for every failing or erroring cell under DIR (default: one per bug, the "
+                                         "first cell of each group that needs attention, under OUT/repro)",
+                                    type=Path, metavar="DIR")
     history: Path | None = option(help="JSON-lines history to append this run to (nightly trends)", type=Path)
     policy: str = option("default", "gate policy from the gate config (default: default)")
     gate_config: Path | None = option(help="gate YAML (default: the packaged one)", type=Path)

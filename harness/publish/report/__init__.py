@@ -19,10 +19,11 @@ class Published:
     tables: list[Path]
 
 
-def publish(run: RunResult, out_dir: Path, outcome: Outcome | None = None) -> Published:
-    """Render the run into `out_dir`; without an outcome, the default gate policy's and no history."""
+def publish(run: RunResult, out_dir: Path, outcome: Outcome | None = None, repro_root: Path | None = None) -> Published:
+    """Render the run into `out_dir`; without an outcome, the default gate policy's and no history. Cells with
+    a reproduction folder under `repro_root` (default: OUT/repro) link to it."""
     outcome = outcome or conclude(run)
     out_dir.mkdir(parents=True, exist_ok=True)
     html = render_html(run, out_dir, gate=outcome.gate, regressions=outcome.regressions, history=outcome.history,
-                       diagnosis=outcome.diagnosis)
+                       diagnosis=outcome.diagnosis, repro_root=repro_root)
     return Published(html, write_tables(run, out_dir))

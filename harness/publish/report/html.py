@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,9 +95,26 @@ def trend_data(history: list[dict[str, Any]], last: int) -> dict[str, Any] | Non
     }
 
 
+REPRO_FILES = ("repro.py", "BUG_REPORT.md")  # what `vlm-parity repro` writes in a cell's folder (`harness.repro`)
+
+
+def repro_folder(case_id: str, variant: str) -> str:
+    """The folder name of one cell's reproduction under a run's repro root."""
+    return f"{case_id}-{variant}"
+
+
+def repro_links(run: RunResult, out_dir: Path, root: Path) -> dict[str, str]:
+    """'case--variant' -> the cell's reproduction folder relative to the report, for the cells that have one."""
+    return {f"{c.case_id}--{name}": os.path.relpath(root / repro_folder(c.case_id, name), out_dir)
+            for c in run.cases for name in c.variants
+            if (root / repro_folder(c.case_id, name) / REPRO_FILES[0]).is_file()}
+
+
 def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
                 regressions: list[str] | None = None, history: list[dict[str, Any]] | None = None,
-                trend_runs: int = 30, diagnosis: list[str] | None = None) -> Path:
+                trend_runs: int = 30, diagnosis: list[str] | None = None, repro_root: Path | None = None) -> Path:
+    """index.html; cells with a reproduction folder under `repro_root` (default: OUT/repro) link to it, other
+    cells that do not pass show the `vlm-parity repro` command that writes one."""
     charts = {f"{c.case_id}::{name}": _chart(v.comparison, c.floor)
               for c in run.cases for name, v in c.variants.items() if v.comparison and v.comparison.prefill_diffs}
     variant_counts = {v["name"]: {k: sum(c.variants[v["name"]].verdict == k for c in run.cases
@@ -113,6 +131,8 @@ def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
         base_variant=run.provenance.base_variant, variant_counts=variant_counts,
         tags=sorted({t for c in run.cases for t in c.tags}), provenance_keys=PROVENANCE_KEYS,
         effect_tables={name: decode_effect_rows(run, name) for name in decoder_variants(run)}, effect_pairs=PAIRS,
+        repros=repro_links(run, out_dir, repro_root or out_dir / "repro"), repro_files=REPRO_FILES,
+        results_path=out_dir / "results.json",
         css=_static("report.css"), js=_static("report.js"), plotly_js=get_plotlyjs(),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
