@@ -150,15 +150,16 @@ def known_reference_failure(case: Case, why: Note, known: Sequence[KnownFailure]
 
 
 def mark_known(case: Case, variant: VariantResult, known: Sequence[KnownFailure]) -> VariantResult:
-    """`known` with the entry's record when an entry covers the failure; a passing cell an entry applies to
-    keeps its verdict and says the record no longer matches (pytest's strict XPASS); otherwise unchanged."""
+    """`known` with the entry's record when an entry covers the failure; a passing cell a record of failing
+    metrics applies to keeps its verdict and says the record no longer matches (pytest's strict XPASS: a record
+    of engine errors says nothing of a cell that passed, its condition is the error); otherwise unchanged."""
     for entry in known:
         if entry.covers(case, variant):
             variant.verdict = "known"
             variant.notes.insert(0, note("known_failure", reason=entry.reason, reproduction=entry.reproduction))
             break
     else:
-        entry = next((e for e in known if e.applies_to(case, variant.variant)), None)
+        entry = next((e for e in known if not e.errors and e.applies_to(case, variant.variant)), None)
         if entry is not None and variant.verdict == "pass":
             variant.notes.append(note("known_unmatched", reason=entry.reason, reproduction=entry.reproduction))
     return variant
