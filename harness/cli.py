@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from harness.bench.command import add_bench_arguments
+from harness.calibrate import add_calibrate_arguments, calibrate_command
 from harness.config import ConfigError
 from harness.decode_diff import add_decode_diff_arguments, run_decode_diff
 from harness.engines.lifetime import ending_on_signals
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("extra", nargs="*", metavar="CHECKPOINT", help="user-supplied checkpoint folders to describe")
     models.add_argument("--cache", type=Path, help="cache root (default: $VLM_PARITY_CACHE or ~/.cache/vlm-parity)")
 
+    calibrate = sub.add_parser("calibrate", help="clean runs' ratios to the floor per metric and dtype, the multiples "
+                                                 "they support; --record keeps the suite drift test's clean sample")
+    add_calibrate_arguments(calibrate)
+
     repro = sub.add_parser("repro", help="write one cell of a run as a reproduction folder: repro.py (exit 1 while it "
                                          "fails) and BUG_REPORT.md for an engine's issue tracker")
     add_repro_arguments(repro)
@@ -104,6 +109,8 @@ def _command(args: argparse.Namespace, observer: Observer | None) -> int:
         return _models(args)
     if args.command == "merge":
         return _merge(args)
+    if args.command == "calibrate":
+        return calibrate_command(args)
     if args.command == "repro":
         return repro_command(args)
     if args.command == "bench":

@@ -7,13 +7,15 @@ and the HTML report are written when the run finishes. The options are the
 CLI's run options with a `--parity-` prefix (`harness.run.options`).
 
 Use from any repository: `pytest_plugins = ["harness.pytest_plugin"]` in its
-conftest.py, and a test taking the `parity_result` fixture.
+conftest.py, and a test taking the `parity_result` fixture; a test taking
+`parity_suite` sees the whole suite against its clean sample (an engine-wide
+drift no single cell shows: `harness.judging.suite`).
 """
 from __future__ import annotations
 
 import pytest
 
-from harness.core.schema import CaseResult, RunResult, VariantResult
+from harness.core.schema import CaseResult, RunResult, SuiteShift, VariantResult
 from harness.inputs.cases import Case
 from harness.run.known import KnownFailure
 from harness.run.options import add_options, run_config
@@ -85,6 +87,13 @@ def parity_run(request: pytest.FixtureRequest) -> RunResult:
         progress(f"REGRESSION: {regression}")
     progress(f"parity report: {done.html}")
     return done.run
+
+@pytest.fixture
+def parity_suite(parity_run: RunResult) -> list[SuiteShift]:
+    """The selected cells' ratios to their floors against the clean sample, per metric (empty without one, or
+    with too few cells selected to say)."""
+    return parity_run.suite
+
 
 @pytest.fixture
 def parity_result(parity_run: RunResult, parity_case: str, parity_variant: str) -> VariantResult | CaseResult:

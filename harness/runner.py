@@ -22,7 +22,7 @@ from harness.config import ConfigError
 from harness.core.hardware import cpu
 from harness.core.notes import error_fields, note, stream_end
 from harness.core.provenance import EngineGroupInfo, Provenance
-from harness.core.schema import CaseResult, EngineOutput, Note, RunResult
+from harness.core.schema import CaseResult, EngineOutput, Note, RunResult, SuiteShift
 from harness.decode_diff import case_pixel_deltas
 from harness.engines.base import EngineSettings
 from harness.engines.client import Deadline, EngineSide, Gate, stream
@@ -30,6 +30,7 @@ from harness.inputs.cases import Case, load_cases
 from harness.inputs.models import image_token_id, model_fingerprint, video_token_id
 from harness.inputs.prompt import Prompter
 from harness.judging.judge import CaseInputs, Judge, case_result
+from harness.judging.suite import SuiteRule, cell_ratios, sample_dtype, shift_test
 from harness.localize.run import MAX_PROBED, localize, which_to_localize
 from harness.publish.console import Console, Lines, as_console, quiet_third_parties
 from harness.publish.gate import gate_policy, load_gate_config
@@ -45,7 +46,14 @@ from harness.run.ledger import REFERENCE, CaseEntry, CaseLedger
 from harness.run.observe import Observer
 from harness.run.options import RunConfig, comma_list
 from harness.run.plan import CaseSelection, RunPlan, image_spans, make_plan, plan_probes, resolve_chunking
-from harness.run.references import DEFAULT_DIR, ReferenceStore, Status, StoredReference
+from harness.run.references import (
+    DEFAULT_DIR,
+    ReferenceStore,
+    Status,
+    StoredReference,
+    clean_sample_path,
+    load_clean_sample,
+)
 from harness.run.scheduler import Action, Launch, Open, Scheduler
 from harness.run.streams import Streams
 
@@ -250,7 +258,8 @@ class Session:
                 if failing > MAX_PROBED else "")
         self.console.note(f"localizing {len(probes)} case{'s' if len(probes) > 1 else ''}{more}: a probe engine and "
                           "the reference re-run each with hooks")
-        k = config.resolve(plan.thresholds, config.effective_dtype(plan.engine.dtype, plan.reference.dtype)).values["k"]
+        th = config.resolve(plan.thresholds, config.effective_dtype(plan.engine.dtype, plan.reference.dtype))
+        k = config.multiple(th, "prefill_max", "k")  # stages are compared as prompt logprobs are
         media = {t: kind for t, kind in ((self.judge.image_token, "image"), (self.judge.video_token, "video"))
                  if t is not None}
         ladders = localize(probes, results, plan.engine.engine, plan.reference.engine, plan.reference_settings(),
@@ -374,8 +383,22 @@ class Session:
         p.stage_s = dict(self.observer.seconds)
         run.error = self.reference_side.fatal or (main.fatal if main else None)
         run.status = "failed" if run.error else "complete"
+        if not run.error:
+            run.suite = self.suite()
         self.sink.write()
         return run
+
+    def suite(self) -> list[SuiteShift]:
+        """The whole suite against the clean sample recorded for this reference model, engine and dtype (`vlm-parity
+        calibrate --record`); nothing without one."""
+        plan = self.plan
+        path = clean_sample_path(self.cfg.references_dir or DEFAULT_DIR, plan.reference.model_name, plan.engine.engine,
+                                 sample_dtype(plan))
+        clean = load_clean_sample(path)
+        if clean is None:
+            return []
+        rule = SuiteRule.of(config.resolve_section(plan.thresholds, "suite"))
+        return shift_test(cell_ratios(self.run), clean["ratios"], f"{path.parent.parent.name}/clean/{path.name}", rule)
 
 
 def _provenance(plan: RunPlan) -> Provenance:

@@ -23,7 +23,7 @@ _PRECISION_ORDER = ("bfloat16", "float16", "float32")
 RULE_KEYS = ("k", "k_warn", "greedy")
 GREEDY_MODES = ("exact", "topk")
 # The sections of a thresholds file: per dtype, per model glob, and checks that are not per dtype.
-SECTIONS = ("dtypes", "models", "decode", "floor", "reference")
+SECTIONS = ("dtypes", "models", "decode", "floor", "reference", "suite")
 
 
 class ConfigError(ValueError):
@@ -62,8 +62,21 @@ def threshold_keys(metric: str) -> tuple[str, ...]:
     return (ceiling_key(metric),) if rule == "bound" else ()
 
 
-# Every key a dtype's thresholds have (the packaged file sets each), and those a case may change (numbers).
-DTYPE_KEYS: tuple[str, ...] = (*RULE_KEYS, *(key for m in METRICS for key in threshold_keys(m)))
+def multiple_keys(metric: str) -> tuple[str, ...]:
+    """A floor-judged metric's own multiples, `name_k` and `name_k_warn` (optional: without them it takes the
+    dtype's `k` and `k_warn`), calibrated on its clean spread (`vlm-parity calibrate`)."""
+    return (f"{metric}_k", f"{metric}_k_warn") if METRIC_INFO[metric]["rule"] == "floor" else ()
+
+
+def multiple(th: Thresholds, metric: str, key: str) -> float:
+    """The metric's `k` or `k_warn` (`key`): its own where set, else the dtype's."""
+    return th.values.get(f"{metric}_{key}", th.values[key])
+
+
+# Every key a dtype's thresholds have (the packaged file sets each, the metrics' own multiples where measured),
+# and those a case may change (numbers).
+REQUIRED_KEYS: tuple[str, ...] = (*RULE_KEYS, *(key for m in METRICS for key in threshold_keys(m)))
+DTYPE_KEYS: tuple[str, ...] = (*REQUIRED_KEYS, *(key for m in METRICS for key in multiple_keys(m)))
 CASE_THRESHOLD_KEYS: tuple[str, ...] = tuple(key for key in DTYPE_KEYS if key != "greedy")
 
 
@@ -71,11 +84,11 @@ def key_problem(key: str, known: Sequence[str]) -> str | None:
     """None when `key` is one of `known`; else why not, naming the metric it seems meant for."""
     if key in known:
         return None
-    metric = next((m for m in METRICS if key in (m, f"{m}_min", f"{m}_atol")), None)
+    metric = next((m for m in METRICS if key in (m, f"{m}_min", f"{m}_atol", f"{m}_k", f"{m}_k_warn")), None)
     if metric is None:
         return f"unknown metric {key!r} (known: {', '.join(known)})"
     info = METRIC_INFO[metric]
-    fits = [k for k in known if k in (metric, f"{metric}_min", f"{metric}_atol")]
+    fits = [k for k in known if k in (metric, f"{metric}_min", f"{metric}_atol", f"{metric}_k", f"{metric}_k_warn")]
     if not fits:
         return f"metric {metric!r} (rule {info['rule']!r}) takes no key here (known: {', '.join(known)})"
     return (f"{key!r} does not fit metric {metric!r} ({info['better']} is better, rule {info['rule']!r}): "
@@ -148,7 +161,7 @@ def _check_dtype(keys: Any, source: str, path: tuple[object, ...], complete: boo
             fail(source, (*path, key), f"value must be one of {', '.join(GREEDY_MODES)}, got {value!r}")
         if key != "greedy" and not _number(value):
             fail(source, (*path, key), f"value must be a number, got {value!r}")
-    missing = [k for k in DTYPE_KEYS if k not in keys] if complete else []
+    missing = [k for k in REQUIRED_KEYS if k not in keys] if complete else []
     if missing:
         fail(source, path, f"missing {', '.join(missing)}")
 

@@ -425,6 +425,22 @@ class CaseResult:
 
 
 @dataclass
+class SuiteShift:
+    """One metric of the whole suite against a clean run (`harness.judging.suite`): the median ratio to the
+    floor over the run's cells and the clean one, their quotient, the rank test's one-sided p-value, and
+    whether the suite drifts on it (a finding of the run, never of a case)."""
+
+    metric: str
+    cells: int
+    median: float
+    clean_median: float
+    shift: float
+    p_value: float
+    drifts: bool
+    clean_source: str = ""
+
+
+@dataclass
 class RunResult:
     """A whole run: provenance, per-case results and how the run itself ended.
 
@@ -441,6 +457,9 @@ class RunResult:
     variants: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
+    # The suite's ratios against a clean run's, per metric (`harness.judging.suite`); empty without a clean
+    # sample for this model, engine and dtype.
+    suite: list[SuiteShift] = field(default_factory=list)
     status: str = "running"
     error: str | None = None
     schema_version: int = SCHEMA_VERSION

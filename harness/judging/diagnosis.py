@@ -29,15 +29,26 @@ def _failing_cells(run: RunResult) -> dict[str, set[str]]:
     return cells
 
 
+def _suite_line(run: RunResult) -> list[str]:
+    """The whole engine's drift, when the suite test found one: it comes before any cell's pattern."""
+    moved = [s for s in run.suite if s.drifts]
+    if not moved:
+        return []
+    shifts = ", ".join(f"{s.metric} median {s.median:.3g}x its floor (clean {s.clean_median:.3g}x)" for s in moved)
+    return [f"the whole engine drifted against its clean sample: {shifts}; a numerical change that reaches every "
+            "case (a kernel, weight loading, a dtype path), whether or not any cell fails"]
+
+
 def diagnose(run: RunResult) -> list[str]:
-    """Each pattern the failures match, most specific first; one line saying so when nothing failed."""
+    """Each pattern the failures match, most specific first (the whole suite's drift first of all); one line
+    saying so when nothing failed."""
     cells = _failing_cells(run)
     if not cells:
         known = sum(v.verdict == "known" for c in run.cases for v in c.variants.values())
         ran = {n for c in run.cases for n, v in c.variants.items() if v.verdict != "skipped"}
-        return [f"no failures: every variant that ran ({len(ran)}) passes on every case"
-                + (f"; {known} known failure(s) on record" if known else "")]
-    found = []
+        return _suite_line(run) + [f"no failures: every variant that ran ({len(ran)}) passes on every case"
+                                   + (f"; {known} known failure(s) on record" if known else "")]
+    found: list[str] = []
     info = {v["name"]: v for v in run.variants}
     if len(cells) == 1:
         (name,) = cells
@@ -68,4 +79,4 @@ def diagnose(run: RunResult) -> list[str]:
         found.insert(0, f"{where} in {count} of {probed} probed case(s)")
     if not found:
         found.append(f"fails on variants {', '.join(sorted(cells))}")
-    return found
+    return _suite_line(run) + found

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from harness.core.schema import VERDICTS, CaseResult, RunResult
 from harness.judging.explain import case_lines, ladder_text, run_lines
+from harness.judging.suite import drifting, shift_text
 from harness.publish.attention import attention, case_headline, group_title, headline, known_records
 
 Lines = Callable[[str], None]
@@ -127,6 +128,8 @@ class Console:
                        f"{_short(group.line, 200)}", {"drift": "yellow", "fail": "red"}.get(group.level, "bold red"))
         if len(groups) > 8:
             self.print(f"... and {len(groups) - 8} more groups (see the report)")
+        for shift in drifting(run.suite):
+            self.print(f"SUITE DRIFT: {shift_text(shift)}", "bold red")
         for line in diagnosis:
             self.print(f"DIAGNOSIS: {line}")
         for line in regressions:

@@ -14,6 +14,7 @@ from typing import Any
 from harness.config import ceiling_key, fail, key_problem, mapping, read_yaml
 from harness.core.schema import METRICS, PASSING, RunResult
 from harness.judging.explain import case_lines, finding_text
+from harness.judging.suite import drifting, shift_text
 from harness.publish.history import check_bands
 from harness.publish.results import read_results
 from harness.publish.zoo import read_zoo
@@ -35,8 +36,8 @@ class GateDecision:
 
 # A policy's fields; `metrics` bounds a metric on every variant (`name: x` from above for a lower-is-better
 # metric, `name_min: x` from below for a higher-is-better one), `required_metrics` are metric names.
-POLICY_FIELDS = ("description", "min_cases", "no_drift", "required_metrics", "metrics", "allowed_failures",
-                 "required_tags")
+POLICY_FIELDS = ("description", "min_cases", "no_drift", "no_suite_drift", "required_metrics", "metrics",
+                 "allowed_failures", "required_tags")
 BOUND_KEYS = tuple(ceiling_key(m) for m in METRICS)
 
 
@@ -116,6 +117,8 @@ def decide(run: RunResult, name: str, policy: dict[str, Any]) -> GateDecision:
                     reasons.append(f"{where}: {metric} = {value:.3g} < {bound:.3g} (policy bound)")
                 elif not key.endswith("_min") and not value <= bound:
                     reasons.append(f"{where}: {metric} = {value:.3g} > {bound:.3g} (policy bound)")
+    if policy.get("no_suite_drift"):
+        reasons += [f"the whole engine drifted: {shift_text(s)}" for s in drifting(run.suite)]
     if undecided:
         return GateDecision(UNDECIDED, name, undecided + reasons + known)
     return GateDecision(FAIL if reasons else PASS, name, reasons + known)

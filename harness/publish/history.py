@@ -12,6 +12,7 @@ from typing import Any
 from harness.config import fail, mapping
 from harness.core.notes import note
 from harness.core.schema import METRIC_INFO, PASSING, RunResult, shown_in
+from harness.judging.suite import cell_ratios, summary
 from harness.publish.results import json_safe
 
 # name in the history -> (metric, how cases and variants are summarized: their worst); from the schema.
@@ -59,6 +60,9 @@ def summarize_run(run: RunResult) -> dict[str, Any]:
         "drifting": sorted(f"{c.case_id}/{name}/{f.metric}" for c in run.cases for name, v in c.variants.items()
                            for f in v.drifting),
         "known": known_cells(run),
+        # the suite's ratios to the floor per metric (`harness.judging.suite`): the nightly trend of a whole engine
+        "suite": {m: summary(v) for m, v in cell_ratios(run).items()},
+        "suite_drift": sorted(s.metric for s in run.suite if s.drifts),
     }
 
 

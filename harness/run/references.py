@@ -339,3 +339,21 @@ def provenance(model_name: str, store: ReferenceStore, info: dict[str, Any], dty
         "schema_version": SCHEMA_VERSION, "harness_version": harness_version, "case_file": str(case.source),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def clean_sample_path(root: Path, reference_model: str, engine: str, dtype: str) -> Path:
+    """Where `vlm-parity calibrate --record` keeps a clean run's ratios to the floor (the suite drift test's
+    baseline): beside the reference model's stored references, one file per engine and dtype. The engine's
+    checkpoint is not in the key: an engine-side checkpoint that moved the whole suite is what the test is for
+    (the file says which checkpoint it was measured with)."""
+    return Path(root) / model_key(reference_model) / "clean" / f"{engine}-{dtype}.json"
+
+
+def load_clean_sample(path: Path) -> dict[str, Any] | None:
+    """The recorded clean sample ({ratios: {metric: [...]}, machines, runs, command, ...}), None where none is."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a clean sample: {exc}") from exc

@@ -1,6 +1,7 @@
 """Turn a CaseComparison, the case's floor and the thresholds in force into findings.
 
-A numeric metric passes when `error <= k * floor + atol` (FlashAttention's rule): the engine may be
+A numeric metric passes when `error <= k * floor + atol` (FlashAttention's rule; `k` the metric's own where
+calibrated, else the dtype's): the engine may be
 k times as far from the reference as the reference is from itself recomputed another legitimate way
 (the floor, `harness.judging.compare.floor`), plus the dtype's rounding floor `atol`. The absolute bound of
 the metric stays as an outer ceiling, and decides alone where the case has no floor. Between
@@ -10,7 +11,7 @@ second-order metric (KL divergence) the multiples are k^2 and k_warn^2.
 """
 from __future__ import annotations
 
-from harness.config import Thresholds, ceiling_key
+from harness.config import Thresholds, ceiling_key, multiple
 from harness.core.schema import METRIC_INFO, METRICS, CaseComparison, Finding, Floor, judged_by
 
 
@@ -41,7 +42,8 @@ def check_metric(metric: str, value: float, th: Thresholds, floor: float | None,
         return Finding(metric, "pass", value, floor=floor, ratio=ratio, rule="info", against=against, attempt=attempt)
     ceiling_err = 1.0 - th[ceiling_key(metric)] if higher else th[ceiling_key(metric)]
     order = info["order"]
-    k, k_warn, atol = th["k"] ** order, th["k_warn"] ** order, th[f"{metric}_atol"]
+    k, k_warn = multiple(th, metric, "k") ** order, multiple(th, metric, "k_warn") ** order
+    atol = th[f"{metric}_atol"]
     bound_err, rule = ceiling_err, "ceiling"
     if floor_err is not None and k * floor_err + atol <= ceiling_err:
         bound_err, rule = k * floor_err + atol, "floor"

@@ -27,6 +27,7 @@ from harness.judging.explain import (
     warning_lines,
 )
 from harness.judging.ladder import LABELS
+from harness.judging.suite import shift_text
 from harness.publish.attention import attention, case_headline, cell_ratio, group_title, headline, known_records
 from harness.publish.gate import GateDecision
 from harness.publish.history import HEADLINE
@@ -54,7 +55,7 @@ def _env() -> Environment:
     env.filters.update(ratio=ratio, case_lines=case_lines, variant_lines=variant_lines, drift_lines=drift_lines,
                        warning_lines=warning_lines, info_lines=info_lines, run_lines=run_lines,
                        finding_text=finding_text, display=display, ladder_text=ladder_text,
-                       group_title=group_title, cell_ratio=cell_ratio)
+                       group_title=group_title, cell_ratio=cell_ratio, shift_text=shift_text)
     env.globals.update(metric_info=METRIC_INFO, stage_labels=LABELS)
     return env
 
@@ -89,9 +90,13 @@ def trend_data(history: list[dict[str, Any]], last: int) -> dict[str, Any] | Non
     entries = history[-last:]
     if len(entries) < 2:
         return None
+    suite = sorted({m for e in entries for m in e.get("suite", {})})
     return {
         "labels": [f"{e.get('date', '')[:16]} {(e.get('git_commit') or '')[:8]}" for e in entries],
-        "metrics": {m: [e["metrics"].get(m) for e in entries] for m in HEADLINE},
+        "metrics": {**{m: [e["metrics"].get(m) for e in entries] for m in HEADLINE},
+                    # the whole suite per metric: the median cell's ratio to its floor, a slow walk made visible
+                    **{f"{m} median ratio": [e.get("suite", {}).get(m, {}).get("p50") for e in entries]
+                       for m in suite}},
     }
 
 
