@@ -28,6 +28,7 @@ from harness.engines.base import EngineSettings
 from harness.engines.client import Deadline, EngineSide, Gate, stream
 from harness.inputs.cases import Case, load_cases
 from harness.inputs.models import image_token_id, model_fingerprint, video_token_id
+from harness.inputs.detokenize import Detokenizer
 from harness.inputs.prompt import Prompter
 from harness.judging.judge import CaseInputs, Judge, case_result
 from harness.judging.suite import SuiteRule, cell_ratios, sample_dtype, shift_test
@@ -230,7 +231,7 @@ class Session:
             console(f"SKIP  variant {name}: {reason}")
         image_token = (processor.image_token if processor and not store.local else image_token_id(reference.model))
         texts = prompter.token_texts if prompter else processor.texts if processor else _no_texts
-        judge = Judge(plan, image_token, video_token_id(reference.model), texts)
+        judge = Judge(plan, image_token, video_token_id(reference.model), texts, Detokenizer(reference.model))
         ledger = CaseLedger(plan.expected(), {c: s.outputs for c, s in stored.references.items()})
         scheduler = Scheduler([g.needs_reference for g in plan.groups], plan.overlap, bool(plan.reference_requests))
         sink.write()

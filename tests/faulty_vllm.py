@@ -22,6 +22,9 @@ Each fault changes one path and leaves every other one exact:
                  request computed (an encoder-cache hit, `EncoderCacheManager.
                  check_and_update_cache` returned True for it) gets that entry
                  scaled by 1.05; the request that computed it gets it exact.
+  children-without-image, stop-offset, special-space, rank-shift
+                 the output side (n > 1, stop strings, special tokens in the
+                 text, returned ranks): see each function.
 
 The engine option `case_faults` ({"CASE" or "CASE@VARIANT": kind}) marks those
 requests (their SamplingParams' `extra_args`), and patches of vLLM act on the
@@ -38,10 +41,12 @@ marked requests only, in vLLM's own engine core and output processor:
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import os
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -149,11 +154,93 @@ def _encoder_cache() -> None:
     GPUModelRunner._gather_mm_embeddings = _gather_mm_embeddings
 
 
+def _children_without_image() -> None:
+    """n > 1: vLLM fans a request out to n child requests, copies of the first; the copies lose its multimodal
+    data (SGLang #23685's class: replicas sharing one payload freed after the first), the last child keeps it."""
+    from vllm.v1.engine import llm_engine
+
+    def copy_without_media(request: Any) -> Any:
+        child = copy.copy(request)
+        child.mm_features = None
+        return child
+
+    llm_engine.copy = copy_without_media
+
+
+def _stop_offset() -> None:
+    """A stop string found, the text is cut one character too late: it keeps the stop string's first character."""
+    from vllm.v1.engine import detokenizer
+
+    check = detokenizer.check_stop_strings
+
+    def check_stop_strings(*args: Any, **kwargs: Any) -> tuple[str, int] | None:
+        found = check(*args, **kwargs)
+        if found is not None and found[1] != -1:
+            return found[0], found[1] + 1
+        return found
+
+    detokenizer.check_stop_strings = check_stop_strings
+
+
+def _special_space() -> None:
+    """Special tokens kept in the text (skip_special_tokens off) are followed by an extra space (llama.cpp
+    #24008's class: the same ids, other text)."""
+    from vllm.v1.engine.detokenizer import FastIncrementalDetokenizer
+
+    decode_next = FastIncrementalDetokenizer.decode_next
+
+    def spaced(self: Any, next_token_id: int) -> str:
+        token = decode_next(self, next_token_id)
+        added = self.tokenizer.get_added_tokens_decoder().get(next_token_id)  # the Rust tokenizer's
+        return token + " " if token and added is not None and added.special else token
+
+    FastIncrementalDetokenizer.decode_next = spaced
+
+
+def _rank_shift() -> None:
+    """A sampled token that is not the most likely one shifts the returned top-k ranks by one (vLLM #36746's
+    class: ranks shifted by the de-duplication of the sampled token): the values right, the ranks 2..k+1.
+    Greedy tokens (rank 1) and prompt positions are untouched."""
+    from vllm.logprobs import FlatLogprobs, Logprob
+    from vllm.v1.engine import logprobs
+
+    append = logprobs.append_logprobs_for_next_position
+    update = logprobs.LogprobsProcessor._update_sample_logprobs
+    sampling = threading.local()
+
+    def shifted(request_logprobs: Any, token_ids: list[int], values: list[float], decoded: Any, rank: int,
+                num_logprobs: int) -> None:
+        if not getattr(sampling, "on", False) or rank == 1:
+            return append(request_logprobs, token_ids, values, decoded, rank, num_logprobs)
+        count = len(values) if num_logprobs == -1 else num_logprobs
+        ranks = (rank, *range(2, count + 2))
+        if isinstance(request_logprobs, FlatLogprobs):
+            request_logprobs.append_fast(token_ids, values, iter(ranks), decoded)
+        else:
+            request_logprobs.append({tid: Logprob(logprob=lp, rank=r, decoded_token=tok)
+                                     for tid, lp, r, tok in zip(token_ids, values, ranks, decoded)})
+        return None
+
+    def update_sample_logprobs(self: Any, *args: Any, **kwargs: Any) -> None:
+        sampling.on = True
+        try:
+            update(self, *args, **kwargs)
+        finally:
+            sampling.on = False
+
+    logprobs.append_logprobs_for_next_position = shifted
+    logprobs.LogprobsProcessor._update_sample_logprobs = update_sample_logprobs
+
+
 FAULTS: dict[str, Callable[[], None]] = {
     "sampler": _sampler,
     "image-embeds": _image_embeds,
     "chunk-slice": _chunk_slice,
     "encoder-cache": _encoder_cache,
+    "children-without-image": _children_without_image,
+    "stop-offset": _stop_offset,
+    "special-space": _special_space,
+    "rank-shift": _rank_shift,
 }
 
 

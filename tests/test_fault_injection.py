@@ -22,6 +22,7 @@ import pytest
 
 from harness.core.schema import CaseComparison, RunResult
 from harness.judging.explain import case_lines, info_lines, ladder_text, variant_lines
+from harness.publish.attention import attention
 from harness.repro import write_repro
 from harness.runner import RunConfig, execute
 from tests.conftest import CASES
@@ -230,3 +231,37 @@ def test_a_cell_failed_by_an_injected_fault_reproduces_from_its_folder(four_faul
     assert done.returncode == 1, done.stdout + done.stderr
     assert "case astronaut-420 on image-embeds: FAIL" in done.stdout
     assert "prompt logprobs, first position past the bound" in done.stdout and "(image)" in done.stdout
+
+
+def test_output_side_faults_are_each_caught_on_the_variant_that_owns_them(tmp_path: Path, tiny_model: str) -> None:
+    """Four bugs between the logits and the user, in one engine (none touches another's path): n > 1 children
+    that lost the image (n-best), a stop string cut one character late (stops), a space after each special
+    token kept in the text (special-tokens), top-k ranks shifted after a non-greedy sample (sampling). Each is
+    caught by its variant, by the check of its class, while the base variant passes every case."""
+    result = run(tiny_model, tmp_path / "out", ["children-without-image", "stop-offset", "special-space", "rank-shift"],
+                 ["batched", "sampling", "n-best", "stops", "special-tokens", "special-tokens-packed"],
+                 localize="off")
+    assert result.status == "complete", result.error
+    by_id = {c.case_id: c for c in result.cases}
+    for case in result.cases:
+        assert case.variants["batched"].verdict == "pass", (case.case_id, variant_lines(case.variants["batched"]))
+        for name in ("special-tokens", "special-tokens-packed"):  # every answer runs past EOS: specials in text
+            cell = case.variants[name]
+            metrics = {f.metric for f in cell.failing}  # the same ids: only the text (and its overlap) differs
+            assert cell.verdict == "fail" and "text_matches_ids" in metrics <= {"text_matches_ids", "rouge_l"}, (
+                case.case_id, name, variant_lines(cell))
+            assert "<|im_end|> <" in next(f.detail for f in cell.failing if f.metric == "text_matches_ids")
+    for case_id in IMAGE_CASES:  # the children (the first answer among them) answered without the image
+        cell = by_id[case_id].variants["n-best"]
+        assert cell.verdict == "fail" and any(f.against == "reference" for f in cell.failing), variant_lines(cell)
+    assert by_id["text-only"].variants["n-best"].verdict == "pass", variant_lines(by_id["text-only"].variants["n-best"])
+    stopped = by_id["astronaut-420"].variants["stops"]  # "The word dog in black.": stopped on " in "
+    assert stopped.verdict == "fail" and "text_matches_ids" in {f.metric for f in stopped.failing} <= {
+        "text_matches_ids", "rouge_l"}, variant_lines(stopped)
+    sampled = by_id["astronaut-420"].variants["sampling"]  # samples a token of rank 4: its top-k ranks 2..6
+    assert sampled.verdict == "fail" and {f.metric for f in sampled.failing} == {"logprob_ranks"}, \
+        variant_lines(sampled)
+    assert "ranks [2, 3, 4, 5]" in sampled.failing[0].detail
+    # Each is named after the logits, without a probe (the logits agree): the group's stage says where.
+    stages = {g.variants: g.stage for g in attention(result) if g.level == "fail"}
+    assert stages[("special-tokens", "special-tokens-packed")] == "returned", stages

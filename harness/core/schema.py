@@ -164,6 +164,20 @@ class TokenLogprobs:
     token_id: int
     logprob: float
     top: list[tuple[int, float]] = field(default_factory=list)
+    # The ranks the engine returned with `top` (in `top`'s order) and with the actual token, where it returns
+    # ranks: checked for what they claim (`harness.judging.compare.returned`).
+    ranks: list[int] = field(default_factory=list)
+    rank: int | None = None
+
+
+@dataclass
+class Completion:
+    """One more answer to the same request (n > 1: the second child onwards); the first is the output's own."""
+
+    output_ids: list[int] = field(default_factory=list)
+    output_logprobs: list[TokenLogprobs] = field(default_factory=list)
+    output_text: str = ""
+    finish_reason: str = ""
 
 
 @dataclass
@@ -184,6 +198,10 @@ class EngineOutput:
     output_ids: list[int] = field(default_factory=list)
     output_logprobs: list[TokenLogprobs] = field(default_factory=list)
     output_text: str = ""
+    # Why generation ended, as the engine says it: "stop" (EOS, a stop string or token), "length", or "" where the
+    # engine does not say; `completions` are the other answers of an n > 1 request.
+    finish_reason: str = ""
+    completions: list[Completion] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     # What a side says about itself (the reference: its forward pass vs its generate()).
     diagnostics: dict[str, float] = field(default_factory=dict)

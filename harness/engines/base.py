@@ -38,6 +38,25 @@ class Sampling:
     temperature: float
     top_p: float = 1.0
     seed: int = 0
+    top_k: int = 0  # 0: off; 1 with temperature > 0 is greedy through the sampler (vLLM takes n > 1 only so)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Where an output ends (`stop` in variants.yaml): the model's EOS honoured or not, stop strings (the text
+    ends before one; the ids include the token that completed it), stop token ids (included)."""
+
+    ignore_eos: bool = True
+    strings: tuple[str, ...] = ()
+    token_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Detokenize:
+    """How output ids become text (`detokenize` in variants.yaml), as the engines' sampling options say it."""
+
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
 
 
 def _by_variant(name: str) -> Any:
@@ -79,6 +98,9 @@ class Request:
     image_input: str = _by_variant("image_input")
     max_new_tokens: int = 16
     sampling: Sampling | None = _by_variant("sampling")
+    n: int = _by_variant("n")
+    stop: Stop | None = _by_variant("stop")
+    detokenize: Detokenize | None = _by_variant("detokenize")
     submit: str = _by_variant("submit")
     repeats: int = _by_variant("repeats")
     mm_kwargs: dict[str, Any] = _by_variant("mm_kwargs")
@@ -133,6 +155,9 @@ class Capabilities:
     # Why an image input form the adapter has is missing for this model (the skip reason says it).
     missing_inputs: Mapping[str, str] = field(default_factory=dict)
     sampling: bool = True
+    # Its output text is the engine's own detokenization of its output ids (checked against the reference
+    # tokenizer's decode: `text_matches_ids`); a test's fake engine writes made-up text.
+    engine_text: bool = False
     features: frozenset[str] = frozenset()  # the engine features (harness.engines.features) it maps
     overrides: frozenset[str] = frozenset()  # per-request model settings it can recompute with (floor runs)
     # The `declared` request fields (harness.engines.features) it honours: a variant that sets one away from its

@@ -86,8 +86,16 @@ REQUEST_FIELDS: dict[str, RequestField] = {f.name: f for f in (
             "rendered", "native", default="rendered"),
     _choice("image_input", "decoded pixels, file bytes, embeddings, processor output",
             "pixels", "bytes", "embeddings", "processor", default="pixels"),
-    RequestField("sampling", "{temperature, top_p, seed}", "sampled instead of greedy",
-                 check=lambda v: isinstance(v, dict)),
+    RequestField("sampling", "{temperature, top_p, top_k, seed}", "sampled instead of greedy",
+                 check=lambda v: isinstance(v, dict) and set(v) <= {"temperature", "top_p", "top_k", "seed"}),
+    RequestField("n", "N", "answers per request, each judged",
+                 default=1, declared=True, check=_count),
+    RequestField("stop", "{ignore_eos, strings, token_ids}", "where the output ends (default: EOS ignored, "
+                 "max_new_tokens tokens)", default=None, declared=True,
+                 check=lambda v: isinstance(v, dict) and set(v) <= {"ignore_eos", "strings", "token_ids"}),
+    RequestField("detokenize", "{skip_special_tokens, spaces_between_special_tokens}", "how output ids become text",
+                 default=None, declared=True, check=lambda v: isinstance(v, dict) and set(v) <= {
+                     "skip_special_tokens", "spaces_between_special_tokens"}),
     _choice("submit", "with the other batched requests, or by itself",
             "batched", "alone", default="batched"),
     RequestField("repeats", "N", "sent N times in the same engine", default=1, check=_count),

@@ -30,7 +30,7 @@ class HFEngine(Engine):
     # replaces each image by a grey one of the same size (the image-sensitivity check).
     capabilities = Capabilities(max_top_k=1000, sampling=False, image_inputs=frozenset({"pixels", "flat-grey"}),
                                 overrides=frozenset({"dtype", "attn_implementation"}),
-                                request_fields=frozenset({"mm_kwargs", "videos"}), stages=CAPTURED)
+                                request_fields=frozenset({"mm_kwargs", "videos"}), stages=CAPTURED, engine_text=True)
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
@@ -142,6 +142,7 @@ class HFEngine(Engine):
             output_ids=output_ids,
             output_logprobs=output_logprobs,
             output_text=self.processor.decode(output_ids, skip_special_tokens=True),
+            finish_reason="length",  # EOS ignored: exactly max_new_tokens, as the engines are asked
             timings={"prefill_s": prefill_s, "decode_s": decode_s},
             diagnostics={} if request.overrides else {"self_consistency_max": max(
                 (abs(r - o.logprob) for r, o in zip(rescored, output_logprobs)), default=0.0)},

@@ -41,7 +41,7 @@ def sampling_fields(request: Request, greedy_seed: int | None = None) -> dict[st
     if request.sampling is None:
         return {"temperature": 0.0} if greedy_seed is None else {"temperature": 0.0, "seed": greedy_seed}
     s = request.sampling
-    return {"temperature": s.temperature, "top_p": s.top_p, "seed": s.seed}
+    return {"temperature": s.temperature, "top_p": s.top_p, "seed": s.seed, **({"top_k": s.top_k} if s.top_k else {})}
 
 
 def image_url_of(path: Path) -> str:

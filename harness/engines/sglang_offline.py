@@ -122,7 +122,8 @@ def sampling_params(request: Request) -> dict[str, Any]:
         params["temperature"] = 0.0
     else:
         params.update(temperature=request.sampling.temperature, top_p=request.sampling.top_p,
-                      sampling_seed=request.sampling.seed)
+                      sampling_seed=request.sampling.seed,
+                      **({"top_k": request.sampling.top_k} if request.sampling.top_k else {}))
     return params
 
 

@@ -24,8 +24,8 @@ import numpy as np
 from PIL import ImageOps
 
 from harness.core.hardware import machine
-from harness.core.schema import EngineOutput, TokenLogprobs
-from harness.engines.base import Capabilities, Engine, EngineSettings, Request
+from harness.core.schema import Completion, EngineOutput, TokenLogprobs
+from harness.engines.base import Capabilities, Detokenize, Engine, EngineSettings, Request, Stop
 from harness.engines.capture import CAPTURED
 from harness.engines.embeddings import VisionTower
 from harness.engines.features import mapped
@@ -91,7 +91,8 @@ class VLLMEngine(Engine):
         prompt_forms=frozenset({"rendered", "native"}),
         image_inputs=frozenset({"pixels", "embeddings", "bytes"}),
         features=frozenset(FEATURE_OPTIONS),
-        request_fields=frozenset({"mm_kwargs", "prompt_logprobs", "warmup", "videos"}),
+        request_fields=frozenset({"mm_kwargs", "prompt_logprobs", "warmup", "videos", "n", "stop", "detokenize"}),
+        engine_text=True,
         # Hooks reach the model when the engine core runs in this process (the CPU default; the probe sets it).
         stages=CAPTURED,
     )
@@ -271,8 +272,10 @@ class VLLMEngine(Engine):
         start = time.perf_counter()
         ids = enqueue([prompt for _, (_, prompt) in items], [self._params(request) for _, (request, _) in items])
         engine = self.llm.llm_engine
-        # enqueue() names vLLM's internal request ids; its outputs carry the id the request was given.
-        external = [engine.output_processor.request_states[i].external_req_id for i in ids]
+        # enqueue() names vLLM's internal request ids (a parent's, for n > 1, whose children hold the states);
+        # its outputs carry the id the request was given.
+        processor = engine.output_processor
+        external = [(processor.request_states.get(i) or processor.parent_requests[i]).external_req_id for i in ids]
         waiting = dict(zip(external, items))
         while waiting:
             if not engine.has_unfinished_requests():
@@ -344,27 +347,32 @@ class VLLMEngine(Engine):
         return prompt
 
     def _params(self, request: Request) -> Any:
+        """The request's SamplingParams: greedy (or its sampling), `n` answers, its stop rules (default: EOS
+        ignored, exactly max_new_tokens) and detokenization options."""
         k = self.settings.top_k
-        prompt_k = k if request.prompt_logprobs else None  # without prompt logprobs vLLM reads its prefix cache
-        sampling = request.sampling
-        if sampling is None:
-            return self._vllm.SamplingParams(temperature=0.0, max_tokens=request.max_new_tokens, ignore_eos=True,
-                                             logprobs=k, prompt_logprobs=prompt_k, seed=self.settings.seed)
-        return self._vllm.SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
-                                         max_tokens=request.max_new_tokens, ignore_eos=True, logprobs=k,
-                                         prompt_logprobs=prompt_k)
+        sampling, stop, text = request.sampling, request.stop or Stop(), request.detokenize or Detokenize()
+        decoding = ({"temperature": 0.0, "seed": self.settings.seed} if sampling is None else
+                    {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed,
+                     **({"top_k": sampling.top_k} if sampling.top_k else {})})
+        return self._vllm.SamplingParams(
+            **decoding, n=request.n, max_tokens=request.max_new_tokens, logprobs=k,
+            prompt_logprobs=k if request.prompt_logprobs else None,  # without them vLLM reads its prefix cache
+            ignore_eos=stop.ignore_eos, stop=list(stop.strings) or None, stop_token_ids=list(stop.token_ids) or None,
+            skip_special_tokens=text.skip_special_tokens,
+            spaces_between_special_tokens=text.spaces_between_special_tokens)
 
     def _output(self, request: Request, result: Any, timings: dict[str, float]) -> EngineOutput:
         """vLLM's result as an EngineOutput; ValueError when its logprobs cannot be matched to its tokens
         (one logprob short, and which position lacks it is unknown: every later one would be misplaced)."""
-        completion = result.outputs[0]
+        completion, *children = sorted(result.outputs, key=lambda c: c.index)
         prompt_ids = list(result.prompt_token_ids)
         k = self.settings.top_k
-        counts = (len(result.prompt_logprobs or ()), len(prompt_ids), len(completion.logprobs or ()),
-                  len(completion.token_ids))
-        if (request.prompt_logprobs and counts[0] != counts[1]) or counts[2] != counts[3]:
-            raise ValueError("vLLM returned {} prompt logprobs for {} prompt tokens and {} logprobs for {} output "
-                             "tokens: they cannot be matched to their positions".format(*counts))
+        for child in result.outputs:
+            counts = (len(result.prompt_logprobs or ()), len(prompt_ids), len(child.logprobs or ()),
+                      len(child.token_ids))
+            if (request.prompt_logprobs and counts[0] != counts[1]) or counts[2] != counts[3]:
+                raise ValueError("vLLM returned {} prompt logprobs for {} prompt tokens and {} logprobs for {} "
+                                 "output tokens: they cannot be matched to their positions".format(*counts))
         return EngineOutput(
             case_id=request.case_id,
             engine=self.name,
@@ -375,6 +383,10 @@ class VLLMEngine(Engine):
             output_ids=list(completion.token_ids),
             output_logprobs=[_score(pos, tid, k) for pos, tid in zip(completion.logprobs, completion.token_ids)],
             output_text=completion.text,
+            finish_reason=completion.finish_reason or "",
+            completions=[Completion(list(c.token_ids),
+                                    [_score(pos, tid, k) for pos, tid in zip(c.logprobs, c.token_ids)],
+                                    c.text, c.finish_reason or "") for c in children],
             timings=timings,
             # Prompt tokens served from the prefix cache: what says a cache path was exercised at all.
             diagnostics={"cached_tokens": float(result.num_cached_tokens or 0)},
@@ -382,9 +394,12 @@ class VLLMEngine(Engine):
 
 
 def _score(position: dict[int, Any], token_id: int, k: int) -> TokenLogprobs:
-    """vLLM returns the top-k plus the actual token (when outside the top-k),
-    each with its vocab rank; keep the actual token's logprob and the top-k."""
+    """vLLM returns the top-k plus the actual token (when outside the top-k), each with its vocab rank; keep
+    the actual token's logprob and rank and the top-k with the ranks vLLM gave (checked for what they claim).
+    A position holds one entry per token id: when the actual token is also in the top-k, vLLM lists it once."""
     top = sorted((lp.rank, tid, lp.logprob) for tid, lp in position.items() if lp.rank is not None and lp.rank <= k)
     if token_id not in position:
         raise ValueError(f"vLLM's logprobs for a position lack the token there ({token_id})")
-    return TokenLogprobs(token_id, float(position[token_id].logprob), [(tid, float(v)) for _, tid, v in top])
+    actual = position[token_id]
+    return TokenLogprobs(token_id, float(actual.logprob), [(tid, float(v)) for _, tid, v in top],
+                         ranks=[rank for rank, _, _ in top], rank=actual.rank)

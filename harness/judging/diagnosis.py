@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from harness.core.schema import METRIC_INFO, Finding, RunResult
+from harness.core.schema import METRIC_INFO, CaseResult, Finding, RunResult
+from harness.judging.compare.returned import AFTER_LOGITS, after_logits
 from harness.judging.ladder import LABELS
 
 _FAILED = ("fail", "error")
@@ -27,6 +28,12 @@ def _failing_cells(run: RunResult) -> dict[str, set[str]]:
             if cell.verdict in _FAILED:
                 cells.setdefault(name, set()).add(case.case_id)
     return cells
+
+
+def _after_logits(judged: list[CaseResult]) -> list[str]:
+    """The after-the-logits checks the failing cells fail on, when every failing cell fails only on those."""
+    per_cell = [after_logits(cell.failing) for c in judged for cell in c.variants.values() if cell.verdict == "fail"]
+    return sorted({m for metrics in per_cell for m in metrics}) if per_cell and all(per_cell) else []
 
 
 def _suite_line(run: RunResult) -> list[str]:
@@ -69,6 +76,9 @@ def diagnose(run: RunResult) -> list[str]:
     findings = [f for c in judged for cell in c.variants.values() if cell.verdict == "fail" for f in cell.failing]
     if findings and all(f.metric == "prompt_ids_match" for f in findings):
         found.append("prompt token ids differ: the tokenizer or the chat template")
+    elif returned := _after_logits(judged):
+        found.append(f"the logits agree; what the engine returned after them differs: "
+                     f"{', '.join(AFTER_LOGITS[m] for m in returned)} ({', '.join(returned)})")
     elif findings and all(_decode_only(f) for f in findings):
         found.append("prefill passes, decode fails: the prompt is scored right, generation goes wrong")
     firsts = Counter(c.ladder.first for c in judged if c.ladder is not None and c.case_id in failing)

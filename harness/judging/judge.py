@@ -19,9 +19,12 @@ from typing import Any
 from harness import config
 from harness.core.notes import error_fields, note
 from harness.core.schema import CaseComparison, CaseResult, EngineOutput, Finding, Floor, Note, VariantResult, worst
+from harness.engines.base import Detokenize, Stop
 from harness.inputs.cases import Case
+from harness.inputs.detokenize import Detokenizer
 from harness.judging.compare import compare_outputs, judge
 from harness.judging.compare.floor import case_floors, floor_key
+from harness.judging.compare.returned import finish_finding, rank_findings, text_finding, under_stops
 from harness.judging.compare.sensitivity import image_sensitivity
 from harness.run.known import KnownFailure, mark_known
 from harness.run.ledger import REFERENCE
@@ -56,6 +59,7 @@ class Judge:
     image_token: int | None
     video_token: int | None
     token_texts: Callable[[list[EngineOutput]], dict[str, str]]  # the processor's, or a stored reference's table
+    detokenizer: Detokenizer | None = None  # the reference tokenizer: output text and stop strings are judged by it
 
     @property
     def thresholds_config(self) -> dict[str, Any]:
@@ -193,16 +197,23 @@ class Judge:
             notes += [note("engine_error", attempt=a.attempt, **error_fields(a.error or "")) for a in failed]
             return VariantResult(name, "error", engine=first, attempts=rest, details=details, notes=notes)
         th = self._thresholds(case, variant)
-        findings = [f for a in attempts for f in sane(a)]
+        findings = [f for a in attempts for f in sane(a)] + self._returned(attempts, variant)
         cmp = against_base = None
         if "reference" in variant.against:
             if reference is None or reference.error:
                 return VariantResult(name, "error", engine=first, attempts=rest, details=details,
                                      notes=[*notes, note("no_reference_output")])
+            reference = self._as_requested(reference, variant)
+            stop = variant.request.get("stop")
+            if stop is not None and self.detokenizer is not None:  # the reference's answer under the same rules
+                reference = under_stops(reference, stop, self.detokenizer.eos_ids, self._decoder(variant))
+                findings += [f for a in attempts if (f := finish_finding(reference, a, a.attempt))]
             cmp, found = self._compare(reference, first, variant, th, floor, "reference")
             findings += found
             for a in rest:
                 findings += self._compare(reference, a, variant, th, floor, "reference", a.attempt)[1]
+            for i, child in enumerate(children(first), 1):  # n > 1: every answer is held to the reference
+                findings += self._compare(reference, child, variant, th, floor, "child", i, ("decode",))[1]
         if "base" in variant.against and variant.name != self.base and base_skipped:
             notes.append(note("base_skipped", base=self.base, reason=base_skipped))
         elif "base" in variant.against and variant.name != self.base and rerun:
@@ -212,7 +223,8 @@ class Judge:
                 findings.append(Finding("base_output", "fail", rule="structural", against="base",
                                         detail=f"the base variant {self.base} has no output to compare with"))
             else:
-                against_base, found = self._compare(base_output, first, variant, th, floor, "base")
+                against_base, found = self._compare(self._as_requested(base_output, variant), first, variant, th,
+                                                    floor, "base")
                 findings += found
         for a in rest:  # repeated submissions must agree with the first
             findings += self._compare(first, a, variant, th, floor, "attempt", a.attempt, ("prefill", "decode"))[1]
@@ -225,6 +237,30 @@ class Judge:
         if verdict == "fail" and variant.request.get("prompt_form") == "native":
             notes.append(note("native_stage", stage=native_stage(cmp or against_base)))
         return VariantResult(name, verdict, [], cmp, against_base, first, rest, details, findings, notes=notes)
+
+    def _as_requested(self, output: EngineOutput, variant: Variant) -> EngineOutput:
+        """An output compared with a variant that detokenizes otherwise: its text as those options make it (the
+        reference and the base variant were detokenized the default way)."""
+        if variant.request.get("detokenize") is None or self.detokenizer is None:
+            return output
+        return dataclasses.replace(output, output_text=self._decoder(variant)(output.output_ids))
+
+    def _decoder(self, variant: Variant) -> Callable[[Sequence[int]], str]:
+        """The reference tokenizer's decode with the variant's detokenization options."""
+        options = variant.request.get("detokenize") or Detokenize()
+        assert self.detokenizer is not None
+        return lambda ids: self.detokenizer.decode(ids, options.skip_special_tokens,
+                                                   options.spaces_between_special_tokens)
+
+    def _returned(self, attempts: Sequence[EngineOutput], variant: Variant) -> list[Finding]:
+        """What every answer returns, checked for what it claims: its ranks and, where the engine detokenizes
+        itself, its text against the reference tokenizer's decode of its ids (`harness.judging.compare.returned`)."""
+        answers = [(a, a.attempt) for a in attempts] + [(c, i) for i, c in enumerate(children(attempts[0]), 1)]
+        found = [f for answer, at in answers for f in rank_findings(answer, at)]
+        if self.detokenizer is not None and self.plan.engine.capabilities.engine_text:
+            decode, stop = self._decoder(variant), variant.request.get("stop") or Stop()
+            found += [f for answer, at in answers if (f := text_finding(answer, decode, stop, at))]
+        return found
 
     def _compare(self, expected: EngineOutput, actual: EngineOutput, variant: Variant, th: config.Thresholds,
                  floor: Floor | None, against: str, attempt: int = 0,
@@ -241,6 +277,13 @@ def native_stage(cmp: CaseComparison | None) -> str:
     if cmp is not None and cmp.image_positions:
         return "decoding"
     return "after_rendering"
+
+
+def children(output: EngineOutput) -> list[EngineOutput]:
+    """The other answers of an n > 1 request as outputs of their own (the same prompt and its logprobs)."""
+    return [dataclasses.replace(output, output_ids=c.output_ids, output_logprobs=c.output_logprobs,
+                                output_text=c.output_text, finish_reason=c.finish_reason, completions=[])
+            for c in output.completions]
 
 
 def sane(output: EngineOutput) -> list[Finding]:

@@ -22,6 +22,7 @@ from harness.engines.base import Capabilities, EngineSettings, Request, resolve_
 from harness.engines.capture import CAPTURED
 from harness.inputs.decode.deltas import pixel_deltas
 from harness.inputs.decode.registry import decode_array
+from harness.judging.compare.returned import after_logits
 from harness.judging.ladder import EPS, Tolerance, ladder
 from harness.run.plan import Probe, settings_key
 
@@ -35,14 +36,20 @@ MAX_PROBED = 16
 def which_to_localize(results: Sequence[CaseResult], asked: Sequence[str], order: Sequence[str],
                       limit: int = MAX_PROBED) -> dict[str, str]:
     """Case id -> the variant its ladder is for: the first `limit` failing cases and each case `asked` for by
-    id, on its headline variant when that fails, else on its first failing variant in the plan's order."""
+    id, on its headline variant when that fails, else on its first failing variant in the plan's order. A case
+    whose cells fail only after the logits (`harness.judging.compare.returned`) is not probed unless asked."""
     chosen: dict[str, str] = {}
     failing_chosen = 0
     for result in results:
         if result.case_id not in asked and (result.verdict != "fail" or failing_chosen >= limit):
             continue
         failing_chosen += result.case_id not in asked
-        failing = [n for n in order if (c := result.variants.get(n)) is not None and c.verdict == "fail"]
+        # a cell that fails only after the logits is named so without a probe: nothing inside the model differs
+        failing = [n for n in order if (c := result.variants.get(n)) is not None and c.verdict == "fail"
+                   and not after_logits(c.failing)]
+        if not failing and result.case_id not in asked:
+            failing_chosen -= 1
+            continue
         ran = [n for n in order if (c := result.variants.get(n)) is not None and c.engine is not None]
         pick = (result.headline if result.headline in failing else failing[0] if failing else
                 result.headline if result.headline in ran else ran[0] if ran else None)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from harness.core.format import ratio as ratio_text
 from harness.core.notes import error_notes, note_text
 from harness.core.schema import CaseResult, Note, RunResult, VariantResult
+from harness.judging.compare.returned import after_logits
 from harness.judging.explain import case_lines, finding_text, ladder_text, variant_lines
 from harness.judging.ladder import LABELS
 
@@ -100,7 +101,7 @@ def _signature_key(case: CaseResult, cell: VariantResult, level: str) -> tuple[s
         return None, tuple(sorted({str(n.data.get("type") or n.kind) for n in error_notes(cell.notes)}))
     if level == "drift":
         return None, tuple(sorted({f.metric for f in cell.drifting}))
-    stage = case.ladder.first if case.ladder is not None else None
+    stage = case.ladder.first if case.ladder is not None else "returned" if after_logits(cell.failing) else None
     return stage, tuple(sorted({f.metric for f in cell.failing}))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from harness.config import ConfigError
-from harness.engines.base import Sampling
+from harness.engines.base import Detokenize, Sampling, Stop
 from harness.engines.features import feature_problem, request_problem
 from harness.inputs.decode import DECODERS
 
@@ -176,6 +176,10 @@ def load_variants(extra: Sequence[Path] = ()) -> VariantSet:
     return VariantSet(variants, base, profiles, engine)
 
 
+# Request fields whose value is a mapping of settings, as the dataclass the adapters read.
+SETTINGS_CLASSES: dict[str, type] = {"sampling": Sampling, "stop": Stop, "detokenize": Detokenize}
+
+
 def _parse_variant(source: str, name: str, spec: Any) -> Variant:
     where = f"{source}: variant {name!r}"
     if not isinstance(spec, dict):
@@ -193,11 +197,12 @@ def _parse_variant(source: str, name: str, spec: Any) -> Variant:
     if "decoder" in request and request["decoder"] not in DECODERS:
         raise ConfigError(f"{where}: request: decoder: unknown decoder {request['decoder']!r} "
                          f"(known: {', '.join(DECODERS)})")
-    if "sampling" in request:
-        try:
-            request["sampling"] = Sampling(**request["sampling"])
-        except TypeError as exc:
-            raise ConfigError(f"{where}: request: sampling: {exc}") from exc
+    for key, kind in SETTINGS_CLASSES.items():  # the request fields that are settings of their own
+        if key in request:
+            try:
+                request[key] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in request[key].items()})
+            except TypeError as exc:
+                raise ConfigError(f"{where}: request: {key}: {exc}") from exc
     against = tuple(spec.get("against", ["reference"]))
     checks = tuple(spec.get("checks", list(CHECKS)))
     for key, values, allowed in (("against", against, AGAINST), ("checks", checks, CHECKS)):

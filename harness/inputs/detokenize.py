@@ -1,0 +1,36 @@
+"""The reference tokenizer's decode: what an engine's output text must be for its output ids.
+
+Loaded on first use from the reference checkpoint's tokenizer files (a run with stored references has no
+processor of its own). `spaces_between_special_tokens` is the slow tokenizers' option engines expose
+(transformers' fast tokenizers decode one way, and so do the engines that use them).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+
+class Detokenizer:
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.model)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True,
+               spaces_between_special_tokens: bool = True) -> str:
+        options: dict[str, Any] = {"skip_special_tokens": skip_special_tokens}
+        if not getattr(self.tokenizer, "is_fast", True):
+            options["spaces_between_special_tokens"] = spaces_between_special_tokens
+        return self.tokenizer.decode(list(ids), **options)
+
+    @cached_property
+    def eos_ids(self) -> frozenset[int]:
+        """The ids an engine honouring EOS stops at: the tokenizer's EOS (what vLLM uses when the checkpoint's
+        generation config is not read, as the harness starts it)."""
+        eos = self.tokenizer.eos_token_id
+        return frozenset([eos] if isinstance(eos, int) else eos or [])

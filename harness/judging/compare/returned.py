@@ -1,0 +1,126 @@
+"""Everything between the logits and what the user receives, checked for what it claims.
+
+Pure functions of an engine's output (and, for the text, a decode function): the ranks it returns run 1..k
+with logprobs that do not increase, the actual token's rank agrees with its logprob and with the top-k; its
+text is the reference tokenizer's decode of its ids under the request's detokenization options
+(`text_matches_ids`, with the first differing character); and, under a request's stop rules, the output the
+greedy reference makes under the same rules (its EOS-ignored answer cut where they end it) with its finish
+reason, which the engine's must equal.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+
+from harness.core.schema import EngineOutput, Finding, TokenLogprobs
+from harness.engines.base import Stop
+
+TOLERANCE = 1e-6  # two copies of one logprob agree to float32 rounding
+# The checks of what comes after the logits, by what they judge: a cell failing on these alone (and on the text
+# overlap that follows its text) has logits that agree, so no stage inside the model can differ.
+AFTER_LOGITS = {"logprob_ranks": "the returned logprobs and ranks", "text_matches_ids": "the detokenized text",
+                "finish_reason": "where the output ends (the stop rules)"}
+FOLLOWS_TEXT = ("rouge_l",)
+
+
+def after_logits(failing: Iterable[Finding]) -> list[str]:
+    """The after-the-logits checks a cell fails on, when those (and the text overlap) are all it fails on; []
+    when something before them differs too, or nothing fails."""
+    metrics = {f.metric for f in failing}
+    own = sorted(metrics & set(AFTER_LOGITS))
+    return own if own and metrics <= {*AFTER_LOGITS, *FOLLOWS_TEXT} else []
+Decode = Callable[[Sequence[int]], str]
+
+
+def _rank_problem(step: TokenLogprobs) -> str | None:
+    """What one position's returned ranks and logprobs get wrong, None when they hold."""
+    if step.ranks and step.ranks != list(range(1, len(step.ranks) + 1)):
+        return f"ranks {step.ranks} (expected 1..{len(step.ranks)})"
+    values = [lp for _, lp in step.top]
+    if any(later > earlier + TOLERANCE for earlier, later in zip(values, values[1:])):
+        return f"top logprobs increase along the ranks: {[round(v, 4) for v in values]}"
+    ids = [tid for tid, _ in step.top]
+    if step.token_id in ids:
+        at = ids.index(step.token_id)
+        if abs(values[at] - step.logprob) > TOLERANCE:
+            return f"token {step.token_id} has logprob {step.logprob:.6g} but {values[at]:.6g} in the top-k"
+        if step.rank is not None and step.ranks and step.ranks[at] != step.rank:
+            return f"token {step.token_id} has rank {step.rank} but {step.ranks[at]} in the top-k"
+    elif step.rank is not None and step.top and step.rank <= len(step.top):
+        return f"token {step.token_id} claims rank {step.rank}, inside the top-{len(step.top)}, but is not in it"
+    elif step.top and step.logprob > values[-1] + TOLERANCE:
+        return f"token {step.token_id} is outside the top-{len(step.top)} but more likely than its last"
+    return None
+
+
+def rank_findings(output: EngineOutput, attempt: int | None = None) -> list[Finding]:
+    """The returned top-k of every prompt and output position against what it claims (one finding naming the
+    first position that breaks it and how many do)."""
+    steps: list[tuple[str, TokenLogprobs]] = [(f"prompt position {i}", p) for i, p in enumerate(output.prompt_logprobs)
+                                              if p is not None]
+    steps += [(f"output step {i}", p) for i, p in enumerate(output.output_logprobs)]
+    problems = [(where, problem) for where, step in steps if (problem := _rank_problem(step))]
+    if not problems:
+        return []
+    where, problem = problems[0]
+    return [Finding("logprob_ranks", "fail", float(len(problems)), rule="structural", against="itself",
+                    attempt=output.attempt if attempt is None else attempt,
+                    detail=f"{len(problems)} positions; first at {where}: {problem}")]
+
+
+def cut_at_stop(text: str, strings: Iterable[str]) -> tuple[str, bool]:
+    """`text` up to the earliest stop string in it (engines return the text before it), and whether one was."""
+    found = [at for s in strings if s and (at := text.find(s)) >= 0]
+    return (text[:min(found)], True) if found else (text, False)
+
+
+def under_stops(reference: EngineOutput, stop: Stop, eos_ids: frozenset[int], decode: Decode) -> EngineOutput:
+    """The greedy reference's answer under the request's stop rules: its EOS-ignored tokens cut after the first
+    EOS (when honoured) or stop token id, or after the token that completes a stop string (whose text then ends
+    before it), finish reason "stop"; else all of them, "length". Greedy decisions do not depend on the rules,
+    so this is what the reference's own generate makes under them."""
+    ids = reference.output_ids
+    for i, tid in enumerate(ids):
+        if (not stop.ignore_eos and tid in eos_ids) or tid in stop.token_ids:
+            return _cut(reference, i + 1, decode(ids[:i + 1]))
+        if stop.strings:
+            text, hit = cut_at_stop(decode(ids[:i + 1]), stop.strings)
+            if hit:
+                return _cut(reference, i + 1, text)
+    return replace(reference, output_text=decode(ids), finish_reason="length")
+
+
+def _cut(reference: EngineOutput, length: int, text: str) -> EngineOutput:
+    return replace(reference, output_ids=reference.output_ids[:length],
+                   output_logprobs=reference.output_logprobs[:length], output_text=text, finish_reason="stop")
+
+
+def char_diff(expected: str, actual: str, context: int = 16) -> str:
+    """Where two texts first differ, with a little context of each."""
+    at = next((i for i, (a, b) in enumerate(zip(expected, actual)) if a != b), min(len(expected), len(actual)))
+    start = max(0, at - context)
+    return (f"at character {at}: engine {actual[start:at + context]!r}, reference tokenizer "
+            f"{expected[start:at + context]!r}")
+
+
+def text_finding(output: EngineOutput, decode: Decode, stop: Stop, attempt: int | None = None) -> Finding | None:
+    """The engine's text against the reference tokenizer's decode of its own ids (cut before a stop string
+    where it stopped on one); None when equal."""
+    expected = decode(output.output_ids)
+    if stop.strings:
+        expected = cut_at_stop(expected, stop.strings)[0]
+    if output.output_text == expected:
+        return None
+    return Finding("text_matches_ids", "fail", rule="structural", against="the reference tokenizer",
+                   attempt=output.attempt if attempt is None else attempt,
+                   detail=char_diff(expected, output.output_text))
+
+
+def finish_finding(expected: EngineOutput, actual: EngineOutput, attempt: int = 0) -> Finding | None:
+    """The finish reason the stop rules give against the engine's, where the engine says one."""
+    if not actual.finish_reason or actual.finish_reason == expected.finish_reason:
+        return None
+    return Finding("finish_reason", "fail", rule="structural", attempt=attempt,
+                   detail=f"the engine finished by {actual.finish_reason!r} after {len(actual.output_ids)} tokens; "
+                          f"the stop rules end the reference's answer by {expected.finish_reason!r} after "
+                          f"{len(expected.output_ids)}")

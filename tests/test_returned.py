@@ -1,0 +1,69 @@
+"""What an engine returns after the logits, checked for what it claims (harness.judging.compare.returned): pure."""
+from __future__ import annotations
+
+from harness.core.schema import EngineOutput, Finding, TokenLogprobs
+from harness.engines.base import Stop
+from harness.judging.compare.returned import after_logits, rank_findings, text_finding, under_stops
+
+WORDS = {1: "A", 2: " red", 3: " circle", 4: ".", 5: " is", 6: " big", 9: "<eos>"}
+
+
+def decode(ids) -> str:
+    return "".join(WORDS[i] for i in ids if i != 9)
+
+
+def step(token: int, logprob: float, top: list[tuple[int, float]], ranks: list[int] | None = None,
+         rank: int | None = None) -> TokenLogprobs:
+    return TokenLogprobs(token, logprob, top, ranks if ranks is not None else list(range(1, len(top) + 1)), rank)
+
+
+def output(ids: list[int], text: str = "", finish: str = "") -> EngineOutput:
+    steps = [step(i, -0.1, [(i, -0.1), (i + 1, -3.0)], rank=1) for i in ids]
+    return EngineOutput("c", "e", output_ids=ids, output_logprobs=steps, output_text=text or decode(ids),
+                        finish_reason=finish)
+
+
+def test_ranks_and_logprobs_are_held_to_what_they_claim() -> None:
+    assert rank_findings(output([1, 2, 3])) == []
+    bad = output([1, 2, 3])
+    bad.output_logprobs[1] = step(2, -0.1, [(2, -0.1), (7, -3.0)], ranks=[2, 3], rank=2)  # shifted ranks
+    bad.output_logprobs[2] = step(3, -2.0, [(8, -0.1), (9, -1.0)], rank=2)  # claims rank 2, not in the top
+    (finding,) = rank_findings(bad)
+    assert finding.metric == "logprob_ranks" and finding.value == 2 and "output step 1: ranks [2, 3]" in finding.detail
+    increasing = output([1])
+    increasing.output_logprobs[0] = step(1, -0.1, [(1, -0.1), (4, 0.5)], rank=1)
+    assert "increase along the ranks" in rank_findings(increasing)[0].detail
+    outside = output([1])
+    outside.output_logprobs[0] = step(1, -0.015, [(5, -0.01), (4, -0.02)], rank=3)  # outside, yet above the last
+    assert "more likely than its last" in rank_findings(outside)[0].detail
+
+
+def test_the_reference_answer_under_stop_rules_is_cut_where_they_end_it() -> None:
+    reference = output([1, 2, 3, 4, 9, 9], finish="length")
+    eos = under_stops(reference, Stop(ignore_eos=False), frozenset({9}), decode)
+    assert (eos.output_ids, eos.output_text, eos.finish_reason) == ([1, 2, 3, 4, 9], "A red circle.", "stop")
+    string = under_stops(reference, Stop(strings=(" circ",)), frozenset({9}), decode)
+    assert (string.output_ids, string.output_text, string.finish_reason) == ([1, 2, 3], "A red", "stop")
+    token = under_stops(reference, Stop(token_ids=(2,)), frozenset({9}), decode)
+    assert token.output_ids == [1, 2] and len(token.output_logprobs) == 2
+    none = under_stops(reference, Stop(), frozenset({9}), decode)
+    assert (none.output_ids, none.finish_reason) == ([1, 2, 3, 4, 9, 9], "length")
+
+
+def test_text_must_be_the_decode_of_the_ids() -> None:
+    assert text_finding(output([1, 2, 3]), decode, Stop()) is None
+    spaced = output([1, 2, 3], text="A red  circle")
+    finding = text_finding(spaced, decode, Stop())
+    assert finding is not None and finding.metric == "text_matches_ids" and "at character 6" in finding.detail
+    stopped = output([1, 2, 3], text="A red")  # stopped on " circ": the text ends before it
+    assert text_finding(stopped, decode, Stop(strings=(" circ",))) is None
+
+
+def test_a_cell_failing_only_after_the_logits_is_named_so() -> None:
+    def fail(metric: str) -> Finding:
+        return Finding(metric, "fail")
+
+    assert after_logits([fail("text_matches_ids"), fail("rouge_l")]) == ["text_matches_ids"]
+    assert after_logits([fail("logprob_ranks")]) == ["logprob_ranks"]
+    assert after_logits([fail("text_matches_ids"), fail("prefill_max")]) == []
+    assert after_logits([fail("rouge_l")]) == []
