@@ -124,7 +124,7 @@ def record_clean(cleans: Sequence[Clean], root: Path, command: str) -> list[Path
         p = clean.run.provenance
         same = p.reference_model in (None, "", p.model)  # the built-in model on both sides: its name keys the store
         reference = (p.model_name if same else None) or p.reference_info.get("model") or p.reference_model
-        path = clean_sample_path(root, reference, p.engine, clean.sample_dtype)
+        path = clean_sample_path(root, reference, p.engine, p.device, clean.sample_dtype)
         groups.setdefault(path, []).append(clean)
     for path, members in groups.items():
         ratios: dict[str, list[float]] = {}
@@ -156,7 +156,7 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the dtype of --runs")
     parser.add_argument("--record", action="store_true",
                         help="keep the clean sample beside the stored references (references/<model>/clean/): "
-                             "later runs of that model, engine and dtype test the whole suite against it")
+                             "later runs of that model, engine, device and dtype test the whole suite against it")
     parser.add_argument("--references-dir", type=Path, help="stored references root (default: references/)")
 
 

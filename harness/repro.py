@@ -86,8 +86,8 @@ def write_repros(run: RunResult, out: Path, results: Path | None = None, every: 
     for case_id, variant in cells:
         try:
             written.append(write_repro(run, case_id, variant, out / repro_folder(case_id, variant), results))
-        except (ReproError, OSError) as exc:
-            print(f"vlm-parity: no reproduction of {case_id} on {variant}: {exc}")
+        except Exception as exc:  # one cell that cannot be written must not cost the run its report
+            print(f"vlm-parity: no reproduction of {case_id} on {variant}: {type(exc).__name__}: {exc}")
     return written
 
 

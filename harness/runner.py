@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,8 +28,8 @@ from harness.decode_diff import case_pixel_deltas
 from harness.engines.base import EngineSettings
 from harness.engines.client import Deadline, EngineSide, Gate, stream
 from harness.inputs.cases import Case, load_cases
-from harness.inputs.models import image_token_id, model_fingerprint, video_token_id
 from harness.inputs.detokenize import Detokenizer
+from harness.inputs.models import image_token_id, model_fingerprint, video_token_id
 from harness.inputs.prompt import Prompter
 from harness.judging.judge import CaseInputs, Judge, case_result
 from harness.judging.suite import SuiteRule, cell_ratios, sample_dtype, shift_test
@@ -40,13 +41,20 @@ from harness.publish.report import publish
 from harness.publish.report.decode_effect import decode_effect_markdown
 from harness.publish.report.summary import write_step_summary
 from harness.publish.report.thumbnails import thumbnail
-from harness.publish.results import ResultsSink
+from harness.publish.results import ResultsSink, write_results
 from harness.repro import write_repros
 from harness.run.known import known_reference_failure
 from harness.run.ledger import REFERENCE, CaseEntry, CaseLedger
 from harness.run.observe import Observer
 from harness.run.options import RunConfig, comma_list
-from harness.run.plan import CaseSelection, RunPlan, image_spans, make_plan, plan_probes, resolve_chunking
+from harness.run.plan import (
+    CaseSelection,
+    RunPlan,
+    image_spans,
+    make_plan,
+    plan_probes,
+    resolve_chunking,
+)
 from harness.run.references import (
     DEFAULT_DIR,
     ReferenceStore,
@@ -134,7 +142,11 @@ def run_and_publish(run: RunConfig | RunPlan, progress: Console | Lines = print,
     result = execute(run, console, observer, launcher)
     with observer.stage("report"):
         outcome = conclude(result, cfg.history, cfg.policy, gate)
+        if cfg.history is not None:  # the history may have marked known cells new to this run
+            write_results(result, cfg.out)
         repro_root = cfg.repro_dir or cfg.out / "repro"
+        if cfg.repro_dir is None:  # the run's own folder: no earlier run's reproductions linked as this one's
+            shutil.rmtree(repro_root, ignore_errors=True)
         write_repros(result, repro_root, cfg.out / "results.json", every=cfg.repro_dir is not None)
         published = publish(result, cfg.out, outcome, repro_root)
         write_step_summary(result, outcome)
@@ -393,8 +405,10 @@ class Session:
         """The whole suite against the clean sample recorded for this reference model, engine and dtype (`vlm-parity
         calibrate --record`); nothing without one."""
         plan = self.plan
+        if plan.selection.partial or self.cfg.shard:  # part of the suite: its cells are not the sample's
+            return []
         path = clean_sample_path(self.cfg.references_dir or DEFAULT_DIR, plan.reference.model_name, plan.engine.engine,
-                                 sample_dtype(plan))
+                                 plan.engine.device, sample_dtype(plan))
         clean = load_clean_sample(path)
         if clean is None:
             return []

@@ -192,3 +192,19 @@ def test_a_record_that_applies_to_a_passing_cell_says_it_no_longer_matches() -> 
     assert "did not show: the engine may be fixed" in note_text(passed.notes[0])
     assert mark_known(case, VariantResult("reject-then-reuse", "pass"), [by_metrics, by_errors]).notes == []
     assert mark_known(case, VariantResult("batched", "pass"), [by_metrics]).notes == []  # no record applies
+
+
+def test_in_pytest_a_record_of_metrics_is_a_strict_expected_failure_and_one_of_errors_is_not() -> None:
+    """A fixed engine XPASSes (and fails the suite) on a record of failing metrics; a record of engine errors has
+    the error as its condition, which a passing request did not meet: no XPASS failure for it."""
+    from harness.pytest_plugin import _known
+
+    metrics = ('known_failures:\n  - {model: "*", engine: vllm, cases: "*", variants: [alone], '
+               "metrics: [prefill_max], reason: batch drift}\n")
+    (by_metrics,) = load_known("m", "m", "vllm", "0.32.0", "cpu", metrics)
+    (by_errors,) = load_known("m", "m", "vllm", "0.32.0", "cpu", known(PATTERNS))
+    case = Case("c", Path("cases.yaml"), (), (), 8, (), {})
+    (strict,) = _known([by_metrics], case, "alone")
+    (lenient,) = _known([by_errors], case, "reject-then-reuse")
+    assert strict.kwargs["strict"] is True and lenient.kwargs["strict"] is False
+    assert _known([by_metrics], case, "batched") == []

@@ -69,3 +69,19 @@ def test_engine_url_attaches_and_never_stops_the_server(tmp_path: Path, tiny_mod
     decision = decide(generic, "release", {**release, "min_cases": 1})
     assert decision.code == UNDECIDED and "policy needs prefill_max, which is unavailable" in decision.reasons[0]
     assert "unavailable</td>" in publish(generic, tmp_path / "generic").html.read_text()
+
+
+def test_the_output_side_variants_through_the_server(tmp_path: Path, tiny_model: str, vllm_server: tuple) -> None:
+    """n answers, stop rules and detokenization options as the OpenAI API takes them (vLLM's extra fields):
+    every answer held to the reference, the text to the reference tokenizer's decode, the finish reason to the
+    stop rules."""
+    _, url = vllm_server
+    only = {"astronaut-420", "two-images", "text-only"}
+    run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=tiny_model, engine="vllm-server",
+                            engine_url=url, variants=["base", "n-best", "stops", "special-tokens"], only=only,
+                            localize="off"), progress=lambda _: None)
+    assert run.skipped == {} and run.verdict == "pass", [(c.case_id, case_lines(c)) for c in run.cases]
+    for case in run.cases:
+        assert len(case.variants["n-best"].engine.completions) == 2
+        assert case.variants["stops"].engine.finish_reason in ("stop", "length")
+        assert "<|im_end|>" in case.variants["special-tokens"].engine.output_text

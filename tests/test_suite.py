@@ -69,6 +69,8 @@ def test_a_metric_takes_its_own_multiples_where_calibrated() -> None:
     assert check_metric("prefill_max", 6 * floor + th["prefill_max_atol"], th, floor).level == "drift"
     case = config.resolve(config.load_config(), "float32", case_overrides={"prefill_mean_k": 9})
     assert check_metric("prefill_mean", at_6x, case, floor).level == "drift"
+    everything = config.resolve(config.load_config(), "float32", case_overrides={"k": 12})  # `k` means every metric
+    assert config.multiple(everything, "prefill_mean", "k") == config.multiple(everything, "decode_max", "k") == 12
 
 
 def test_a_whole_suite_moved_by_a_few_floors_drifts_while_a_clean_one_holds() -> None:
@@ -117,7 +119,7 @@ def test_calibrate_proposes_multiples_prints_entries_a_thresholds_file_takes_and
     row = next(r for r in rows if r["metric"] == "prefill_max")
     assert config.multiple(layered, "prefill_max", "k") == row["k"]  # the file takes what was proposed
     (path,) = record_clean(cleans, tmp_path / "refs", "vlm-parity calibrate r0.json r1.json r2.json")
-    assert path == clean_sample_path(tmp_path / "refs", "tiny-qwen2-vl-trained", "vllm", "float32")
+    assert path == clean_sample_path(tmp_path / "refs", "tiny-qwen2-vl-trained", "vllm", "cpu", "float32")
     sample = load_clean_sample(path)
     assert len(sample["ratios"]["prefill_mean"]) == 300 and [r["cpu"] for r in sample["runs"]] == ["AMD EPYC"] * 3
     # the command, on results files
@@ -134,7 +136,7 @@ def test_the_default_model_has_a_clean_sample_for_vllm_in_float32_and_bfloat16()
     calibrate --record`): the cells of the default profile, with the machine and command that measured them."""
     for dtype in ("float32", "bfloat16"):
         sample = load_clean_sample(clean_sample_path(Path(__file__).resolve().parents[1] / "references",
-                                                     "tiny-qwen2-vl-trained", "vllm", dtype))
+                                                     "tiny-qwen2-vl-trained", "vllm", "cpu", dtype))
         assert sample is not None and sample["command"].startswith("vlm-parity calibrate")
         assert all(len(sample["ratios"][m]) >= RULE.min_cells for m in METRICS)
         assert all(run["cpu"] for run in sample["runs"])

@@ -73,6 +73,14 @@ def multiple(th: Thresholds, metric: str, key: str) -> float:
     return th.values.get(f"{metric}_{key}", th.values[key])
 
 
+def _shadowed(lower: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """`lower` without the metrics' own multiples a higher `layer` overrides by setting the dtype's `k` or
+    `k_warn` (a model entry, a case or a user's file that says `k: 12` means every metric), unless the layer
+    sets that metric's own too."""
+    dropped = {f"{m}_{key}" for key in ("k", "k_warn") if key in layer for m in METRICS}
+    return {k: v for k, v in lower.items() if k not in dropped or k in layer}
+
+
 # Every key a dtype's thresholds have (the packaged file sets each, the metrics' own multiples where measured),
 # and those a case may change (numbers).
 REQUIRED_KEYS: tuple[str, ...] = (*RULE_KEYS, *(key for m in METRICS for key in threshold_keys(m)))
@@ -106,6 +114,8 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
         return config
     override = read_yaml(Path(path)) or {}
     check_thresholds(override, str(path), config)
+    for dtype, keys in (override.get("dtypes") or {}).items():  # a file's `k` means every metric of the dtype
+        config["dtypes"][dtype] = _shadowed(config["dtypes"][dtype], keys)
     return _merge(config, override)
 
 
@@ -121,7 +131,7 @@ def read_yaml(path: Path | Traversable) -> Any:
 
 def check_thresholds(doc: Any, source: str, packaged: dict[str, Any] | None = None) -> None:
     """A thresholds file against the metrics' declaration. The packaged file (`packaged` None) sets every key
-    of every dtype with its value and reason; a user's file layered over it may set any of them, and the
+    the rules require of every dtype (the metrics' own multiples where measured) with its value and reason; a user's file layered over it may set any of them, and the
     keys of its `decode:`, `floor:` and `reference:` sections must be the packaged file's."""
     for section, content in mapping(doc, source, ()).items():
         if section not in SECTIONS:
@@ -212,9 +222,12 @@ def resolve(config: dict[str, Any], dtype: str, model: str = "", case_overrides:
     reasons = {k: v["reason"] for k, v in defaults.items()}
     for pattern, per_dtype in (config.get("models") or {}).items():
         if fnmatch.fnmatch(model, pattern):
-            for key, spec in (per_dtype.get(dtype) or {}).items():
+            layer = per_dtype.get(dtype) or {}
+            values = _shadowed(values, layer)
+            for key, spec in layer.items():
                 values[key] = spec["value"]
                 reasons[key] = f"model override ({pattern}): {spec['reason']}"
+    values = _shadowed(values, case_overrides or {})
     for key, value in (case_overrides or {}).items():
         problem = key_problem(key, CASE_THRESHOLD_KEYS)
         if problem:

@@ -46,7 +46,7 @@ SECTIONS = ("prompt", "prefill", "distribution", "decode", "text")
 # higher-is-better one from below.
 RULES = {
     "floor": "error <= k x floor + atol (k^order for a higher-order metric), capped by the absolute bound; "
-             "keys: the bound and `name_atol`",
+             "keys: the bound and `name_atol`, and optionally its own `name_k` and `name_k_warn`",
     "info": "shown with its floor and ratio to it, never failing; no keys",
     "bound": "the absolute bound alone (a discrete metric: a flip moves it by steps, not by noise); key: the bound",
     "greedy": "greedy outputs agree by the `greedy` threshold: `exact`, or `topk` (a divergence passes where both "
@@ -452,7 +452,7 @@ class SuiteShift:
     cells: int
     median: float
     clean_median: float
-    shift: float
+    shift: float | None  # None where the clean median is 0
     p_value: float
     drifts: bool
     clean_source: str = ""

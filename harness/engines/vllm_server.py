@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from harness.core.schema import EngineOutput, TokenLogprobs
-from harness.engines.base import Capabilities, Request
+from harness.core.schema import Completion, EngineOutput, TokenLogprobs
+from harness.engines.base import Capabilities, Detokenize, Request, Stop
 from harness.engines.http import ADAPTER_OPTIONS, HTTPEngine
 from harness.engines.messages import chat_messages, sampling_fields
 from harness.engines.vllm_offline import CPU_ENV, VLLMEngine
@@ -26,7 +26,8 @@ from harness.engines.vllm_offline import CPU_ENV, VLLMEngine
 class VLLMServerEngine(HTTPEngine):
     name = "vllm-server"
     capabilities = Capabilities(max_top_k=20, prompt_forms=frozenset({"rendered", "native"}),
-                                image_inputs=frozenset({"pixels", "bytes"}))
+                                image_inputs=frozenset({"pixels", "bytes"}), engine_text=True,
+                                request_fields=frozenset({"n", "stop", "detokenize"}))
     version = VLLMEngine.version
     image_loader = VLLMEngine.image_loader
 
@@ -54,10 +55,15 @@ class VLLMServerEngine(HTTPEngine):
 
     def payload(self, request: Request) -> tuple[str, dict[str, Any]]:
         k = self.settings.top_k
+        stop, text = request.stop or Stop(), request.detokenize or Detokenize()
         body: dict[str, Any] = {
             "model": self.settings.model, "messages": chat_messages(request), "max_tokens": request.max_new_tokens,
-            "ignore_eos": True, "logprobs": True, "top_logprobs": k, "prompt_logprobs": k, "return_token_ids": True,
-            "return_tokens_as_token_ids": True, "skip_special_tokens": True,
+            "n": request.n, "ignore_eos": stop.ignore_eos, "logprobs": True, "top_logprobs": k, "prompt_logprobs": k,
+            "return_token_ids": True, "return_tokens_as_token_ids": True,
+            "skip_special_tokens": text.skip_special_tokens,
+            "spaces_between_special_tokens": text.spaces_between_special_tokens,
+            **({"stop": list(stop.strings)} if stop.strings else {}),
+            **({"stop_token_ids": list(stop.token_ids)} if stop.token_ids else {}),
             **sampling_fields(request, greedy_seed=self.settings.seed),
         }
         if request.prompt_form == "rendered":
@@ -65,29 +71,38 @@ class VLLMServerEngine(HTTPEngine):
         return "/v1/chat/completions", body
 
     def parse(self, request: Request, body: dict[str, Any]) -> EngineOutput:
-        choice = body["choices"][0]
+        """The first choice as the output, the others (n > 1) as its completions."""
+        first, *others = [_completion(c, len(body["prompt_logprobs"]), len(body["prompt_token_ids"]))
+                          for c in sorted(body["choices"], key=lambda c: c.get("index", 0))]
         prompt_ids = list(body["prompt_token_ids"])
-        output_ids = list(choice["token_ids"])
         k = self.settings.top_k
-        steps = choice["logprobs"]["content"]
-        counts = (len(body["prompt_logprobs"]), len(prompt_ids), len(steps), len(output_ids))
-        if counts[0] != counts[1] or counts[2] != counts[3]:  # which position lacks one is unknown
-            raise ValueError("the server returned {} prompt logprobs for {} prompt tokens and {} logprobs for {} "
-                             "output tokens: they cannot be matched to their positions".format(*counts))
         prompt_logprobs = [None if pos is None else _prompt_score(pos, tid, k)
                            for pos, tid in zip(body["prompt_logprobs"], prompt_ids)]
         return EngineOutput(
             case_id=request.case_id, engine=self.name, variant=request.variant, prompt_ids=prompt_ids,
-            prompt_logprobs=prompt_logprobs, output_ids=output_ids,
-            output_logprobs=[_output_score(step, tid) for step, tid in zip(steps, output_ids)],
-            output_text=choice["message"]["content"] or "")
+            prompt_logprobs=prompt_logprobs, output_ids=first.output_ids, output_logprobs=first.output_logprobs,
+            output_text=first.output_text, finish_reason=first.finish_reason, completions=others)
+
+
+def _completion(choice: dict[str, Any], prompt_logprobs: int, prompt_tokens: int) -> Completion:
+    """One choice: its token ids, their logprobs, text and finish reason; ValueError when the logprobs cannot be
+    matched to the positions (which one lacks its logprob is unknown)."""
+    output_ids = list(choice["token_ids"])
+    steps = choice["logprobs"]["content"]
+    counts = (prompt_logprobs, prompt_tokens, len(steps), len(output_ids))
+    if counts[0] != counts[1] or counts[2] != counts[3]:
+        raise ValueError("the server returned {} prompt logprobs for {} prompt tokens and {} logprobs for {} "
+                         "output tokens: they cannot be matched to their positions".format(*counts))
+    return Completion(output_ids, [_output_score(step, tid) for step, tid in zip(steps, output_ids)],
+                      choice["message"]["content"] or "", choice.get("finish_reason") or "")
 
 
 def _prompt_score(position: dict[str, Any], token_id: int, k: int) -> TokenLogprobs:
     """A prompt position: {token id: {logprob, rank, decoded_token}}, the actual token plus the top-k."""
     entries = {int(t): v for t, v in position.items()}
     top = sorted((v["rank"], t, v["logprob"]) for t, v in entries.items() if v.get("rank") and v["rank"] <= k)
-    return TokenLogprobs(token_id, float(entries[token_id]["logprob"]), [(t, float(lp)) for _, t, lp in top])
+    return TokenLogprobs(token_id, float(entries[token_id]["logprob"]), [(t, float(lp)) for _, t, lp in top],
+                         ranks=[rank for rank, _, _ in top], rank=entries[token_id].get("rank"))
 
 
 def _output_score(step: dict[str, Any], token_id: int) -> TokenLogprobs:

@@ -1,8 +1,11 @@
 """The reference tokenizer's decode: what an engine's output text must be for its output ids.
 
 Loaded on first use from the reference checkpoint's tokenizer files (a run with stored references has no
-processor of its own). `spaces_between_special_tokens` is the slow tokenizers' option engines expose
-(transformers' fast tokenizers decode one way, and so do the engines that use them).
+processor of its own). Two decodes are legitimate: of the output ids alone (transformers' `decode`), and in the
+context of the prompt's last tokens (engines that detokenize incrementally from the prompt, as vLLM does: with a
+SentencePiece tokenizer the first word keeps its leading space). `spaces_between_special_tokens` is passed where
+the tokenizer takes it (slow tokenizers); engines that join special tokens without spaces are judged by the
+packed form the same way.
 """
 from __future__ import annotations
 
@@ -27,6 +30,14 @@ class Detokenizer:
         if not getattr(self.tokenizer, "is_fast", True):
             options["spaces_between_special_tokens"] = spaces_between_special_tokens
         return self.tokenizer.decode(list(ids), **options)
+
+    def decode_after(self, context: Sequence[int], ids: Sequence[int], skip_special_tokens: bool = True,
+                     spaces_between_special_tokens: bool = True) -> str:
+        """`ids` decoded after `context` (the prompt's last tokens), as an incremental detokenizer does."""
+        before = self.decode(context, skip_special_tokens, spaces_between_special_tokens)
+        both = self.decode([*context, *ids], skip_special_tokens, spaces_between_special_tokens)
+        return both[len(before):] if both.startswith(before) else self.decode(ids, skip_special_tokens,
+                                                                              spaces_between_special_tokens)
 
     @cached_property
     def eos_ids(self) -> frozenset[int]:

@@ -259,7 +259,16 @@ class Judge:
         found = [f for answer, at in answers for f in rank_findings(answer, at)]
         if self.detokenizer is not None and self.plan.engine.capabilities.engine_text:
             decode, stop = self._decoder(variant), variant.request.get("stop") or Stop()
-            found += [f for answer, at in answers if (f := text_finding(answer, decode, stop, at))]
+            options = variant.request.get("detokenize") or Detokenize()
+            detokenizer = self.detokenizer
+
+            def decode_after(context: Sequence[int], ids: Sequence[int]) -> str:
+                return detokenizer.decode_after(context, ids, options.skip_special_tokens,
+                                                options.spaces_between_special_tokens)
+
+            stop_ids = frozenset(stop.token_ids) | (frozenset() if stop.ignore_eos else detokenizer.eos_ids)
+            found += [f for answer, at in answers
+                      if (f := text_finding(answer, decode, stop, at, decode_after, stop_ids))]
         return found
 
     def _compare(self, expected: EngineOutput, actual: EngineOutput, variant: Variant, th: config.Thresholds,

@@ -6,8 +6,10 @@ change (a kernel, a weight-loading step) moves the whole distribution, which a r
 fails. Each floor-judged metric's sample (the cells compared with the reference, known failures and errors
 left out) is tested against the clean sample recorded by `vlm-parity calibrate --record` (beside the stored
 references) with a one-sided Mann-Whitney U test, and the shift of the median is the effect size: the suite
-drifts on a metric when both the p-value is below `alpha` and the median moved by at least `min_shift`
-(thresholds.yaml `suite:`). A drift is a finding of the run, never of a case: the release gate refuses it.
+drifts on a metric when the p-value is below `alpha`, the median moved by at least `min_shift` and the median
+cell is at least `min_median` times its floor (thresholds.yaml `suite:`). A drift is a finding of
+the run, never of a case: the default and release gates refuse it. A run of part of the suite (`--case`, a
+shard, a `-k` selection) is not tested: its cells are not the sample's.
 """
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from harness.config import Thresholds
-from harness.core.schema import RunResult, SuiteShift, judged_by
+from harness.core.schema import METRIC_INFO, RunResult, SuiteShift, judged_by
 from harness.run.plan import RunPlan
 
 FLOOR_METRICS = judged_by("floor")  # the metrics a cell judges by its ratio to the floor
+# The suite is tested on the continuous ones (lower is better); an agreement share moves in steps of a token
+# (its ratios take a few values, half of them 0), so its median is no measure of a drift.
+SUITE_METRICS = tuple(m for m in FLOOR_METRICS if METRIC_INFO[m]["better"] == "lower")
 QUANTILES = (0.5, 0.9, 0.99, 1.0)  # what the history and the console show of a distribution
 SIGNIFICANT = 4  # digits a stored ratio keeps
 
@@ -39,19 +44,12 @@ def cell_ratios(run: RunResult) -> dict[str, list[float]]:
     return {m: values for m, values in ratios.items() if values}
 
 
-def quantile(values: Sequence[float], q: float) -> float:
-    """The q-quantile by linear interpolation (numpy's default)."""
-    ordered = sorted(values)
-    at = q * (len(ordered) - 1)
-    low = math.floor(at)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
-
-
 def summary(values: Sequence[float]) -> dict[str, float]:
     """n, and the QUANTILES of a ratio sample ('p50', 'p90', 'p99', 'max')."""
+    import numpy as np
+
     names = {0.5: "p50", 0.9: "p90", 0.99: "p99", 1.0: "max"}
-    return {"n": len(values), **{names[q]: round_sig(quantile(values, q)) for q in QUANTILES}}
+    return {"n": len(values), **{names[q]: round_sig(float(np.quantile(values, q))) for q in QUANTILES}}
 
 
 def round_sig(value: float, digits: int = SIGNIFICANT) -> float:
@@ -65,10 +63,12 @@ class SuiteRule:
     alpha: float
     min_shift: float
     min_cells: int
+    min_median: float  # a suite whose median cell is within its floor has not drifted, whatever the shift
 
     @classmethod
     def of(cls, section: Thresholds) -> SuiteRule:
-        return cls(float(section["alpha"]), float(section["min_shift"]), int(section["min_cells"]))
+        return cls(float(section["alpha"]), float(section["min_shift"]), int(section["min_cells"]),
+                   float(section["min_median"]))
 
 
 def sample_dtype(plan: RunPlan) -> str:
@@ -87,19 +87,20 @@ def mann_whitney_greater(sample: Sequence[float], clean: Sequence[float]) -> flo
 def shift_test(ratios: Mapping[str, Sequence[float]], clean: Mapping[str, Sequence[float]], source: str,
                rule: SuiteRule) -> list[SuiteShift]:
     """Per metric with enough cells on both sides: the median shift and the rank test's p-value against the
-    clean sample (`source` names it); `drifts` when the p-value is below alpha and the median moved by at least
-    min_shift."""
+    clean sample (`source` names it); `drifts` when the p-value is below alpha, the median moved by at least
+    min_shift and is at least min_median."""
     shifts = []
-    for metric in FLOOR_METRICS:
+    for metric in SUITE_METRICS:
         sample, reference = ratios.get(metric, []), clean.get(metric, [])
         if len(sample) < rule.min_cells or len(reference) < rule.min_cells:
             continue
         median, clean_median = statistics.median(sample), statistics.median(reference)
-        shift = median / clean_median if clean_median > 0 else math.inf
+        shift = median / clean_median if clean_median > 0 else None  # None: a clean median of 0 has no multiple
         p_value = mann_whitney_greater(sample, reference)
-        shifts.append(SuiteShift(metric, len(sample), round_sig(median), round_sig(clean_median), round_sig(shift),
-                                 float(f"{p_value:.3g}"), p_value < rule.alpha and shift >= rule.min_shift,
-                                 source))
+        drifts = (p_value < rule.alpha and median >= rule.min_median
+                  and (shift is None or shift >= rule.min_shift))
+        shifts.append(SuiteShift(metric, len(sample), round_sig(median), round_sig(clean_median),
+                                 None if shift is None else round_sig(shift), float(f"{p_value:.3g}"), drifts, source))
     return shifts
 
 
@@ -108,7 +109,8 @@ def drifting(shifts: Iterable[SuiteShift]) -> list[SuiteShift]:
 
 
 def shift_text(s: SuiteShift) -> str:
-    """'the whole engine drifted: prefill_mean median 2.7x its floor over 273 cells, clean 0.84x (3.2x, p 1e-40)'."""
+    """'suite drifted on prefill_mean: median 2.71x its floor over 266 cells, clean 0.78x (shift 3.47x, p 3.4e-22)'."""
     verb = "drifted" if s.drifts else "holds"
+    shift = "no multiple of 0" if s.shift is None else f"{s.shift:.3g}x"
     return (f"suite {verb} on {s.metric}: median {s.median:.3g}x its floor over {s.cells} cells, clean "
-            f"{s.clean_median:.3g}x (shift {s.shift:.3g}x, p {s.p_value:.2g})")
+            f"{s.clean_median:.3g}x (shift {shift}, p {s.p_value:.2g})")

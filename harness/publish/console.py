@@ -23,6 +23,10 @@ from rich.table import Table
 from harness.core.schema import VERDICTS, CaseResult, RunResult
 from harness.judging.explain import case_lines, ladder_text, run_lines
 from harness.judging.suite import drifting, shift_text
+
+# A group's colour by its level: an error bold red, a failure red, a warning (drift, a known record to look at)
+# yellow.
+GROUP_COLOURS = {"fail": "red", "drift": "yellow", "new-known": "yellow", "xpass": "yellow"}
 from harness.publish.attention import attention, case_headline, group_title, headline, known_records
 
 Lines = Callable[[str], None]
@@ -125,7 +129,7 @@ class Console:
             cases = ", ".join(group.cases[:4]) + (", ..." if len(group.cases) > 4 else "")
             self.print(f"{group.level.upper():5} ({len(group.cells)} cell{'s' * (len(group.cells) > 1)} in "
                        f"{len(group.cases)} case{'s' * (len(group.cases) > 1)}: {cases}) {group_title(group)}: "
-                       f"{_short(group.line, 200)}", {"drift": "yellow", "fail": "red"}.get(group.level, "bold red"))
+                       f"{_short(group.line, 200)}", GROUP_COLOURS.get(group.level, "bold red"))
         if len(groups) > 8:
             self.print(f"... and {len(groups) - 8} more groups (see the report)")
         for shift in drifting(run.suite):

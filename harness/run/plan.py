@@ -516,7 +516,7 @@ def plan_probes(plan: RunPlan, which: Mapping[str, str], prompts: Mapping[str, s
         key = key if any(r.variant == key for r in planned) else REFERENCE
         names = {key, *(n if key == REFERENCE else rerun_floor_name(n, key) for n in runs)}
         reference = sorted((r for r in planned if r.variant in names), key=lambda r: r.variant != key)
-        probes.append(Probe(case_id, name, replace(request, sampling=None, max_new_tokens=1),
+        probes.append(Probe(case_id, name, replace(request, sampling=None, n=1, stop=None, max_new_tokens=1),
                             replace(group.settings, features=features), reference))
     return probes
 

@@ -341,12 +341,13 @@ def provenance(model_name: str, store: ReferenceStore, info: dict[str, Any], dty
     }
 
 
-def clean_sample_path(root: Path, reference_model: str, engine: str, dtype: str) -> Path:
+def clean_sample_path(root: Path, reference_model: str, engine: str, device: str, dtype: str) -> Path:
     """Where `vlm-parity calibrate --record` keeps a clean run's ratios to the floor (the suite drift test's
-    baseline): beside the reference model's stored references, one file per engine and dtype. The engine's
-    checkpoint is not in the key: an engine-side checkpoint that moved the whole suite is what the test is for
-    (the file says which checkpoint it was measured with)."""
-    return Path(root) / model_key(reference_model) / "clean" / f"{engine}-{dtype}.json"
+    baseline): beside the reference model's stored references, one file per engine, device kind (cpu, cuda)
+    and dtype. The engine's checkpoint is not in the key: an engine-side checkpoint that moved the whole suite
+    is what the test is for (the file says which checkpoint and machines it was measured with)."""
+    kind = device.split(":")[0]
+    return Path(root) / model_key(reference_model) / "clean" / f"{engine}-{kind}-{dtype}.json"
 
 
 def load_clean_sample(path: Path) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from harness.core.schema import EngineOutput, Finding, TokenLogprobs
 from harness.engines.base import Stop
 
 TOLERANCE = 1e-6  # two copies of one logprob agree to float32 rounding
+CONTEXT_TOKENS = 4  # prompt tokens an incremental detokenizer's first output text depends on
 # The checks of what comes after the logits, by what they judge: a cell failing on these alone (and on the text
 # overlap that follows its text) has logits that agree, so no stage inside the model can differ.
 AFTER_LOGITS = {"logprob_ranks": "the returned logprobs and ranks", "text_matches_ids": "the detokenized text",
@@ -76,13 +77,14 @@ def cut_at_stop(text: str, strings: Iterable[str]) -> tuple[str, bool]:
 
 def under_stops(reference: EngineOutput, stop: Stop, eos_ids: frozenset[int], decode: Decode) -> EngineOutput:
     """The greedy reference's answer under the request's stop rules: its EOS-ignored tokens cut after the first
-    EOS (when honoured) or stop token id, or after the token that completes a stop string (whose text then ends
-    before it), finish reason "stop"; else all of them, "length". Greedy decisions do not depend on the rules,
-    so this is what the reference's own generate makes under them."""
+    EOS (when honoured) or stop token id (whose text is left out, as engines do), or after the token that
+    completes a stop string (whose text then ends before it), finish reason "stop"; else all of them,
+    "length". Greedy decisions do not depend on the rules, so this is what the reference's own generate makes
+    under them."""
     ids = reference.output_ids
     for i, tid in enumerate(ids):
         if (not stop.ignore_eos and tid in eos_ids) or tid in stop.token_ids:
-            return _cut(reference, i + 1, decode(ids[:i + 1]))
+            return _cut(reference, i + 1, decode(ids[:i]))
         if stop.strings:
             text, hit = cut_at_stop(decode(ids[:i + 1]), stop.strings)
             if hit:
@@ -103,17 +105,25 @@ def char_diff(expected: str, actual: str, context: int = 16) -> str:
             f"{expected[start:at + context]!r}")
 
 
-def text_finding(output: EngineOutput, decode: Decode, stop: Stop, attempt: int | None = None) -> Finding | None:
-    """The engine's text against the reference tokenizer's decode of its own ids (cut before a stop string
-    where it stopped on one); None when equal."""
-    expected = decode(output.output_ids)
+def text_finding(output: EngineOutput, decode: Decode, stop: Stop, attempt: int | None = None,
+                 decode_after: Callable[[Sequence[int], Sequence[int]], str] | None = None,
+                 stop_ids: frozenset[int] = frozenset()) -> Finding | None:
+    """The engine's text against the reference tokenizer's decode of its own ids, alone or after the prompt's
+    last tokens (`decode_after`: how an incremental detokenizer decodes them), with a stop token it ended on left
+    out and cut before a stop string; None when it equals either."""
+    ids = output.output_ids
+    if ids and output.finish_reason == "stop" and ids[-1] in stop_ids:
+        ids = ids[:-1]
+    candidates = [decode(ids)]
+    if decode_after is not None and output.prompt_ids:
+        candidates.append(decode_after(output.prompt_ids[-CONTEXT_TOKENS:], ids))
     if stop.strings:
-        expected = cut_at_stop(expected, stop.strings)[0]
-    if output.output_text == expected:
+        candidates = [cut_at_stop(text, stop.strings)[0] for text in candidates]
+    if output.output_text in candidates:
         return None
     return Finding("text_matches_ids", "fail", rule="structural", against="the reference tokenizer",
                    attempt=output.attempt if attempt is None else attempt,
-                   detail=char_diff(expected, output.output_text))
+                   detail=char_diff(candidates[-1], output.output_text))
 
 
 def finish_finding(expected: EngineOutput, actual: EngineOutput, attempt: int = 0) -> Finding | None:
