@@ -4,7 +4,9 @@ Each variant is compared with what its plan entry names (the reference, the
 engine's base variant, or both), repeated attempts with the first attempt,
 every comparison judged relative to the case's floor (the reference's own
 error in the variant's dtype), and the case's verdict is the worst of its
-variants'. What fails or drifts is a Finding record, what else the judge says
+variants'. Every answer is also held to what it claims (ranks, its text against the reference tokenizer:
+`harness.judging.compare.returned`), and a variant's stop rules and detokenization options apply to what it is
+compared with. What fails or drifts is a Finding record, what else the judge says
 (an engine error, a warning, what a variant was compared with) a Note record;
 text is rendered from both at the edges (`harness.judging.explain`).
 """
