@@ -1,6 +1,8 @@
 """What an engine returns after the logits, checked for what it claims (harness.judging.compare.returned): pure."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from harness.core.schema import EngineOutput, Finding, TokenLogprobs
 from harness.engines.base import Stop
 from harness.judging.compare.returned import after_logits, rank_findings, text_finding, under_stops
@@ -67,3 +69,20 @@ def test_a_cell_failing_only_after_the_logits_is_named_so() -> None:
     assert after_logits([fail("logprob_ranks")]) == ["logprob_ranks"]
     assert after_logits([fail("text_matches_ids"), fail("prefill_max")]) == []
     assert after_logits([fail("rouge_l")]) == []
+
+
+def test_the_models_eos_is_the_tokenizers_and_its_generation_configs(tiny_model: str) -> None:
+    """An engine honouring EOS stops at either (vLLM adds the generation config's to the stop ids): the reference
+    cut by the stop rules must too, or a checkpoint whose two differ (the built-in Qwen2-VLs: <|im_end|> and
+    <|endoftext|>) fails every case that reaches the other."""
+    import json
+
+    from harness.inputs.detokenize import Detokenizer
+    from harness.inputs.models import resolve_model
+
+    folder = resolve_model(tiny_model)
+    detokenizer = Detokenizer(folder)
+    config = json.loads((Path(folder) / "config.json").read_text())
+    declared = config.get("eos_token_id", config.get("text_config", {}).get("eos_token_id"))
+    assert detokenizer.tokenizer.eos_token_id in detokenizer.eos_ids
+    assert set([declared] if isinstance(declared, int) else declared) <= detokenizer.eos_ids

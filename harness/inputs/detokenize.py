@@ -41,7 +41,16 @@ class Detokenizer:
 
     @cached_property
     def eos_ids(self) -> frozenset[int]:
-        """The ids an engine honouring EOS stops at: the tokenizer's EOS (what vLLM uses when the checkpoint's
-        generation config is not read, as the harness starts it)."""
-        eos = self.tokenizer.eos_token_id
-        return frozenset([eos] if isinstance(eos, int) else eos or [])
+        """The ids an engine honouring EOS stops at: the tokenizer's EOS and the checkpoint's generation config's
+        (generation_config.json, else the one its config implies), as vLLM and transformers' `generate` both
+        take them."""
+        from transformers import AutoConfig, GenerationConfig
+
+        try:
+            generation = GenerationConfig.from_pretrained(self.model)
+        except OSError:
+            generation = GenerationConfig.from_model_config(AutoConfig.from_pretrained(self.model))
+        ids: set[int] = set()
+        for eos in (self.tokenizer.eos_token_id, generation.eos_token_id):
+            ids |= {eos} if isinstance(eos, int) else set(eos or ())
+        return frozenset(ids)
