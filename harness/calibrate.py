@@ -27,8 +27,8 @@ import yaml
 from harness import config
 from harness.core.files import write_atomic
 from harness.core.schema import METRIC_INFO, RunResult
-from harness.judging.suite import cell_ratios, round_sig, summary
-from harness.publish.results import read_results
+from harness.judging.suite import cell_ratios, round_sig, sample_dtype, summary
+from harness.publish.results import RESULTS_NAME, read_results
 from harness.run.references import DEFAULT_DIR, clean_sample_path
 
 MARGIN_WARN, MARGIN_FAIL = 1.4, 2.3  # the margins above the worst clean ratio the packaged multiples use
@@ -48,9 +48,7 @@ class Clean:
 
     @property
     def sample_dtype(self) -> str:
-        p = self.run.provenance
-        reference = p.reference_dtype or p.dtype
-        return p.dtype if p.dtype == reference else f"{p.dtype}-vs-{reference}"
+        return sample_dtype(self.run.provenance.dtype, self.run.provenance.reference_dtype)
 
     @property
     def model(self) -> str:
@@ -63,10 +61,10 @@ def results_files(paths: Sequence[Path]) -> list[Path]:
     for path in paths:
         if path.is_file():
             found.append(path)
-        elif (path / "results.json").is_file():
-            found.append(path / "results.json")
+        elif (path / RESULTS_NAME).is_file():
+            found.append(path / RESULTS_NAME)
         else:
-            found += sorted(path.glob("*/results.json"))
+            found += sorted(path.glob(f"*/{RESULTS_NAME}"))
     return found
 
 

@@ -29,6 +29,7 @@ from harness.core.files import write_atomic
 from harness.core.format import fmt
 from harness.core.format import ratio as ratio_text
 from harness.core.schema import CaseResult, EngineOutput, RunResult, VariantResult
+from harness.inputs.decode.facts import image_facts
 from harness.judging.explain import finding_text, ladder_text, variant_lines
 from harness.publish.report.html import REPRO_FILES, repro_folder
 from harness.run.variants import Variant
@@ -336,14 +337,12 @@ def bug_report(run: RunResult, case: CaseResult, cell: VariantResult, described:
 
 
 def _image_text(path: Path) -> str:
-    """'astronaut_420.jpg (420x420 JPEG)', or the name alone where the file cannot be read."""
-    from PIL import Image
-
+    """'astronaut_420.jpg (256x256 JPEG)', or the name alone where the file cannot be read."""
     try:
-        with Image.open(path) as image:
-            return f"{path.name} ({image.width}x{image.height} {image.format})"
+        facts = image_facts(path)
     except OSError:
         return path.name
+    return f"{path.name} ({facts.size[0]}x{facts.size[1]} {facts.format})"
 
 
 def _sequence(described: dict[str, Any]) -> str:

@@ -408,7 +408,7 @@ class Session:
         if plan.selection.partial or self.cfg.shard:  # part of the suite: its cells are not the sample's
             return []
         path = clean_sample_path(self.cfg.references_dir or DEFAULT_DIR, plan.reference.model_name, plan.engine.engine,
-                                 plan.engine.device, sample_dtype(plan))
+                                 plan.engine.device, sample_dtype(plan.engine.dtype, plan.reference.dtype))
         clean = load_clean_sample(path)
         if clean is None:
             return []

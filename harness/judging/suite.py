@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from harness.config import Thresholds
 from harness.core.schema import METRIC_INFO, RunResult, SuiteShift, judged_by
-from harness.run.plan import RunPlan
 
 FLOOR_METRICS = judged_by("floor")  # the metrics a cell judges by its ratio to the floor
 # The suite is tested on the continuous ones (lower is better); an agreement share moves in steps of a token
@@ -71,10 +70,9 @@ class SuiteRule:
                    float(section["min_median"]))
 
 
-def sample_dtype(plan: RunPlan) -> str:
+def sample_dtype(engine: str, reference: str | None) -> str:
     """The dtypes a clean sample is of: the engine's, and the reference's where it differs."""
-    engine, reference = plan.engine.dtype, plan.reference.dtype
-    return engine if engine == reference else f"{engine}-vs-{reference}"
+    return engine if reference in (None, "", engine) else f"{engine}-vs-{reference}"
 
 
 def mann_whitney_greater(sample: Sequence[float], clean: Sequence[float]) -> float:
