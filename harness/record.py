@@ -61,6 +61,7 @@ class RecordConfig:
     device: str = same_as("device", help="device the reference runs on (default: cpu)")
     top_k: int = same_as("top_k", help="top-k candidates stored per position (default: 5)")
     references_dir: Path | None = same_as("references_dir")
+    only: set[str] | None = same_as("only", help="record only this case (repeatable)")
     variants_files: list[Path] = same_as("variants_files", help="extra variants whose reference decoders must be "
                                                                 "recorded too")
     update: bool = option(False, "re-record references that exist, and remove a case's superseded ones",
@@ -97,10 +98,14 @@ def select(cfg: RecordConfig) -> Selection:
                                    .values, side.capabilities, side.engine)
     floors = {} if no_floor else floors
     takes_video = video_token_id(side.model) is not None
-    skipped = {c.id: reason for c in loaded.cases if (reason := media_skip_reason(c, takes_video))}
-    cases = [c for c in loaded.cases if c.id not in skipped]
+    wanted = [c for c in loaded.cases if cfg.only is None or c.id in cfg.only]
+    problems = [str(p) for p in loaded.problems]
+    unknown = sorted((cfg.only or set()) - {c.id for c in loaded.cases})
+    problems += [f"--case {case_id}: no such case" for case_id in unknown]
+    skipped = {c.id: reason for c in wanted if (reason := media_skip_reason(c, takes_video))}
+    cases = [c for c in wanted if c.id not in skipped]
     statuses = {c.id: store.status(c, cfg.top_k, side.dtype, decoders, floors) for c in cases}
-    return Selection(store, statuses, cases, [str(p) for p in loaded.problems], decoders, floors, skipped, side)
+    return Selection(store, statuses, cases, problems, decoders, floors, skipped, side)
 
 
 def check(cfg: RecordConfig, progress: Progress = print) -> int:
@@ -179,10 +184,12 @@ def _record(cfg: RecordConfig, sel: Selection, todo: list[Case], prompter: Promp
 
 def _write(cfg: RecordConfig, sel: Selection, case: Case, prompt: str, entry: Any, side: EngineSide,
            progress: Progress) -> bool:
-    """One case's file, if every output of it is sane; the superseded ones removed with --update."""
+    """One case's file, if every output of it but the floor runs' is sane; the superseded ones removed with
+    --update. A floor run that fails is left out of the floor, with its error, as a live run does."""
     outputs = {REFERENCE: entry.reference, **entry.extra} if entry.reference else dict(entry.extra)
-    errors = [f"{name}: {o.error}" for name, o in outputs.items() if o.error]
-    errors += [f"{name}: {p.detail}" for name, o in outputs.items() if not o.error for p in sane(o)]
+    kept = {name: o for name, o in outputs.items() if not name.startswith(FLOOR_PREFIX)}
+    errors = [f"{name}: {o.error}" for name, o in kept.items() if o.error]
+    errors += [f"{name}: {p.detail}" for name, o in kept.items() if not o.error for p in sane(o)]
     if errors or entry.reference is None:
         progress(f"ERROR   {case.id}: {'; '.join(errors) or 'no reference output'}")
         return False
