@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.bench.command import add_bench_arguments
@@ -20,15 +21,23 @@ from harness.publish.gate import gate_file, load_gate_config
 from harness.publish.merge import merge_runs
 from harness.publish.outcome import conclude
 from harness.publish.report import publish
+from harness.publish.show import add_show_arguments, show_command
 from harness.publish.results import PARTIAL, read_results, write_results
 from harness.publish.zoo import ALL_MODELS
 from harness.record import RecordConfig
 from harness.repro import add_repro_arguments, repro_command
 from harness.run.observe import Observer
-from harness.run.options import add_options, build_config, run_config
+from harness.run.options import add_options, build_config, run_config, same_as
 from harness.runner import run_command
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+
+@dataclass
+class _Published:
+    """The run options `report` and `merge` share with the run (one declaration each)."""
+
+    detail: list[str] = same_as("detail")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,12 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--out", type=Path, default=Path("reports/merged"), help="default: reports/merged")
     _publish_arguments(merge)
 
+    show = sub.add_parser("show", help="one case of a run from its results and per-position store: verdicts, "
+                                       "metrics, every prompt position (or its report page with --html)")
+    add_show_arguments(show)
+
+    history = sub.add_parser("history", help="the nightly history: `import` an older JSON-lines history into a "
+                                             "dataset folder")
+    history_sub = history.add_subparsers(dest="history_command", required=True)
+    imports = history_sub.add_parser("import", help="add the runs of FILE.jsonl to the dataset DIR")
+    imports.add_argument("jsonl", type=Path, metavar="FILE.jsonl")
+    imports.add_argument("dataset", type=Path, metavar="DIR")
+
     diff = sub.add_parser("decode-diff", help="pixel deltas of image decoders against PIL, with heatmaps")
     add_decode_diff_arguments(diff)
 
     gate = sub.add_parser("gate", help="decide a release from a results file")
     gate.add_argument("results", type=Path)
-    _publish_arguments(gate)
+    _publish_arguments(gate, report=False)
 
     record = sub.add_parser("record", help="record the reference's outputs once, for runs with --reference stored|auto")
     add_options(record.add_argument, cls=RecordConfig)
@@ -84,9 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _publish_arguments(parser: argparse.ArgumentParser) -> None:
+def _publish_arguments(parser: argparse.ArgumentParser, report: bool = True) -> None:
     parser.add_argument("--policy", default="default", help="gate policy from the gate config (default: default)")
     parser.add_argument("--gate-config", type=Path, help="gate YAML (default: the packaged one)")
+    if report:
+        add_options(parser.add_argument, cls=_Published)
 
 
 def main(argv: list[str] | None = None, observer: Observer | None = None) -> int:
@@ -109,6 +131,10 @@ def _command(args: argparse.Namespace, observer: Observer | None) -> int:
         return _models(args)
     if args.command == "merge":
         return _merge(args)
+    if args.command == "show":
+        return show_command(args)
+    if args.command == "history":
+        return _history_import(args)
     if args.command == "calibrate":
         return calibrate_command(args)
     if args.command == "repro":
@@ -194,16 +220,33 @@ def _run(args: argparse.Namespace, observer: Observer) -> int:
     return run_command(cfg, observer)
 
 
+def _history_import(args: argparse.Namespace) -> int:
+    """0 imported (or nothing new), 2 when the file cannot be read."""
+    from harness.publish.history import import_jsonl
+
+    try:
+        added = import_jsonl(args.jsonl, args.dataset)
+    except ValueError as exc:
+        print(f"vlm-parity history import: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{added} run(s) of {args.jsonl} added to {args.dataset}")
+    return EXIT_PASS
+
+
+def _detail(args: argparse.Namespace) -> list[str]:
+    return build_config(lambda name: getattr(args, name), _Published).detail
+
+
 def _merge(args: argparse.Namespace) -> int:
     """0 when the merged run passes, 1 when it fails, 2 when the shards do not make one run."""
     try:
-        run = merge_runs(args.results)
+        run = merge_runs(args.results, args.out)
         outcome = conclude(run, policy=args.policy, gate=load_gate_config(args.gate_config))
     except ValueError as exc:
         print(f"vlm-parity merge: {exc}", file=sys.stderr)
         return EXIT_ERROR
     write_results(run, args.out)
-    published = publish(run, args.out, outcome)
+    published = publish(run, args.out, outcome, detail=_detail(args))
     counts = run.counts()
     print(f"{run.verdict.upper()}: {counts['pass']} pass, {counts['known']} known, {counts['fail']} fail, "
           f"{counts['error']} error from {len(args.results)} shards\nreport: {published.html}")
@@ -213,8 +256,10 @@ def _merge(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     try:
         run = read_results(args.results)
-        out = args.out or (args.results if args.results.is_dir() else args.results.parent)
-        published = publish(run, out, conclude(run, policy=args.policy, gate=load_gate_config(args.gate_config)))
+        where = args.results if args.results.is_dir() else args.results.parent
+        published = publish(run, args.out or where, conclude(run, policy=args.policy,
+                                                             gate=load_gate_config(args.gate_config)),
+                            results_dir=where, detail=_detail(args))
     except ValueError as exc:
         print(f"vlm-parity: {exc}", file=sys.stderr)
         return EXIT_ERROR

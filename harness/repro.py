@@ -31,6 +31,7 @@ from harness.core.format import ratio as ratio_text
 from harness.core.schema import CaseResult, EngineOutput, RunResult, VariantResult
 from harness.inputs.decode.facts import image_facts
 from harness.judging.explain import finding_text, ladder_text, variant_lines
+from harness.publish.positions import PositionStore
 from harness.publish.report.html import REPRO_FILES, repro_folder
 from harness.run.variants import Variant
 
@@ -55,6 +56,8 @@ def write_repro(run: RunResult, case_id: str, variant: str, out: Path, results: 
     except KeyError:
         raise ReproError(f"case {case_id!r} is not in the results (cases: "
                          f"{', '.join(c.case_id for c in run.cases[:12])}{', ...' if len(run.cases) > 12 else ''})")
+    if results is not None:  # its per-position data, for the first position past the bound
+        case = PositionStore.of(results).load(case)
     cell = case.variants.get(variant)
     if cell is None:
         raise ReproError(f"case {case_id!r} has no variant {variant!r} in the results "
@@ -206,7 +209,7 @@ def reproduce(spec: dict[str, Any], folder: Path) -> int:
     except Exception as exc:  # the run itself could not complete
         print(f"the run could not complete: {type(exc).__name__}: {exc}")
         return 2
-    case = next((c for c in run.cases if c.case_id == spec["case"]), None)
+    case = next((PositionStore(cfg.out).load(c) for c in run.cases if c.case_id == spec["case"]), None)
     cell = case.variants.get(spec["variant"]) if case is not None else None
     if case is None or cell is None:
         print(f"case {spec['case']!r} on {spec['variant']!r} did not run" + (f": {'; '.join(case.reasons)}"

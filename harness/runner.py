@@ -9,6 +9,7 @@ ledger closes it; every failure below the run itself becomes an `error` result w
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import shutil
 import subprocess
@@ -64,6 +65,7 @@ from harness.run.references import (
     load_clean_sample,
 )
 from harness.run.scheduler import Action, Launch, Open, Scheduler
+from harness.run.spool import Spool
 from harness.run.streams import Streams
 
 __all__ = ["Finished", "RunConfig", "execute", "run_and_publish"]
@@ -98,7 +100,7 @@ def execute(run: RunConfig | RunPlan, progress: Console | Lines = print, observe
             for source, output in streams:
                 if output is not None:
                     session.console.output(source, output.case_id, output.variant, output.error)
-                    session.finish(ledger.accept(source, output))
+                    session.finish(ledger.accept(source, session.spool.put(output)))
                     continue
                 session.closed(source)
                 session.finish(ledger.stream_ended(source, session.end_reason(source)))
@@ -107,6 +109,7 @@ def execute(run: RunConfig | RunPlan, progress: Console | Lines = print, observe
                 session.apply(events, streams)
     finally:
         session.stop(streams)
+        session.spool.close()
     if cfg.localize != "off":
         with observer.stage("localize"):
             session.localize()
@@ -148,7 +151,7 @@ def run_and_publish(run: RunConfig | RunPlan, progress: Console | Lines = print,
         if cfg.repro_dir is None:  # the run's own folder: no earlier run's reproductions linked as this one's
             shutil.rmtree(repro_root, ignore_errors=True)
         write_repros(result, repro_root, cfg.out / "results.json", every=cfg.repro_dir is not None)
-        published = publish(result, cfg.out, outcome, repro_root)
+        published = publish(result, cfg.out, outcome, repro_root, detail=cfg.detail)
         write_step_summary(result, outcome)
     console.finish(result, published.html, outcome.regressions, outcome.diagnosis, time.perf_counter() - start)
     return Finished(result, outcome, published.html)
@@ -198,6 +201,7 @@ class Session:
     scheduler: Scheduler
     console: Console
     observer: Observer
+    spool: Spool
     launcher: Launcher = stream
     deadline: Deadline | None = None
     reference_side: EngineSide = field(default_factory=EngineSide)
@@ -210,6 +214,10 @@ class Session:
     def cfg(self) -> RunConfig:
         return self.plan.cfg
 
+    @functools.cached_property
+    def cases(self) -> dict[str, Case]:
+        return {c.id: c for c in self.plan.cases}
+
     @classmethod
     def prepare(cls, plan: RunPlan, console: Console, observer: Observer, launcher: Launcher = stream) -> Session:
         """Everything before the first engine starts: stored references, prompts, the plan's requests."""
@@ -219,8 +227,9 @@ class Session:
         _unrunnable(plan.selection, sink, console)
         store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, reference.model_name, reference.model,
                                reference.engine)
+        spool = Spool(cfg.out)
         with observer.stage("stored_references"):
-            stored = _stored_references(plan, store)
+            stored = _stored_references(plan, store, spool)
         for result in stored.errors:
             sink.add(result)
             console.case(result)
@@ -247,7 +256,7 @@ class Session:
         ledger = CaseLedger(plan.expected(), {c: s.outputs for c, s in stored.references.items()})
         scheduler = Scheduler([g.needs_reference for g in plan.groups], plan.overlap, bool(plan.reference_requests))
         sink.write()
-        return cls(plan, run, sink, judge, prompts, stored, ledger, scheduler, console, observer, launcher,
+        return cls(plan, run, sink, judge, prompts, stored, ledger, scheduler, console, observer, spool, launcher,
                    Deadline(cfg.run_timeout_s) if cfg.run_timeout_s else None,
                    sides=[EngineSide() for _ in plan.groups], gates=[Gate() for _ in plan.groups],
                    details={c.id: {} for c in plan.cases})
@@ -266,6 +275,7 @@ class Session:
         probes = plan_probes(plan, which, self.prompts)
         if not probes:
             return
+        results.update({p.case_id: self.sink.store.load(results[p.case_id]) for p in probes})
         failing = sum(r.verdict == "fail" for r in results.values())
         more = (f" (the first {MAX_PROBED} of {failing} failing; `--localize CASE,...` for others)"
                 if failing > MAX_PROBED else "")
@@ -306,7 +316,8 @@ class Session:
                   or ref.error}
         self.finish(self.ledger.withdraw(sorted(failed), str(index), note("not_sent")))
         group = replace(group, requests=[r for r in group.requests if r.case_id not in failed])
-        spans = {c: image_spans(self.ledger.entry(c).reference.prompt_ids, self.judge.image_token)  # type: ignore
+        spans = {c: image_spans(self.spool.full(self.ledger.entry(c).reference).prompt_ids,  # type: ignore
+                                self.judge.image_token)
                  for c in {r.case_id for r in group.requests}}
         group, chunking = resolve_chunking(group, spans)
         if chunking is not None:
@@ -342,8 +353,8 @@ class Session:
     def finish(self, case_ids: Sequence[str]) -> None:
         """Judge and write each closed case (pixel deltas and thumbnails computed first)."""
         for case_id in case_ids:
-            entry = self.ledger.entry(case_id)
-            case = next(c for c in self.plan.cases if c.id == case_id)
+            entry = self._read_back(self.ledger.entry(case_id))
+            case = self.cases[case_id]
             with self.observer.stage("decode_deltas"):
                 decoders = {d for v in self.plan.variants if (d := v.request.get("decoder")) and d != "pil"}
                 deltas = {d: case_pixel_deltas(case.images, d) for d in decoders} if case.images else {}
@@ -353,9 +364,20 @@ class Session:
             with self.observer.stage("results_write"):
                 self.sink.add(_with_origin(result, self.stored))
             self.console.case(result)
+            self._drop(self.ledger.entry(case_id))
         for line in self.ledger.ignored:
             self.console.warn(f"ignored an output nobody asked for: {line}")
         self.ledger.ignored.clear()
+
+    def _read_back(self, entry: CaseEntry) -> CaseEntry:
+        """The closed case's outputs as they arrived, from the spool."""
+        return replace(entry, reference=self.spool.full(entry.reference),
+                       extra={n: self.spool.full(o) for n, o in entry.extra.items()},
+                       outputs={n: [self.spool.full(o) for o in os] for n, os in entry.outputs.items()})
+
+    def _drop(self, entry: CaseEntry) -> None:
+        for output in [entry.reference, *entry.extra.values(), *(o for os in entry.outputs.values() for o in os)]:
+            self.spool.drop(output)
 
     def _judge(self, case: Case, entry: CaseEntry, deltas: dict[str, Any], thumbs: list[str]) -> CaseResult:
         ref = entry.reference
@@ -446,12 +468,13 @@ def _unrunnable(selection: CaseSelection, sink: ResultsSink, console: Console) -
             case_id, "")))
 
 
-def _stored_references(plan: RunPlan, store: ReferenceStore) -> Stored:
+def _stored_references(plan: RunPlan, store: ReferenceStore, spool: Spool) -> Stored:
     """The fresh stored references by case id, and the status of each stale case.
 
     `stored` mode makes a stale or missing reference an error naming what changed; `auto`
     runs the live reference instead, with a case warning naming what changed when the
-    stored one is stale (a missing one changed nothing: one run warning). `live` uses none."""
+    stored one is stale (a missing one changed nothing: one run warning). `live` uses none. Their outputs go
+    to the spool as they are read: a nightly's references are not all held in memory."""
     cfg, paths, cases = plan.cfg, plan.paths, plan.cases
     found = Stored()
     if cfg.reference == "live":
@@ -461,7 +484,7 @@ def _stored_references(plan: RunPlan, store: ReferenceStore) -> Stored:
                               {} if paths.no_floor else paths.floors)
         if status.state == "fresh" and status.reference:
             ref = status.reference  # a renamed case's reference was recorded under its old id
-            ref.outputs = {name: replace(o, case_id=case.id) for name, o in ref.outputs.items()}
+            ref.outputs = {name: spool.put(replace(o, case_id=case.id)) for name, o in ref.outputs.items()}
             where = f"stored: {status.path.name if status.path else ref.case_id}"
             ref.floors = {d: replace(f, source=where) for d, f in ref.floors.items()}
             found.references[case.id] = ref

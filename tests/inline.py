@@ -1,7 +1,6 @@
-"""An in-process launcher for `execute(..., launcher=inline)`: the engine adapter runs in the stream's
-thread instead of a worker process, with the client's semantics (the gate, a fatal error ends the stream
-and the requests in flight become errors naming it). For orchestration tests with fake engines: no
-process start, no imports paid again, a run in milliseconds. The worker protocol itself is tested
+"""The in-process launcher for `execute(..., launcher=inline)` (`harness.engines.inline`), with transformers'
+model loads serialized: for orchestration tests with fake engines or the HF engine, no process start, no
+imports paid again, a run in milliseconds. The worker protocol itself is tested
 with real processes in tests/test_streams.py and tests/test_robustness_engine.py.
 
 `inline_probe` is the same for a stage-ladder probe: in place of `harness.localize.run.run_probe` (a test
@@ -10,16 +9,16 @@ engine under test is vLLM (tests/test_fault_injection.py)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.core.schema import EngineOutput
 from harness.engines.base import EngineSettings, Request, resolve_engine
-from harness.engines.client import EngineSide, Gate
-from harness.engines.worker import submissions
+from harness.engines.inline import inline
+
+__all__ = ["inline", "inline_probe"]
 
 # Models load one at a time: the streams run in threads of one process here, and transformers'
 # `from_pretrained` is not thread-safe (its meta-device init is process-wide: a model loaded while another
@@ -40,35 +39,6 @@ def _serialize_model_loads() -> None:
 
 
 _serialize_model_loads()
-
-
-def inline(engine: str, settings: EngineSettings, requests: list[Request], side: EngineSide, progress: Any,
-           role: str, stall_s: float = 600.0, restarts: int = 2, deadline: Any = None,
-           go: Gate | None = None, log: Any = None) -> Iterator[EngineOutput]:
-    if not requests:
-        return
-    try:
-        adapter = resolve_engine(engine)(settings)
-        adapter.start(requests)
-    except Exception as exc:
-        side.fatal = f"engine {engine!r} failed to start: {type(exc).__name__}: {exc}"
-        return
-    side.info = adapter.info()
-    if go is not None and not go.wait():
-        side.fatal = "the run ended before this engine could compute"
-        return
-    in_flight: list[tuple[str, str, int]] = []
-    try:
-        for output in submissions(adapter, requests, announce=lambda keys: in_flight.__init__(keys)):
-            side.tokens += len(output.output_ids)
-            yield output
-        side.run_s = 0.0
-    except Exception as exc:
-        side.fatal = f"engine {engine!r} failed mid-run: {type(exc).__name__}: {exc}"
-        for case_id, variant, attempt in in_flight:
-            yield EngineOutput.failed(case_id, engine, f"{side.fatal} while this case was in flight", variant, attempt)
-    finally:
-        adapter.close()
 
 
 def inline_probe(engine: str, settings: EngineSettings, requests: Sequence[Request], log: Path,

@@ -25,6 +25,7 @@ from harness.judging.explain import case_lines, info_lines, ladder_text, variant
 from harness.publish.attention import attention
 from harness.repro import write_repro
 from harness.runner import RunConfig, execute
+from harness.publish.positions import loaded
 from tests.conftest import CASES
 
 pytestmark = pytest.mark.engine
@@ -41,7 +42,7 @@ def run(model: str | Path, out: Path, fault: str | list[str], variants: list[str
     """One harness run with `fault` injected; an engine that hangs is stopped by the harness's stall guard."""
     config = RunConfig(cases=[CASES], out=out, engine=ENGINE, engine_options={"fault": fault}, model=str(model),
                        only=only, variants=variants, stall_s=STALL_S, **options)
-    return execute(config, progress=lambda _: None)
+    return loaded(execute(config, progress=lambda _: None), out)  # with its per-position data
 
 
 def assert_wrong_from_first_image(case_id: str, cmp: CaseComparison) -> None:

@@ -46,7 +46,9 @@ def test_failing_case_has_divergence_highlight_and_chart_data(tmp_path: Path) ->
     html = publish(run, tmp_path).html.read_text()
     assert html.count('class="tok first-div"') == 2 * len(failing)  # both sides, per failing case
     assert f'class="chart" data-chart="{failing[0].case_id}::batched"' in html
-    charts = json.loads(html.split('id="chart-data">', 1)[1].split("</script>", 1)[0])
+    # each detailed case carries its charts' data beside its detail
+    scripts = [json.loads(part.split("</script>", 1)[0]) for part in html.split('class="chart-data">')[1:]]
+    charts = {key: chart for script in scripts for key, chart in script.items()}
     assert charts[f"{failing[0].case_id}::batched"]["spans"] == [[1, 13]]
     assert "First divergence at output token 5" in html
 

@@ -37,6 +37,7 @@ from harness.judging.explain import case_lines, variant_lines
 from harness.publish.report import publish
 from harness.publish.results import read_results
 from harness.runner import RunConfig, execute
+from harness.publish.positions import loaded
 from tests.conftest import CASES, FAKE
 from tests.fake_engine import FakeEngine
 from tests.fault_proxy import FaultProxy, Rule
@@ -138,9 +139,9 @@ def test_nan_inf_and_short_logprobs_fail_only_their_case(tmp_path: Path, tiny_mo
     nan, inf, short, clean = "astronaut-420", "two-images", "text-only", "shapes-two"
     faults = {nan: "nan", inf: "inf", short: "short"}
     out = tmp_path / "out"
-    run = execute(RunConfig(cases=[CASES], out=out, model=tiny_model, engine=ENGINE, variants=["base"],
-                            engine_options={"case_faults": faults}, only={nan, inf, short, clean}, localize="off"),
-                  progress=lambda _: None)
+    run = loaded(execute(RunConfig(cases=[CASES], out=out, model=tiny_model, engine=ENGINE, variants=["base"],
+                                   engine_options={"case_faults": faults}, only={nan, inf, short, clean},
+                                   localize="off"), progress=lambda _: None), out)
     assert run.status == "complete", run.error
     assert {c.case_id: c.verdict for c in run.cases} == {nan: "fail", inf: "fail", short: "error", clean: "pass"}
     found = reasons(run, "batched")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from harness.core.provenance import Provenance
 from harness.core.schema import CaseResult, RunResult
 from harness.inputs.cases import load_cases
 from harness.publish.outcome import conclude
+from harness.publish.positions import PositionStore
 from harness.publish.report import publish
 from harness.publish.results import LOG_NAME, RESULTS_NAME, ResultsSink, read_results
 from harness.runner import RunConfig, execute
@@ -338,28 +340,45 @@ def test_each_case_is_appended_as_it_completes_and_results_json_written_at_the_e
     out.mkdir()
     (out / RESULTS_NAME).write_text('{"stale": "from an earlier run"}')
     seen: list[tuple[int, bool]] = []
+    logs: list[str] = []
 
     def progress(line: str) -> None:
         if line.startswith(("PASS", "FAIL", "ERROR")):
             seen.append((sum(r["record"] == "case" for r in log_records(out)), (out / RESULTS_NAME).exists()))
+            logs.append((out / LOG_NAME).read_text())
 
     run = fake_run(out, tiny_model, progress)
     assert seen == [(1, False), (2, False), (3, False)]  # on disk before the next case; no stale results.json
-    records = log_records(out)
-    assert [r["record"] for r in records] == ["run", "case", "case", "case", "run"]
-    assert records[0]["run"]["status"] == "running" and records[-1]["run"]["status"] == "complete"
-    from_log, from_json = read_results(out / LOG_NAME), read_results(out / RESULTS_NAME)
-    assert from_log.to_dict() == from_json.to_dict() == read_results(out).to_dict()
-    assert [c.case_id for c in from_json.cases] == [c.case_id for c in run.cases]
-    assert from_json.status == "complete"
+    # Each case's per-position data is in the store before its line: the log names the file.
+    for line in logs[-1].split("\n")[1:-1]:
+        assert (out / json.loads(line)["case"]["positions"]).is_file()
+    # The finished run is results.json alone: the log it was spliced from is gone, never the same data twice.
+    assert not (out / LOG_NAME).exists()
+    from_log = read_results(_log(tmp_path, logs[-1]))
+    from_json = read_results(out / RESULTS_NAME)
+    assert from_log.status == "partial" and [c.case_id for c in from_log.cases] == [c.case_id for c in run.cases]
+    assert [asdict(c) for c in from_log.cases] == [asdict(c) for c in from_json.cases]
+    assert from_json.status == "complete" and from_json.to_dict() == read_results(out).to_dict()
+    # Read back with its per-position data, a case is the one the judge made.
+    full = PositionStore(out).load(from_json.cases[0])
+    assert full.reference.prompt_logprobs and full.variants["batched"].comparison.prefill_diffs
+
+
+def _log(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "copy" / LOG_NAME
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def stopped_run(tmp_path: Path, tiny_model: str) -> Path:
-    """A finished run's folder made to look killed after its second case: no final record, no results.json,
-    and half of the third case's line (the append the kill interrupted)."""
+    """A run's folder as a kill after its second case leaves it: the log as it was while the third case was
+    being appended (no final record, no results.json, half of the third case's line)."""
     out = tmp_path / "out"
-    fake_run(out, tiny_model)
-    lines = (out / LOG_NAME).read_text().split("\n")
+    logs: list[str] = []
+    fake_run(out, tiny_model, lambda line: logs.append((out / LOG_NAME).read_text()) if line.startswith(
+        ("PASS", "FAIL", "ERROR")) else None)
+    lines = logs[-1].split("\n")
     (out / LOG_NAME).write_text("\n".join(lines[:3]) + "\n" + lines[3][:50])
     (out / RESULTS_NAME).unlink()
     for name in ("index.html", "cases.parquet", "cases.csv"):
@@ -448,6 +467,8 @@ def test_sigkill_leaves_every_completed_case_readable_and_the_report_partial(
     written = [r["case"]["case_id"] for r in log_records(out) if r["record"] == "case"]
     assert len(announced) == 3 and written[:3] == announced and len(written) < DEFAULT_CASES
     assert not (out / RESULTS_NAME).exists()
+    for case in read_results(out).cases:  # every completed case's per-position data, whole, in the store
+        assert PositionStore(out).load(case).reference.prompt_logprobs, case.case_id
     assert main(["report", str(out)]) == 0
     assert f"PARTIAL run: it stopped before it ended; {len(written)} case result(s) completed" in \
         capsys.readouterr().out

@@ -10,6 +10,7 @@ from harness.judging.explain import case_lines, variant_lines
 from harness.publish.gate import UNDECIDED, decide, load_gate_config
 from harness.publish.report import publish
 from harness.runner import RunConfig, execute
+from harness.publish.positions import loaded
 from tests.conftest import CASES, DEFAULT_CASES, VIDEO_CASES
 from tests.servers import PROXY_MODULE
 
@@ -52,6 +53,7 @@ def test_engine_url_attaches_and_never_stops_the_server(tmp_path: Path, tiny_mod
     assert run.verdict == "pass", [(c.case_id, case_lines(c)) for c in run.cases]
     assert run.provenance.engine_info["started_server"] is False
     assert proc.poll() is None, "the harness stopped a server it did not start"
+    run = loaded(run, tmp_path / "out")  # with its per-position data
     native = {c.case_id: c.variants["native"].engine.prompt_ids for c in run.cases}
     assert native == {c.case_id: c.engine.prompt_ids for c in run.cases}  # same template, same ids
     # The same server through the generic OpenAI adapter: output text only, the rest unavailable.
@@ -81,7 +83,7 @@ def test_the_output_side_variants_through_the_server(tmp_path: Path, tiny_model:
                             engine_url=url, variants=["base", "n-best", "stops", "special-tokens"], only=only,
                             localize="off"), progress=lambda _: None)
     assert run.skipped == {} and run.verdict == "pass", [(c.case_id, case_lines(c)) for c in run.cases]
-    for case in run.cases:
+    for case in loaded(run, tmp_path / "out").cases:
         assert len(case.variants["n-best"].engine.completions) == 2
         assert case.variants["stops"].engine.finish_reason in ("stop", "length")
         assert "<|im_end|>" in case.variants["special-tokens"].engine.output_text

@@ -22,9 +22,10 @@ from harness.bench.synthetic import write_synthetic_cases
 from harness.run.options import add_options, build_config, same_as
 from harness.run.variants import load_variants
 
-PARTS = ("single", "matrix", "stored", "paths", "per-case", "scaling", "stages")
+PARTS = ("single", "matrix", "stored", "paths", "per-case", "scaling", "stages", "scale")
 DEFAULT_IMPORTS = "harness.cli,torch,transformers,vllm"
-QUICK = {"cases": 2, "sizes": [1, 2, 4], "per_case": 2}
+QUICK = {"cases": 2, "sizes": [1, 2, 4], "per_case": 2, "scale_sizes": [4, 8, 16], "scale_positions": 200}
+SHARDS = 8  # the scale part's merge: what a CI matrix of eight jobs hands it
 
 
 def profile_paths(profile: str = "default") -> list[str]:
@@ -52,6 +53,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser.add_argument, cls=BenchRun)
     parser.add_argument("--sizes", type=_ints, default=[4, 16, 64], metavar="N,...",
                         help="synthetic case counts for scaling (default: 4,16,64)")
+    parser.add_argument("--scale-sizes", type=_ints, default=[100, 300, 1000], metavar="N,...",
+                        help="scale: case counts of the synthetic runs, each 12 paths (default: 100,300,1000)")
+    parser.add_argument("--scale-positions", type=int, default=1500, metavar="N",
+                        help="scale: prompt positions per output (default: 1500, a 1280x960 photo in Qwen2.5-VL)")
     parser.add_argument("--per-case", type=int, default=16, metavar="N",
                         help="cases for the engine-per-case comparison (default: 16)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
@@ -176,6 +181,35 @@ class Bench:
         self._measure("load", probe("load", *(["--model", self.run.model] if self.run.model else [])))
         self.single()
 
+    def scale(self) -> None:
+        """The harness's own work at an engine team's size, at each of `--scale-sizes`: the run (synthetic
+        engine and reference in its process), then `report`, `merge` of its results cut into 8 shards, and
+        `gate`, each in a fresh process; and the report's first paint in headless Chromium."""
+        from harness.bench.scale import first_paint, split_shards, write_cases
+
+        sizes, positions = self.scale_sizes()
+        cli = [sys.executable, "-m", "harness.bench.probe", "cli"]
+        for n in sizes:
+            cases, out = write_cases(self.work / "scale", n), self.work / f"scale-run-{n}"
+            run = self._measure(f"scale-run-{n}", probe("scale", "--cases", str(cases), "--out", str(out),
+                                                        "--positions", str(positions),
+                                                        *(["--model", self.run.model] if self.run.model else [])))
+            if not run.ok:
+                continue
+            self._measure(f"scale-report-{n}", [*cli, "--", "report", str(out), "--out",
+                                                str(self.work / f"scale-report-{n}")])
+            shards = split_shards(out, SHARDS, self.work / f"scale-shards-{n}")
+            self._measure(f"scale-merge-{n}", [*cli, "--", "merge", *map(str, shards), "--out",
+                                               str(self.work / f"scale-merged-{n}")])
+            self._measure(f"scale-gate-{n}", [*cli, "--", "gate", str(out)])
+            run.report["paint"] = first_paint(out / "index.html")
+            print(f"[bench] scale-run-{n}: report first paint {run.report['paint']}", flush=True)
+
+    def scale_sizes(self) -> tuple[list[int], int]:
+        if self.args.quick:
+            return QUICK["scale_sizes"], QUICK["scale_positions"]
+        return self.args.scale_sizes, self.args.scale_positions
+
     def sizes(self) -> list[int]:
         return QUICK["sizes"] if self.args.quick else self.args.sizes
 
@@ -217,7 +251,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if part in args.parts:
             getattr(bench, part.replace("-", "_"))()
     figures: list[Figure] = all_figures(bench.runs, [p for p in PARTS if p in args.parts], bench.per_case_n(),
-                                        bench.sizes())
+                                        bench.sizes(), bench.scale_sizes()[0])
     print(table(figures))
     path = write_json(bench_json(figures, bench.runs, _context(args, started, load_before)), args.out / "bench.json")
     print(f"bench: {path}")

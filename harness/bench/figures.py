@@ -14,6 +14,9 @@ Labels of the measured runs (what `command` runs under each name):
   scale-<n>           `run --variants base` on n synthetic cases
   import-<module>     `python -c "import <module>"`
   load                model resolution and loading (probe `load`)
+  scale-run-<n>       the scale part's run: n synthetic cases x 12 paths (probe `scale`)
+  scale-report-<n>    `vlm-parity report` on it; scale-merge-<n>: `merge` of it cut into 8 shards;
+  scale-gate-<n>      `gate` on it (probe `cli`)
 """
 from __future__ import annotations
 
@@ -32,6 +35,11 @@ TARGETS = {
     "per-case / harness": (">=", 10.0),
     "marginal s/case, last / first step": ("<=", 1.5),  # "flat": the last step costs at most 1.5x the first
 }
+# The scale part's targets at its largest size (issue 30: 1,000 cases x 12 paths x 1,500 positions, 2 cores).
+SCALE_TARGETS = {"harness work (run - synthetic engines) + report": ("s", 300.0),
+                 "peak memory, run": ("MB", 2048.0), "peak memory, report": ("MB", 2048.0),
+                 "peak memory, merge of 8 shards": ("MB", 2048.0), "results.json": ("MB", 50.0),
+                 "index.html": ("MB", 30.0), "first paint of index.html": ("s", 5.0)}
 
 
 PATH_PREFIX = "path-"
@@ -189,6 +197,54 @@ def scaling_figures(runs: dict[str, Measured], sizes: list[int]) -> list[Figure]
     return figures
 
 
+def scale_figures(runs: dict[str, Measured], sizes: list[int]) -> list[Figure]:
+    """7: the harness at an engine team's size: per size its work per position, what it wrote, the peak memory
+    of the run, the report, the merge and the gate, the report's first paint; the targets at the largest size;
+    and the cost per position from size to size (linear: about constant)."""
+    figures: list[Figure] = []
+    per_position: list[tuple[int, float]] = []
+    work: list[tuple[int, int, float]] = []  # (cases, positions, harness seconds of the run)
+    for n in sizes:
+        run = runs.get(f"scale-run-{n}")
+        if run is None or not run.ok:
+            figures.append(Figure("7 scale", f"{n} cases", None, "", note="not measured"))
+            continue
+        r, part = run.report, "7 scale"
+        report, merge, gate = (runs.get(f"scale-{k}-{n}") for k in ("report", "merge", "gate"))
+        harness = r["run_s"] - r["synthetic_s"] + (report.wall_s if report and report.ok else 0.0)
+        per_position.append((n, (r["run_s"] - r["synthetic_s"]) / max(r["positions"], 1)))
+        work.append((n, r["positions"], r["run_s"] - r["synthetic_s"]))
+        paint = r.get("paint", {})
+        values = {"harness work (run - synthetic engines) + report": harness, "peak memory, run": run.peak_mb,
+                  "peak memory, report": report.peak_mb if report and report.ok else None,
+                  "peak memory, merge of 8 shards": merge.peak_mb if merge and merge.ok else None,
+                  "results.json": r["results_mb"], "index.html": r["html_mb"],
+                  "first paint of index.html": paint.get("first_paint_s")}
+        last = n == max(sizes)
+        figures += [Figure(part, f"{n} cases: {r['cells']} cells, {r['positions']} compared positions", r["run_s"],
+                           "s", note=f"run wall; synthetic engines {r['synthetic_s']:.0f} s of it"),
+                    Figure(part, f"{n} cases: harness time per position (run - synthetic engines)",
+                           per_position[-1][1] * 1e6, "us")]
+        for name, value in values.items():
+            unit, bound = SCALE_TARGETS[name]
+            ok = None if value is None or not last else value <= bound
+            note = paint.get("error", "") if name.startswith("first paint") and value is None else ""
+            figures.append(Figure(part, f"{n} cases: {name}", value, unit, f"<= {bound:g}" if last else "", ok, note))
+        figures += [Figure(part, f"{n} cases: per-position store", r["store_mb"], "MB"),
+                    Figure(part, f"{n} cases: report wall", report.wall_s if report and report.ok else None, "s"),
+                    Figure(part, f"{n} cases: merge of 8 shards, wall", merge.wall_s if merge and merge.ok else None,
+                           "s"),
+                    Figure(part, f"{n} cases: gate wall, peak", gate.wall_s if gate and gate.ok else None, "s",
+                           note=f"peak {gate.peak_mb:.0f} MB" if gate and gate.ok and gate.peak_mb else "")]
+    marginal = [(n1, (h1 - h0) / (p1 - p0)) for (n0, p0, h0), (n1, p1, h1) in zip(work, work[1:]) if p1 > p0]
+    figures += [Figure("7 scale", f"marginal harness time per position, up to {n} cases", m * 1e6, "us")
+                for n, m in marginal]
+    if len(marginal) >= 2 and marginal[0][1] > 0:
+        figures.append(Figure("7 scale", "marginal per position, last / first step", marginal[-1][1] / marginal[0][1],
+                              "x", note="linear: about 1 (start-up is the same at every size)"))
+    return figures
+
+
 def covered(spans: list[tuple[float, float]]) -> float:
     """Seconds covered by at least one of the (start, end) spans: streams that overlap count once."""
     total, reach = 0.0, float("-inf")
@@ -237,10 +293,12 @@ def stage_figures(runs: dict[str, Measured]) -> list[Figure]:
     return figures
 
 
-def all_figures(runs: dict[str, Measured], parts: list[str], per_case_n: int, sizes: list[int]) -> list[Figure]:
+def all_figures(runs: dict[str, Measured], parts: list[str], per_case_n: int, sizes: list[int],
+                scale_sizes: list[int] | None = None) -> list[Figure]:
     builders = {"single": lambda: single_figures(runs), "matrix": lambda: matrix_figures(runs),
-                "stored": lambda: stored_figures(runs), "paths": lambda: path_figures(runs), "per-case": lambda: per_case_figures(runs, per_case_n),
-                "scaling": lambda: scaling_figures(runs, sizes), "stages": lambda: stage_figures(runs)}
+                "stored": lambda: stored_figures(runs), "paths": lambda: path_figures(runs),
+                "per-case": lambda: per_case_figures(runs, per_case_n), "scaling": lambda: scaling_figures(runs, sizes),
+                "stages": lambda: stage_figures(runs), "scale": lambda: scale_figures(runs, scale_sizes or [])}
     return [f for part in parts for f in builders[part]()]
 
 

@@ -11,6 +11,9 @@ JSON to `--report`:
 - `per-case`: the engine-per-case style of vLLM's own tests: for each case a fresh reference
   and a fresh engine, started, run on that case, closed (in this process, or each in its own).
 - `load`: model resolution, processor and reference model load, imports apart.
+- `scale`: the harness at an engine team's size (`harness.bench.scale`): a run whose synthetic engine and
+  reference run in this process, then the sizes of what it wrote.
+- `cli -- ARGS`: any `vlm-parity ARGS` in this process (report, merge, gate), its exit status reported.
 """
 from __future__ import annotations
 
@@ -169,9 +172,38 @@ def probe_load(model: str | None) -> dict[str, Any]:
     return {"seconds": seconds}
 
 
+def probe_scale(cases: Path, out: Path, positions: int, model: str | None) -> dict[str, Any]:
+    """The scale run, timed by stage, with what the synthetic engines took out of it and what it wrote."""
+    from harness.bench.scale import SyntheticEngine, run_config
+    from harness.engines.inline import inline
+    from harness.run.observe import Observer
+    from harness.runner import run_and_publish
+
+    observer = Observer()
+    start = time.perf_counter()
+    done = run_and_publish(run_config(cases, out, positions, model), lambda line: None, observer, launcher=inline)
+    wall = time.perf_counter() - start
+    cells = [v for c in done.run.cases for v in c.variants.values() if v.verdict != "skipped"]
+    compared = sum(v.comparison.prompt_len_reference + v.comparison.decode_len for v in cells if v.comparison)
+    store = out / "positions"
+    return {"exit": done.exit_code, "run_s": wall, "synthetic_s": SyntheticEngine.seconds,
+            "seconds": observer.seconds, "cases": len(done.run.cases), "cells": len(cells), "positions": compared,
+            "counts": done.run.counts(), "results_mb": (out / "results.json").stat().st_size / 2**20,
+            "store_mb": sum(p.stat().st_size for p in store.glob("*.parquet")) / 2**20,
+            "html_mb": done.html.stat().st_size / 2**20}
+
+
+def probe_cli(argv: list[str]) -> dict[str, Any]:
+    from harness.cli import main as cli
+
+    start = time.perf_counter()
+    code = cli(argv)
+    return {"exit": code, "total_s": time.perf_counter() - start}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.bench.probe")
-    parser.add_argument("mode", choices=("run", "stream", "per-case", "load"))
+    parser.add_argument("mode", choices=("run", "stream", "per-case", "load", "scale", "cli"))
     parser.add_argument("--report", type=Path, required=True, help="where the probe writes its JSON")
     parser.add_argument("--record", type=Path, help="run: folder for the recorded stream specs")
     parser.add_argument("--spec", type=Path, help="stream: a recorded spec")
@@ -180,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="vllm")
     parser.add_argument("--reference-engine", default="hf")
     parser.add_argument("--fresh-process", action="store_true", help="per-case: each engine in its own process")
+    parser.add_argument("--out", type=Path, help="scale: the run's folder")
+    parser.add_argument("--positions", type=int, default=1500, help="scale: prompt positions per output")
     lifetime.bind(os.getppid())  # a stopped or killed bench ends this probe and its engines
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)  # run: after `--`, the vlm-parity arguments
@@ -188,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         report = probe_run(argv[split + 1:], args.record)
     elif args.mode == "stream":
         report = probe_stream(args.spec)
+    elif args.mode == "scale":
+        report = probe_scale(args.cases[0], args.out, args.positions, args.model)
+    elif args.mode == "cli":
+        report = probe_cli(argv[split + 1:])
     elif args.mode == "per-case":
         report = probe_per_case(args.cases, args.model, args.engine, args.reference_engine, args.fresh_process)
     else:

@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: str | bytes) -> Path:
+def write_atomic(path: Path, data: str | bytes | Iterable[str]) -> Path:
     """Write `path` so that a reader sees the old file or the whole new one, never half of it:
-    a temporary sibling (unique, so two writers cannot clobber it), fsync'd, then renamed."""
+    a temporary sibling (unique, so two writers cannot clobber it), fsync'd, then renamed. `data` may be
+    chunks of text, written as they come (a document too large to hold in memory)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes it private; results and references are shared files
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            for chunk in [data] if isinstance(data, (str, bytes)) else data:
+                f.write(chunk.encode() if isinstance(chunk, str) else chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

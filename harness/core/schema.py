@@ -18,7 +18,9 @@ from typing import Any, TypeVar
 
 from harness.core.provenance import Provenance
 
-SCHEMA_VERSION = 4  # 4: notes as records (warnings, errors, known failures), details measured data only
+# 4: notes as records (warnings, errors, known failures), details measured data only; 5: per-position data in the
+# columnar store beside the results (`harness.publish.positions`), not in results.json
+SCHEMA_VERSION = 5
 
 # A case's verdict is the worst of its variants' verdicts; "skipped" (a variant
 # the engine or machine cannot run) never outranks a verdict that was reached;
@@ -419,6 +421,9 @@ class CaseResult:
     reference_source: str = ""
     reference_stale: list[str] = field(default_factory=list)
     floor: Floor | None = None
+    # Where its per-position data is, relative to the results folder (`harness.publish.positions`): the fields
+    # that module declares positional are empty in results.json and read back from there.
+    positions: str = ""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -513,7 +518,41 @@ class RunResult:
         return from_dict(cls, d)
 
 
+# The per-position fields of the schema's dataclasses: the columnar store beside the results holds them
+# (`harness.publish.positions`), results.json leaves them empty, and a run keeps no case's in memory once written.
+POSITIONAL: dict[type, tuple[str, ...]] = {
+    EngineOutput: ("prompt_ids", "prompt_logprobs", "output_ids", "output_logprobs"),  # and its completions' own
+    Completion: ("output_ids", "output_logprobs"),
+    CaseComparison: ("prefill_diffs", "image_mask"),
+    Floor: ("diffs",),
+    CaseResult: ("tokens",),
+}
+
 T = TypeVar("T")
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass as plain JSON data, recursively, leaving out every field at its default: `from_dict` fills them
+    back, and a run's thousands of findings and cells are mostly defaults (half the bytes of results.json)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if f.default is not dataclasses.MISSING and _same(value, f.default):
+                continue
+            if f.default_factory is not dataclasses.MISSING and not value and value == f.default_factory():
+                continue
+            out[f.name] = to_dict(value)
+        return out
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def _same(value: Any, default: Any) -> bool:
+    return type(value) is type(default) and value == default
 
 
 def from_dict(cls: type[T], data: Any) -> T:

@@ -1,15 +1,24 @@
-"""Nightly history: one summary line per run, and regressions against the last one.
+"""Nightly history: one summary per run, regressions against the last one, and every cell's metrics.
 
-The history file is JSON lines, appended to; each line carries the run's
-headline metrics, so trends need no old results files.
+The history is a Parquet dataset, a folder (`--history DIR`): `runs/` holds one row per run (its summary:
+headline metrics, counts, known and drifting cells, the suite's statistics, so trends need no old results
+files) and `cells/` one row per run x case x variant x metric (value, floor, ratio, level), so a trend across
+runs, models or engines is a query:
+`pandas.read_parquet("DIR/cells").query("metric == 'prefill_max'").groupby(["model", "date"]).ratio.max()`.
+Each run adds one file to each, written atomically. A `--history FILE.jsonl` (the older history: one JSON
+line per run) is still read and appended to, and `import_jsonl` brings its runs into a dataset.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
 from harness.config import fail, mapping
+from harness.core.files import write_atomic
 from harness.core.notes import note
 from harness.core.schema import METRIC_INFO, PASSING, RunResult, shown_in
 from harness.judging.suite import cell_ratios, summary
@@ -86,8 +95,20 @@ def mark_new_known(run: RunResult, previous: dict[str, Any]) -> None:
                 cell.notes.append(note("known_new", previous=previous.get("date") or "earlier run"))
 
 
+RUNS, CELLS = "runs", "cells"
+# The columns of a run's row besides its whole summary (`entry`, JSON): what a query selects runs by.
+RUN_KEYS = ("date", "git_commit", "engine", "engine_version", "model", "model_sha256", "dtype", "verdict")
+
+
+def is_dataset(path: Path) -> bool:
+    """A history folder (the dataset), not the older JSON-lines file."""
+    return path.suffix != ".jsonl"
+
+
 def load_history(path: Path) -> list[dict[str, Any]]:
-    """Entries oldest first; a missing file is an empty history, a bad line names its number."""
+    """Entries oldest first; a missing history is empty; a bad line or file names itself."""
+    if is_dataset(path):
+        return _load_runs(path)
     if not path.exists():
         return []
     entries = []
@@ -100,10 +121,79 @@ def load_history(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def append_history(path: Path, entry: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(json_safe(entry), allow_nan=False) + "\n")
+def append_history(path: Path, entry: dict[str, Any], run: RunResult | None = None) -> None:
+    """Add a run: its summary row (and, in a dataset, its cells' rows)."""
+    if not is_dataset(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(json.dumps(json_safe(entry), allow_nan=False) + "\n")
+        return
+    name = _file_name(entry)
+    _write(path / RUNS / name, [_run_row(entry)])
+    if run is not None:
+        _write(path / CELLS / name, cell_rows(run, entry))
+
+
+def import_jsonl(source: Path, dataset: Path) -> int:
+    """The runs of an older JSON-lines history added to a dataset (their summaries: the lines held no cells);
+    the number imported. A run already there (same date, commit, engine, model and dtype) is not added twice."""
+    have = {_file_name(e) for e in _load_runs(dataset)}
+    added = 0
+    for entry in load_history(source):
+        if _file_name(entry) not in have:
+            append_history(dataset, entry)
+            added += 1
+    return added
+
+
+def cell_rows(run: RunResult, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per case x variant x judged metric of the run, with the run's keys."""
+    keys = {k: entry.get(k) for k in RUN_KEYS}
+    return [{**keys, "case_id": case.case_id, "variant": name, "cell_verdict": cell.verdict, "against": f.against,
+             "attempt": f.attempt, "metric": metric, "value": _finite(f.value), "floor": _finite(f.floor),
+             "ratio": _finite(f.ratio), "bound": _finite(f.bound), "level": f.level}
+            for case in run.cases for name, cell in case.variants.items()
+            for cmp in (cell.comparison, cell.against_base) if cmp is not None
+            for metric, f in cmp.checks.items()]
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+def _file_name(entry: dict[str, Any]) -> str:
+    """A run's file in the dataset: its date first (files sort by time), then what tells two runs apart."""
+    key = json.dumps([entry.get(k) for k in ("date", "git_commit", "engine", "model", "dtype")])
+    date = re.sub(r"[^0-9A-Za-z]", "", str(entry.get("date") or ""))
+    return f"{date}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.parquet"
+
+
+def _run_row(entry: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: entry.get(k) for k in RUN_KEYS}, "entry": json.dumps(json_safe(entry), allow_nan=False)}
+
+
+def _write(path: Path, rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), sink, compression="zstd")
+    write_atomic(path, sink.getvalue().to_pybytes())
+
+
+def _load_runs(path: Path) -> list[dict[str, Any]]:
+    """The summaries of a dataset's runs, oldest first."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    entries = []
+    for file in sorted((path / RUNS).glob("*.parquet")):
+        try:
+            rows = pq.read_table(file, columns=["entry"]).to_pylist()
+        except (OSError, pa.ArrowInvalid, KeyError) as exc:
+            raise ValueError(f"{file}: not a history run file: {exc}") from exc
+        entries += [json.loads(r["entry"]) for r in rows]
+    return sorted(entries, key=lambda e: str(e.get("date") or ""))
 
 
 def regressions(previous: dict[str, Any], current: dict[str, Any], bands: dict[str, Any]) -> list[str]:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness.core.schema import RunResult
+from harness.publish.positions import PositionStore
 from harness.publish.results import read_results
 
 # Provenance that must agree across shards for their union to be one run.
@@ -17,8 +18,9 @@ SAME = ("engine", "engine_version", "model_sha256", "model", "reference_engine",
         "reference_dtype", "device", "base_variant", "plan_cases")
 
 
-def merge_runs(paths: Sequence[Path]) -> RunResult:
-    """One RunResult from shard results; ValueError names the file and what does not fit."""
+def merge_runs(paths: Sequence[Path], out_dir: Path | None = None) -> RunResult:
+    """One RunResult from shard results; ValueError names the file and what does not fit. With `out_dir`, each
+    shard's per-position files are copied into its store, one file at a time."""
     runs = [(Path(p), read_results(Path(p))) for p in paths]
     if not runs:
         raise ValueError("no results files to merge")
@@ -48,8 +50,10 @@ def merge_runs(paths: Sequence[Path]) -> RunResult:
                          "silently lack their cases")
     merged = RunResult(provenance=replace(first.provenance, shard=None, merged_from=[str(p) for p, _ in runs]),
                        variants=first.variants)
-    for _, run in sorted(runs, key=lambda r: r[1].provenance.shard[0]):  # type: ignore[index]
+    for path, run in sorted(runs, key=lambda r: r[1].provenance.shard[0]):  # type: ignore[index]
         merged.cases += run.cases
+        if out_dir is not None:
+            PositionStore(out_dir).copy_from(PositionStore.of(path), run.cases)
         merged.skipped.update(run.skipped)
         merged.notes += [n for n in run.notes if n not in merged.notes]
     errors = [f"shard {r.provenance.shard[0]}: {r.error}" for _, r in runs if r.error]  # type: ignore[index]

@@ -38,6 +38,6 @@ def conclude(run: RunResult, history_file: Path | None = None, policy: str = "de
             outcome.regressions = regressions(same[-1], entry, config["regressions"])
             mark_new_known(run, same[-1])
         if run.status == "complete" and not run.provenance.partial:
-            append_history(history_file, entry)
+            append_history(history_file, entry, run)
         outcome.history = [*same, entry]
     return outcome

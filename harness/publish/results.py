@@ -1,10 +1,10 @@
-"""A run's results on disk: `results.jsonl` appended as cases complete, `results.json` at the end.
+"""A run's results on disk: `results.jsonl` appended as cases complete, `results.json` at the end, and each
+case's per-position data in the columnar store beside them (`harness.publish.positions`: OUT/positions/).
 
-Nothing computed is lost: each completed case is one line appended to
-results.jsonl, flushed and fsync'd before the run moves on, so a run killed
-at case 900 (even by SIGKILL) leaves 899 readable results. Appending keeps
-the cost per case constant; rewriting one JSON document per case would be
-quadratic in the number of cases. The lines:
+Nothing computed is lost: each completed case's per-position rows are written to their own Parquet file, then
+its summaries are one line appended to results.jsonl, flushed and fsync'd before the run moves on, so a run
+killed at case 900 (even by SIGKILL) leaves 899 readable results. Appending keeps the cost per case constant;
+rewriting one JSON document per case would be quadratic in the number of cases. The lines:
 
     {"record": "run", "run": {provenance, variants, skipped, notes, status, error, schema_version}}
     {"record": "case", "case": {one CaseResult}}          one per completed case
@@ -12,22 +12,25 @@ quadratic in the number of cases. The lines:
 
 The last "run" record wins, and so does the last line of a case id.
 results.json (the whole RunResult, one document) is written atomically when
-the run ends, spliced from the JSON of the lines written. `read_results` reads either; a log whose last run record still
-says "running" is a run that was stopped before it ended, returned with
-status "partial".
+the run ends, spliced from the lines written (read back from the log, never held in memory), and the log is
+then removed: a finished run is results.json, a stopped one results.jsonl, never the same data twice.
+`read_results` reads either; a log whose last run record still says "running" is a run that was stopped before
+it ended, returned with status "partial". Cases are written without their fields at defaults
+(`harness.core.schema.to_dict`).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-from collections.abc import Iterable
-from dataclasses import asdict, replace
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from harness.core.files import write_atomic
-from harness.core.schema import CaseResult, RunResult
+from harness.core.schema import CaseResult, RunResult, to_dict
+from harness.publish.positions import PositionStore, split
 
 RESULTS_NAME = "results.json"
 LOG_NAME = "results.jsonl"
@@ -46,10 +49,8 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-
-
 def _dumps(value: Any) -> str:
-    return json.dumps(json_safe(value), allow_nan=False)
+    return json.dumps(json_safe(value), allow_nan=False, separators=(",", ":"))
 
 
 def _run_json(run: RunResult) -> str:
@@ -59,17 +60,22 @@ def _run_json(run: RunResult) -> str:
     return _dumps(fields)
 
 
-def _document(run_json: str, case_jsons: Iterable[str]) -> str:
-    """results.json spliced from already serialized parts: no second serialization of every case."""
-    return f'{run_json[:-1]}, "cases": [{", ".join(case_jsons)}]}}'
+def _document(run_json: str, case_jsons: Iterable[str]) -> Iterator[str]:
+    """results.json spliced from already serialized parts, as chunks: no second serialization of every case,
+    and never the whole document in memory."""
+    yield f'{run_json[:-1]},"cases":['
+    for i, body in enumerate(case_jsons):
+        yield ("," if i else "") + body
+    yield "]}"
 
 
 def write_results(run: RunResult, out_dir: Path) -> Path:
-    """A finished run (e.g. merged shards) as results.jsonl and results.json, both atomically."""
+    """A finished run's results.json (merged shards, or a run the history added to), atomically; its cases'
+    per-position data must already be in `out_dir`'s store."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    head, cases = _run_json(run), [_dumps(asdict(c)) for c in run.cases]
-    write_atomic(out_dir / LOG_NAME, "".join([_line("run", head), *(_line("case", c) for c in cases)]))
-    return write_atomic(out_dir / RESULTS_NAME, _document(head, cases))
+    path = write_atomic(out_dir / RESULTS_NAME, _document(_run_json(run), (_dumps(to_dict(c)) for c in run.cases)))
+    (out_dir / LOG_NAME).unlink(missing_ok=True)
+    return path
 
 
 def _line(record: str, body: str) -> str:
@@ -80,29 +86,34 @@ class ResultsSink:
     """Where a run's results go as cases complete: the only writer of a run's results files.
 
     The first `add` or `write` starts a fresh log (and removes a results.json
-    left by an earlier run in the same folder, which would otherwise be read
-    instead); `add` appends one case; `write` appends the run record, and
-    once the run has a final status also writes results.json.
+    and per-position files left by an earlier run in the same folder, which would otherwise be read
+    instead); `add` writes one case's per-position data to the store and appends its summaries; `write`
+    appends the run record, and once the run has a final status writes results.json from the log and removes
+    the log. The run keeps each case without its per-position data: a run's memory does not grow with them.
     """
 
     def __init__(self, run: RunResult, out_dir: Path) -> None:
         self.run, self.out_dir = run, out_dir
         self.log = out_dir / LOG_NAME
+        self.store = PositionStore(out_dir)
         self.started = False
-        self.written: dict[str, str] = {}  # case id -> the JSON of its last line, for results.json
+        self.written: dict[str, tuple[int, int]] = {}  # case id -> (offset, length) of its last line's JSON
 
-    def add(self, result: CaseResult) -> None:
-        self.run.cases.append(result)
-        body = _dumps(asdict(result))
-        self._append(_line("case", body))
-        self.written[result.case_id] = body
+    def add(self, result: CaseResult) -> CaseResult:
+        """Write a completed case; the case as the run keeps it (its per-position data in the store)."""
+        if not self.started:
+            self._start(_run_json(self.run))
+        slim = self.store.write(result)
+        self.run.cases.append(slim)
+        self._case(slim)
+        return slim
 
     def update(self, result: CaseResult) -> None:
-        """A case already written, with more to say (its stage ladder): its new line wins."""
-        self.run.cases = [result if c.case_id == result.case_id else c for c in self.run.cases]
-        body = _dumps(asdict(result))
-        self._append(_line("case", body))
-        self.written[result.case_id] = body
+        """A case already written, with more to say (its stage ladder): its new line wins (its per-position data
+        is in the store already, so a case read back from it may be passed)."""
+        slim, _ = split(result)
+        self.run.cases = [slim if c.case_id == slim.case_id else c for c in self.run.cases]
+        self._case(slim)
 
     def write(self) -> Path:
         head = _run_json(self.run)
@@ -112,22 +123,41 @@ class ResultsSink:
             self._start(head)
         if self.run.status == "running":
             return self.log
-        return write_atomic(self.out_dir / RESULTS_NAME, _document(head, self.written.values()))
+        path = write_atomic(self.out_dir / RESULTS_NAME, _document(head, self._bodies()))
+        self.log.unlink()
+        return path
+
+    def _case(self, result: CaseResult) -> None:
+        body = _dumps(to_dict(result))
+        offset = self._append(_line("case", body))
+        start = offset + len(b'{"record": "case", "case": ')
+        self.written[result.case_id] = (start, len(body.encode()))
+
+    def _bodies(self) -> Iterable[str]:
+        """Each case's last line, in the order cases were first written, read back from the log."""
+        with open(self.log, "rb") as f:
+            for start, length in self.written.values():
+                f.seek(start)
+                yield f.read(length).decode()
 
     def _start(self, head: str) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / RESULTS_NAME).unlink(missing_ok=True)
+        self.store.clear()
         write_atomic(self.log, _line("run", head))
         _fsync_dir(self.out_dir)  # the new file's directory entry survives a crash too
         self.started = True
 
-    def _append(self, line: str) -> None:
+    def _append(self, line: str) -> int:
+        """Append one line; its offset in the log."""
         if not self.started:
             self._start(_run_json(self.run))
-        with open(self.log, "a", encoding="utf-8") as f:
-            f.write(line)
+        with open(self.log, "ab") as f:
+            offset = f.tell()
+            f.write(line.encode())
             f.flush()
             os.fsync(f.fileno())
+        return offset
 
 
 def _fsync_dir(folder: Path) -> None:

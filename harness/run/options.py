@@ -124,7 +124,13 @@ class RunConfig:
                                          "for every failing or erroring cell under DIR (default: one per bug, the "
                                          "first cell of each group that needs attention, under OUT/repro)",
                                     type=Path, metavar="DIR")
-    history: Path | None = option(help="JSON-lines history to append this run to (nightly trends)", type=Path)
+    detail: list[str] = option(help="cases whose per-position charts and token tables the report embeds: auto (every "
+                                    "case while the run is small, else those that fail, error, drift or are known), "
+                                    "attention (only those), all, or CASE,... (those too) (default: auto)",
+                               type=comma_list, metavar="auto|attention|all|CASE,...", factory=lambda: ["auto"])
+    history: Path | None = option(help="the nightly history to add this run to: a folder, a Parquet dataset of runs and "
+                                       "of every cell's metrics (an older FILE.jsonl is still read and appended to)",
+                                  type=Path, metavar="DIR")
     policy: str = option("default", "gate policy from the gate config (default: default)")
     gate_config: Path | None = option(help="gate YAML (default: the packaged one)", type=Path)
 

@@ -43,24 +43,50 @@ def position_kl(reference: TokenLogprobs, engine: TokenLogprobs) -> float:
 def distribution_stats(reference: Sequence[TokenLogprobs | None],
                        engine: Sequence[TokenLogprobs | None]) -> dict[str, float | None]:
     """kl_mean/p99/max, same_top1 (fraction of positions whose most likely token agrees) with its
-    standard error, and delta-p (engine minus reference probability of the actual token) RMS and max."""
-    kls, same, dps = [], [], []
+    standard error, and delta-p (engine minus reference probability of the actual token) RMS and max.
+
+    One pass over the positions gathers each side's numbers into arrays (the engine's logprob of each of the
+    reference's top-k ids, as `_engine_logprob` finds it); the statistics are then array arithmetic, the same
+    as `position_kl` per position: a 1,500-token prompt costs microseconds a position, not tens."""
+    ref_lp, eng_lp, p_rows, q_rows, same = [], [], [], [], []
     for ref, eng in zip(reference, engine):
         if ref is None or eng is None:
             continue
-        dps.append(math.exp(_engine_logprob(eng, ref.token_id)) - math.exp(ref.logprob))
-        if ref.top and eng.top:
-            kls.append(position_kl(ref, eng))
+        ref_lp.append(ref.logprob)
+        if not eng.top:
+            eng_lp.append(eng.logprob)  # no top-k: its own logprob, or the k-th's stand-in, which is the same
+            continue
+        # `_engine_logprob` for many ids at once: an id listed twice has its first logprob
+        found, kth = dict(reversed(eng.top)), min([lp for _, lp in eng.top])
+        eng_lp.append(eng.logprob if ref.token_id == eng.token_id else found.get(ref.token_id, kth))
+        if ref.top:
+            p_rows.append([lp for _, lp in ref.top])
+            q_rows.append([eng.logprob if tid == eng.token_id else found.get(tid, kth) for tid, _ in ref.top])
             same.append(ref.top[0][0] == eng.top[0][0])
     out: dict[str, float | None] = dict.fromkeys(
         ("kl_mean", "kl_p99", "kl_max", "same_top1", "same_top1_se", "delta_p_rms", "delta_p_max"))
-    if kls:
-        values = np.array(kls)
+    if p_rows:
+        values = _kl_rows(p_rows, q_rows)
         share = float(np.mean(same))
         out.update(kl_mean=float(values.mean()), kl_p99=float(np.percentile(values, 99)), kl_max=float(values.max()),
                    same_top1=share,
                    same_top1_se=math.sqrt(share * (1 - share) / (len(same) - 1)) if len(same) > 1 else None)
-    if dps:
-        deltas = np.array(dps)
+    if ref_lp:
+        deltas = np.exp(np.array(eng_lp, dtype=np.float64)) - np.exp(np.array(ref_lp, dtype=np.float64))
         out.update(delta_p_rms=float(np.sqrt(np.mean(deltas ** 2))), delta_p_max=float(np.abs(deltas).max()))
     return out
+
+
+def _kl_rows(p_rows: list[list[float]], q_rows: list[list[float]]) -> np.ndarray:
+    """`position_kl` of each row (the reference's top-k logprobs, the engine's for the same ids), rows of any
+    length padded with empty buckets."""
+    width = max(map(len, p_rows))
+    pad = [[-math.inf] * (width - len(r)) for r in p_rows]
+    p = np.exp(np.array([r + x for r, x in zip(p_rows, pad)], dtype=np.float64))
+    q = np.exp(np.array([r + x for r, x in zip(q_rows, pad)], dtype=np.float64))
+    p = np.concatenate([p, np.maximum(1.0 - p.sum(axis=1), _TINY)[:, None]], axis=1)
+    q = np.concatenate([q, np.maximum(1.0 - q.sum(axis=1), _TINY)[:, None]], axis=1)
+    p, q = p / p.sum(axis=1, keepdims=True), q / q.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0)
+    return np.maximum(terms.sum(axis=1), 0.0)

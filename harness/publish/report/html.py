@@ -9,13 +9,22 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.core.files import write_atomic
 from harness.core.format import display, fmt, ratio
-from harness.core.schema import METRIC_INFO, TABLE_METRICS, VERDICTS, CaseComparison, Floor, RunResult
+from harness.core.schema import (
+    METRIC_INFO,
+    TABLE_METRICS,
+    VERDICTS,
+    CaseComparison,
+    CaseResult,
+    Floor,
+    RunResult,
+)
 from harness.judging.explain import (
     case_lines,
     drift_lines,
@@ -28,10 +37,22 @@ from harness.judging.explain import (
 )
 from harness.judging.ladder import LABELS
 from harness.judging.suite import shift_text
-from harness.publish.attention import attention, case_headline, cell_ratio, group_title, headline, known_records
+from harness.publish.attention import (
+    attention,
+    case_headline,
+    cell_ratio,
+    group_title,
+    headline,
+    known_records,
+)
 from harness.publish.gate import GateDecision
 from harness.publish.history import HEADLINE
-from harness.publish.report.decode_effect import PAIRS, decode_effect_rows, decoder_variants
+from harness.publish.positions import PositionStore
+from harness.publish.report.decode_effect import (
+    PAIRS,
+    decode_effect_rows,
+    decoder_variants,
+)
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -56,7 +77,7 @@ def _env() -> Environment:
                        warning_lines=warning_lines, info_lines=info_lines, run_lines=run_lines,
                        finding_text=finding_text, display=display, ladder_text=ladder_text,
                        group_title=group_title, cell_ratio=cell_ratio, shift_text=shift_text)
-    env.globals.update(metric_info=METRIC_INFO, stage_labels=LABELS)
+    env.globals.update(metric_info=METRIC_INFO, stage_labels=LABELS, case_charts=case_charts)
     return env
 
 
@@ -83,6 +104,36 @@ def _chart(cmp: CaseComparison, floor: Floor | None) -> dict[str, Any]:
     check = cmp.checks.get("prefill_max")
     return {"diffs": diffs, "spans": image_spans(cmp.image_mask), "threshold": check.bound if check else None,
             "floor": floor.diffs if floor and not floor.unavailable else []}
+
+
+# `--detail auto`: every case's per-position charts and token tables are embedded while the run has at most this many
+# compared positions (cells x prompt and output positions: the default run has about 40,000); past it only the
+# cases that need attention and those chosen, the rest one `vlm-parity show` away.
+DETAIL_POSITIONS = 200_000
+DETAIL_CHOICES = ("auto", "attention", "all")
+
+
+def _positions(run: RunResult) -> int:
+    return sum(v.comparison.prompt_len_reference + v.comparison.decode_len for c in run.cases
+               for v in c.variants.values() if v.comparison)
+
+
+def needs_attention(case: CaseResult) -> bool:
+    """A case with a cell that fails, errors, is known or drifts: its detail is always embedded."""
+    return case.verdict in ("fail", "error", "known") or any(v.drifting for v in case.variants.values())
+
+
+def detailed(run: RunResult, detail: Sequence[str] = ("auto",)) -> set[str]:
+    """The cases whose per-position data the report embeds: those that need attention, those named in `detail`,
+    and every case with `all` (or `auto` on a run within DETAIL_POSITIONS)."""
+    everything = "all" in detail or ("auto" in detail and _positions(run) <= DETAIL_POSITIONS)
+    return {c.case_id for c in run.cases if everything or c.case_id in detail or needs_attention(c)}
+
+
+def case_charts(case: CaseResult) -> dict[str, Any]:
+    """The case's chart data by 'case::variant', embedded beside its detail and parsed when it is opened."""
+    return {f"{case.case_id}::{name}": _chart(v.comparison, case.floor)
+            for name, v in case.variants.items() if v.comparison and v.comparison.prefill_diffs}
 
 
 def trend_data(history: list[dict[str, Any]], last: int) -> dict[str, Any] | None:
@@ -117,28 +168,32 @@ def repro_links(run: RunResult, out_dir: Path, root: Path) -> dict[str, str]:
 
 def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
                 regressions: list[str] | None = None, history: list[dict[str, Any]] | None = None,
-                trend_runs: int = 30, diagnosis: list[str] | None = None, repro_root: Path | None = None) -> Path:
-    """index.html; cells with a reproduction folder under `repro_root` (default: OUT/repro) link to it, other
-    cells that do not pass show the `vlm-parity repro` command that writes one."""
-    charts = {f"{c.case_id}::{name}": _chart(v.comparison, c.floor)
-              for c in run.cases for name, v in c.variants.items() if v.comparison and v.comparison.prefill_diffs}
+                trend_runs: int = 30, diagnosis: list[str] | None = None, repro_root: Path | None = None,
+                store: PositionStore | None = None, detail: Sequence[str] = ("auto",),
+                name: str = "index.html") -> Path:
+    """index.html, written as it is rendered; cells with a reproduction folder under `repro_root` (default:
+    OUT/repro) link to it, other cells that do not pass show the `vlm-parity repro` command that writes one.
+    The `detailed` cases' per-position data is read from `store` (default: `out_dir`'s) one case at a time."""
+    store = store or PositionStore(out_dir)
+    chosen = detailed(run, detail)
+    rows = ((c, store.load(c) if c.case_id in chosen else None) for c in run.cases)
     variant_counts = {v["name"]: {k: sum(c.variants[v["name"]].verdict == k for c in run.cases
                                          if v["name"] in c.variants) for k in VERDICTS} for v in run.variants}
     groups = attention(run)
     from plotly.offline import get_plotlyjs
 
-    html = _env().get_template("report.html.j2").render(
-        run=run, p=run.provenance, counts=run.counts(), gate=gate, regressions=regressions or [],
-        diagnosis=diagnosis or [],
-        trends=trend_data(history or [], trend_runs), charts=charts, table_metrics=TABLE_METRICS,
+    html = _env().get_template("report.html.j2").generate(
+        run=run, rows=rows, p=run.provenance, counts=run.counts(), gate=gate, regressions=regressions or [],
+        diagnosis=diagnosis or [], detailed_count=len(chosen),
+        trends=trend_data(history or [], trend_runs), table_metrics=TABLE_METRICS,
         attention=groups, attention_cells=sum(len(g.cells) for g in groups), known=known_records(run),
         headline=headline(run), case_headline=case_headline(run),
         base_variant=run.provenance.base_variant, variant_counts=variant_counts,
         tags=sorted({t for c in run.cases for t in c.tags}), provenance_keys=PROVENANCE_KEYS,
         effect_tables={name: decode_effect_rows(run, name) for name in decoder_variants(run)}, effect_pairs=PAIRS,
         repros=repro_links(run, out_dir, repro_root or out_dir / "repro"), repro_files=REPRO_FILES,
-        results_path=out_dir / "results.json",
+        results_path=store.results_dir / "results.json",
         css=_static("report.css"), js=_static("report.js"), plotly_js=get_plotlyjs(),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    return write_atomic(out_dir / "index.html", html)  # a CI artifact never holds half a report
+    return write_atomic(out_dir / name, html)  # a CI artifact never holds half a report

@@ -4,7 +4,6 @@
 (function () {
   "use strict";
   const table = document.getElementById("cases");
-  const chartData = JSON.parse(document.getElementById("chart-data").textContent);
   const bodies = () => Array.from(table.querySelectorAll("tbody.case"));
 
   // Filters: verdict, tag, free text over case id and tags.
@@ -50,7 +49,11 @@
 
   // Details: toggled by clicking the main row; the chart is drawn on first open.
   function drawChart(el) {
-    const d = chartData[el.dataset.chart];
+    // Each detailed case carries its charts' data beside it, parsed the first time one is drawn.
+    const box = el.closest(".detail-box");
+    const script = box && box.querySelector("script.chart-data");
+    if (script && !box.chartData) box.chartData = JSON.parse(script.textContent);
+    const d = box && box.chartData ? box.chartData[el.dataset.chart] : null;
     if (!d || el.dataset.drawn) return;
     el.dataset.drawn = "1";
     const floor = 1e-9;
