@@ -45,6 +45,7 @@ from harness.publish.report.thumbnails import thumbnail
 from harness.publish.results import ResultsSink, write_results
 from harness.repro import write_repros
 from harness.run.known import known_reference_failure
+from harness.run.collector import now_and_then, young_only
 from harness.run.ledger import REFERENCE, CaseEntry, CaseLedger
 from harness.run.observe import Observer
 from harness.run.options import RunConfig, comma_list
@@ -93,7 +94,7 @@ def execute(run: RunConfig | RunPlan, progress: Console | Lines = print, observe
     session.finish(ledger.opening())
     streams = Streams()
     try:
-        with observer.stage("engines"):  # the engines' work, with the judging and writing meanwhile
+        with observer.stage("engines"), young_only():  # the engines' work, with the judging and writing meanwhile
             if session.plan.reference_requests:
                 session.launch_reference(streams)
             session.apply(scheduler.start(), streams)
@@ -365,6 +366,7 @@ class Session:
                 self.sink.add(_with_origin(result, self.stored))
             self.console.case(result)
             self._drop(self.ledger.entry(case_id))
+            now_and_then(len(self.run.cases))
         for line in self.ledger.ignored:
             self.console.warn(f"ignored an output nobody asked for: {line}")
         self.ledger.ignored.clear()

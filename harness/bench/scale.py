@@ -111,7 +111,7 @@ def write_cases(folder: Path, n: int) -> Path:
     return path
 
 
-def run_config(cases: Path, out: Path, positions: int, model: str | None, drift_every: int = 50) -> Any:
+def run_config(cases: Path, out: Path, positions: int, model: str | None, drift_every: int = 100) -> Any:
     """The scale run: the twelve paths, the synthetic engine and reference in this process, no stage ladder
     (it would start the reference's probe), a drift on every `drift_every`-th case."""
     from harness.inputs.models import image_token_id, resolve_model

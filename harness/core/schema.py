@@ -544,11 +544,17 @@ def to_dict(obj: Any) -> Any:
                 continue
             out[f.name] = to_dict(value)
         return out
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, dict):  # a check keyed by its metric does not repeat it (`from_dict` puts it back)
+        return {k: _without_metric(to_dict(v)) if isinstance(v, Finding) and v.metric == k else to_dict(v)
+                for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     return obj
+
+
+def _without_metric(finding: dict[str, Any]) -> dict[str, Any]:
+    del finding["metric"]
+    return finding
 
 
 def _same(value: Any, default: Any) -> bool:
@@ -586,6 +592,8 @@ def _decode(tp: Any, value: Any) -> Any:
         return tuple(_decode(a, v) for a, v in zip(args, value))
     if origin is dict:
         _, item = typing.get_args(tp) or (Any, Any)
+        if item is Finding:  # keyed by its metric, which `to_dict` left out
+            return {k: _decode(item, {"metric": k, **v}) for k, v in value.items()}
         return {k: _decode(item, v) for k, v in value.items()}
     if tp is float:
         return float(value)

@@ -25,7 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from harness.core.files import write_atomic
+from harness.judging.compare.arrays import scored
 from harness.core.schema import (
     POSITIONAL,
     CaseComparison,
@@ -88,30 +91,49 @@ def file_name(case_id: str) -> str:
 
 
 class _Rows:
-    """Columns being filled, a series at a time (a column a list comprehension: a 1,500-position series costs
-    about a millisecond)."""
+    """A case's rows, a series at a time, as Arrow columns: the logprob entries through their array form
+    (`harness.judging.compare.arrays`, which the judge has usually made already), so a 1,500-position series
+    costs about a millisecond."""
 
     def __init__(self) -> None:
-        self.cols: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+        self.parts: list[pa.Table] = []
 
     def extend(self, n: int, **columns: Any) -> None:
-        """`n` rows: each column a list of `n` values, or one value for every row (absent: null)."""
-        for name, column in self.cols.items():
-            value = columns.get(name)
-            column.extend(value if isinstance(value, list) else [value] * n)
+        """`n` rows: each column an Arrow array or list of `n` values, or one value for every row (absent: null)."""
+        import pyarrow as pa
+
+        arrays = []
+        for field in schema():
+            value = columns.get(field.name)
+            if isinstance(value, (pa.Array, np.ndarray)):
+                arrays.append(pa.array(value, type=field.type) if isinstance(value, np.ndarray) else value)
+            else:
+                arrays.append(pa.array(value if isinstance(value, list) else [value] * n, type=field.type))
+        self.parts.append(pa.Table.from_arrays(arrays, schema=schema()))
 
     def series(self, case_id: str, variant: str, source: str, part: str, ids: list[int],
-               scored: list[TokenLogprobs | None]) -> None:
-        n = max(len(ids), len(scored))
-        entries = scored + [None] * (n - len(scored))
-        self.extend(n, case_id=case_id, variant=variant, source=source, part=part, position=list(range(n)),
-                    token_id=ids + [None] * (n - len(ids)), entry=[i < len(scored) for i in range(n)],
-                    scored_id=[e.token_id if e else None for e in entries],
-                    logprob=[e.logprob if e else None for e in entries],
-                    top_ids=[[t for t, _ in e.top] if e else None for e in entries],
-                    top_logprobs=[[lp for _, lp in e.top] if e else None for e in entries],
-                    ranks=[(e.ranks or None) if e else None for e in entries],
-                    rank=[e.rank if e else None for e in entries])
+               entries: list[TokenLogprobs | None]) -> None:
+        import pyarrow as pa
+
+        n = max(len(ids), len(entries))
+        side = scored(entries)
+        pad = n - len(entries)
+        present = np.concatenate([side.present, np.zeros(pad, dtype=bool)])
+        valid = np.arange(side.top_ids.shape[1])[None, :] < side.top_len[:, None]
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate([side.top_len, np.zeros(pad, dtype=np.int64)]))])
+        offsets = pa.array(offsets.astype(np.int32))
+
+        def top(values: np.ndarray, dtype: pa.DataType) -> pa.Array:
+            return pa.ListArray.from_arrays(offsets, pa.array(values[valid], type=dtype), mask=pa.array(~present))
+
+        ranked = any(e is not None and (e.ranks or e.rank is not None) for e in entries)
+        self.extend(n, case_id=case_id, variant=variant, source=source, part=part, position=np.arange(n),
+                    token_id=ids + [None] * (n - len(ids)), entry=np.arange(n) < len(entries),
+                    scored_id=pa.array(np.concatenate([side.token, np.zeros(pad, dtype=np.int64)]), mask=~present),
+                    logprob=pa.array(np.concatenate([side.logprob, np.zeros(pad)]), mask=~present),
+                    top_ids=top(side.top_ids, pa.int64()), top_logprobs=top(side.top_lps, pa.float64()),
+                    **({"ranks": [(e.ranks or None) if e else None for e in entries] + [None] * pad,
+                        "rank": [e.rank if e else None for e in entries] + [None] * pad} if ranked else {}))
 
     def output(self, case_id: str, variant: str, source: str, out: EngineOutput | Completion) -> None:
         if isinstance(out, EngineOutput):
@@ -122,14 +144,14 @@ class _Rows:
 
     def diffs(self, case_id: str, variant: str, source: str, diffs: list[float | None], mask: list[bool]) -> None:
         n = max(len(diffs), len(mask))
-        self.extend(n, case_id=case_id, variant=variant, source=source, part="prompt", position=list(range(n)),
-                    entry=[i < len(diffs) for i in range(n)], diff=diffs + [None] * (n - len(diffs)),
+        self.extend(n, case_id=case_id, variant=variant, source=source, part="prompt", position=np.arange(n),
+                    entry=np.arange(n) < len(diffs), diff=diffs + [None] * (n - len(diffs)),
                     image=mask + [None] * (n - len(mask)))
 
     def table(self) -> pa.Table:
         import pyarrow as pa
 
-        return pa.table(self.cols, schema=schema())
+        return pa.concat_tables(self.parts) if self.parts else schema().empty_table()
 
 
 def _slim(obj: Any) -> Any:

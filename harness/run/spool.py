@@ -3,23 +3,25 @@
 A case is judged when its last output arrives, and engine groups run one after another: the first group's
 outputs of every case wait for the last group's. Held in memory that is the whole run's per-position data
 (about 1 MB a 1,500-token output as Python objects: gigabytes for a nightly). So outputs are held in memory
-up to `limit` positions, and past it each output that arrives is written to a file in OUT/.spool while the
-ledger keeps a light copy without its per-position fields; when the case closes its outputs are read back,
-judged, and their files removed. A run whose outputs fit (the default suite, or streams that finish cases
-as they go) writes nothing. A private scratch folder of this process, written and read by it alone: pickle is
-the fastest faithful copy.
+up to `limit` positions, and past it each output that arrives is appended to one scratch file in OUT/.spool
+while the ledger keeps a light copy without its per-position fields; when the case closes its outputs are read
+back from their offsets and judged. A run whose outputs fit (the default suite, or streams that finish cases
+as they go) writes nothing; the file goes when the run's engines are done. A private scratch file of this
+process, written and read by it alone: the per-position fields as plain tuples through `marshal`, which
+reads back faster than pickle rebuilds the objects (the light copy keeps every other field).
 """
 from __future__ import annotations
 
-import pickle
+import marshal
 import shutil
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from harness.core.schema import POSITIONAL, EngineOutput
+from harness.core.schema import POSITIONAL, Completion, EngineOutput, TokenLogprobs
 
 DIR = ".spool"
-LIMIT = 1_000_000  # positions held in memory (about 0.7 GB of Python objects) before outputs go to disk
+LIMIT = 300_000  # positions held in memory (about 1 kB each as Python objects) before outputs go to disk
 
 
 def positions(output: EngineOutput) -> int:
@@ -28,12 +30,36 @@ def positions(output: EngineOutput) -> int:
 
 
 def _light(output: EngineOutput) -> EngineOutput:
-    """The output without its per-position fields: what the ledger holds while the case waits."""
-    light = EngineOutput(case_id=output.case_id, engine=output.engine)
-    for name, value in vars(output).items():
-        if name not in (*POSITIONAL[EngineOutput], "completions"):
-            setattr(light, name, value)
-    return light
+    """The output without its per-position fields (nor its answers'): what the ledger holds while the case
+    waits."""
+    empty = {name: [] for name in POSITIONAL[EngineOutput]}
+    return replace(output, **empty, completions=[replace(c, output_ids=[], output_logprobs=[])
+                                                 for c in output.completions])
+
+
+Packed = tuple[Any, ...]
+
+
+def _pack(entries: list[TokenLogprobs | None]) -> list[Packed | None]:
+    return [None if e is None else (e.token_id, e.logprob, e.top, e.ranks, e.rank) for e in entries]
+
+
+def _unpack(entries: list[Packed | None]) -> list[TokenLogprobs | None]:
+    return [None if e is None else TokenLogprobs(e[0], e[1], e[2], e[3], e[4]) for e in entries]
+
+
+def _positions(output: EngineOutput) -> bytes:
+    return marshal.dumps((output.prompt_ids, _pack(output.prompt_logprobs), output.output_ids,
+                          _pack(output.output_logprobs), [(c.output_ids, _pack(c.output_logprobs))
+                                                          for c in output.completions]))
+
+
+def _restore(light: EngineOutput, data: bytes) -> EngineOutput:
+    prompt_ids, prompt, output_ids, output, children = marshal.loads(data)
+    completions: list[Completion] = [replace(c, output_ids=ids, output_logprobs=_unpack(lps))
+                                     for c, (ids, lps) in zip(light.completions, children)]
+    return replace(light, prompt_ids=prompt_ids, prompt_logprobs=_unpack(prompt), output_ids=output_ids,
+                   output_logprobs=_unpack(output), completions=completions)
 
 
 class Spool:
@@ -42,9 +68,9 @@ class Spool:
     def __init__(self, out_dir: Path, limit: int | None = None) -> None:
         self.dir, self.limit, self.held = Path(out_dir) / DIR, LIMIT if limit is None else limit, 0
         self.kept: dict[int, tuple[EngineOutput, int]] = {}  # id of an output held in memory -> it, its positions
-        # id of a light copy -> the copy (held, so that its id is never reused while here) and its output's file
-        self.files: dict[int, tuple[EngineOutput, Path]] = {}
-        self.count = 0
+        # id of a light copy -> the copy (held, so that its id is never reused while here) and where its output is
+        self.files: dict[int, tuple[EngineOutput, tuple[int, int]]] = {}
+        self.file: IO[bytes] | None = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def put(self, output: EngineOutput) -> EngineOutput:
@@ -56,24 +82,28 @@ class Spool:
             self.held += n
             self.kept[id(output)] = (output, n)
             return output
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.count += 1
-        path = self.dir / f"{self.count}.pickle"
-        path.write_bytes(pickle.dumps(output, protocol=pickle.HIGHEST_PROTOCOL))
+        if self.file is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.dir / "outputs.marshal", "w+b")  # open until the engines end
+        data = _positions(output)
+        offset = self.file.seek(0, 2)
+        self.file.write(data)
         light = _light(output)
-        self.files[id(light)] = (light, path)
+        self.files[id(light)] = (light, (offset, len(data)))
         return light
 
     def full(self, output: Any) -> Any:
         """The output as it arrived (None and outputs never spooled as they are)."""
         held = self.files.get(id(output))
-        return output if held is None else pickle.loads(held[1].read_bytes())
+        if held is None or self.file is None:
+            return output
+        offset, length = held[1]
+        self.file.seek(offset)
+        return _restore(held[0], self.file.read(length))
 
     def drop(self, output: Any) -> None:
-        """The output is judged: its file goes."""
-        held = self.files.pop(id(output), None)
-        if held is not None:
-            held[1].unlink(missing_ok=True)
+        """The output is judged: it is forgotten (its bytes stay in the scratch file until the run's end)."""
+        self.files.pop(id(output), None)
         kept = self.kept.pop(id(output), None)
         if kept is not None:
             self.held -= kept[1]
@@ -81,4 +111,7 @@ class Spool:
     def close(self) -> None:
         self.files.clear()
         self.kept.clear()
+        if self.file is not None:
+            self.file.close()
+            self.file = None
         shutil.rmtree(self.dir, ignore_errors=True)

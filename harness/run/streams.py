@@ -2,17 +2,20 @@
 
 The threads only wait on the workers' pipes (the compute is in the worker processes), so the
 run's own bookkeeping (judging, writing results) stays in the calling thread and needs no locks.
+The queue between them is bounded: an engine faster than the judging waits for it, rather than its
+outputs (a megabyte each at 1,500 positions) piling up in memory.
 """
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from queue import Queue
+from queue import Full, Queue
 from typing import Any
 
 from harness.core.schema import EngineOutput
 
 _END = object()
+WAITING = 32  # outputs the streams may hand over before the calling thread has taken them
 
 
 class Streams:
@@ -20,7 +23,7 @@ class Streams:
     the end of that stream. Iteration ends when no launched stream is left running."""
 
     def __init__(self) -> None:
-        self._queue: Queue[tuple[str, Any]] = Queue()
+        self._queue: Queue[tuple[str, Any]] = Queue(WAITING)
         self._stop = threading.Event()
         self._running = 0
 
@@ -32,16 +35,25 @@ class Streams:
         end: object = _END
         try:
             for output in outputs:
-                if self._stop.is_set():
+                if self._stop.is_set() or not self._put((name, output)):
                     break
-                self._queue.put((name, output))
             close = getattr(outputs, "close", None)
             if close is not None:
                 close()  # a generator's finally stops its worker process
         except BaseException as exc:  # a harness bug in a stream: raised again in the calling thread
             end = exc
         finally:
-            self._queue.put((name, end))  # always: the calling thread counts the streams still running
+            self._put((name, end))  # always, unless the run stopped: the calling thread counts the streams running
+
+    def _put(self, item: tuple[str, Any]) -> bool:
+        """Hand one output over, waiting while the queue is full; False once the run stops (nobody takes it)."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
 
     def __iter__(self) -> Iterator[tuple[str, EngineOutput | None]]:
         while self._running:

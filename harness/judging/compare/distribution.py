@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from harness.core.schema import TokenLogprobs
+from harness.judging.compare.arrays import both_scored, kth, lookup, scored
 
 _TINY = 1e-12  # a bucket's least probability, so a rounding-negative rest cannot make the KL infinite
 
@@ -45,45 +46,40 @@ def distribution_stats(reference: Sequence[TokenLogprobs | None],
     """kl_mean/p99/max, same_top1 (fraction of positions whose most likely token agrees) with its
     standard error, and delta-p (engine minus reference probability of the actual token) RMS and max.
 
-    One pass over the positions gathers each side's numbers into arrays (the engine's logprob of each of the
-    reference's top-k ids, as `_engine_logprob` finds it); the statistics are then array arithmetic, the same
-    as `position_kl` per position: a 1,500-token prompt costs microseconds a position, not tens."""
-    ref_lp, eng_lp, p_rows, q_rows, same = [], [], [], [], []
-    for ref, eng in zip(reference, engine):
-        if ref is None or eng is None:
-            continue
-        ref_lp.append(ref.logprob)
-        if not eng.top:
-            eng_lp.append(eng.logprob)  # no top-k: its own logprob, or the k-th's stand-in, which is the same
-            continue
-        # `_engine_logprob` for many ids at once: an id listed twice has its first logprob
-        found, kth = dict(reversed(eng.top)), min([lp for _, lp in eng.top])
-        eng_lp.append(eng.logprob if ref.token_id == eng.token_id else found.get(ref.token_id, kth))
-        if ref.top:
-            p_rows.append([lp for _, lp in ref.top])
-            q_rows.append([eng.logprob if tid == eng.token_id else found.get(tid, kth) for tid, _ in ref.top])
-            same.append(ref.top[0][0] == eng.top[0][0])
+    Array arithmetic over every position at once (`harness.judging.compare.arrays`), the same as
+    `position_kl` and `_engine_logprob` position by position: a 1,500-token prompt costs microseconds a
+    position, not tens."""
+    ref, eng = scored(reference), scored(engine)
+    rows = both_scored(ref, eng)
     out: dict[str, float | None] = dict.fromkeys(
         ("kl_mean", "kl_p99", "kl_max", "same_top1", "same_top1_se", "delta_p_rms", "delta_p_max"))
-    if p_rows:
-        values = _kl_rows(p_rows, q_rows)
-        share = float(np.mean(same))
-        out.update(kl_mean=float(values.mean()), kl_p99=float(np.percentile(values, 99)), kl_max=float(values.max()),
-                   same_top1=share,
-                   same_top1_se=math.sqrt(share * (1 - share) / (len(same) - 1)) if len(same) > 1 else None)
-    if ref_lp:
-        deltas = np.exp(np.array(eng_lp, dtype=np.float64)) - np.exp(np.array(ref_lp, dtype=np.float64))
-        out.update(delta_p_rms=float(np.sqrt(np.mean(deltas ** 2))), delta_p_max=float(np.abs(deltas).max()))
+    if not rows.size:
+        return out
+    lowest = kth(eng, rows)
+    values, found = lookup(eng, rows, ref.token[rows][:, None])
+    eng_lp = np.where(found[:, 0], values[:, 0], lowest)
+    deltas = np.exp(eng_lp) - np.exp(ref.logprob[rows])
+    out.update(delta_p_rms=float(np.sqrt(np.mean(deltas ** 2))), delta_p_max=float(np.abs(deltas).max()))
+    topped = (ref.top_len[rows] > 0) & (eng.top_len[rows] > 0)
+    if not topped.any():
+        return out
+    rows, lowest = rows[topped], lowest[topped]
+    valid = np.arange(ref.top_ids.shape[1])[None, :] < ref.top_len[rows][:, None]
+    q, found = lookup(eng, rows, ref.top_ids[rows])
+    values = _kl(np.where(valid, ref.top_lps[rows], -np.inf),
+                 np.where(valid, np.where(found, q, lowest[:, None]), -np.inf))
+    same = ref.top_ids[rows, 0] == eng.top_ids[rows, 0]
+    share = float(np.mean(same))
+    out.update(kl_mean=float(values.mean()), kl_p99=float(np.percentile(values, 99)), kl_max=float(values.max()),
+               same_top1=share,
+               same_top1_se=math.sqrt(share * (1 - share) / (len(same) - 1)) if len(same) > 1 else None)
     return out
 
 
-def _kl_rows(p_rows: list[list[float]], q_rows: list[list[float]]) -> np.ndarray:
-    """`position_kl` of each row (the reference's top-k logprobs, the engine's for the same ids), rows of any
-    length padded with empty buckets."""
-    width = max(map(len, p_rows))
-    pad = [[-math.inf] * (width - len(r)) for r in p_rows]
-    p = np.exp(np.array([r + x for r, x in zip(p_rows, pad)], dtype=np.float64))
-    q = np.exp(np.array([r + x for r, x in zip(q_rows, pad)], dtype=np.float64))
+def _kl(p_lps: np.ndarray, q_lps: np.ndarray) -> np.ndarray:
+    """`position_kl` of each row: the reference's top-k logprobs and the engine's for the same ids (-inf: an
+    empty bucket of a shorter row)."""
+    p, q = np.exp(p_lps), np.exp(q_lps)
     p = np.concatenate([p, np.maximum(1.0 - p.sum(axis=1), _TINY)[:, None]], axis=1)
     q = np.concatenate([q, np.maximum(1.0 - q.sum(axis=1), _TINY)[:, None]], axis=1)
     p, q = p / p.sum(axis=1, keepdims=True), q / q.sum(axis=1, keepdims=True)

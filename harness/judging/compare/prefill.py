@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from harness.core.schema import TokenLogprobs
+from harness.judging.compare.arrays import both_scored, lookup, scored
 
 
 def first_id_mismatch(a: Sequence[int], b: Sequence[int]) -> int | None:
@@ -19,38 +20,42 @@ def first_id_mismatch(a: Sequence[int], b: Sequence[int]) -> int | None:
 def position_diffs(
     reference: Sequence[TokenLogprobs | None], engine: Sequence[TokenLogprobs | None]
 ) -> list[float | None]:
-    """|engine - reference| logprob of the actual token at each position.
+    """|engine - reference| logprob of the actual token at each position (None where either side scored
+    nothing; over the shorter of the two).
 
     Keyed by token id: the engine's value is looked up for the reference's
-    token, so an engine that scored a different token cannot look equal.
+    token, so an engine that scored a different token cannot look equal (-inf: an infinite difference).
     """
-    diffs: list[float | None] = []
-    for ref, eng in zip(reference, engine):
-        if ref is None or eng is None:
-            diffs.append(None)
-            continue
-        diffs.append(abs(_logprob_of(eng, ref.token_id) - ref.logprob))
+    ref, eng = scored(reference), scored(engine)
+    rows = both_scored(ref, eng)
+    values, found = lookup(eng, rows, ref.token[rows][:, None])
+    with np.errstate(invalid="ignore"):  # -inf against -inf is nan, as Python's floats make it
+        found_diffs = np.abs(np.where(found[:, 0], values[:, 0], -np.inf) - ref.logprob[rows])
+    diffs: list[float | None] = [None] * min(len(reference), len(engine))
+    for i, d in zip(rows.tolist(), found_diffs.tolist()):
+        diffs[i] = d
     return diffs
 
 
-def _logprob_of(entry: TokenLogprobs, token_id: int) -> float:
-    if entry.token_id == token_id:
-        return entry.logprob
-    for tid, lp in entry.top:
-        if tid == token_id:
-            return lp
-    return float("-inf")
-
-
 def topk_jaccard(reference: Sequence[TokenLogprobs | None], engine: Sequence[TokenLogprobs | None]) -> float | None:
-    """Mean Jaccard overlap of the top-k id sets over positions both scored."""
-    overlaps = []
-    for ref, eng in zip(reference, engine):
-        if ref is None or eng is None or not ref.top or not eng.top:
-            continue
-        a, b = {t for t, _ in ref.top}, {t for t, _ in eng.top}
-        overlaps.append(len(a & b) / len(a | b))
-    return float(np.mean(overlaps)) if overlaps else None
+    """Mean Jaccard overlap of the top-k id sets over positions both scored (an id listed twice counts once)."""
+    ref, eng = scored(reference), scored(engine)
+    rows = both_scored(ref, eng)
+    rows = rows[(ref.top_len[rows] > 0) & (eng.top_len[rows] > 0)]
+    if not rows.size:
+        return None
+    a, b = ref.top_ids[rows], eng.top_ids[rows]  # padded with -1, never an id
+    first_a = _first_of_each(a)
+    inter = ((a[:, :, None] == b[:, None, :]).any(axis=2) & first_a & (a >= 0)).sum(axis=1)
+    size_a = (first_a & (a >= 0)).sum(axis=1)
+    size_b = (_first_of_each(b) & (b >= 0)).sum(axis=1)
+    return float(np.mean(inter / (size_a + size_b - inter)))
+
+
+def _first_of_each(ids: np.ndarray) -> np.ndarray:
+    """Whether each id is the first of its value in its row (sets count an id once)."""
+    earlier = np.tril(np.ones((ids.shape[1], ids.shape[1]), dtype=bool), -1)
+    return ~((ids[:, :, None] == ids[:, None, :]) & earlier[None]).any(axis=2)
 
 
 def summarize(diffs: Sequence[float | None], mask: Sequence[bool]) -> dict[str, float | None]:

@@ -12,8 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
+import numpy as np
+
 from harness.core.schema import EngineOutput, Finding, TokenLogprobs
 from harness.engines.base import Stop
+from harness.judging.compare.arrays import scored
 
 TOLERANCE = 1e-6  # two copies of one logprob agree to float32 rounding
 CONTEXT_TOKENS = 4  # prompt tokens an incremental detokenizer's first output text depends on
@@ -54,13 +57,38 @@ def _rank_problem(step: TokenLogprobs) -> str | None:
     return None
 
 
+def _suspects(entries: Sequence[TokenLogprobs | None]) -> list[int]:
+    """The positions `_rank_problem` must look at: a superset of those it finds wrong, from array arithmetic
+    (`harness.judging.compare.arrays`), so a 1,500-token prompt that holds costs no Python per position. Entries
+    with ranks, and any whose numbers are not finite, are always looked at."""
+    side = scored(entries)
+    if not len(side):
+        return []
+    ranked = {i for i, e in enumerate(entries) if e is not None and (e.ranks or e.rank is not None)}
+    lps, width = side.top_lps, side.top_ids.shape[1]
+    valid = np.arange(width)[None, :] < side.top_len[:, None]
+    with np.errstate(invalid="ignore"):
+        rising = (valid[:, 1:] & (lps[:, 1:] > lps[:, :-1] + TOLERANCE)).any(axis=1) if width > 1 else \
+            np.zeros(len(side), dtype=bool)
+        match = valid & (side.top_ids == side.token[:, None])
+        at = match.argmax(axis=1) if width else np.zeros(len(side), dtype=np.int64)
+        listed = match.any(axis=1)
+        own = np.take_along_axis(lps, at[:, None], axis=1)[:, 0] if width else side.logprob
+        last = np.take_along_axis(lps, np.maximum(side.top_len - 1, 0)[:, None], axis=1)[:, 0] if width else \
+            side.logprob
+        wrong = listed & (np.abs(own - side.logprob) > TOLERANCE)
+        above = ~listed & (side.top_len > 0) & (side.logprob > last + TOLERANCE)
+    odd = ~np.isfinite(side.logprob) | (valid & ~np.isfinite(lps)).any(axis=1)
+    flagged = side.present & (rising | wrong | above | odd)
+    return sorted(ranked | set(np.nonzero(flagged)[0].tolist()))
+
+
 def rank_findings(output: EngineOutput, attempt: int | None = None) -> list[Finding]:
     """The returned top-k of every prompt and output position against what it claims (one finding naming the
     first position that breaks it and how many do)."""
-    steps: list[tuple[str, TokenLogprobs]] = [(f"prompt position {i}", p) for i, p in enumerate(output.prompt_logprobs)
-                                              if p is not None]
-    steps += [(f"output step {i}", p) for i, p in enumerate(output.output_logprobs)]
-    problems = [(where, problem) for where, step in steps if (problem := _rank_problem(step))]
+    problems = [(f"{where} {i}", problem) for where, entries in (("prompt position", output.prompt_logprobs),
+                                                                  ("output step", output.output_logprobs))
+                for i in _suspects(entries) if (problem := _rank_problem(entries[i]))]  # type: ignore[arg-type]
     if not problems:
         return []
     where, problem = problems[0]
