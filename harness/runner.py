@@ -366,6 +366,7 @@ class Session:
                 self.sink.add(_with_origin(result, self.stored))
             self.console.case(result)
             self._drop(self.ledger.entry(case_id))
+            self.ledger.release(case_id)
             now_and_then(len(self.run.cases))
         for line in self.ledger.ignored:
             self.console.warn(f"ignored an output nobody asked for: {line}")

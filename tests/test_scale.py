@@ -226,7 +226,8 @@ def test_bench_scale_part_end_to_end(tmp_path: Path, tiny_model: str) -> None:
     names = {f["name"] for f in data["figures"]}
     assert {"4 cases: results.json", "4 cases: peak memory, merge of 8 shards", "4 cases: index.html"} <= names
     run = data["runs"]["scale-run-4"]["report"]
-    assert run["cells"] == 4 * 12 and run["counts"]["error"] == 0
+    # the drifted case (every 100th, from the first) fails, the others pass: the synthetic sides agree but for it
+    assert run["cells"] == 4 * 12 and run["counts"] == {"pass": 3, "known": 0, "fail": 1, "error": 0, "skipped": 0}
     assert (tmp_path / "work" / "scale-merged-4" / "results.json").is_file()
 
 

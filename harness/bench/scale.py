@@ -36,7 +36,8 @@ IMAGE = "cases/images/astronaut_420.jpg"  # every case shows it: decoding and th
 class SyntheticEngine(Engine):
     """Outputs of realistic size from a seeded generator: the same for the reference and the engine but for
     the engine's noise (`noise`) and drift (`drift` on every `drift_every`-th case); a floor run adds noise of
-    1e-6. Options (`--engine-option`): positions, noise, drift, drift_every, image_token, vocab."""
+    1e-6. Options (`--engine-option`): positions (default `size`), noise, drift, drift_every, image_token (default:
+    the model's), vocab."""
 
     name = "synthetic"
     capabilities = Capabilities(
@@ -48,16 +49,19 @@ class SyntheticEngine(Engine):
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
         options = settings.options
-        self.positions = int(options.get("positions", 1500))
+        self.positions = int(options.get("positions", SyntheticEngine.size))
         self.noise = float(options.get("noise", 0.0))
         self.drift = float(options.get("drift", 0.5))
         self.drift_every = int(options.get("drift_every", 0))
-        self.image_token = int(options.get("image_token", 151655))
+        self.image_token = int(options.get("image_token", _image_token(settings.model)))
         self.vocab = int(options.get("vocab", 150000))
 
     # Seconds every synthetic engine of this process spent making outputs: not the harness's time. (The bench
     # runs them in its probe's process, which reads this after the run.)
     seconds = 0.0
+    # Prompt positions of every synthetic engine of this process, the reference's included (it gets no engine
+    # options): set by `run_config`.
+    size = 1500
 
     def run(self, requests: Sequence[Request]) -> Iterator[EngineOutput]:
         for request in requests:
@@ -98,6 +102,14 @@ class SyntheticEngine(Engine):
                             finish_reason="length", completions=children)
 
 
+def _image_token(model: str) -> int:
+    """The model's image placeholder id (the reference and the engine get the same model, not the same options)."""
+    from harness.inputs.models import image_token_id
+
+    found = image_token_id(model) if Path(model).is_dir() else None
+    return 151655 if found is None else found
+
+
 def write_cases(folder: Path, n: int) -> Path:
     """`n` cases, each one image and one question: the file's path."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,14 +126,13 @@ def write_cases(folder: Path, n: int) -> Path:
 def run_config(cases: Path, out: Path, positions: int, model: str | None, drift_every: int = 100) -> Any:
     """The scale run: the twelve paths, the synthetic engine and reference in this process, no stage ladder
     (it would start the reference's probe), a drift on every `drift_every`-th case."""
-    from harness.inputs.models import image_token_id, resolve_model
+    from harness.inputs.models import resolve_model
     from harness.run.options import RunConfig
 
-    model = resolve_model(model)
-    return RunConfig(cases=[cases], out=out, model=model, engine=ENGINE, reference_engine=ENGINE,
+    SyntheticEngine.size = positions
+    return RunConfig(cases=[cases], out=out, model=resolve_model(model), engine=ENGINE, reference_engine=ENGINE,
                      variants=list(VARIANTS), reference="live", localize="off",
-                     engine_options={"positions": positions, "noise": 1e-6, "drift_every": drift_every,
-                                     "image_token": image_token_id(model) or 0})
+                     engine_options={"noise": 1e-6, "drift_every": drift_every})
 
 
 def split_shards(results: Path, n: int, dest: Path) -> list[Path]:

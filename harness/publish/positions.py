@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness.core.files import write_atomic
-from harness.judging.compare.arrays import scored
 from harness.core.schema import (
     POSITIONAL,
     CaseComparison,
@@ -38,6 +36,7 @@ from harness.core.schema import (
     RunResult,
     TokenLogprobs,
 )
+from harness.judging.compare.arrays import scored
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -195,57 +194,73 @@ def split(case: CaseResult) -> tuple[CaseResult, pa.Table]:
     return slim, rows.table()
 
 
+Columns = dict[str, list[Any]]
+
+
 def join(case: CaseResult, table: pa.Table) -> CaseResult:
     """`case` (as `split` left it) with its per-position data from `table` put back."""
-    grouped: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
-    for row in table.to_pylist():
-        grouped[(row["variant"], row["source"], row["part"])].append(row)
+    grouped = _series(table)
     full = _slim(case)  # fresh copies to fill
     assert full is not None
-    full.tokens = {str(r["token_id"]): r["text"] for r in grouped.get(("", "tokens", ""), [])}
-    variants = {}
-    for name, cell in case.variants.items():
-        variants[name] = replace(cell, engine=_restore(cell.engine, grouped, name, "engine"),
-                                 attempts=[_restore(a, grouped, name, f"attempt:{i}")
-                                           for i, a in enumerate(cell.attempts, 1)],
-                                 **{source: _restore_diffs(getattr(cell, source), grouped.get((name, source, "prompt")))
-                                    for source in _COMPARISONS})
-    full.variants = variants
+    tokens = grouped.get(("", "tokens", ""), {})
+    full.tokens = {str(t): text for t, text in zip(tokens.get("token_id", []), tokens.get("text", []))}
+    full.variants = {name: replace(cell, engine=_restore(cell.engine, grouped, name, "engine"),
+                                   attempts=[_restore(a, grouped, name, f"attempt:{i}")
+                                             for i, a in enumerate(cell.attempts, 1)],
+                                   **{source: _restore_diffs(getattr(cell, source), grouped.get((name, source,
+                                                                                                 "prompt")))
+                                      for source in _COMPARISONS})
+                     for name, cell in case.variants.items()}
     full.reference = _restore(case.reference, grouped, "", "reference")
     if case.floor is not None:
-        full.floor = replace(case.floor, diffs=[r["diff"] for r in grouped.get(("", "floor", "prompt"), [])
-                                                if r["entry"]])
+        floor = grouped.get(("", "floor", "prompt"), {})
+        full.floor = replace(case.floor, diffs=_kept(floor, "diff"))
     return full
 
 
-def _restore(out: Any, grouped: dict[tuple[str, str, str], list[dict[str, Any]]], variant: str, source: str) -> Any:
+def _series(table: pa.Table) -> dict[tuple[str, str, str], Columns]:
+    """The table's columns cut into its series (each written as one run of rows), by (variant, source, part)."""
+    cols = table.to_pydict()
+    keys = list(zip(cols["variant"], cols["source"], cols["part"]))
+    grouped: dict[tuple[str, str, str], Columns] = {}
+    start = 0
+    for end in range(1, len(keys) + 1):
+        if end == len(keys) or keys[end] != keys[start]:
+            grouped[keys[start]] = {name: column[start:end] for name, column in cols.items()}
+            start = end
+    return grouped
+
+
+def _kept(series: Columns, name: str) -> list[Any]:
+    """A column's values where the series has an entry."""
+    return [v for v, entry in zip(series.get(name, []), series.get("entry", [])) if entry]
+
+
+def _restore(out: Any, grouped: dict[tuple[str, str, str], Columns], variant: str, source: str) -> Any:
     if out is None:
         return None
     changes: dict[str, Any] = {}
     parts = ("prompt", "output") if isinstance(out, EngineOutput) else ("output",)
     for part in parts:
-        rows = grouped.get((variant, source, part), [])
-        changes[f"{part}_ids"] = [r["token_id"] for r in rows if r["token_id"] is not None]
-        changes[f"{part}_logprobs"] = [_scored(r) for r in rows if r["entry"]]
+        series = grouped.get((variant, source, part), {})
+        changes[f"{part}_ids"] = [t for t in series.get("token_id", []) if t is not None]
+        changes[f"{part}_logprobs"] = [
+            None if sid is None else TokenLogprobs(sid, lp, list(zip(ids or [], lps or [])), ranks or [], rank)
+            for sid, lp, ids, lps, ranks, rank, entry in zip(
+                *(series.get(c, []) for c in ("scored_id", "logprob", "top_ids", "top_logprobs", "ranks", "rank",
+                                              "entry"))) if entry]
     if isinstance(out, EngineOutput):
         changes["completions"] = [_restore(c, grouped, variant, f"{source}/completion:{j}")
                                   for j, c in enumerate(out.completions, 1)]
     return replace(out, **changes)
 
 
-def _scored(r: dict[str, Any]) -> TokenLogprobs | None:
-    if r["scored_id"] is None:
-        return None
-    return TokenLogprobs(r["scored_id"], r["logprob"], list(zip(r["top_ids"] or [], r["top_logprobs"] or [])),
-                         r["ranks"] or [], r["rank"])
-
-
-def _restore_diffs(cmp: CaseComparison | None, rows: list[dict[str, Any]] | None) -> CaseComparison | None:
+def _restore_diffs(cmp: CaseComparison | None, series: Columns | None) -> CaseComparison | None:
     if cmp is None:
         return None
-    rows = rows or []
-    return replace(cmp, prefill_diffs=[r["diff"] for r in rows if r["entry"]],
-                   image_mask=[r["image"] for r in rows if r["image"] is not None])
+    series = series or {}
+    return replace(cmp, prefill_diffs=_kept(series, "diff"),
+                   image_mask=[m for m in series.get("image", []) if m is not None])
 
 
 def loaded(run: RunResult, results_dir: Path) -> RunResult:

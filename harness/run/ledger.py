@@ -97,6 +97,13 @@ class CaseLedger:
     def entry(self, case_id: str) -> CaseEntry:
         return self.entries[case_id]
 
+    def release(self, case_id: str) -> None:
+        """A closed case's outputs are judged and written: the ledger lets go of them (a run's memory does not
+        grow with its cases), keeping why it closed."""
+        entry = self.entries[case_id]
+        assert entry.closed is not None, case_id
+        entry.reference, entry.extra, entry.outputs = None, {}, {}
+
     def completed(self) -> bool:
         return all(e.closed is not None for e in self.entries.values())
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from harness.core.schema import TokenLogprobs
 
-_KEEP = 64  # long sequences converted and kept (the reference's prompt, a case's floor runs and paths)
+_KEEP = 32  # long sequences converted and kept (the reference's prompt, a case's floor runs and paths)
 _SHORT = 64  # shorter ones (greedy outputs, slices of them) are converted each time: cheap, and never reused
 _CACHE: OrderedDict[int, tuple[Sequence[TokenLogprobs | None], Scored]] = OrderedDict()
 
