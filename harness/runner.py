@@ -255,6 +255,8 @@ class Session:
         texts = prompter.token_texts if prompter else processor.texts if processor else _no_texts
         judge = Judge(plan, image_token, video_token_id(reference.model), texts, Detokenizer(reference.model))
         ledger = CaseLedger(plan.expected(), {c: s.outputs for c, s in stored.references.items()})
+        for reference_file in stored.references.values():  # the ledger holds them now, and lets go once judged
+            reference_file.outputs = {}
         scheduler = Scheduler([g.needs_reference for g in plan.groups], plan.overlap, bool(plan.reference_requests))
         sink.write()
         return cls(plan, run, sink, judge, prompts, stored, ledger, scheduler, console, observer, spool, launcher,
