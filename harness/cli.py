@@ -21,8 +21,8 @@ from harness.publish.gate import gate_file, load_gate_config
 from harness.publish.merge import merge_runs
 from harness.publish.outcome import conclude
 from harness.publish.report import publish
-from harness.publish.show import add_show_arguments, show_command
 from harness.publish.results import PARTIAL, read_results, write_results
+from harness.publish.show import add_show_arguments, show_command
 from harness.publish.zoo import ALL_MODELS
 from harness.record import RecordConfig
 from harness.repro import add_repro_arguments, repro_command
@@ -169,7 +169,11 @@ def _models(args: argparse.Namespace) -> int:
     from harness.inputs.models import list_models, processor_options, video_token_id
     from harness.run.known import listed, load_known
     from harness.run.options import DEFAULT_CASES
-    from harness.run.plan import engine_skip_reason, media_skip_reason, model_skip_reason
+    from harness.run.plan import (
+        engine_skip_reason,
+        media_skip_reason,
+        model_skip_reason,
+    )
     from harness.run.variants import load_variants
 
     engine = resolve_engine("vllm")

@@ -159,9 +159,7 @@ def split_shards(results: Path, n: int, dest: Path) -> list[Path]:
 def first_paint(page: Path, timeout_s: float = 120.0) -> dict[str, float | str]:
     """The page's first contentful paint and load end in headless Chromium (Debian's, through its chromedriver:
     the report's browser test's), in seconds from navigation; the reason where it cannot be measured."""
-    import shutil as which
-
-    if not (which.which("chromium") and which.which("chromedriver")):
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
         return {"error": "chromium/chromedriver not installed (bootstrap.py test installs them)"}
     try:
         from selenium import webdriver
@@ -176,7 +174,7 @@ def first_paint(page: Path, timeout_s: float = 120.0) -> dict[str, float | str]:
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
                      "--window-size=1280,1000", f"--user-data-dir={profile}"):
             options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(which.which("chromedriver")), options=options)
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
         try:
             driver.set_page_load_timeout(timeout_s)
             driver.get(page.resolve().as_uri())

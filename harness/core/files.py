@@ -5,6 +5,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 
 def write_atomic(path: Path, data: str | bytes | Iterable[str]) -> Path:
@@ -25,3 +26,14 @@ def write_atomic(path: Path, data: str | bytes | Iterable[str]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_table(path: Path, table: Any, **options: Any) -> Path:
+    """An Arrow table as a zstd Parquet file, written as `write_atomic` writes (pyarrow is imported here, when a
+    table is written: importing the harness stays light)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", **options)
+    return write_atomic(path, sink.getvalue().to_pybytes())

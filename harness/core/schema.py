@@ -518,6 +518,8 @@ class RunResult:
         return from_dict(cls, d)
 
 
+T = TypeVar("T")
+
 # The per-position fields of the schema's dataclasses: the columnar store beside the results holds them
 # (`harness.publish.positions`), results.json leaves them empty, and a run keeps no case's in memory once written.
 POSITIONAL: dict[type, tuple[str, ...]] = {
@@ -528,7 +530,16 @@ POSITIONAL: dict[type, tuple[str, ...]] = {
     CaseResult: ("tokens",),
 }
 
-T = TypeVar("T")
+
+def without_positions(obj: T) -> T:
+    """A shallow copy of `obj` (one of `POSITIONAL`'s dataclasses, or None) without its per-position fields, nor
+    its answers' (an output's completions keep their text and finish reason)."""
+    if obj is None:
+        return obj
+    changes: dict[str, Any] = {name: type(getattr(obj, name))() for name in POSITIONAL[type(obj)]}
+    if isinstance(obj, EngineOutput):
+        changes["completions"] = [without_positions(c) for c in obj.completions]
+    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 
 def to_dict(obj: Any) -> Any:

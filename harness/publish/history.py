@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
 
 from harness.config import fail, mapping
-from harness.core.files import write_atomic
+from harness.core.files import write_table
 from harness.core.notes import note
 from harness.core.schema import METRIC_INFO, PASSING, RunResult, shown_in
 from harness.judging.suite import cell_ratios, summary
@@ -150,15 +149,11 @@ def cell_rows(run: RunResult, entry: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per case x variant x judged metric of the run, with the run's keys."""
     keys = {k: entry.get(k) for k in RUN_KEYS}
     return [{**keys, "case_id": case.case_id, "variant": name, "cell_verdict": cell.verdict, "against": f.against,
-             "attempt": f.attempt, "metric": metric, "value": _finite(f.value), "floor": _finite(f.floor),
-             "ratio": _finite(f.ratio), "bound": _finite(f.bound), "level": f.level}
+             "attempt": f.attempt, "metric": metric, "value": json_safe(f.value), "floor": json_safe(f.floor),
+             "ratio": json_safe(f.ratio), "bound": json_safe(f.bound), "level": f.level}
             for case in run.cases for name, cell in case.variants.items()
             for cmp in (cell.comparison, cell.against_base) if cmp is not None
             for metric, f in cmp.checks.items()]
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is None or math.isfinite(value) else None
 
 
 def _file_name(entry: dict[str, Any]) -> str:
@@ -174,11 +169,8 @@ def _run_row(entry: dict[str, Any]) -> dict[str, Any]:
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> None:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows), sink, compression="zstd")
-    write_atomic(path, sink.getvalue().to_pybytes())
+    write_table(path, pa.Table.from_pylist(rows))
 
 
 def _load_runs(path: Path) -> list[dict[str, Any]]:

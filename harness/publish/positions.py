@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.core.files import write_atomic
+from harness.core.files import write_atomic, write_table
 from harness.core.schema import (
-    POSITIONAL,
     CaseComparison,
     CaseResult,
     Completion,
     EngineOutput,
     RunResult,
     TokenLogprobs,
+    without_positions,
 )
 from harness.judging.compare.arrays import scored
 
@@ -79,6 +79,7 @@ def schema() -> pa.Schema:
         return pa.list_(pa.type_for_alias(inner.group(1))) if inner else pa.type_for_alias(name)
 
     return pa.schema([(name, arrow(dtype)) for name, (dtype, _) in COLUMNS.items()])
+
 
 _COMPARISONS = ("comparison", "against_base")
 
@@ -153,17 +154,6 @@ class _Rows:
         return pa.concat_tables(self.parts) if self.parts else schema().empty_table()
 
 
-def _slim(obj: Any) -> Any:
-    """A shallow copy of `obj` without its per-position fields (and its children's)."""
-    if obj is None:
-        return None
-    fields = POSITIONAL[type(obj)]
-    changes: dict[str, Any] = {name: type(getattr(obj, name))() for name in fields}
-    if isinstance(obj, EngineOutput):
-        changes["completions"] = [_slim(c) for c in obj.completions]
-    return replace(obj, **changes)
-
-
 def _outputs(case: CaseResult) -> Iterator[tuple[str, str, EngineOutput | None]]:
     """(variant, source, output) of every engine output a case holds."""
     yield "", "reference", case.reference
@@ -187,11 +177,16 @@ def split(case: CaseResult) -> tuple[CaseResult, pa.Table]:
         rows.diffs(cid, "", "floor", case.floor.diffs, [])
     rows.extend(len(case.tokens), case_id=cid, variant="", source="tokens", part="", position=0,
                 token_id=[int(t) for t in case.tokens], text=list(case.tokens.values()))
-    variants = {name: replace(cell, engine=_slim(cell.engine), attempts=[_slim(a) for a in cell.attempts],
-                              comparison=_slim(cell.comparison), against_base=_slim(cell.against_base))
+    return strip(case), rows.table()
+
+
+def strip(case: CaseResult) -> CaseResult:
+    """The case without its per-position data (the case itself is left as it is)."""
+    bare = without_positions
+    variants = {name: replace(cell, engine=bare(cell.engine), attempts=[bare(a) for a in cell.attempts],
+                              comparison=bare(cell.comparison), against_base=bare(cell.against_base))
                 for name, cell in case.variants.items()}
-    slim = replace(case, reference=_slim(case.reference), floor=_slim(case.floor), tokens={}, variants=variants)
-    return slim, rows.table()
+    return replace(bare(case), reference=bare(case.reference), floor=bare(case.floor), variants=variants)
 
 
 Columns = dict[str, list[Any]]
@@ -200,7 +195,7 @@ Columns = dict[str, list[Any]]
 def join(case: CaseResult, table: pa.Table) -> CaseResult:
     """`case` (as `split` left it) with its per-position data from `table` put back."""
     grouped = _series(table)
-    full = _slim(case)  # fresh copies to fill
+    full = without_positions(case)  # fresh copies to fill
     assert full is not None
     tokens = grouped.get(("", "tokens", ""), {})
     full.tokens = {str(t): text for t, text in zip(tokens.get("token_id", []), tokens.get("text", []))}
@@ -293,14 +288,8 @@ class PositionStore:
         slim, table = split(case)
         if not table.num_rows:  # skipped, or an error before any output: nothing per position
             return slim
-        self.dir.mkdir(parents=True, exist_ok=True)
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         name = file_name(case.case_id)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd", use_dictionary=["case_id", "variant", "source", "part"])
-        write_atomic(self.dir / name, sink.getvalue().to_pybytes())
+        write_table(self.dir / name, table, use_dictionary=["case_id", "variant", "source", "part"])
         slim.positions = f"{DIR}/{name}"
         return slim
 
@@ -320,7 +309,6 @@ class PositionStore:
 
     def copy_from(self, other: PositionStore, cases: Iterable[CaseResult]) -> None:
         """Bring the files of `cases` over from another folder's store (merging shards), one file at a time."""
-        self.dir.mkdir(parents=True, exist_ok=True)
         for case in cases:
             if case.positions:
                 source, target = other.results_dir / case.positions, self.results_dir / case.positions

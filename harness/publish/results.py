@@ -30,7 +30,7 @@ from typing import Any
 
 from harness.core.files import write_atomic
 from harness.core.schema import CaseResult, RunResult, to_dict
-from harness.publish.positions import PositionStore, split
+from harness.publish.positions import PositionStore, strip
 
 RESULTS_NAME = "results.json"
 LOG_NAME = "results.jsonl"
@@ -78,8 +78,13 @@ def write_results(run: RunResult, out_dir: Path) -> Path:
     return path
 
 
+def _opening(record: str) -> str:
+    """What comes before a record's body on its line."""
+    return f'{{"record": "{record}", "{record}": '
+
+
 def _line(record: str, body: str) -> str:
-    return f'{{"record": "{record}", "{record}": {body}}}\n'
+    return f"{_opening(record)}{body}}}\n"
 
 
 class ResultsSink:
@@ -111,7 +116,7 @@ class ResultsSink:
     def update(self, result: CaseResult) -> None:
         """A case already written, with more to say (its stage ladder): its new line wins (its per-position data
         is in the store already, so a case read back from it may be passed)."""
-        slim, _ = split(result)
+        slim = strip(result)
         self.run.cases = [slim if c.case_id == slim.case_id else c for c in self.run.cases]
         self._case(slim)
 
@@ -130,7 +135,7 @@ class ResultsSink:
     def _case(self, result: CaseResult) -> None:
         body = _dumps(to_dict(result))
         offset = self._append(_line("case", body))
-        start = offset + len(b'{"record": "case", "case": ')
+        start = offset + len(_opening("case").encode())
         self.written[result.case_id] = (start, len(body.encode()))
 
     def _bodies(self) -> Iterable[str]:

@@ -125,6 +125,5 @@ def _page(run: RunResult, case: CaseResult, out: Path, results: Path) -> Path:
 
     one = replace(run, cases=[case])
     out.parent.mkdir(parents=True, exist_ok=True)
-    page = render_html(one, out.parent, conclude(one).gate, store=PositionStore.of(results), detail=("all",),
+    return render_html(one, out.parent, conclude(one).gate, store=PositionStore.of(results), detail=("all",),
                        name=out.name)
-    return page

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-from harness.core.schema import POSITIONAL, Completion, EngineOutput, TokenLogprobs
+from harness.core.schema import Completion, EngineOutput, TokenLogprobs, without_positions
 
 DIR = ".spool"
 LIMIT = 300_000  # positions held in memory (about 1 kB each as Python objects) before outputs go to disk
@@ -27,14 +27,6 @@ LIMIT = 300_000  # positions held in memory (about 1 kB each as Python objects) 
 def positions(output: EngineOutput) -> int:
     return len(output.prompt_logprobs) + len(output.output_logprobs) + sum(len(c.output_logprobs)
                                                                            for c in output.completions)
-
-
-def _light(output: EngineOutput) -> EngineOutput:
-    """The output without its per-position fields (nor its answers'): what the ledger holds while the case
-    waits."""
-    empty = {name: [] for name in POSITIONAL[EngineOutput]}
-    return replace(output, **empty, completions=[replace(c, output_ids=[], output_logprobs=[])
-                                                 for c in output.completions])
 
 
 Packed = tuple[Any, ...]
@@ -88,7 +80,7 @@ class Spool:
         data = _positions(output)
         offset = self.file.seek(0, 2)
         self.file.write(data)
-        light = _light(output)
+        light = without_positions(output)  # what the ledger holds while the case waits
         self.files[id(light)] = (light, (offset, len(data)))
         return light
 

@@ -26,6 +26,7 @@ from harness.core.schema import (
     RunResult,
 )
 from harness.judging.explain import (
+    FAILED,
     case_lines,
     drift_lines,
     finding_text,
@@ -110,7 +111,6 @@ def _chart(cmp: CaseComparison, floor: Floor | None) -> dict[str, Any]:
 # compared positions (cells x prompt and output positions: the default run has about 40,000); past it only the
 # cases that need attention and those chosen, the rest one `vlm-parity show` away.
 DETAIL_POSITIONS = 200_000
-DETAIL_CHOICES = ("auto", "attention", "all")
 
 
 def _positions(run: RunResult) -> int:
@@ -120,7 +120,7 @@ def _positions(run: RunResult) -> int:
 
 def needs_attention(case: CaseResult) -> bool:
     """A case with a cell that fails, errors, is known or drifts: its detail is always embedded."""
-    return case.verdict in ("fail", "error", "known") or any(v.drifting for v in case.variants.values())
+    return case.verdict in FAILED or any(v.drifting for v in case.variants.values())
 
 
 def detailed(run: RunResult, detail: Sequence[str] = ("auto",)) -> set[str]:
@@ -184,7 +184,7 @@ def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
 
     html = _env().get_template("report.html.j2").generate(
         run=run, rows=rows, p=run.provenance, counts=run.counts(), gate=gate, regressions=regressions or [],
-        diagnosis=diagnosis or [], detailed_count=len(chosen),
+        diagnosis=diagnosis or [],
         trends=trend_data(history or [], trend_runs), table_metrics=TABLE_METRICS,
         attention=groups, attention_cells=sum(len(g.cells) for g in groups), known=known_records(run),
         headline=headline(run), case_headline=case_headline(run),
