@@ -86,3 +86,39 @@ def test_the_models_eos_is_the_tokenizers_and_its_generation_configs(tiny_model:
     declared = config.get("eos_token_id", config.get("text_config", {}).get("eos_token_id"))
     assert detokenizer.tokenizer.eos_token_id in detokenizer.eos_ids
     assert set([declared] if isinstance(declared, int) else declared) <= detokenizer.eos_ids
+
+
+def test_rank_findings_at_every_position_without_ranks_equal_the_one_position_rule() -> None:
+    """The prompt's positions are screened with array arithmetic (`_suspects`) before the one-position rule
+    (`_rank_problem`) reads them: on random entries with no ranks returned (so nothing is read for its ranks alone),
+    every kind of problem is still found, counted and named as the rule alone finds it."""
+    import random
+
+    from harness.judging.compare.returned import _rank_problem
+
+    for seed in range(200):
+        rng = random.Random(seed)
+
+        def entry() -> TokenLogprobs:
+            k = rng.choice([0, 1, 3, 5])
+            lps = sorted((-rng.random() * 3 for _ in range(k)), reverse=True)
+            if rng.random() < 0.05 and k > 1:
+                lps[1] += 0.5  # logprobs that rise along the ranks
+            top = [(rng.randint(0, 6), lp) for lp in lps]
+            token = rng.choice([t for t, _ in top] + [rng.randint(0, 9)]) if top else rng.randint(0, 9)
+            logprob = dict(top).get(token, -3.5 - rng.random())
+            if rng.random() < 0.05:
+                logprob += 0.01  # the token's logprob disagrees with its top-k entry, or beats the top-k
+            return TokenLogprobs(token, logprob, top)
+
+        prompt = [None] + [entry() if rng.random() > 0.05 else None for _ in range(rng.randint(0, 80))]
+        out = EngineOutput("c", "e", prompt_logprobs=prompt, output_logprobs=[entry() for _ in range(5)])
+        steps = [(f"prompt position {i}", p) for i, p in enumerate(prompt) if p is not None]
+        steps += [(f"output step {i}", p) for i, p in enumerate(out.output_logprobs)]
+        expected = [(where, problem) for where, p in steps if (problem := _rank_problem(p))]
+        found = rank_findings(out)
+        if not expected:
+            assert found == [], seed
+        else:
+            assert found and found[0].value == len(expected), (seed, expected[:1], found)
+            assert found[0].detail == f"{len(expected)} positions; first at {expected[0][0]}: {expected[0][1]}", seed
