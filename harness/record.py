@@ -34,6 +34,8 @@ from harness.run.plan import (
     plan_floors,
     reference_decoders,
     reference_requests,
+    reference_same,
+    reference_skip_reason,
 )
 from harness.run.references import (
     DEFAULT_DIR,
@@ -43,6 +45,7 @@ from harness.run.references import (
     StoredReference,
     content_key,
     provenance,
+    same_values,
 )
 from harness.run.variants import load_variants
 
@@ -82,6 +85,7 @@ class Selection:
     cases: list[Case]
     problems: list[str]
     decoders: list[str]
+    same: dict[str, dict[str, Any]]  # variant -> the request fields of its re-run (`reference_same`)
     floors: dict[str, dict[str, dict[str, Any]]]  # engine dtype -> its floor runs
     skipped: dict[str, str]  # case -> why the model cannot run it (no reference to record)
     side: Side  # the reference, resolved
@@ -93,7 +97,9 @@ def select(cfg: RecordConfig) -> Selection:
     side = model_side(cfg.reference_engine, cfg.model, cfg.dtype, cfg.device)
     store = ReferenceStore(cfg.references_dir or DEFAULT_DIR, side.model_name, side.model, side.engine)
     loaded = load_cases(cfg.cases or [DEFAULT_CASES])
-    decoders = reference_decoders(load_variants(cfg.variants_files).select(["all"]), processor_options(side.model))
+    variants = load_variants(cfg.variants_files).select(["all"])
+    decoders = reference_decoders(variants, processor_options(side.model))
+    same = reference_same([v for v in variants if not reference_skip_reason(v, side)])
     floors, no_floor = plan_floors(cfg.floor_dtypes, side.dtype, config.resolve_section(config.load_config(), "floor")
                                    .values, side.capabilities, side.engine)
     floors = {} if no_floor else floors
@@ -104,8 +110,8 @@ def select(cfg: RecordConfig) -> Selection:
     problems += [f"--case {case_id}: no such case" for case_id in unknown]
     skipped = {c.id: reason for c in wanted if (reason := media_skip_reason(c, takes_video))}
     cases = [c for c in wanted if c.id not in skipped]
-    statuses = {c.id: store.status(c, cfg.top_k, side.dtype, decoders, floors) for c in cases}
-    return Selection(store, statuses, cases, problems, decoders, floors, skipped, side)
+    statuses = {c.id: store.status(c, cfg.top_k, side.dtype, decoders, floors, same) for c in cases}
+    return Selection(store, statuses, cases, problems, decoders, same, floors, skipped, side)
 
 
 def check(cfg: RecordConfig, progress: Progress = print) -> int:
@@ -169,7 +175,7 @@ def _record(cfg: RecordConfig, sel: Selection, todo: list[Case], prompter: Promp
     prompts = {c.id: prompter.render(c) for c in todo}
     runs = {name: overrides for per_dtype in sel.floors.values() for name, overrides in per_dtype.items()}
     requests = reference_requests(todo, prompts, sel.decoders, sel.side.capabilities, runs, processor_options(model),
-                                  video_options(model))
+                                  video_options(model), sel.same)
     ledger = CaseLedger({c.id: {(r.variant, 0): REFERENCE for r in requests if r.case_id == c.id} for c in todo})
     by_id, side, written, unrecorded = {c.id: c for c in todo}, EngineSide(), 0, 0
     settings = sel.side.settings(cfg.top_k)
@@ -213,7 +219,7 @@ def _save(store: ReferenceStore, case: Case, prompt_text: str, outputs: dict[str
     pixels = {d: same_pixels(case.images, d) for d in sel.decoders if d != OPTIONS} if case.images else {}
     return store.save(StoredReference(
         key=content_key(fields), fields=fields, case_id=case.id, prompt_text=prompt_text, outputs=clean,
-        same_pixels=pixels, floors=floors,
+        same_pixels=pixels, same={name: same_values(values) for name, values in sel.same.items()}, floors=floors,
         provenance=provenance(sel.side.model_name, store, side.info, sel.side.dtype, sel.side.device, case,
                               __version__),
     ))

@@ -486,7 +486,7 @@ def _stored_references(plan: RunPlan, store: ReferenceStore, spool: Spool) -> St
         return found
     for case in cases:
         status = store.status(case, cfg.top_k, plan.reference.dtype, paths.decoders,
-                              {} if paths.no_floor else paths.floors)
+                              {} if paths.no_floor else paths.floors, paths.same)
         if status.state == "fresh" and status.reference:
             ref = status.reference  # a renamed case's reference was recorded under its old id
             ref.outputs = {name: spool.put(replace(o, case_id=case.id)) for name, o in ref.outputs.items()}

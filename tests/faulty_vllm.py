@@ -22,9 +22,9 @@ Each fault changes one path and leaves every other one exact:
                  request computed (an encoder-cache hit, `EncoderCacheManager.
                  check_and_update_cache` returned True for it) gets that entry
                  scaled by 1.05; the request that computed it gets it exact.
-  children-without-image, stop-offset, special-space, rank-shift
+  children-without-image, stop-offset, special-space, rank-shift, penalties-over-prompt
                  the output side (n > 1, stop strings, special tokens in the
-                 text, returned ranks): see each function.
+                 text, returned ranks, penalties): see each function.
 
 The engine option `case_faults` ({"CASE" or "CASE@VARIANT": kind}) marks those
 requests (their SamplingParams' `extra_args`), and patches of vLLM act on the
@@ -232,6 +232,20 @@ def _rank_shift() -> None:
     logprobs.LogprobsProcessor._update_sample_logprobs = update_sample_logprobs
 
 
+def _penalties_over_prompt() -> None:
+    """Presence and frequency penalties count the prompt's tokens too, image placeholders among them (vLLM
+    #33338's class): the repetition penalty, which counts them by its rule, is unchanged."""
+    import torch
+    from vllm.v1.sample.ops import penalties
+
+    apply = penalties.apply_penalties
+
+    def counted_with_prompt(logits: Any, prompt: Any, output: Any, *rest: Any) -> Any:
+        return apply(logits, prompt, torch.cat([prompt, output], dim=1), *rest)
+
+    penalties.apply_penalties = counted_with_prompt
+
+
 FAULTS: dict[str, Callable[[], None]] = {
     "sampler": _sampler,
     "image-embeds": _image_embeds,
@@ -241,6 +255,7 @@ FAULTS: dict[str, Callable[[], None]] = {
     "stop-offset": _stop_offset,
     "special-space": _special_space,
     "rank-shift": _rank_shift,
+    "penalties-over-prompt": _penalties_over_prompt,
 }
 
 

@@ -235,12 +235,14 @@ def test_a_cell_failed_by_an_injected_fault_reproduces_from_its_folder(four_faul
 
 
 def test_output_side_faults_are_each_caught_on_the_variant_that_owns_them(tmp_path: Path, tiny_model: str) -> None:
-    """Four bugs between the logits and the user, in one engine (none touches another's path): n > 1 children
+    """Five bugs between the logits and the user, in one engine (none touches another's path): n > 1 children
     that lost the image (n-best), a stop string cut one character late (stops), a space after each special
-    token kept in the text (special-tokens), top-k ranks shifted after a non-greedy sample (sampling). Each is
-    caught by its variant, by the check of its class, while the base variant passes every case."""
-    result = run(tiny_model, tmp_path / "out", ["children-without-image", "stop-offset", "special-space", "rank-shift"],
-                 ["batched", "sampling", "n-best", "stops", "special-tokens", "special-tokens-packed"],
+    token kept in the text (special-tokens), top-k ranks shifted after a non-greedy sample (sampling), presence
+    and frequency penalties counting the prompt (penalties). Each is caught by its variant, by the check of its
+    class, while the base variant passes every case."""
+    faults = ["children-without-image", "stop-offset", "special-space", "rank-shift", "penalties-over-prompt"]
+    result = run(tiny_model, tmp_path / "out", faults,
+                 ["batched", "sampling", "n-best", "penalties", "stops", "special-tokens", "special-tokens-packed"],
                  localize="off")
     assert result.status == "complete", result.error
     by_id = {c.case_id: c for c in result.cases}
@@ -263,6 +265,12 @@ def test_output_side_faults_are_each_caught_on_the_variant_that_owns_them(tmp_pa
     assert sampled.verdict == "fail" and {f.metric for f in sampled.failing} == {"logprob_ranks"}, \
         variant_lines(sampled)
     assert "ranks [2, 3, 4, 5]" in sampled.failing[0].detail
+    penalized = by_id["long-prompt-rocket"].variants["penalties"]  # its prompt's words, penalized: another answer
+    assert penalized.verdict == "fail" and {f.metric for f in penalized.failing} == {
+        "first_divergence", "processed_choice", "rouge_l"}, variant_lines(penalized)
+    assert "the choice was made after the logits" in next(f.detail for f in penalized.failing
+                                                          if f.metric == "processed_choice")
     # Each is named after the logits, without a probe (the logits agree): the group's stage says where.
     stages = {g.variants: g.stage for g in attention(result) if g.level == "fail"}
     assert stages[("special-tokens", "special-tokens-packed")] == "returned", stages
+    assert stages[("penalties",)] == "returned", stages

@@ -48,8 +48,9 @@ def test_failing_case_has_divergence_highlight_and_chart_data(tmp_path: Path) ->
     assert f'class="chart" data-chart="{failing[0].case_id}::batched"' in html
     # each detailed case carries its charts' data beside its detail
     scripts = [json.loads(part.split("</script>", 1)[0]) for part in html.split('class="chart-data">')[1:]]
-    charts = {key: chart for script in scripts for key, chart in script.items()}
+    charts = {key: chart for script in scripts for key, chart in script["charts"].items()}
     assert charts[f"{failing[0].case_id}::batched"]["spans"] == [[1, 13]]
+    assert all("floor" in script for script in scripts) and not any("floor" in c for c in charts.values())
     assert "First divergence at output token 5" in html
 
 

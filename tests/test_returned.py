@@ -122,3 +122,42 @@ def test_rank_findings_at_every_position_without_ranks_equal_the_one_position_ru
         else:
             assert found and found[0].value == len(expected), (seed, expected[:1], found)
             assert found[0].detail == f"{len(expected)} positions; first at {expected[0][0]}: {expected[0][1]}", seed
+
+
+def test_the_references_penalties_follow_the_documented_rule() -> None:
+    """Repetition over prompt and output tokens (a positive logit divided, a negative one multiplied), then
+    frequency x count and presence once, over the output's tokens only: a prompt token is never counted by them."""
+    import torch
+
+    from harness.engines.base import Penalties
+    from harness.engines.hf import penalized
+
+    prompt = [0, 1, 1]
+    ids = torch.tensor([[*prompt, 2, 2, 3]])
+    logits = torch.tensor([[1.0, 2.0, -1.0, 0.5, 4.0]])
+    out = penalized(Penalties(presence=0.25, frequency=0.5, repetition=2.0), len(prompt))(ids, logits)
+    expected = [1.0 / 2, 2.0 / 2, -1.0 * 2 - 0.5 * 2 - 0.25, 0.5 / 2 - 0.5 - 0.25, 4.0]
+    assert out.tolist() == [expected] and logits.tolist() == [[1.0, 2.0, -1.0, 0.5, 4.0]]  # the input untouched
+    only_prompt = penalized(Penalties(presence=1.0, frequency=1.0), len(prompt))(ids[:, :3], logits)
+    assert only_prompt.tolist() == logits.tolist()  # prompt tokens alone: no presence or frequency penalty
+
+
+def test_a_choice_that_parts_where_the_logits_agree_is_named_after_them() -> None:
+    from harness.judging.compare.returned import choice_finding
+
+    def answer(ids: list[int], top: list[tuple[int, float]]) -> EngineOutput:
+        return EngineOutput("c", "e", output_ids=ids, output_logprobs=[step(i, dict(top).get(i, -9.0), top)
+                                                                       for i in ids])
+
+    reference = answer([1, 2, 3], [(1, -0.1), (2, -0.5), (3, -2.0)])
+    parted = answer([1, 3, 2], [(1, -0.1), (2, -0.5), (3, -2.0)])  # the same logits, another choice at step 1
+    found = choice_finding(reference, parted, bound=1e-3)
+    assert found is not None and found.metric == "processed_choice" and "at output step 1" in found.detail
+    assert choice_finding(reference, reference, bound=1e-3) is None  # no divergence
+    moved = answer([1, 3, 2], [(1, -0.1), (2, -0.9), (3, -0.3)])  # the logits moved: a difference in the model
+    assert choice_finding(reference, moved, bound=1e-3) is None
+    tied = answer([1, 3], [(1, -0.1), (2, -0.5), (3, -0.5)])
+    assert choice_finding(answer([1, 2], [(1, -0.1), (2, -0.5), (3, -0.5)]), tied, bound=1e-3) is None  # a tie
+    parted_only = [found, Finding("first_divergence", "fail"), Finding("rouge_l", "fail")]
+    assert after_logits(parted_only) == ["processed_choice"]
+    assert after_logits([Finding("first_divergence", "fail")]) == []  # a divergence alone names no stage

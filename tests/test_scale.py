@@ -116,6 +116,11 @@ def test_a_large_run_embeds_per_position_data_only_where_it_is_needed(tmp_path: 
     monkeypatch.setattr(report_html, "DETAIL_POSITIONS", 10)  # the same run, as if it were large
     big = publish(run, tmp_path / "big").html.read_text()
     assert big.count('class="chart-data"') == len(failing) and len(big) < len(small)
+    charted = [(c, name) for c in run.cases if c.case_id in failing for name in report_html.attention_cells(c)
+               if c.variants[name].comparison and c.variants[name].comparison.prefill_diffs]
+    assert 0 < len(charted) < sum(len(run.case(c).variants) for c in failing)
+    assert big.count('class="chart" data-chart=') == len(charted)  # only the cells at fault
+    assert f"vlm-parity show {failing[0]} --variant alone --results" in big  # its passing cell, one command away
     assert f"vlm-parity show {passing[0]} --results" in big  # the rest: one command away
     assert f"vlm-parity show {failing[0]} --results" not in big
     chosen = publish(run, tmp_path / "chosen", detail=["auto", passing[0]]).html.read_text()

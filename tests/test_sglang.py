@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from harness.core.schema import EngineOutput, TokenLogprobs
-from harness.engines.base import EngineSettings, Request, Sampling, resolve_engine
+from harness.engines.base import EngineSettings, Penalties, Request, Sampling, resolve_engine
 from harness.engines.sglang_offline import SGLangEngine, engine_args, parse_generate
 from harness.engines.sglang_server import SGLangChatEngine, SGLangServerEngine
 from harness.judging.compare import compare_outputs
@@ -53,7 +53,7 @@ SAMPLING_KEYS = {
 CHAT_KEYS = {
     "messages", "model", "logprobs", "top_logprobs", "max_completion_tokens", "seed", "temperature", "top_p",
     "return_prompt_token_ids", "return_token_ids", "return_meta_info", "top_k", "min_p", "repetition_penalty",
-    "ignore_eos", "skip_special_tokens",
+    "ignore_eos", "skip_special_tokens", "frequency_penalty", "presence_penalty",
 }
 
 
@@ -588,3 +588,14 @@ def test_real_sglang_image_loader_decodes_like_pil_on_png() -> None:
     loaded = SGLangEngine.image_loader()(PNG)
     assert np.array_equal(np.asarray(loaded), np.asarray(Image.open(PNG).convert("RGB")))
 
+
+
+def test_penalties_reach_every_sglang_payload_by_its_own_names() -> None:
+    penalties = Penalties(presence=1.0, frequency=0.5, repetition=1.3)
+    wanted = {"presence_penalty": 1.0, "frequency_penalty": 0.5, "repetition_penalty": 1.3}
+    _, generate = server().payload(request(penalties=penalties))
+    assert set(generate["sampling_params"]) <= SAMPLING_KEYS and wanted.items() <= generate["sampling_params"].items()
+    _, chat = SGLangChatEngine(settings()).payload(chat_request(penalties=penalties))
+    assert set(chat) <= CHAT_KEYS and wanted.items() <= chat.items()
+    assert all("penalties" in e.capabilities.request_fields for e in (SGLangEngine, SGLangServerEngine,
+                                                                   SGLangChatEngine))

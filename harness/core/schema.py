@@ -102,7 +102,7 @@ class Finding:
     """
 
     metric: str
-    level: str
+    level: str = "pass"  # the default, so most of a large run's checks do not spell it out
     value: float | None = None
     bound: float | None = None
     floor: float | None = None
@@ -554,6 +554,8 @@ def to_dict(obj: Any) -> Any:
             if f.default_factory is not dataclasses.MISSING and not value and value == f.default_factory():
                 continue
             out[f.name] = to_dict(value)
+        if isinstance(out.get("checks"), dict):
+            _without_values(obj, out["checks"])
         return out
     if isinstance(obj, dict):  # a check keyed by its metric does not repeat it (`from_dict` puts it back)
         return {k: _without_metric(to_dict(v)) if isinstance(v, Finding) and v.metric == k else to_dict(v)
@@ -566,6 +568,34 @@ def to_dict(obj: Any) -> Any:
 def _without_metric(finding: dict[str, Any]) -> dict[str, Any]:
     del finding["metric"]
     return finding
+
+
+def _without_values(owner: Any, checks: dict[str, Any]) -> None:
+    """A check whose value is its owner's field of the same name (a comparison's metric) does not repeat it:
+    the numbers are most of a large run's results.json. A value the owner does not have stays, written even
+    when None, since `_decode` reads a missing one from the owner."""
+    for name, check in checks.items():
+        if not isinstance(check, dict):
+            continue
+        if "value" in check and check["value"] == getattr(owner, name, _ABSENT):
+            del check["value"]
+        elif "value" not in check and getattr(owner, name, None) is not None:
+            check["value"] = None
+
+
+def _with_values(cls: type, owner: dict[str, Any]) -> dict[str, Any]:
+    """`_without_values` undone on the JSON data of a `cls`, before it is decoded."""
+    checks = owner.get("checks")
+    if not isinstance(checks, dict):
+        return owner
+    names = {f.name for f in fields(cls)}
+    missing = [k for k, c in checks.items() if k in names and isinstance(c, dict) and "value" not in c]
+    if not missing:
+        return owner
+    return {**owner, "checks": {**checks, **{k: {"value": owner.get(k), **checks[k]} for k in missing}}}
+
+
+_ABSENT = object()
 
 
 def _same(value: Any, default: Any) -> bool:
@@ -591,6 +621,7 @@ def _decode(tp: Any, value: Any) -> Any:
         return _decode(options[0], value) if len(options) == 1 else value
     if dataclasses.is_dataclass(tp):
         hints = _hints(tp)
+        value = _with_values(tp, value)
         kwargs = {f.name: _decode(hints[f.name], value[f.name]) for f in fields(tp) if f.init and f.name in value}
         return tp(**kwargs)
     if origin is list:

@@ -52,6 +52,18 @@ class Stop:
 
 
 @dataclass(frozen=True)
+class Penalties:
+    """Penalties as the engines document them (`penalties` in variants.yaml): OpenAI's presence and frequency
+    penalties subtract from the logits of tokens already in the output (prompt tokens never count), the
+    repetition penalty (CTRL's, transformers' and vLLM's) divides a positive logit and multiplies a negative one
+    of every token in the prompt or the output."""
+
+    presence: float = 0.0
+    frequency: float = 0.0
+    repetition: float = 1.0
+
+
+@dataclass(frozen=True)
 class Detokenize:
     """How output ids become text (`detokenize` in variants.yaml), as the engines' sampling options say it."""
 
@@ -100,6 +112,7 @@ class Request:
     sampling: Sampling | None = _by_variant("sampling")
     n: int = _by_variant("n")
     stop: Stop | None = _by_variant("stop")
+    penalties: Penalties | None = _by_variant("penalties")
     detokenize: Detokenize | None = _by_variant("detokenize")
     submit: str = _by_variant("submit")
     repeats: int = _by_variant("repeats")

@@ -93,6 +93,9 @@ REQUEST_FIELDS: dict[str, RequestField] = {f.name: f for f in (
     RequestField("stop", "{ignore_eos, strings, token_ids}", "where the output ends (default: EOS ignored, "
                  "max_new_tokens tokens)", default=None, declared=True,
                  check=lambda v: isinstance(v, dict) and set(v) <= {"ignore_eos", "strings", "token_ids"}),
+    RequestField("penalties", "{presence, frequency, repetition}", "presence and frequency penalties (output "
+                 "tokens), repetition penalty (prompt and output tokens)", default=None, declared=True,
+                 check=lambda v: isinstance(v, dict) and set(v) <= {"presence", "frequency", "repetition"}),
     RequestField("detokenize", "{skip_special_tokens, spaces_between_special_tokens}", "how output ids become text",
                  default=None, declared=True, check=lambda v: isinstance(v, dict) and set(v) <= {
                      "skip_special_tokens", "spaces_between_special_tokens"}),

@@ -12,14 +12,14 @@ copy is held at a time, so the floor runs of one kind should come together.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from PIL import Image
 
 from harness.core.hardware import machine
 from harness.core.schema import EngineOutput, TokenLogprobs
-from harness.engines.base import Capabilities, Engine, EngineSettings, Request
+from harness.engines.base import Capabilities, Engine, EngineSettings, Penalties, Request
 from harness.engines.capture import CAPTURED
 from harness.inputs.decode import decode_all, decode_videos
 
@@ -30,7 +30,8 @@ class HFEngine(Engine):
     # replaces each image by a grey one of the same size (the image-sensitivity check).
     capabilities = Capabilities(max_top_k=1000, sampling=False, image_inputs=frozenset({"pixels", "flat-grey"}),
                                 overrides=frozenset({"dtype", "attn_implementation"}),
-                                request_fields=frozenset({"mm_kwargs", "videos"}), stages=CAPTURED, engine_text=True)
+                                request_fields=frozenset({"mm_kwargs", "videos", "penalties"}), stages=CAPTURED,
+                                engine_text=True)
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
@@ -100,7 +101,7 @@ class HFEngine(Engine):
             recorder.remove()
 
     def _one(self, request: Request) -> EngineOutput:
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, LogitsProcessorList
 
         torch = self._torch
         model, inputs = self._inputs(request)
@@ -124,7 +125,9 @@ class HFEngine(Engine):
                 max_new_tokens=request.max_new_tokens, do_sample=False, eos_token_id=[],
                 pad_token_id=self.processor.tokenizer.pad_token_id, output_logits=True, return_dict_in_generate=True,
             )
-            generated = model.generate(**inputs, generation_config=config)
+            penalties = [penalized(request.penalties, len(prompt_ids))] if request.penalties else []
+            processors = LogitsProcessorList(penalties)
+            generated = model.generate(**inputs, generation_config=config, logits_processor=processors)
             decode_s = time.perf_counter() - start
         output_ids = generated.sequences[0, len(prompt_ids):].tolist()
         output_logprobs = [
@@ -165,6 +168,31 @@ class HFEngine(Engine):
             logprobs = torch.log_softmax(self.model(**full).logits[0].float(), dim=-1)
         ids = sequences[0].tolist()
         return [float(logprobs[i - 1, ids[i]]) for i in range(prompt_len, len(ids))]
+
+
+def penalized(penalties: Penalties, prompt_len: int) -> Callable[[Any, Any], Any]:
+    """A logits processor applying `penalties` by the rule the engines document (vLLM's `apply_penalties`,
+    SGLang's penalizers, OpenAI's API): the repetition penalty over every token of the prompt and the output so
+    far (a positive logit divided by it, a negative one multiplied), then the frequency penalty times each
+    token's count in the output and the presence penalty once per token in the output (prompt tokens, image
+    placeholders among them, never count for these two). One processor, so the order is the engines' whatever
+    transformers' own order of processors is. The returned logprobs stay the raw ones, as the engines'."""
+
+    def apply(input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        scores = scores.clone()
+        vocab = scores.shape[-1]
+        if penalties.repetition != 1.0:
+            seen = torch.zeros(vocab, dtype=torch.bool, device=scores.device)
+            seen[input_ids[0]] = True
+            picked = scores[0, seen]
+            scores[0, seen] = torch.where(picked > 0, picked / penalties.repetition, picked * penalties.repetition)
+        counts = torch.bincount(input_ids[0, prompt_len:], minlength=vocab)[:vocab].to(scores.dtype)
+        scores[0] -= penalties.frequency * counts + penalties.presence * (counts > 0).to(scores.dtype)
+        return scores
+
+    return apply
 
 
 def _score(logprobs: Any, token_id: int, k: int) -> TokenLogprobs:

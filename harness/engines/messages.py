@@ -44,6 +44,14 @@ def sampling_fields(request: Request, greedy_seed: int | None = None) -> dict[st
     return {"temperature": s.temperature, "top_p": s.top_p, "seed": s.seed, **({"top_k": s.top_k} if s.top_k else {})}
 
 
+def penalty_fields(request: Request) -> dict[str, float]:
+    """The request's penalties by the names vLLM (SamplingParams and its server) and SGLang (sampling params and
+    its chat API) share; {} without penalties."""
+    p = request.penalties
+    return {} if p is None else {"presence_penalty": p.presence, "frequency_penalty": p.frequency,
+                                 "repetition_penalty": p.repetition}
+
+
 def image_url_of(path: Path) -> str:
     """A data URL of the file's own bytes: the engine decodes them itself."""
     data = path.read_bytes()

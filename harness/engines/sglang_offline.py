@@ -79,7 +79,7 @@ from typing import Any
 from harness.core.schema import EngineOutput, TokenLogprobs
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.engines.features import mapped
-from harness.engines.messages import image_url_of
+from harness.engines.messages import image_url_of, penalty_fields
 from harness.inputs.decode import decode_all
 
 # SGLANG_RETURN_ORIGINAL_LOGPROB (srt/environ.py l.1508, srt/layers/sampler.py l.82,
@@ -124,7 +124,7 @@ def sampling_params(request: Request) -> dict[str, Any]:
         params.update(temperature=request.sampling.temperature, top_p=request.sampling.top_p,
                       sampling_seed=request.sampling.seed,
                       **({"top_k": request.sampling.top_k} if request.sampling.top_k else {}))
-    return params
+    return params | penalty_fields(request)
 
 
 def image_token(model: str) -> int | None:
@@ -176,7 +176,7 @@ class SGLangEngine(Engine):
     name = "sglang"
     capabilities = Capabilities(max_top_k=20, prompt_forms=frozenset({"rendered"}),
                                 image_inputs=frozenset({"pixels", "bytes"}),
-                                features=frozenset(FEATURE_ARGS))
+                                features=frozenset(FEATURE_ARGS), request_fields=frozenset({"penalties"}))
 
     @classmethod
     def version(cls) -> str | None:

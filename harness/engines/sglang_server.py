@@ -46,7 +46,7 @@ from typing import Any
 from harness.core.schema import EngineOutput
 from harness.engines.base import Capabilities, EngineSettings, Request
 from harness.engines.http import HTTPEngine
-from harness.engines.messages import chat_messages, image_parts, sampling_fields
+from harness.engines.messages import chat_messages, image_parts, penalty_fields, sampling_fields
 from harness.engines.sglang_offline import (
     SGLANG_ENV,
     SGLangEngine,
@@ -83,7 +83,7 @@ class _SGLangHTTP(HTTPEngine):
 class SGLangServerEngine(_SGLangHTTP):
     name = "sglang-server"
     capabilities = Capabilities(max_top_k=20, prompt_forms=frozenset({"rendered"}),
-                                image_inputs=frozenset({"pixels", "bytes"}))
+                                image_inputs=frozenset({"pixels", "bytes"}), request_fields=frozenset({"penalties"}))
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
@@ -108,7 +108,7 @@ class SGLangServerEngine(_SGLangHTTP):
 class SGLangChatEngine(_SGLangHTTP):
     name = "sglang-chat"
     capabilities = Capabilities(prompt_logprobs=False, max_top_k=20, prompt_forms=frozenset({"native"}),
-                                image_inputs=frozenset({"bytes", "pixels"}))
+                                image_inputs=frozenset({"bytes", "pixels"}), request_fields=frozenset({"penalties"}))
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
@@ -125,7 +125,7 @@ class SGLangChatEngine(_SGLangHTTP):
             "max_completion_tokens": request.max_new_tokens, "ignore_eos": True, "skip_special_tokens": True,
             "logprobs": True, "top_logprobs": k, "return_prompt_token_ids": True, "return_token_ids": True,
             "return_meta_info": True, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0,
-            **sampling_fields(request),
+            **sampling_fields(request), **penalty_fields(request),
         }
         return "/v1/chat/completions", body
 

@@ -29,7 +29,7 @@ from harness.engines.base import Capabilities, Detokenize, Engine, EngineSetting
 from harness.engines.capture import CAPTURED
 from harness.engines.embeddings import VisionTower
 from harness.engines.features import mapped
-from harness.engines.messages import chat_messages, image_url_of
+from harness.engines.messages import chat_messages, image_url_of, penalty_fields
 from harness.inputs.decode import decode_all, decode_videos
 from harness.inputs.models import IMAGE_EMBEDS, architecture
 
@@ -91,7 +91,8 @@ class VLLMEngine(Engine):
         prompt_forms=frozenset({"rendered", "native"}),
         image_inputs=frozenset({"pixels", "embeddings", "bytes"}),
         features=frozenset(FEATURE_OPTIONS),
-        request_fields=frozenset({"mm_kwargs", "prompt_logprobs", "warmup", "videos", "n", "stop", "detokenize"}),
+        request_fields=frozenset({"mm_kwargs", "prompt_logprobs", "warmup", "videos", "n", "stop", "detokenize",
+                                  "penalties"}),
         engine_text=True,
         # Hooks reach the model when the engine core runs in this process (the CPU default; the probe sets it).
         stages=CAPTURED,
@@ -355,7 +356,7 @@ class VLLMEngine(Engine):
                     {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed,
                      **({"top_k": sampling.top_k} if sampling.top_k else {})})
         return self._vllm.SamplingParams(
-            **decoding, n=request.n, max_tokens=request.max_new_tokens, logprobs=k,
+            **decoding, **penalty_fields(request), n=request.n, max_tokens=request.max_new_tokens, logprobs=k,
             prompt_logprobs=k if request.prompt_logprobs else None,  # without them vLLM reads its prefix cache
             ignore_eos=stop.ignore_eos, stop=list(stop.strings) or None, stop_token_ids=list(stop.token_ids) or None,
             skip_special_tokens=text.skip_special_tokens,

@@ -19,7 +19,7 @@ from typing import Any
 from harness.core.schema import Completion, EngineOutput, TokenLogprobs
 from harness.engines.base import Capabilities, Detokenize, Request, Stop
 from harness.engines.http import ADAPTER_OPTIONS, HTTPEngine
-from harness.engines.messages import chat_messages, sampling_fields
+from harness.engines.messages import chat_messages, penalty_fields, sampling_fields
 from harness.engines.vllm_offline import CPU_ENV, VLLMEngine
 
 
@@ -27,7 +27,7 @@ class VLLMServerEngine(HTTPEngine):
     name = "vllm-server"
     capabilities = Capabilities(max_top_k=20, prompt_forms=frozenset({"rendered", "native"}),
                                 image_inputs=frozenset({"pixels", "bytes"}), engine_text=True,
-                                request_fields=frozenset({"n", "stop", "detokenize"}))
+                                request_fields=frozenset({"n", "stop", "detokenize", "penalties"}))
     version = VLLMEngine.version
     image_loader = VLLMEngine.image_loader
 
@@ -64,7 +64,7 @@ class VLLMServerEngine(HTTPEngine):
             "spaces_between_special_tokens": text.spaces_between_special_tokens,
             **({"stop": list(stop.strings)} if stop.strings else {}),
             **({"stop_token_ids": list(stop.token_ids)} if stop.token_ids else {}),
-            **sampling_fields(request, greedy_seed=self.settings.seed),
+            **sampling_fields(request, greedy_seed=self.settings.seed), **penalty_fields(request),
         }
         if request.prompt_form == "rendered":
             body["chat_template"] = self.settings.chat_template

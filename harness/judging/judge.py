@@ -26,7 +26,7 @@ from harness.inputs.cases import Case
 from harness.inputs.detokenize import Detokenizer
 from harness.judging.compare import compare_outputs, judge
 from harness.judging.compare.floor import case_floors, floor_key
-from harness.judging.compare.returned import finish_finding, rank_findings, text_finding, under_stops
+from harness.judging.compare.returned import choice_finding, finish_finding, rank_findings, text_finding, under_stops
 from harness.judging.compare.sensitivity import image_sensitivity
 from harness.run.known import KnownFailure, mark_known
 from harness.run.ledger import REFERENCE
@@ -211,7 +211,7 @@ class Judge:
                 reference = under_stops(reference, stop, self.detokenizer.eos_ids, self._decoder(variant))
                 findings += [f for a in attempts if (f := finish_finding(reference, a, a.attempt))]
             cmp, found = self._compare(reference, first, variant, th, floor, "reference")
-            findings += found
+            findings += found + self._choice(reference, first, variant, cmp)
             for a in rest:
                 findings += self._compare(reference, a, variant, th, floor, "reference", a.attempt)[1]
             for i, child in enumerate(children(first), 1):  # n > 1: every answer is held to the reference
@@ -239,6 +239,17 @@ class Judge:
         if verdict == "fail" and variant.request.get("prompt_form") == "native":
             notes.append(note("native_stage", stage=native_stage(cmp or against_base)))
         return VariantResult(name, verdict, [], cmp, against_base, first, rest, details, findings, notes=notes)
+
+    @staticmethod
+    def _choice(reference: EngineOutput, answer: EngineOutput, variant: Variant, cmp: CaseComparison) -> list[Finding]:
+        """A greedy answer that parts from the reference's although the logits agree at that step (within the
+        decode bound): the choice was made after the logits (`harness.judging.compare.returned.choice_finding`)."""
+        parted, bound = cmp.checks.get("first_divergence"), cmp.checks.get("decode_max")
+        if variant.request.get("sampling") is not None or parted is None or parted.level != "fail" \
+                or bound is None or bound.bound is None:
+            return []
+        finding = choice_finding(reference, answer, bound.bound, answer.attempt)
+        return [finding] if finding else []
 
     def _as_requested(self, output: EngineOutput, variant: Variant) -> EngineOutput:
         """An output compared with a variant that detokenizes otherwise: its text as those options make it (the

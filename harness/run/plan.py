@@ -191,7 +191,7 @@ class RunPlan:
         paths = self.paths
         runs = {} if paths.no_floor else {n: o for per_dtype in paths.floors.values() for n, o in per_dtype.items()}
         requests = reference_requests(live, prompts, paths.decoders, self.reference.capabilities, runs,
-                                      paths.mm_options, paths.video_options)
+                                      paths.mm_options, paths.video_options, paths.same)
         groups = engine_groups(paths, cases, self.case_skips, prompts, self.engine_settings(chat_template),
                                self.cfg.decoder)
         return replace(self, selection=replace(self.selection, cases=cases), reference_requests=requests,
@@ -271,6 +271,13 @@ def engine_skip_reason(variant: Variant, capabilities: Capabilities, engine: str
     if missing:
         return f"engine {engine!r} does not support {', '.join(missing)}"
     return None
+
+
+def reference_skip_reason(variant: Variant, reference: Side) -> str | None:
+    """Why the reference cannot be re-run as the variant asks (a request field its engine does not take)."""
+    lacking = sorted(set(variant.reference_same) - reference.capabilities.request_fields)
+    return (f"the reference engine {reference.engine!r} does not take the request field(s) {', '.join(lacking)} "
+            "the variant is compared under") if lacking else None
 
 
 def base_features(features: Mapping[str, Any], capabilities: Capabilities) -> tuple[dict[str, Any], list[str]]:
@@ -371,14 +378,22 @@ def reference_decoders(variants: Sequence[Variant], mm_options: Mapping[str, Any
         [OPTIONS] if mm_options and any(v.reference_mm for v in variants) else [])
 
 
+def reference_same(variants: Sequence[Variant]) -> dict[str, dict[str, Any]]:
+    """The re-runs of the reference with a variant's own request fields (`reference: {same: [...]}`), by the
+    variant's name: the fields' values."""
+    return {v.name: {f: v.request[f] for f in v.reference_same} for v in variants if v.reference_same}
+
+
 def reference_requests(cases: Sequence[Case], prompts: Mapping[str, str], decoders: Sequence[str],
                        capabilities: Capabilities, floors: Mapping[str, dict[str, Any]] | None = None,
                        mm_options: Mapping[str, Any] | None = None,
-                       video_options: Mapping[str, Any] | None = None) -> list[Request]:
+                       video_options: Mapping[str, Any] | None = None,
+                       same: Mapping[str, dict[str, Any]] | None = None) -> list[Request]:
     """Each case once as the reference sees it; each image case also with flat grey images (a case whose
     reference barely moves cannot catch image bugs) and, for variants compared with a reference that
     decodes differently, with that decoder's pixels where they differ from PIL's (or with the model's
-    processor options, `options`); and each case and re-run once per floor run (grouped by run, so the
+    processor options, `options`); every case once per variant compared with the reference under its own
+    request fields (`same`: penalties); and each case and re-run once per floor run (grouped by run, so the
     reference loads each recomputed model once)."""
     base = [Request(c.id, prompts.get(c.id, ""), REFERENCE, c.messages, tuple(map(str, c.images)), _videos(c),
                     max_new_tokens=c.max_new_tokens, mm_kwargs=dict(video_options or {}) if c.videos else {})
@@ -392,6 +407,7 @@ def reference_requests(cases: Sequence[Case], prompts: Mapping[str, str], decode
         else:
             reruns += [replace(r, variant=rerun_name(decoder), decoder=decoder) for r in with_images
                        if not same_pixels(r.images, decoder)]
+    reruns += [replace(r, variant=rerun_name(name), **values) for name, values in (same or {}).items() for r in base]
     requests = list(base)
     for name, overrides in (floors or {}).items():
         if set(overrides) <= capabilities.overrides:
@@ -440,6 +456,7 @@ class Paths:
     base: str
     skipped: dict[str, str]  # variant -> why the engine or this machine cannot run it
     decoders: list[str]  # the reference's re-runs some variant is compared with (other decoders, `options`)
+    same: dict[str, dict[str, Any]]  # and those with a variant's own request fields (`reference_same`)
     floors: dict[str, dict[str, dict[str, Any]]]
     no_floor: str | None
     floor_recipe: dict[str, Any] = field(default_factory=dict)  # thresholds.yaml's `floor:` section
@@ -453,10 +470,12 @@ def plan_paths(cfg: RunConfig, variant_set: VariantSet, capabilities: Capabiliti
                video_options: Mapping[str, Any] | None = None) -> Paths:
     variants = select_variants(cfg, variant_set)
     skipped = {v.name: reason for v in variants
-               if (reason := engine_skip_reason(v, capabilities, cfg.engine, cfg.device))}
+               if (reason := engine_skip_reason(v, capabilities, cfg.engine, cfg.device)
+                   or reference_skip_reason(v, reference))}
     dtypes = {v.dtype or cfg.dtype for v in variants if v.name not in skipped} or {cfg.dtype}
     floors, no_floor = plan_floors(dtypes, reference.dtype, floor_recipe, reference.capabilities, reference.engine)
-    return Paths(variants, variant_set.base, skipped, reference_decoders(variants, mm_options), floors, no_floor,
+    same = reference_same([v for v in variants if v.name not in skipped])
+    return Paths(variants, variant_set.base, skipped, reference_decoders(variants, mm_options), same, floors, no_floor,
                  dict(floor_recipe), dict(mm_options) if mm_options else None, dict(video_options or {}),
                  "videos" in capabilities.request_fields)
 
@@ -509,7 +528,7 @@ def plan_probes(plan: RunPlan, which: Mapping[str, str], prompts: Mapping[str, s
         runs = {} if plan.no_floor else plan.floors.get(plan.dtype_of(variant), {})
         paths = plan.paths
         planned = reference_requests([case], prompts, paths.decoders, plan.reference.capabilities, runs,
-                                     paths.mm_options, paths.video_options)
+                                     paths.mm_options, paths.video_options, paths.same)
         # The re-run the variant is compared with, where the case has one (a decoder whose pixels are PIL's
         # has none: the variant is compared with the reference itself).
         key = reference_key(variant)

@@ -27,7 +27,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -131,6 +131,11 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return changes
 
 
+def same_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A re-run's request fields as a stored reference records them: plain JSON data."""
+    return {k: asdict(v) if is_dataclass(v) and not isinstance(v, type) else v for k, v in values.items()}
+
+
 @dataclass
 class StoredReference:
     """One case's recorded reference outputs, by request variant (`reference`, `flat-grey`,
@@ -142,6 +147,8 @@ class StoredReference:
     prompt_text: str
     outputs: dict[str, EngineOutput]
     same_pixels: dict[str, bool] = field(default_factory=dict)
+    # variant -> the request fields its re-run (`reference-<variant>`) was recorded with (`reference_same`)
+    same: dict[str, dict[str, Any]] = field(default_factory=dict)
     # engine dtype (and dtype|re-run, harness.judging.compare.floor.floor_key) -> the case's floor
     floors: dict[str, Floor] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -256,10 +263,12 @@ class ReferenceStore:
         return key_fields(case, self.processor_sha256 or "", top_k, dtype)
 
     def status(self, case: Case, top_k: int, dtype: str, needs: Sequence[str] = (),
-               floors: Mapping[str, Mapping[str, dict[str, Any]]] | None = None) -> Status:
+               floors: Mapping[str, Mapping[str, dict[str, Any]]] | None = None,
+               same: Mapping[str, dict[str, Any]] | None = None) -> Status:
         """The case's stored reference and whether it still describes the case. `needs` are the
         decoders whose re-run the planned variants compare with, `floors` the floor runs each planned
-        engine dtype is judged with (`harness.run.plan.floor_runs`)."""
+        engine dtype is judged with (`harness.run.plan.floor_runs`), `same` the re-runs with a variant's
+        request fields (`harness.run.plan.reference_same`)."""
         try:
             fields = self.fields(case, top_k, dtype)
         except OSError as exc:
@@ -288,6 +297,12 @@ class ReferenceStore:
                    and not ref.same_pixels.get(d)]
         changes += [f"no reference re-run with {d if d == 'options' else d + ' pixels'} (recorded before a variant "
                     "needed it)" for d in lacking]
+        for name, values in (same or {}).items():
+            if rerun_name(name) not in ref.outputs:
+                changes.append(f"no reference re-run with the {name} variant's {', '.join(values)} (recorded "
+                               "before a variant needed it)")
+            elif ref.same.get(name) != same_values(values):
+                changes.append(f"the {name} variant's {', '.join(values)} changed since its re-run was recorded")
         if case.images and "flat-grey" not in ref.outputs:
             changes.append("no flat-grey run (image-sensitivity check)")
         for engine_dtype, runs in (floors or {}).items():

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from harness.config import ConfigError
-from harness.engines.base import Detokenize, Sampling, Stop
+from harness.engines.base import Detokenize, Penalties, Sampling, Stop
 from harness.engines.features import feature_problem, request_problem
 from harness.inputs.decode import DECODERS
 
@@ -45,10 +45,12 @@ class Variant:
     engine_options: dict[str, Any] = _key(default_factory=dict)
     dtype: str | None = _key(default=None)
     request: dict[str, Any] = _key(default_factory=dict)
-    # The reference it is compared with: decoding with another decoder than PIL, or with the same per-request
-    # processor options as the engine (`reference: {decoder: NAME}` / `{mm_kwargs: auto}` in variants.yaml).
+    # The reference it is compared with: decoding with another decoder than PIL, with the same per-request
+    # processor options as the engine, or with some of the variant's own request fields (`reference: {decoder:
+    # NAME}` / `{mm_kwargs: auto}` / `{same: [penalties]}` in variants.yaml).
     reference_decoder: str = _key("reference", default="pil")
     reference_mm: bool = False
+    reference_same: tuple[str, ...] = ()  # `{same: [fields]}`: the reference re-run with these request fields
     against: tuple[str, ...] = _key(default=("reference",))
     checks: tuple[str, ...] = _key(default=CHECKS)
     cases: str = _key(default="all")
@@ -118,6 +120,8 @@ def rerun_floor_name(run: str, rerun: str) -> str:
 
 def reference_key(variant: Variant) -> str:
     """The request variant of the reference this variant is compared with."""
+    if variant.reference_same:
+        return rerun_name(variant.name)
     if variant.reference_mm:
         return rerun_name("options")
     return "reference" if variant.reference_decoder == "pil" else rerun_name(variant.reference_decoder)
@@ -177,7 +181,8 @@ def load_variants(extra: Sequence[Path] = ()) -> VariantSet:
 
 
 # Request fields whose value is a mapping of settings, as the dataclass the adapters read.
-SETTINGS_CLASSES: dict[str, type] = {"sampling": Sampling, "stop": Stop, "detokenize": Detokenize}
+SETTINGS_CLASSES: dict[str, type] = {"sampling": Sampling, "stop": Stop, "detokenize": Detokenize,
+                                     "penalties": Penalties}
 
 
 def _parse_variant(source: str, name: str, spec: Any) -> Variant:
@@ -209,10 +214,12 @@ def _parse_variant(source: str, name: str, spec: Any) -> Variant:
         if not values or not set(values) <= set(allowed):
             raise ConfigError(f"{where}: field {key!r}: must be a non-empty list of {', '.join(allowed)}")
     reference = dict(spec.get("reference") or {})
-    if set(reference) - {"decoder", "mm_kwargs"} or reference.get("decoder", "pil") not in DECODERS \
-            or reference.get("mm_kwargs", "auto") != "auto":
-        raise ConfigError(f"{where}: field 'reference': {{decoder: NAME}} with a registered decoder, or "
-                         "{mm_kwargs: auto}")
+    same = reference.get("same", [])
+    if set(reference) - {"decoder", "mm_kwargs", "same"} or reference.get("decoder", "pil") not in DECODERS \
+            or reference.get("mm_kwargs", "auto") != "auto" or not isinstance(same, list) \
+            or not set(same) <= set(request) - {"decoder", "mm_kwargs"}:
+        raise ConfigError(f"{where}: field 'reference': {{decoder: NAME}} with a registered decoder, "
+                         "{mm_kwargs: auto}, or {same: [FIELD, ...]} naming request fields the variant sets")
     if spec.get("cases", "all") not in CASE_FILTERS:
         raise ConfigError(f"{where}: field 'cases': must be one of {', '.join(CASE_FILTERS)}")
     if set(spec.get("expect") or {}) - {"cache_hit"}:
@@ -220,5 +227,6 @@ def _parse_variant(source: str, name: str, spec: Any) -> Variant:
     return Variant(name=name, reason=spec["reason"].strip(), diagnosis=spec.get("diagnosis", ""), features=dict(spec.get("engine") or {}),
                    engine_options=dict(spec.get("engine_options") or {}), dtype=spec.get("dtype"), request=request,
                    reference_decoder=reference.get("decoder", "pil"), reference_mm="mm_kwargs" in reference,
+                   reference_same=tuple(same),
                    against=against, checks=checks, cases=spec.get("cases", "all"),
                    requires=dict(spec.get("requires") or {}), expect=dict(spec.get("expect") or {}))

@@ -23,8 +23,9 @@ CONTEXT_TOKENS = 4  # prompt tokens an incremental detokenizer's first output te
 # The checks of what comes after the logits, by what they judge: a cell failing on these alone (and on the text
 # overlap that follows its text) has logits that agree, so no stage inside the model can differ.
 AFTER_LOGITS = {"logprob_ranks": "the returned logprobs and ranks", "text_matches_ids": "the detokenized text",
-                "finish_reason": "where the output ends (the stop rules)"}
-FOLLOWS_TEXT = ("rouge_l",)
+                "finish_reason": "where the output ends (the stop rules)",
+                "processed_choice": "the processed distribution (penalties, temperature, top-k/top-p)"}
+FOLLOWS_TEXT = ("rouge_l", "first_divergence")  # what follows when one of them fails: not a cause of its own
 
 
 def after_logits(failing: Iterable[Finding]) -> list[str]:
@@ -152,6 +153,29 @@ def text_finding(output: EngineOutput, decode: Decode, stop: Stop, attempt: int 
     return Finding("text_matches_ids", "fail", rule="structural", against="the reference tokenizer",
                    attempt=output.attempt if attempt is None else attempt,
                    detail=char_diff(candidates[-1], output.output_text))
+
+
+def choice_finding(expected: EngineOutput, actual: EngineOutput, bound: float, attempt: int = 0) -> Finding | None:
+    """Where two greedy answers first part, when both sides' raw logprobs of both chosen tokens agree within
+    `bound` and are not a near tie (they differ by more than `bound`): the logits agree and still the choice
+    differs, so it was made after them (a penalty, a processor, the sampler). None where the answers agree, a
+    token is missing from a side's top-k, or the logprobs disagree (a difference inside the model)."""
+    at = next((i for i, (a, b) in enumerate(zip(expected.output_ids, actual.output_ids)) if a != b), None)
+    if at is None or at >= min(len(expected.output_logprobs), len(actual.output_logprobs)):
+        return None
+    ref_step, eng_step = expected.output_logprobs[at], actual.output_logprobs[at]
+    ref_top, eng_top = dict(ref_step.top), dict(eng_step.top)
+    tokens = (expected.output_ids[at], actual.output_ids[at])
+    if not all(t in ref_top and t in eng_top for t in tokens):
+        return None
+    if any(abs(ref_top[t] - eng_top[t]) > bound for t in tokens) or abs(ref_top[tokens[0]] - ref_top[tokens[1]]) \
+            <= bound:
+        return None
+    a, b = tokens
+    return Finding("processed_choice", "fail", rule="structural", attempt=attempt, bound=bound,
+                   detail=f"at output step {at} both sides' raw logprobs agree (token {a}: {ref_top[a]:.4g} and "
+                          f"{eng_top[a]:.4g}; token {b}: {ref_top[b]:.4g} and {eng_top[b]:.4g}), yet the reference "
+                          f"chose {a} and the engine {b}: the choice was made after the logits")
 
 
 def finish_finding(expected: EngineOutput, actual: EngineOutput, attempt: int = 0) -> Finding | None:

@@ -22,7 +22,6 @@ from harness.core.schema import (
     VERDICTS,
     CaseComparison,
     CaseResult,
-    Floor,
     RunResult,
 )
 from harness.judging.explain import (
@@ -98,18 +97,22 @@ def image_spans(mask: list[bool]) -> list[tuple[int, int]]:
     return spans
 
 
-def _chart(cmp: CaseComparison, floor: Floor | None) -> dict[str, Any]:
-    """Chart data: the engine's per-position diffs, the floor's beside them, and the prefill_max bound in
-    force; a non-finite diff (the engine did not score the token) becomes a gap, since JSON has no inf."""
-    diffs = [d if d is None or math.isfinite(d) else None for d in cmp.prefill_diffs]
+def _chart(cmp: CaseComparison) -> dict[str, Any]:
+    """Chart data: the engine's per-position diffs and the prefill_max bound in force; a non-finite diff (the engine
+    did not score the token) becomes a gap, since JSON has no inf."""
     check = cmp.checks.get("prefill_max")
-    return {"diffs": diffs, "spans": image_spans(cmp.image_mask), "threshold": check.bound if check else None,
-            "floor": floor.diffs if floor and not floor.unavailable else []}
+    return {"diffs": _plotted(cmp.prefill_diffs), "spans": image_spans(cmp.image_mask),
+            "threshold": check.bound if check else None}
+
+
+def _plotted(values: Sequence[float | None]) -> list[float | None]:
+    """Values as a chart needs them: four significant digits (a chart shows no more; the store has them all)."""
+    return [float(f"{v:.4g}") if v is not None and math.isfinite(v) else None for v in values]
 
 
 # `--detail auto`: every case's per-position charts and token tables are embedded while the run has at most this many
 # compared positions (cells x prompt and output positions: the default run has about 40,000); past it only the
-# cases that need attention and those chosen, the rest one `vlm-parity show` away.
+# cells that need attention and those of the cases chosen, the rest one `vlm-parity show` away.
 DETAIL_POSITIONS = 200_000
 
 
@@ -118,22 +121,28 @@ def _positions(run: RunResult) -> int:
                for v in c.variants.values() if v.comparison)
 
 
-def needs_attention(case: CaseResult) -> bool:
-    """A case with a cell that fails, errors, is known or drifts: its detail is always embedded."""
-    return case.verdict in FAILED or any(v.drifting for v in case.variants.values())
+def attention_cells(case: CaseResult) -> set[str]:
+    """The case's cells that fail, error, are known or drift: their detail is always embedded."""
+    return {name for name, v in case.variants.items() if v.verdict in FAILED or v.drifting}
 
 
-def detailed(run: RunResult, detail: Sequence[str] = ("auto",)) -> set[str]:
-    """The cases whose per-position data the report embeds: those that need attention, those named in `detail`,
-    and every case with `all` (or `auto` on a run within DETAIL_POSITIONS)."""
+def detailed(run: RunResult, detail: Sequence[str] = ("auto",)) -> dict[str, set[str]]:
+    """The cases whose per-position data the report embeds, each with the cells charted: every cell of the cases
+    named in `detail`, and of every case with `all` (or `auto` on a run within DETAIL_POSITIONS); else the cells
+    that need attention."""
     everything = "all" in detail or ("auto" in detail and _positions(run) <= DETAIL_POSITIONS)
-    return {c.case_id for c in run.cases if everything or c.case_id in detail or needs_attention(c)}
+    chosen = {c.case_id: set(c.variants) if everything or c.case_id in detail else attention_cells(c)
+              for c in run.cases}
+    return {case: cells for case, cells in chosen.items() if cells}
 
 
-def case_charts(case: CaseResult) -> dict[str, Any]:
-    """The case's chart data by 'case::variant', embedded beside its detail and parsed when it is opened."""
-    return {f"{case.case_id}::{name}": _chart(v.comparison, case.floor)
-            for name, v in case.variants.items() if v.comparison and v.comparison.prefill_diffs}
+def case_charts(case: CaseResult, cells: set[str]) -> dict[str, Any]:
+    """The charts' data of the case's `cells`, by 'case::variant', and the floor's per-position error once for
+    them all: embedded beside the case's detail and parsed when it is opened."""
+    floor = case.floor.diffs if case.floor and not case.floor.unavailable else []
+    return {"floor": _plotted(floor),
+            "charts": {f"{case.case_id}::{name}": _chart(v.comparison) for name, v in case.variants.items()
+                       if name in cells and v.comparison and v.comparison.prefill_diffs}}
 
 
 def trend_data(history: list[dict[str, Any]], last: int) -> dict[str, Any] | None:
@@ -176,7 +185,7 @@ def render_html(run: RunResult, out_dir: Path, gate: GateDecision | None = None,
     The `detailed` cases' per-position data is read from `store` (default: `out_dir`'s) one case at a time."""
     store = store or PositionStore(out_dir)
     chosen = detailed(run, detail)
-    rows = ((c, store.load(c) if c.case_id in chosen else None) for c in run.cases)
+    rows = ((c, store.load(c) if c.case_id in chosen else None, chosen.get(c.case_id, set())) for c in run.cases)
     variant_counts = {v["name"]: {k: sum(c.variants[v["name"]].verdict == k for c in run.cases
                                          if v["name"] in c.variants) for k in VERDICTS} for v in run.variants}
     groups = attention(run)

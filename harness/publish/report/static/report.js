@@ -53,7 +53,8 @@
     const box = el.closest(".detail-box");
     const script = box && box.querySelector("script.chart-data");
     if (script && !box.chartData) box.chartData = JSON.parse(script.textContent);
-    const d = box && box.chartData ? box.chartData[el.dataset.chart] : null;
+    const d = box && box.chartData ? box.chartData.charts[el.dataset.chart] : null;
+    const floorDiffs = d ? box.chartData.floor : [];
     if (!d || el.dataset.drawn) return;
     el.dataset.drawn = "1";
     const floor = 1e-9;
@@ -70,9 +71,9 @@
       type: "scatter", mode: "lines+markers", marker: { size: 4 }, line: { width: 1 },
       name: "|engine - reference|", hovertemplate: "position %{x}<br>diff %{y:.3g}<extra></extra>",
     }];
-    if (d.floor && d.floor.length) {
+    if (floorDiffs.length) {
       traces.push({
-        x: d.floor.map((_, i) => i), y: d.floor.map((v) => (v === null ? null : Math.max(v, floor))),
+        x: floorDiffs.map((_, i) => i), y: floorDiffs.map((v) => (v === null ? null : Math.max(v, floor))),
         type: "scatter", mode: "lines", line: { width: 1, color: "#8c959f" }, fill: "tozeroy",
         fillcolor: "rgba(140,149,159,0.18)", name: "floor: the reference against itself",
         hovertemplate: "position %{x}<br>floor %{y:.3g}<extra></extra>",
