@@ -130,15 +130,6 @@ def ensure_browser() -> None:
            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
-def workers(rest: list[str]) -> list[str]:
-    """pytest-xdist options for the whole suite: one worker per core (at most 4: each test that starts vLLM holds a
-    few GB), tests grouped so the parity run and the shared vLLM server start once (`--dist loadgroup`); none where
-    the caller chose (`-n`, `-p no:xdist`) or the machine has one core."""
-    cores = min(os.cpu_count() or 1, 4)
-    chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) or "xdist" in a for a in rest)
-    return [] if chosen or cores < 2 else ["-n", str(cores), "--dist", "loadgroup"]
-
-
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in ("run", "test", "setup"):
         sys.exit(__doc__)
@@ -149,7 +140,7 @@ def main() -> None:
         os.execv(BIN / "vlm-parity", [str(BIN / "vlm-parity"), "run", *rest])
     if command == "test":
         ensure_browser()
-        os.execv(PYTHON, [str(PYTHON), "-m", "pytest", *workers(rest), *rest])
+        os.execv(PYTHON, [str(PYTHON), "-m", "pytest", *rest])
 
 
 if __name__ == "__main__":

@@ -68,15 +68,6 @@ def _known(known: list[KnownFailure], case: Case, variant: str) -> list[pytest.M
             for entry in known if entry.applies_to(case, variant)][:1]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`-n N --dist loadgroup`), every test of the parity run goes to one worker: the run
-    starts its engines once, not once per worker."""
-    if config.pluginmanager.hasplugin("xdist"):
-        for item in items:
-            if "parity_run" in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group("vlm-parity-run"))
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
     session.config.stash[_SELECTED] = {
         (item.callspec.params["parity_case"], item.callspec.params["parity_variant"]) for item in session.items

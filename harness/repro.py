@@ -131,6 +131,8 @@ def variant_yaml(described: dict[str, Any]) -> dict[str, Any]:
     reference: dict[str, Any] = {"decoder": decoder} if decoder != "pil" else {}
     if described.get("reference_mm"):
         reference["mm_kwargs"] = "auto"
+    if described.get("reference_same"):
+        reference["same"] = list(described["reference_same"])
     if reference:
         spec["reference"] = reference
     return {k: v for k, v in spec.items() if v not in (None, {}, [], "")}

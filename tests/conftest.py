@@ -40,14 +40,6 @@ def vllm_server(tiny_model_dir: Path) -> Iterator[tuple[Any, str]]:
         yield proc, url
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist, the tests of the one vLLM server share a worker: the server starts once."""
-    if config.pluginmanager.hasplugin("xdist"):
-        for item in items:
-            if "vllm_server" in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group("vllm-server"))
-
-
 def write_case_file(path: Path, body: str) -> Path:
     path.write_text(body)
     return path

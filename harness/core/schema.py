@@ -66,7 +66,7 @@ VIEWS = {
 
 def metric(better: str, label: str, section: str, needs: tuple[str, ...] = (), *, rule: str, floor: bool = False,
            pooled: str | None = None, shown: tuple[str, ...] = (), history: bool = False, unit: str = "",
-           order: int = 1) -> Any:
+           order: int = 1, follows: bool = False) -> Any:
     """A CaseComparison field that is a metric: the one place its name, direction, rules and use are declared.
 
     `better` is "lower" or "higher"; `section` groups it in reports ("prefill", "distribution",
@@ -77,13 +77,15 @@ def metric(better: str, label: str, section: str, needs: tuple[str, ...] = (), *
     whether the nightly history keeps its worst value over a run's cases (the max of a lower-is-better metric,
     the min of a higher-is-better one); `unit` what a value is; `order` how it grows with a logprob
     difference (KL divergence is second order, ~ sum p d^2 / 2: an engine k times as far off as the floor has
-    k^2 times its KL, so its floor multiple is k^order)."""
+    k^2 times its KL, so its floor multiple is k^order); `follows` whether it fails whenever two answers part,
+    whatever made them (the divergence, the text overlap): never a cause of its own."""
     assert better in ("lower", "higher") and section in SECTIONS and set(needs) <= set(OUTPUT_FIELDS)
     assert rule in RULES and set(shown) <= set(VIEWS) and (floor or (rule not in ("floor", "info") and not pooled))
     headline = ("max" if better == "lower" else "min") if history else None
     return field(default=None, metadata={"metric": True, "better": better, "label": label, "section": section,
                                          "needs": needs, "rule": rule, "floor": floor, "pooled": pooled,
-                                         "shown": shown, "headline": headline, "unit": unit, "order": order})
+                                         "shown": shown, "headline": headline, "unit": unit, "order": order,
+                                         "follows": follows})
 
 
 @dataclass
@@ -263,7 +265,7 @@ class CaseComparison:
     decode_common_prefix: int | None = metric("higher", "common prefix", "decode", GREEDY, rule="shown", floor=True,
                                               unit="tokens")
     first_divergence: int | None = metric("higher", "first divergence", "decode", GREEDY, rule="greedy", floor=True,
-                                          unit="token")
+                                          unit="token", follows=True)
     decode_max: float | None = metric("lower", "decode max", "decode", (*GREEDY, "output_logprobs"), rule="floor",
                                       floor=True, pooled="prefill_max", shown=("table", "decode_effect"),
                                       history=True, unit="logprob")
@@ -273,7 +275,7 @@ class CaseComparison:
     divergence_in_topk: bool | None = metric("higher", "divergence in top-k", "decode",
                                              (*GREEDY, "output_logprobs", "top_k"), rule="shown")
     rouge_l: float | None = metric("higher", "ROUGE-L", "text", rule="bound", shown=("table", "decode_effect"),
-                                   history=True, unit="F")
+                                   history=True, unit="F", follows=True)
     # Structural gaps (a side returned fewer logprobs than tokens): always a failure.
     missing: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)

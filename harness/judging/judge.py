@@ -244,9 +244,11 @@ class Judge:
     def _choice(reference: EngineOutput, answer: EngineOutput, variant: Variant, cmp: CaseComparison) -> list[Finding]:
         """A greedy answer that parts from the reference's although the logits agree at that step (within the
         decode bound): the choice was made after the logits (`harness.judging.compare.returned.choice_finding`)."""
-        parted, bound = cmp.checks.get("first_divergence"), cmp.checks.get("decode_max")
-        if variant.request.get("sampling") is not None or parted is None or parted.level != "fail" \
-                or bound is None or bound.bound is None:
+        parted = cmp.checks.get("first_divergence")
+        if variant.request.get("sampling") is not None or parted is None or parted.level != "fail":
+            return []
+        bound = cmp.checks.get("decode_max")  # the logprob bound at the greedy steps
+        if bound is None or bound.bound is None:
             return []
         finding = choice_finding(reference, answer, bound.bound, answer.attempt)
         return [finding] if finding else []

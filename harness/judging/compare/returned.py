@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from harness.core.schema import EngineOutput, Finding, TokenLogprobs
+from harness.core.schema import METRIC_INFO, EngineOutput, Finding, TokenLogprobs
 from harness.engines.base import Stop
 from harness.judging.compare.arrays import scored
 
@@ -25,7 +25,7 @@ CONTEXT_TOKENS = 4  # prompt tokens an incremental detokenizer's first output te
 AFTER_LOGITS = {"logprob_ranks": "the returned logprobs and ranks", "text_matches_ids": "the detokenized text",
                 "finish_reason": "where the output ends (the stop rules)",
                 "processed_choice": "the processed distribution (penalties, temperature, top-k/top-p)"}
-FOLLOWS_TEXT = ("rouge_l", "first_divergence")  # what follows when one of them fails: not a cause of its own
+FOLLOWS = tuple(name for name, info in METRIC_INFO.items() if info["follows"])  # what fails when answers part
 
 
 def after_logits(failing: Iterable[Finding]) -> list[str]:
@@ -33,7 +33,7 @@ def after_logits(failing: Iterable[Finding]) -> list[str]:
     when something before them differs too, or nothing fails."""
     metrics = {f.metric for f in failing}
     own = sorted(metrics & set(AFTER_LOGITS))
-    return own if own and metrics <= {*AFTER_LOGITS, *FOLLOWS_TEXT} else []
+    return own if own and metrics <= {*AFTER_LOGITS, *FOLLOWS} else []
 Decode = Callable[[Sequence[int]], str]
 
 
