@@ -271,3 +271,29 @@ def test_shards_merged_equal_the_unsharded_run_and_a_missing_shard_is_named(tmp_
     with pytest.raises(ValueError, match=r"missing shard\(s\) 2/3"):
         merge_runs([tmp_path / "shard1", tmp_path / "shard3"])
     assert main(["merge", str(tmp_path / "shard1"), str(tmp_path / "shard3"), "--out", str(tmp_path / "m2")]) == 2
+
+
+def test_a_variant_compared_under_its_own_penalties_gets_a_reference_rerun_with_them() -> None:
+    """`reference: {same: [penalties]}`: every case re-run by the reference with the variant's penalties (and each
+    floor run of it), named after the variant; a reference engine that does not take the field skips the variant."""
+    from dataclasses import replace
+
+    from harness.engines.base import Penalties
+    from harness.inputs.cases import load_cases
+    from harness.run.plan import Side, reference_requests, reference_same, reference_skip_reason
+
+    variant = load_variants().get("penalties")
+    same = reference_same([variant])
+    assert same == {"penalties": {"penalties": Penalties(1.5, 1.0, 1.5)}}
+    cases = load_cases([CASES]).cases[:3]
+    hf = resolve_engine("hf")
+    requests = reference_requests(cases, {c.id: "p" for c in cases}, [], hf.capabilities,
+                                  {"floor-bf16": {"dtype": "bfloat16"}}, same=same)
+    reruns = [r for r in requests if r.variant == "reference-penalties"]
+    assert [r.case_id for r in reruns] == [c.id for c in cases] and all(r.penalties == Penalties(1.5, 1.0, 1.5)
+                                                                          for r in reruns)
+    assert sum(r.variant == "floor-bf16|reference-penalties" for r in requests) == len(cases)
+    side = Side("hf", hf, "m", "m", "float32", "cpu", hf.capabilities)
+    assert reference_skip_reason(variant, side) is None
+    lacking = replace(side, engine="other", capabilities=Capabilities())
+    assert "does not take the request field(s) penalties" in reference_skip_reason(variant, lacking)
