@@ -26,7 +26,7 @@ from harness.core.notes import error_fields, note, stream_end
 from harness.core.provenance import EngineGroupInfo, Provenance
 from harness.core.schema import CaseResult, EngineOutput, Note, RunResult, SuiteShift
 from harness.decode_diff import case_pixel_deltas
-from harness.engines.base import EngineSettings
+from harness.engines.base import EngineSettings, Request
 from harness.engines.client import Deadline, EngineSide, Gate, stream
 from harness.inputs.cases import Case, load_cases
 from harness.inputs.detokenize import Detokenizer
@@ -46,7 +46,8 @@ from harness.publish.results import ResultsSink, write_results
 from harness.repro import write_repros
 from harness.run.known import known_reference_failure
 from harness.run.collector import now_and_then, young_only
-from harness.run.ledger import REFERENCE, CaseEntry, CaseLedger
+from harness.judging.judge import answers
+from harness.run.ledger import REFERENCE, REFERENCE_SIDE, SCORING, CaseEntry, CaseLedger
 from harness.run.observe import Observer
 from harness.run.options import RunConfig, comma_list
 from harness.run.plan import (
@@ -68,6 +69,7 @@ from harness.run.references import (
 from harness.run.scheduler import Action, Launch, Open, Scheduler
 from harness.run.spool import Spool
 from harness.run.streams import Streams
+from harness.run.variants import scored_name
 
 __all__ = ["Finished", "RunConfig", "execute", "run_and_publish"]
 # How one engine's stream is started: the worker-process client by default (same signature).
@@ -106,7 +108,7 @@ def execute(run: RunConfig | RunPlan, progress: Console | Lines = print, observe
                 session.closed(source)
                 session.finish(ledger.stream_ended(source, session.end_reason(source)))
                 events = scheduler.reference_finished() if source == REFERENCE else scheduler.group_finished(
-                    int(source))
+                    scheduler.scoring if source == SCORING else int(source))
                 session.apply(events, streams)
     finally:
         session.stop(streams)
@@ -206,7 +208,7 @@ class Session:
     launcher: Launcher = stream
     deadline: Deadline | None = None
     reference_side: EngineSide = field(default_factory=EngineSide)
-    sides: list[EngineSide] = field(default_factory=list)
+    sides: list[EngineSide] = field(default_factory=list)  # each engine group's, then the scoring's
     gates: list[Gate] = field(default_factory=list)
     details: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     streams: dict[str, tuple[str, Path | None]] = field(default_factory=dict)  # source -> its role and log
@@ -246,6 +248,9 @@ class Session:
         p.references_live = len(plan.cases) - len(stored.references)
         run.variants, run.skipped = [v.describe() for v in plan.variants], dict(plan.skipped)
         run.notes += stored.warnings + ([note("no_floor", reason=plan.no_floor)] if plan.no_floor else [])
+        sampled = [v.name for v in plan.variants if v.sampled and v.name not in plan.skipped]
+        if sampled and not plan.scored:
+            run.notes.append(note("sampled_not_scored", engine=reference.engine, variants=sampled))
         unsupported = plan.unsupported_features
         run.notes += [note("unsupported_base_features", engine=plan.engine.engine, features=unsupported)] \
             if unsupported else []
@@ -257,11 +262,12 @@ class Session:
         ledger = CaseLedger(plan.expected(), {c: s.outputs for c, s in stored.references.items()})
         for reference_file in stored.references.values():  # the ledger holds them now, and lets go once judged
             reference_file.outputs = {}
-        scheduler = Scheduler([g.needs_reference for g in plan.groups], plan.overlap, bool(plan.reference_requests))
+        scheduler = Scheduler([g.needs_reference for g in plan.groups], plan.overlap, bool(plan.reference_requests),
+                              bool(plan.scored))
         sink.write()
         return cls(plan, run, sink, judge, prompts, stored, ledger, scheduler, console, observer, spool, launcher,
                    Deadline(cfg.run_timeout_s) if cfg.run_timeout_s else None,
-                   sides=[EngineSide() for _ in plan.groups], gates=[Gate() for _ in plan.groups],
+                   sides=[EngineSide() for _ in range(scheduler.jobs)], gates=[Gate() for _ in range(scheduler.jobs)],
                    details={c.id: {} for c in plan.cases})
 
     def launch_reference(self, streams: Streams) -> None:
@@ -297,19 +303,48 @@ class Session:
             self.console.ladder(results[case_id])
 
     def apply(self, actions: Sequence[Action], streams: Streams) -> None:
-        """The scheduler's actions: open a held engine's gate, or start an engine group's stream (first
-        dropping the cases whose reference failed and choosing what it needed the reference for)."""
+        """The scheduler's actions: open a held engine's gate, or start an engine group's stream or the scoring's."""
         for action in actions:
-            if isinstance(action, Open):
-                self.gates[action.group].open()
-                continue
-            assert isinstance(action, Launch)
-            group = self.plan.groups[action.group]
-            if group.needs_reference:
-                group = self._resolve(action.group)
-            self._launch(streams, str(action.group), self.plan.engine.engine, group.settings, group.requests,
-                         self.sides[action.group], f"engine {'+'.join(group.variants)}",
-                         self.gates[action.group] if self.scheduler.overlap else None)
+            scoring = action.group == self.scheduler.scoring
+            gate = self.gates[action.group]
+            if isinstance(action, Open) and scoring and gate.requests is None:  # started early: the answers are in
+                requests = self.scoring_requests()
+                self.console.stream_opened(SCORING, "scoring", len(requests))
+                gate.open(requests)
+            elif isinstance(action, Open):
+                gate.open()
+            elif scoring:  # started early (held), it is given its requests when it may compute
+                gate.requests = None if action.held else self.scoring_requests()
+                self._launch(streams, SCORING, self.plan.reference.engine, self.plan.reference_settings(),
+                             gate.requests, self.sides[action.group], "scoring", gate if action.held else None)
+            else:
+                self._launch_group(streams, action)
+
+    def _launch_group(self, streams: Streams, action: Launch) -> None:
+        """An engine group's stream (first dropping the cases whose reference failed and choosing what it needed
+        the reference for)."""
+        group = self.plan.groups[action.group]
+        if group.needs_reference:
+            group = self._resolve(action.group)
+        self._launch(streams, str(action.group), self.plan.engine.engine, group.settings, group.requests,
+                     self.sides[action.group], f"engine {'+'.join(group.variants)}",
+                     self.gates[action.group] if self.scheduler.overlap else None)
+
+    def scoring_requests(self) -> list[Request]:
+        """The reference's requests scoring every sampled answer's tokens (the engine groups have finished: the
+        answers are in); an answer that never came is withdrawn, with the reason."""
+        plan = self.plan
+        requests = []
+        for case_id in self.ledger.open_cases():
+            entry = self.ledger.entry(case_id)
+            for variant in plan.scored:
+                got = [self.spool.full(o) for o in entry.outputs.get(variant.name, [])]
+                ids = [a.output_ids if a.output_ids and not a.error else None for a in answers(got)]
+                ids += [None] * (variant.answers - len(ids))
+                requests += plan.scoring_requests(self.cases[case_id], variant, ids, self.prompts[case_id])
+                lost = [(scored_name(variant.name, i), 0) for i, a in enumerate(ids) if a is None]
+                self.finish(self.ledger.withdraw([case_id], SCORING, note("no_output"), lost))
+        return requests
 
     def _resolve(self, index: int) -> Any:
         """A group launched after the reference: the cases without a reference are withdrawn from it, and its
@@ -332,12 +367,13 @@ class Session:
         self.plan.groups[index] = group
         return group
 
-    def _launch(self, streams: Streams, name: str, engine: str, settings: EngineSettings, requests: list[Any],
+    def _launch(self, streams: Streams, name: str, engine: str, settings: EngineSettings, requests: list[Any] | None,
                 side: EngineSide, role: str, gate: Gate | None) -> None:
         """One engine's stream; its own output goes to OUT/logs/<role>.log unless the run is verbose."""
         log = None if self.cfg.verbose else self.cfg.out / "logs" / f"{re.sub(r'[^A-Za-z0-9.+-]+', '-', role)}.log"
         self.streams[name] = (role, log)
-        self.console.stream_opened(name, role, sum(r.repeats for r in requests))
+        if requests is not None:  # else when they are given (`scoring_requests`)
+            self.console.stream_opened(name, role, sum(r.repeats for r in requests))
         outputs = self.launcher(engine, settings, requests, side, self.console, role, self.cfg.stall_s,
                                 self.cfg.engine_restarts, self.deadline, gate, log=log)
         streams.launch(name, self.observer.stream(role, engine, settings, requests, outputs, side))
@@ -345,13 +381,16 @@ class Session:
     def closed(self, source: str) -> None:
         """A stream ended: an engine that failed is shown with the end of its log."""
         role, log = self.streams[source]
-        side = self.reference_side if source == REFERENCE else self.sides[int(source)]
-        self.console.stream_closed(source, role, side.fatal, log)
+        self.console.stream_closed(source, role, self._side(source).fatal, log)
 
     def end_reason(self, source: str) -> Note:
         """Why what a finished stream still owed will never come."""
-        side = self.reference_side if source == REFERENCE else self.sides[int(source)]
-        return stream_end(source == REFERENCE, side.fatal)
+        return stream_end(source in REFERENCE_SIDE, self._side(source).fatal)
+
+    def _side(self, source: str) -> EngineSide:
+        if source == REFERENCE:
+            return self.reference_side
+        return self.sides[self.scheduler.scoring if source == SCORING else int(source)]
 
     def finish(self, case_ids: Sequence[str]) -> None:
         """Judge and write each closed case (pixel deltas and thumbnails computed first)."""

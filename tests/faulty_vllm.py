@@ -22,9 +22,11 @@ Each fault changes one path and leaves every other one exact:
                  request computed (an encoder-cache hit, `EncoderCacheManager.
                  check_and_update_cache` returned True for it) gets that entry
                  scaled by 1.05; the request that computed it gets it exact.
-  children-without-image, stop-offset, special-space, rank-shift, penalties-over-prompt
+  children-without-image, stop-offset, special-space, rank-shift, penalties-over-prompt, top-p-ignored,
+  processed-logprobs
                  the output side (n > 1, stop strings, special tokens in the
-                 text, returned ranks, penalties): see each function.
+                 text, returned ranks, penalties, the sampler's truncation, the
+                 logprobs returned for sampled tokens): see each function.
 
 The engine option `case_faults` ({"CASE" or "CASE@VARIANT": kind}) marks those
 requests (their SamplingParams' `extra_args`), and patches of vLLM act on the
@@ -246,6 +248,33 @@ def _penalties_over_prompt() -> None:
     penalties.apply_penalties = counted_with_prompt
 
 
+def _top_p_ignored() -> None:
+    """The CPU sampler draws from the top-k alone: the request's top-p is dropped (a sampler that ignores or
+    misapplies a truncation). Greedy requests, and top-k 1, draw the same tokens as before."""
+    from vllm.v1.sample.ops import topk_topp_sampler
+
+    apply = topk_topp_sampler.apply_top_k_top_p
+
+    def without_top_p(logits: Any, k: Any, p: Any) -> Any:
+        return apply(logits, k, None)
+
+    topk_topp_sampler.apply_top_k_top_p = without_top_p
+
+
+def _processed_logprobs() -> None:
+    """Sampled requests get the processed logprobs (after temperature, top-k/top-p, renormalized) where the raw
+    ones were asked for (vLLM #26014's class): the sampler runs in `processed_logprobs` mode whatever the engine's
+    `logprobs_mode` says. Greedy requests keep their raw logprobs (vLLM computes those before sampling)."""
+    from vllm.v1.sample.ops.topk_topp_sampler import TopKTopPSampler
+
+    init = TopKTopPSampler.__init__
+
+    def processed(self: Any, logprobs_mode: Any = "raw_logprobs", *args: Any, **kwargs: Any) -> None:
+        init(self, "processed_logprobs", *args, **kwargs)
+
+    TopKTopPSampler.__init__ = processed
+
+
 FAULTS: dict[str, Callable[[], None]] = {
     "sampler": _sampler,
     "image-embeds": _image_embeds,
@@ -256,6 +285,8 @@ FAULTS: dict[str, Callable[[], None]] = {
     "special-space": _special_space,
     "rank-shift": _rank_shift,
     "penalties-over-prompt": _penalties_over_prompt,
+    "top-p-ignored": _top_p_ignored,
+    "processed-logprobs": _processed_logprobs,
 }
 
 

@@ -236,13 +236,15 @@ def test_a_cell_failed_by_an_injected_fault_reproduces_from_its_folder(four_faul
 
 def test_output_side_faults_are_each_caught_on_the_variant_that_owns_them(tmp_path: Path, tiny_model: str) -> None:
     """Five bugs between the logits and the user, in one engine (none touches another's path): n > 1 children
-    that lost the image (n-best), a stop string cut one character late (stops), a space after each special
-    token kept in the text (special-tokens), top-k ranks shifted after a non-greedy sample (sampling), presence
-    and frequency penalties counting the prompt (penalties). Each is caught by its variant, by the check of its
-    class, while the base variant passes every case."""
+    that lost the image (n-best; n-sampled, its children's tokens scored by the reference), a stop string cut one
+    character late (stops), a space after each special token kept in the text (special-tokens), top-k ranks
+    shifted after a non-greedy sample (sampling), presence and frequency penalties counting the prompt
+    (penalties). Each is caught by its variant, by the check of its class, while the base variant passes every
+    case."""
     faults = ["children-without-image", "stop-offset", "special-space", "rank-shift", "penalties-over-prompt"]
     result = run(tiny_model, tmp_path / "out", faults,
-                 ["batched", "sampling", "n-best", "penalties", "stops", "special-tokens", "special-tokens-packed"],
+                 ["batched", "sampling", "n-best", "n-sampled", "penalties", "stops", "special-tokens",
+                  "special-tokens-packed"],
                  localize="off")
     assert result.status == "complete", result.error
     by_id = {c.case_id: c for c in result.cases}
@@ -258,6 +260,9 @@ def test_output_side_faults_are_each_caught_on_the_variant_that_owns_them(tmp_pa
         cell = by_id[case_id].variants["n-best"]
         assert cell.verdict == "fail" and any(f.against == "reference" for f in cell.failing), variant_lines(cell)
     assert by_id["text-only"].variants["n-best"].verdict == "pass", variant_lines(by_id["text-only"].variants["n-best"])
+    for case_id in IMAGE_CASES:  # sampled children without the image: their tokens scored by the reference
+        cell = by_id[case_id].variants["n-sampled"]
+        assert any(f.against == "scored" and f.metric.startswith("decode") for f in cell.failing), variant_lines(cell)
     stopped = by_id["astronaut-420"].variants["stops"]  # "The word dog in black.": stopped on " in "
     assert stopped.verdict == "fail" and "text_matches_ids" in {f.metric for f in stopped.failing} <= {
         "text_matches_ids", "rouge_l"}, variant_lines(stopped)
@@ -277,3 +282,36 @@ def test_output_side_faults_are_each_caught_on_the_variant_that_owns_them(tmp_pa
     stages = {g.variants: g.stage for g in attention(result) if g.level == "fail"}
     assert stages[("special-tokens", "special-tokens-packed")] == "returned", stages
     assert {stage for variants, stage in stages.items() if "penalties" in variants} == {"returned"}, stages
+
+
+@pytest.mark.parametrize("fault, metric, cases, passing", [
+    ("top-p-ignored", "sampled_allowed", None, ["batched", "n-best"]),
+    ("processed-logprobs", "returned_logprobs", {"astronaut-420", "text-only"}, ["batched"]),
+])
+def test_sampler_faults_are_caught_by_scoring_the_sampled_answers(tmp_path: Path, tiny_model: str, fault: str,
+                                                                  metric: str, cases: set[str] | None,
+                                                                  passing: list[str]) -> None:
+    """Two bugs in how sampled answers are made, caught without the engine's random stream by the reference
+    scoring each answer's tokens: a sampler that drops top-p draws tokens past the nucleus (`sampled_allowed`);
+    processed logprobs returned where raw ones were asked for, vLLM #26014's class (`returned_logprobs`). Both
+    sampled variants fail on that check alone, named after the logits, while the greedy ones pass (n-best, greedy
+    through the sampler with top-k 1, where top-p changes nothing; its processed logprobs are 0, so the second
+    fault is not run with it). Dropping top-p shows where a draw falls past the nucleus: on some case (here
+    astronaut-420's first answers, by the seed), not on every one; returning processed logprobs shows on all."""
+    result = run(tiny_model, tmp_path / "out", fault, [*passing, "sampling", "n-sampled"],
+                 only={"astronaut-420", "text-only"}, localize="off")
+    assert result.status == "complete", result.error
+    failed = set()
+    for case in result.cases:
+        for name in passing:
+            assert case.variants[name].verdict == "pass", (case.case_id, name, variant_lines(case.variants[name]))
+        for name in ("sampling", "n-sampled"):
+            cell = case.variants[name]
+            if cell.verdict != "pass":
+                assert cell.verdict == "fail" and {f.metric for f in cell.failing} == {metric}, (
+                    case.case_id, name, variant_lines(cell))
+                assert all(f.against == "scored" for f in cell.failing), variant_lines(cell)
+                failed.add(case.case_id)
+    assert failed == cases if cases is not None else failed, failed
+    stages = {g.variants: g.stage for g in attention(result) if g.level == "fail"}
+    assert set(stages.values()) == {"returned"}, stages

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from harness.core.notes import note, stream_end
 from harness.core.schema import EngineOutput
-from harness.run.ledger import REFERENCE, CaseLedger
+from harness.run.ledger import REFERENCE, SCORING, CaseLedger
 from harness.run.scheduler import Launch, Open, Scheduler
 
 
@@ -142,3 +142,30 @@ def test_a_group_that_ends_early_lets_the_next_one_compute() -> None:
     s.start()
     s.reference_finished()
     assert s.group_finished(0) == [Open(1)] and s.group_finished(0) == []  # a second end changes nothing
+
+
+def test_the_scoring_starts_with_the_engines_and_computes_last() -> None:
+    """The reference's scoring of sampled answers is the last job: with overlap it starts (held) with the engine
+    groups, so its start-up hides behind their work, and computes after the last; without overlap, after it."""
+    s = Scheduler([False, True], overlap=True, reference_running=True, scores=True)
+    assert s.start() == [Launch(0, held=True), Launch(2, held=True)]
+    assert s.reference_finished() == [Launch(1, held=True), Open(0)]
+    assert s.group_finished(0) == [Open(1)]
+    assert s.group_finished(1) == [Open(2)]
+    assert s.group_finished(2) == []
+    alone = Scheduler([False], overlap=False, reference_running=False, scores=True)
+    assert alone.start() == [Launch(0, held=False), Open(0)]
+    assert alone.group_finished(0) == [Launch(1, held=False), Open(1)]
+
+
+def test_a_case_waits_for_its_scored_answers_and_keeps_them_as_the_references() -> None:
+    """Scorings are the reference's outputs (`extra`), owed by the scoring stream; an answer that never came is
+    withdrawn alone, the others still awaited."""
+    book = CaseLedger({"a": {(REFERENCE, 0): REFERENCE, ("sampling", 0): "0", ("scored-sampling.0", 0): SCORING,
+                             ("scored-sampling.1", 0): SCORING}})
+    book.accept(REFERENCE, out("a", REFERENCE))
+    assert book.accept("0", out("a", "sampling")) == []
+    assert book.withdraw(["a"], SCORING, note("no_output"), [("scored-sampling.1", 0)]) == []
+    assert book.entry("a").missing == {"scored-sampling.1": note("no_output")}
+    assert book.accept(SCORING, out("a", "scored-sampling.0")) == ["a"]
+    assert set(book.entry("a").extra) == {"scored-sampling.0"} and set(book.entry("a").outputs) == {"sampling"}

@@ -297,3 +297,22 @@ def test_a_variant_compared_under_its_own_penalties_gets_a_reference_rerun_with_
     assert reference_skip_reason(variant, side) is None
     lacking = replace(side, engine="other", capabilities=Capabilities())
     assert "does not take the request field(s) penalties" in reference_skip_reason(variant, lacking)
+
+
+def test_sampled_answers_are_scored_by_the_reference_after_the_engines(tmp_path: Path, tiny_model: str) -> None:
+    """The reference scores each sampled answer's tokens once the engines are done: the fake engine's made-up
+    tokens are no draws from the model's distribution, so each of the `sampling` variant's two answers fails
+    `sampled_allowed`, named after the logits; a reference that cannot score says so once, for the run."""
+    from harness.judging.compare.returned import after_logits
+
+    run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", engine=FAKE, model=tiny_model,
+                            variants=["base", "sampling"], only={"text-only"}), progress=lambda _: None,
+                  launcher=inline)
+    cell = run.case("text-only").variants["sampling"]
+    drawn = [f for f in cell.failing if f.metric == "sampled_allowed"]
+    assert [(f.against, f.attempt) for f in drawn] == [("scored", 0), ("scored", 1)], case_lines(run.case("text-only"))
+    assert "could not have been drawn under temperature 0.8, top-k off, top-p 0.9" in drawn[0].detail
+    assert not [n for n in cell.notes if n.kind == "not_scored"] and after_logits(drawn) == ["sampled_allowed"]
+    unscored = fake_run(tmp_path / "fake", tiny_model, variants=["base", "sampling"], only={"text-only"})
+    assert [n.data for n in unscored.notes if n.kind == "sampled_not_scored"] == [
+        {"engine": FAKE, "variants": ["sampling"]}]

@@ -33,6 +33,22 @@ def test_a_held_engine_computes_only_once_its_gate_opens(tmp_path: Path) -> None
     assert got == ["case-0", "case-1", "case-2"] and side.fatal is None and ran.exists()
 
 
+def test_a_held_engine_started_before_its_requests_are_known_gets_them_with_the_gate(tmp_path: Path) -> None:
+    """The reference's scoring starts with the engines, before the answers it scores exist: its requests go down
+    the pipe with the go line; after it broke mid-run (the request in flight an error), a restart runs the ones
+    not yet submitted."""
+    gate, side, ran = Gate(), EngineSide(), tmp_path / "ran"
+    streams = Streams()
+    settings = EngineSettings("m", options={"ran_file": str(ran), "die_after": 2})
+    streams.launch("held", stream(FAKE, settings, None, side, lambda _: None, "held", go=gate))
+    started(side)
+    assert side.info and not ran.exists()
+    gate.open([Request(f"case-{i}", f"prompt {i}", "batched", submit="alone") for i in range(4)])
+    got = [(output.case_id, output.error is None) for name, output in streams if output is not None]
+    assert got == [("case-0", True), ("case-1", True), ("case-2", False), ("case-3", True)], got
+    assert side.restarts == 1 and ran.exists()
+
+
 def test_a_cancelled_gate_closes_the_engine_without_computing_or_restarting(tmp_path: Path) -> None:
     gate, side, ran = Gate(), EngineSide(), tmp_path / "ran"
     streams = Streams()

@@ -60,6 +60,9 @@ NOTES: dict[str, NoteKind] = {
         f"{d['count']} cases have no stored reference in {d['dir']} and ran the live reference "
         f"({', '.join(d['cases'])}{', ...' if d['count'] > len(d['cases']) else ''}): `vlm-parity record` "
         "stores them")),
+    "sampled_not_scored": NoteKind("info", lambda d: (
+        f"the reference engine {d['engine']!r} cannot score another engine's tokens: the sampled answers of "
+        f"{', '.join(d['variants'])} are judged on their prompt logprobs and what they return only")),
     "unsupported_base_features": NoteKind("info", lambda d: (
         f"engine {d['engine']!r} does not support the base engine feature{'s' * (len(d['features']) > 1)} "
         f"{', '.join(d['features'])} (variants.yaml `engine:`): every variant runs with its own default")),
@@ -101,6 +104,7 @@ NOTES: dict[str, NoteKind] = {
     "base_other_pixels": NoteKind("info", "not compared with {base}: this variant's images decode to other pixels "
                                           "than {base}'s (the reference was re-run with them)"),
     "native_stage": NoteKind("info", lambda d: f"where it starts: {_NATIVE[d['stage']]}"),
+    "not_scored": NoteKind("warning", "answer {answer}'s tokens were not scored by the reference: {why}"),
 }
 
 

@@ -175,6 +175,25 @@ class TokenLogprobs:
 
 
 @dataclass
+class ProcessedStep:
+    """The distribution an engine samples from at one output step, as the reference computes it over the
+    engine's own tokens (`harness.judging.compare.sampled`): the raw logits with the request's penalties, divided
+    by its temperature, as logprobs `q`. `logprob` is the sampled token's, `rank` its place (1: the likeliest),
+    `above` the probability of the tokens more likely than it, `top_k_mass` that of the top-k (1 without a
+    top-k), so the mass top-p sees before it is `above / top_k_mass`; `kept` is the probability of the tokens
+    top-k and top-p keep (what the processed logprobs are renormalized by); `kth` the k-th token's logprob
+    (None without a top-k)."""
+
+    token_id: int
+    logprob: float
+    rank: int
+    above: float
+    top_k_mass: float = 1.0
+    kept: float = 1.0
+    kth: float | None = None
+
+
+@dataclass
 class Completion:
     """One more answer to the same request (n > 1: the second child onwards); the first is the output's own."""
 
@@ -206,6 +225,8 @@ class EngineOutput:
     # engine does not say; `completions` are the other answers of an n > 1 request.
     finish_reason: str = ""
     completions: list[Completion] = field(default_factory=list)
+    # The reference scoring another engine's sampled tokens (a `forced` request): each step's processed distribution.
+    processed: list[ProcessedStep] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     # What a side says about itself (the reference: its forward pass vs its generate()).
     diagnostics: dict[str, float] = field(default_factory=dict)

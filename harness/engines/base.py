@@ -120,6 +120,10 @@ class Request:
     prompt_logprobs: bool = _by_variant("prompt_logprobs")
     warmup: str | None = _by_variant("warmup")
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Another engine's output ids for the reference to score (`Capabilities.scores`): one forward over the prompt
+    # and them, their raw logprobs and, under the request's `sampling` and `penalties`, each step's processed
+    # distribution; nothing is generated.
+    forced: tuple[int, ...] = ()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Request:
@@ -179,6 +183,9 @@ class Capabilities:
     # The stages of `harness.judging.ladder` its `capture` fills (hooks inside the model it runs in process);
     # the others are `unavailable` on its ladder, with the reason.
     stages: frozenset[str] = frozenset()
+    # It scores another engine's sampled tokens (`Request.forced`): a reference that does not, leaves sampled
+    # answers judged on their prompt logprobs and what they claim only.
+    scores: bool = False
 
     def unavailable(self) -> dict[str, str]:
         """Output fields this engine cannot supply, with the reason (for the comparators)."""

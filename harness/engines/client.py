@@ -91,13 +91,18 @@ def _lines(pipe: Any, stall_s: float, deadline: Deadline | None,
 
 class Gate:
     """When an engine that started early may compute: opened when the job before it has finished,
-    cancelled when the run ended first (the engine then closes without computing)."""
+    cancelled when the run ended first (the engine then closes without computing). A stream started before
+    its requests were known (`stream`'s `requests=None`: the reference scoring answers not yet given) gets them
+    with the opening."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self._cancelled = False
+        self.requests: list[Request] | None = None
 
-    def open(self) -> None:
+    def open(self, requests: list[Request] | None = None) -> None:
+        if requests is not None:
+            self.requests = requests
         self._event.set()
 
     def cancel(self) -> None:
@@ -135,9 +140,10 @@ class _Worker:
     finished: bool = False
     fault: str | None = None
     final: bool = False  # a fault no restart can help (the run's deadline)
+    deferred: bool = False  # its requests go with the go line (the gate's, once it opens)
 
 
-def stream(engine: str, settings: EngineSettings, requests: list[Request], side: EngineSide, progress: Progress,
+def stream(engine: str, settings: EngineSettings, requests: list[Request] | None, side: EngineSide, progress: Progress,
            role: str, stall_s: float = 600.0, restarts: int = 2,
            deadline: Deadline | None = None, go: Gate | None = None, log: Path | None = None) -> Iterator[EngineOutput]:
     """Start `engine` in a worker process and yield its outputs as they arrive.
@@ -146,11 +152,12 @@ def stream(engine: str, settings: EngineSettings, requests: list[Request], side:
     deadlocked scheduler) is stopped; like one that died, its in-flight requests become
     errors and a fresh one (up to `restarts`) runs the rest. The worker's own stdout and
     stderr (the engine's logs and warnings) go to `log`, appended across restarts
-    (None: to this process's).
+    (None: to this process's). `requests` None: they come with `go`'s opening (the engine starts, and waits
+    for them).
     """
-    if not requests:
+    if requests is not None and not requests:
         return
-    keys = [(r.case_id, r.variant, attempt) for r in requests for attempt in range(r.repeats)]
+    assert requests is not None or go is not None, "requests come with the gate's opening"
     settled: set[Key] = set()  # returned, or given up as in flight: never sent again
     while True:
         if deadline is not None and deadline.left() <= 0:
@@ -158,9 +165,12 @@ def stream(engine: str, settings: EngineSettings, requests: list[Request], side:
             return
         worker = _Worker()
         yield from _run_worker(engine, settings, requests, settled, side, progress, role, stall_s, deadline, worker,
-                               len(keys), go, log)
+                               go, log)
         if worker.fault is None:  # finished
             return
+        if requests is None:  # given with the gate's opening, or never (it was cancelled)
+            requests = (go.requests if go is not None else None) or []
+        keys = [(r.case_id, r.variant, attempt) for r in requests for attempt in range(r.repeats)]
         if not worker.started:
             side.fatal = worker.fault + (f" (after {side.restarts} restarts)" if side.restarts else "")
             return
@@ -184,18 +194,22 @@ def stream(engine: str, settings: EngineSettings, requests: list[Request], side:
         progress(f"[{role}] {cause}; restart {side.restarts}/{restarts} for the {left} requests not yet sent")
 
 
-def _run_worker(engine: str, settings: EngineSettings, requests: list[Request], settled: set[Key], side: EngineSide,
-                progress: Progress, role: str, stall_s: float, deadline: Deadline | None, worker: _Worker,
-                total: int, go: Gate | None = None, log: Path | None = None) -> Iterator[EngineOutput]:
+def _run_worker(engine: str, settings: EngineSettings, requests: list[Request] | None, settled: set[Key],
+                side: EngineSide, progress: Progress, role: str, stall_s: float, deadline: Deadline | None,
+                worker: _Worker, go: Gate | None = None, log: Path | None = None) -> Iterator[EngineOutput]:
     """One worker process over the requests not yet settled; what happened is left in `worker`.
 
     With `go` not yet set, the engine starts now but computes only once `go` is set: its start-up
     overlaps another engine's work while their computing stays one at a time."""
     held = go if go is not None and not go.is_open() else None
+    if requests is None and held is None:  # the gate opened before this worker started: they are known
+        requests = (go.requests if go is not None else None) or []
+    worker.deferred = requests is None  # they go down the pipe with the go line
+    total = None if requests is None else sum(r.repeats for r in requests)
     progress(f"[{role}] starting {engine} ({settings.model}, {settings.dtype}, {settings.device}) "
-             f"for {total - len(settled)} requests")
-    spec = {"engine": engine, "settings": asdict(settings), "requests": [asdict(r) for r in requests],
-            "skip": sorted(settled), "parent": os.getpid(), "wait": held is not None}
+             f"for {'the requests it will be given' if total is None else f'{total - len(settled)} requests'}")
+    spec = {"engine": engine, "settings": asdict(settings), "requests": [asdict(r) for r in requests or []],
+            "skip": sorted(settled), "parent": os.getpid(), "wait": held is not None, "deferred": worker.deferred}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
     read_fd, write_fd = os.pipe()
@@ -219,7 +233,7 @@ def _run_worker(engine: str, settings: EngineSettings, requests: list[Request], 
                     break
                 if output is not None:
                     status = f"error: {output.error}" if output.error else "ok"
-                    progress(f"[{role}] {len(settled)}/{total} {output.case_id} {output.variant} {status}")
+                    progress(f"[{role}] {len(settled)}/{total or '?'} {output.case_id} {output.variant} {status}")
                     yield output
         lifetime.wait(proc)
         code = lifetime.end(proc)  # also whatever the worker left behind (a crashed worker's engine core)
@@ -264,11 +278,13 @@ def _on_message(message: dict[str, Any], proc: subprocess.Popen[bytes], worker: 
 
 
 def _release(proc: subprocess.Popen[bytes], worker: _Worker, go: Gate) -> None:
-    """Wait for the gate, then tell the held worker to compute; a cancelled gate closes it instead."""
+    """Wait for the gate, then tell the held worker to compute (with its requests, when they came with the gate);
+    a cancelled gate closes it instead."""
     assert proc.stdin is not None
     proceed = go.wait()
+    given = json.dumps([asdict(r) for r in go.requests or []]) + "\n" if worker.deferred else ""
     try:
-        proc.stdin.write(b"go\n" if proceed else b"")
+        proc.stdin.write(f"go\n{given}".encode() if proceed else b"")
         proc.stdin.close()  # without a go line the worker closes its engine and exits
     except OSError:  # it died while it waited: read on to its exit status
         pass

@@ -18,8 +18,8 @@ from typing import Any
 from PIL import Image
 
 from harness.core.hardware import machine
-from harness.core.schema import EngineOutput, TokenLogprobs
-from harness.engines.base import Capabilities, Engine, EngineSettings, Penalties, Request
+from harness.core.schema import EngineOutput, ProcessedStep, TokenLogprobs
+from harness.engines.base import Capabilities, Engine, EngineSettings, Penalties, Request, Sampling
 from harness.engines.capture import CAPTURED
 from harness.inputs.decode import decode_all, decode_videos
 
@@ -31,7 +31,7 @@ class HFEngine(Engine):
     capabilities = Capabilities(max_top_k=1000, sampling=False, image_inputs=frozenset({"pixels", "flat-grey"}),
                                 overrides=frozenset({"dtype", "attn_implementation"}),
                                 request_fields=frozenset({"mm_kwargs", "videos", "penalties"}), stages=CAPTURED,
-                                engine_text=True)
+                                engine_text=True, scores=True)
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
@@ -46,6 +46,7 @@ class HFEngine(Engine):
         self.processor = AutoProcessor.from_pretrained(settings.model)
         self.model = self._load_model(settings.dtype, settings.options)
         self._other: tuple[tuple[tuple[str, Any], ...], Any] | None = None  # (overrides, model)
+        self._last: tuple[str, Any] | None = None  # the last request's processor output, by what it depends on
 
     def _load_model(self, dtype: str, options: dict[str, Any]) -> Any:
         return self._load(self.settings.model, dtype=getattr(self._torch, dtype), **options).to(
@@ -79,14 +80,22 @@ class HFEngine(Engine):
                 yield EngineOutput.failed(request.case_id, self.name, f"{type(exc).__name__}: {exc}", request.variant)
 
     def _inputs(self, request: Request) -> tuple[Any, Any]:
-        """The model the request is computed with, and the processor's output for it."""
+        """The model the request is computed with, and the processor's output for it (the last one's again for
+        the same prompt and media: the scorings of one case's answers come together)."""
+        key = repr((request.prompt_text, request.images, request.videos, request.decoder, request.image_input,
+                    sorted(request.mm_kwargs.items())))
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self._processed(request))
+        return self._model_for(request.overrides), self._last[1]
+
+    def _processed(self, request: Request) -> Any:
         images = decode_all(request.images, request.decoder) or None
         if images and request.image_input == "flat-grey":
             images = [Image.new("RGB", image.size, (128, 128, 128)) for image in images]
         videos = decode_videos(request.videos, frozen=request.image_input == "flat-grey") or None
         media = {"images": images} | ({"videos": videos} if videos else {})
-        inputs = self.processor(text=[request.prompt_text], return_tensors="pt", **media, **request.mm_kwargs)
-        return self._model_for(request.overrides), inputs.to(self.settings.device)
+        return self.processor(text=[request.prompt_text], return_tensors="pt", **media, **request.mm_kwargs).to(
+            self.settings.device)
 
     def capture(self, request: Request) -> dict[str, Any]:
         from harness.engines.capture import Recorder
@@ -105,6 +114,8 @@ class HFEngine(Engine):
 
         torch = self._torch
         model, inputs = self._inputs(request)
+        if request.forced:
+            return self._forced(request, model, inputs)
         prompt_ids = inputs["input_ids"][0].tolist()
         k = self.settings.top_k
         scoring = torch.float64 if model.dtype == torch.float64 else torch.float32
@@ -157,17 +168,45 @@ class HFEngine(Engine):
         generate() scores them step by step with a KV cache; a reference whose two
         answers disagree beyond tolerance cannot be used to blame an engine.
         """
+        with self._torch.inference_mode():
+            logprobs = self._torch.log_softmax(self.model(**self._extended(inputs, sequences)).logits[0].float(),
+                                               dim=-1)
+        ids = sequences[0].tolist()
+        return [float(logprobs[i - 1, ids[i]]) for i in range(prompt_len, len(ids))]
+
+    def _extended(self, inputs: Any, sequences: Any) -> dict[str, Any]:
+        """The processor's inputs for the prompt followed by output tokens (`sequences`: prompt and output ids)."""
         torch = self._torch
+        prompt_len = inputs["input_ids"].shape[1]
         extra = sequences.shape[1] - prompt_len
         full = {**inputs, "input_ids": sequences}
         for key, value in inputs.items():  # per-token inputs (attention mask, token types) cover the output too
             if key != "input_ids" and getattr(value, "shape", None) == (1, prompt_len):
                 fill = torch.ones if key == "attention_mask" else torch.zeros
                 full[key] = torch.cat([value, fill((1, extra), dtype=value.dtype, device=value.device)], dim=1)
+        return full
+
+    def _forced(self, request: Request, model: Any, inputs: Any) -> EngineOutput:
+        """Another engine's output ids scored in one forward over the prompt and them: their raw logprobs with
+        the top-k (what an engine returns by default) and each step's processed distribution
+        (`processed_steps`). Teacher-forced, so sampled answers are judged without the engine's random stream."""
+        torch = self._torch
+        prompt_ids = inputs["input_ids"][0].tolist()
+        forced = list(request.forced)
+        sequences = torch.tensor([prompt_ids + forced], dtype=inputs["input_ids"].dtype,
+                                 device=inputs["input_ids"].device)
+        scoring = torch.float64 if model.dtype == torch.float64 else torch.float32
+        start = time.perf_counter()
         with torch.inference_mode():
-            logprobs = torch.log_softmax(self.model(**full).logits[0].float(), dim=-1)
-        ids = sequences[0].tolist()
-        return [float(logprobs[i - 1, ids[i]]) for i in range(prompt_len, len(ids))]
+            logits = model(**self._extended(inputs, sequences)).logits[0, len(prompt_ids) - 1:-1].to(scoring)
+        raw = torch.log_softmax(logits, dim=-1)
+        k = self.settings.top_k
+        return EngineOutput(
+            case_id=request.case_id, engine=self.name, variant=request.variant, prompt_ids=prompt_ids,
+            output_ids=forced, output_logprobs=[_score(raw[i], tid, k) for i, tid in enumerate(forced)],
+            output_text=self.processor.decode(forced, skip_special_tokens=True),
+            processed=processed_steps(logits, sequences[0], len(prompt_ids), request.sampling, request.penalties),
+            timings={"prefill_s": time.perf_counter() - start})
 
 
 def penalized(penalties: Penalties, prompt_len: int) -> Callable[[Any, Any], Any]:
@@ -193,6 +232,37 @@ def penalized(penalties: Penalties, prompt_len: int) -> Callable[[Any, Any], Any
         return scores
 
     return apply
+
+
+def processed_steps(logits: Any, sequence: Any, prompt_len: int, sampling: Sampling | None,
+                    penalties: Penalties | None) -> list[ProcessedStep]:
+    """Each output step's processed distribution as the engines' samplers make it (vLLM's `Sampler`: penalties on
+    the raw logits, then the temperature, then top-k, then top-p on the top-k renormalized): the sampled token's
+    logprob and rank under penalties and temperature, the probability above it, of the top-k, and of what top-k
+    and top-p keep. `logits[i]` scores `sequence[prompt_len + i]`."""
+    import torch
+
+    temperature = sampling.temperature if sampling and sampling.temperature > 0 else 1.0
+    top_k, top_p = (sampling.top_k, sampling.top_p) if sampling else (0, 1.0)
+    penalize = penalized(penalties, prompt_len) if penalties else None
+    steps = []
+    for i in range(logits.shape[0]):
+        at = prompt_len + i
+        step = logits[i:i + 1]
+        if penalize is not None:
+            step = penalize(sequence[None, :at], step)
+        q = torch.log_softmax(step[0] / temperature, dim=-1)
+        token = int(sequence[at])
+        own = q[token]
+        probs, order = q.exp().sort(descending=True)
+        kept = probs[:top_k] if 0 < top_k < len(probs) else probs
+        top_k_mass = float(kept.sum())
+        before = torch.cumsum(kept, 0) - kept  # the renormalized mass above each kept token: top-p keeps it below p
+        nucleus = kept[before / top_k_mass < top_p] if top_p < 1.0 else kept
+        steps.append(ProcessedStep(token, float(own), int((q > own).sum()) + 1, float(q.exp()[q > own].sum()),
+                                   top_k_mass, float(nucleus.sum()),
+                                   float(q[order[top_k - 1]]) if 0 < top_k < len(probs) else None))
+    return steps
 
 
 def _score(logprobs: Any, token_id: int, k: int) -> TokenLogprobs:

@@ -14,14 +14,15 @@ from harness.engines.client import EngineSide, Gate
 from harness.engines.worker import submissions
 
 
-def inline(engine: str, settings: EngineSettings, requests: list[Request], side: EngineSide, progress: Any,
+def inline(engine: str, settings: EngineSettings, requests: list[Request] | None, side: EngineSide, progress: Any,
            role: str, stall_s: float = 600.0, restarts: int = 2, deadline: Any = None,
            go: Gate | None = None, log: Any = None) -> Iterator[EngineOutput]:
-    if not requests:
+    """`requests` None: they come with `go`'s opening (as `harness.engines.client.stream`'s)."""
+    if requests is not None and not requests:
         return
     try:
         adapter = resolve_engine(engine)(settings)
-        adapter.start(requests)
+        adapter.start(requests or [])
     except Exception as exc:
         side.fatal = f"engine {engine!r} failed to start: {type(exc).__name__}: {exc}"
         return
@@ -29,6 +30,8 @@ def inline(engine: str, settings: EngineSettings, requests: list[Request], side:
     if go is not None and not go.wait():
         side.fatal = "the run ended before this engine could compute"
         return
+    if requests is None:
+        requests = (go.requests if go is not None else None) or []
     in_flight: list[tuple[str, str, int]] = []
     try:
         for output in submissions(adapter, requests, announce=lambda keys: in_flight.__init__(keys)):

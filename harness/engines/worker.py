@@ -65,6 +65,8 @@ def serve(spec: dict[str, Any], out: IO[str]) -> None:
         send({"kind": "info", "info": engine.info()})
         if spec.get("wait") and not sys.stdin.readline():  # started early; compute when the harness says go
             return  # the harness closed the pipe without a go: it is gone or gave up on this engine
+        if spec.get("deferred"):  # its requests were not known when it started: they follow the go line
+            requests = [Request.from_dict(r) for r in json.loads(sys.stdin.readline())]
         phase = "mid-run"  # from here, the cases already returned stand
         start = time.perf_counter()
         skip = {(c, v, a) for c, v, a in spec.get("skip", [])}

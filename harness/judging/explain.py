@@ -20,6 +20,8 @@ def where(f: Finding) -> str:
     """What the output was compared with: 'vs reference', 'vs base', 'attempt 2 vs attempt 1'."""
     if f.against == "child":  # n > 1: the request's answer number attempt + 1, held to the reference
         return f"answer {f.attempt + 1} of n vs reference"
+    if f.against == "scored":  # a sampled answer's tokens, scored by the reference (answers: repeats, then n - 1)
+        return f"answer {f.attempt + 1} scored by the reference"
     against = "attempt 1" if f.against == "attempt" else f.against
     return f"attempt {f.attempt + 1} vs {against}" if f.attempt else f"vs {against}"
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import config
-from harness.core.notes import error_fields, note
+from harness.core.notes import error_fields, note, note_text
 from harness.core.schema import CaseComparison, CaseResult, EngineOutput, Finding, Floor, Note, VariantResult, worst
 from harness.engines.base import Detokenize, Stop
 from harness.inputs.cases import Case
@@ -27,11 +27,12 @@ from harness.inputs.detokenize import Detokenizer
 from harness.judging.compare import compare_outputs, judge
 from harness.judging.compare.floor import case_floors, floor_key
 from harness.judging.compare.returned import choice_finding, finish_finding, rank_findings, text_finding, under_stops
+from harness.judging.compare.sampled import processed_finding, slack, support_finding
 from harness.judging.compare.sensitivity import image_sensitivity
 from harness.run.known import KnownFailure, mark_known
 from harness.run.ledger import REFERENCE
 from harness.run.plan import RunPlan
-from harness.run.variants import Variant, reference_key
+from harness.run.variants import Variant, reference_key, scored_name
 
 
 @dataclass
@@ -119,6 +120,7 @@ class Judge:
             result.notes.append(note("invalid_thresholds", source=str(case.source), case=case.id, message=str(exc)))
             return result
         base_output = (got.outputs.get(self.base) or [None])[0]
+        scored = {v.name for v in self.plan.scored}
         for variant in variants:
             try:
                 own = extra.get(reference_key(variant), reference)
@@ -127,9 +129,11 @@ class Judge:
                 if decoder and decoder != "pil":
                     details.update(decoder=decoder, pixel_deltas=got.pixel_deltas.get(decoder, []))
                 floor = _floor_of(floors, variant, self.plan.dtype_of(variant))
+                keys = [scored_name(variant.name, i) for i in range(variant.answers)] if variant.name in scored else []
+                scores = [extra.get(k) or got.missing.get(k) or note("no_output") for k in keys]
                 cell = self._variant(case, own, variant, got.outputs.get(variant.name, []),
                                      got.skipped.get(variant.name), base_output, got.missing.get(variant.name),
-                                     details, got.skipped.get(self.base), floor)
+                                     details, got.skipped.get(self.base), floor, scores)
                 result.variants[variant.name] = mark_known(case, cell, self.known)
             except Exception as exc:  # a harness bug on one variant must not end the run
                 result.variants[variant.name] = VariantResult(variant.name, "error", notes=[
@@ -184,7 +188,10 @@ class Judge:
 
     def _variant(self, case: Case, reference: EngineOutput | None, variant: Variant, attempts: list[EngineOutput],
                  skipped: str | None, base_output: EngineOutput | None, missing: Note | None,
-                 details: dict[str, Any], base_skipped: str | None, floor: Floor | None) -> VariantResult:
+                 details: dict[str, Any], base_skipped: str | None, floor: Floor | None,
+                 scores: Sequence[EngineOutput | Note] = ()) -> VariantResult:
+        """One cell; `scores` are the reference's scorings of a sampled variant's answers (or why one is
+        missing), in `answers` order."""
         name = variant.name
         if skipped:
             return VariantResult(name, "skipped", [skipped])
@@ -214,7 +221,8 @@ class Judge:
             findings += found + self._choice(reference, first, variant, cmp)
             for a in rest:
                 findings += self._compare(reference, a, variant, th, floor, "reference", a.attempt)[1]
-            for i, child in enumerate(children(first), 1):  # n > 1: every answer is held to the reference
+            greedy_children = [] if variant.sampled else children(first)  # sampled ones are scored, below
+            for i, child in enumerate(greedy_children, 1):  # n > 1: every greedy answer is held to the reference
                 findings += self._compare(reference, child, variant, th, floor, "child", i, ("decode",))[1]
         if "base" in variant.against and variant.name != self.base and base_skipped:
             notes.append(note("base_skipped", base=self.base, reason=base_skipped))
@@ -230,6 +238,12 @@ class Judge:
                 findings += found
         for a in rest:  # repeated submissions must agree with the first
             findings += self._compare(first, a, variant, th, floor, "attempt", a.attempt, ("prefill", "decode"))[1]
+        for i, (answer, score) in enumerate(zip(answers(attempts), scores)):  # sampled: each answer scored
+            if isinstance(score, Note) or score.error:
+                notes.append(note("not_scored", answer=i + 1, why=score.error if isinstance(score, EngineOutput)
+                                  else note_text(score)))
+                continue
+            findings += self._scored(score, answer, variant, th, floor, i)
         if any(a.diagnostics.get("warmup_rejected") == 0.0 for a in attempts):
             findings.append(Finding("warmup_rejected", "fail", rule="structural", detail=(
                 "the over-long request sent first was accepted: the engine did not enforce its maximum length")))
@@ -239,6 +253,22 @@ class Judge:
         if verdict == "fail" and variant.request.get("prompt_form") == "native":
             notes.append(note("native_stage", stage=native_stage(cmp or against_base)))
         return VariantResult(name, verdict, [], cmp, against_base, first, rest, details, findings, notes=notes)
+
+    def _scored(self, score: EngineOutput, answer: EngineOutput, variant: Variant, th: config.Thresholds,
+                floor: Floor | None, i: int) -> list[Finding]:
+        """A sampled answer against the reference's scoring of its tokens (`harness.judging.compare.sampled`):
+        its returned logprobs by the floor rule as a greedy answer's (or, where they are the processed ones,
+        that), and every token inside the allowed set the request's sampling makes."""
+        cmp, found = self._compare(score, answer, variant, th, floor, "scored", i, ("decode",))
+        check = cmp.checks.get("decode_max")
+        bound = check.bound if check is not None and check.bound is not None else 0.0
+        sampling = variant.request["sampling"]
+        if any(f.level == "fail" for f in found):
+            returned = processed_finding(score.processed, [s.logprob for s in answer.output_logprobs],
+                                         [s.logprob for s in score.output_logprobs], slack(bound, sampling), i)
+            found = [returned] if returned else found  # the comparison was with the raw ones: it explains them
+        drawn = support_finding(score.processed, sampling, bound, i)
+        return found + ([drawn] if drawn else [])
 
     @staticmethod
     def _choice(reference: EngineOutput, answer: EngineOutput, variant: Variant, cmp: CaseComparison) -> list[Finding]:
@@ -301,6 +331,11 @@ def native_stage(cmp: CaseComparison | None) -> str:
     if cmp is not None and cmp.image_positions:
         return "decoding"
     return "after_rendering"
+
+
+def answers(attempts: Sequence[EngineOutput]) -> list[EngineOutput]:
+    """A variant's answers in order (`Variant.answers`): each attempt, then the other n - 1 of the first."""
+    return [*attempts, *children(attempts[0])] if attempts else []
 
 
 def children(output: EngineOutput) -> list[EngineOutput]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from harness.core.schema import EngineOutput, Note
 
 REFERENCE = "reference"  # the reference's stream; engine groups are named by their index
+SCORING = "scoring"  # the reference again, after the engines: scoring their sampled answers' tokens
+REFERENCE_SIDE = (REFERENCE, SCORING)  # streams whose outputs are the reference's (`CaseEntry.extra`)
 Key = tuple[str, int]  # (request variant, attempt): one output a case waits for
 
 
@@ -56,7 +58,7 @@ class CaseLedger:
                 self.ignored.append(f"{source}: {output.case_id} {output.variant} attempt {output.attempt + 1}")
             return []
         del entry.waiting[key]
-        if source != REFERENCE:
+        if source not in REFERENCE_SIDE:
             entry.outputs.setdefault(output.variant, []).append(output)
         elif output.variant == REFERENCE:
             entry.reference = output
@@ -83,12 +85,15 @@ class CaseLedger:
                 touched.append(entry.case_id)
         return closed + self._close_if_done(touched)
 
-    def withdraw(self, case_ids: Iterable[str], source: str, reason: Note) -> list[str]:
-        """The case's requests to `source` are not sent after all (its reference failed first)."""
+    def withdraw(self, case_ids: Iterable[str], source: str, reason: Note,
+                 keys: Iterable[Key] | None = None) -> list[str]:
+        """The case's requests to `source` (those of `keys` only, when given) are not sent after all (its
+        reference failed first; an answer to score never came)."""
         closed = []
+        only = None if keys is None else set(keys)
         for case_id in case_ids:
             entry = self.entries[case_id]
-            for key in [k for k, owner in entry.waiting.items() if owner == source]:
+            for key in [k for k, owner in entry.waiting.items() if owner == source and (only is None or k in only)]:
                 del entry.waiting[key]
                 entry.missing.setdefault(key[0], reason)
             closed += self._close_if_done([case_id])

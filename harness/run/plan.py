@@ -22,7 +22,7 @@ from harness.inputs.cases import Case, CaseProblem, LoadedCases, load_cases
 from harness.inputs.decode import same_pixels
 from harness.inputs.models import DEFAULT_MODEL, processor_options, resolve_model, video_options, video_token_id
 from harness.run.known import KnownFailure, load_known
-from harness.run.ledger import REFERENCE, Key
+from harness.run.ledger import REFERENCE, SCORING, Key
 from harness.run.options import RunConfig
 from harness.run.variants import (
     DECODER_PREFIX,
@@ -32,6 +32,7 @@ from harness.run.variants import (
     reference_key,
     rerun_floor_name,
     rerun_name,
+    scored_name,
 )
 
 FLOOR_PREFIX = "floor-"  # request variants of the reference that measure a floor
@@ -198,14 +199,40 @@ class RunPlan:
                        groups=groups, case_skips={c.id: self.case_skips[c.id] for c in cases})
 
     def expected(self) -> dict[str, dict[Key, str]]:
-        """Case -> each output it waits for -> the stream that owes it (the reference or a group index)."""
+        """Case -> each output it waits for -> the stream that owes it (the reference, a group index, or the
+        scoring of sampled answers)."""
         owed: dict[str, dict[Key, str]] = {c.id: {} for c in self.cases}
         for r in self.reference_requests:
             owed[r.case_id][(r.variant, 0)] = REFERENCE
+        scored = {v.name: v.answers for v in self.scored}
         for index, group in enumerate(self.groups):
             for r in group.requests:
                 owed[r.case_id].update({(r.variant, a): str(index) for a in range(r.repeats)})
+                owed[r.case_id].update({(scored_name(r.variant, i), 0): SCORING for i in range(scored.get(
+                    r.variant, 0))})
         return owed
+
+    @property
+    def scored(self) -> list[Variant]:
+        """The sampled variants whose answers the reference scores, token by token (none where it cannot)."""
+        if not self.reference.capabilities.scores:
+            return []
+        return [v for v in self.variants if v.sampled and v.name not in self.skipped]
+
+    def scoring_requests(self, case: Case, variant: Variant, answers: Sequence[Sequence[int] | None],
+                         prompt: str) -> list[Request]:
+        """The reference's requests scoring a sampled variant's answers (their output ids; None for one that
+        never came) of one case: the request it is compared with, forced through each answer's tokens under the
+        variant's sampling and penalties."""
+        paths, key = self.paths, reference_key(variant)
+        decoders = [d for d in paths.decoders if rerun_name(d) == key]  # only its own re-run: pixels are compared
+        planned = reference_requests([case], {case.id: prompt}, decoders, self.reference.capabilities, None,
+                                     paths.mm_options, paths.video_options,
+                                     {n: v for n, v in paths.same.items() if rerun_name(n) == key})
+        own = next((r for r in planned if r.variant == key), planned[0])
+        return [replace(own, variant=scored_name(variant.name, i), forced=tuple(ids),
+                        sampling=variant.request.get("sampling"), penalties=variant.request.get("penalties"))
+                for i, ids in enumerate(answers) if ids is not None]
 
 
 def in_shard(case_id: str, index: int, total: int) -> bool:

@@ -5,7 +5,9 @@ processes computing at once on one machine wait on each other's threads). With o
 on the CPU) the next engines are started early and held at their gate, so their start-up hides
 behind the job before them; without it, one engine process exists at a time. A group whose settings
 depend on the reference's outputs (`needs_reference`: a prefill chunk size chosen from the image
-spans) is started only once the reference has finished.
+spans) is started only once the reference has finished. The reference's scoring of sampled answers comes
+last, as job number len(groups): with overlap it starts with the others and is given its requests (the
+answers, known by then) when it may compute.
 """
 from __future__ import annotations
 
@@ -38,28 +40,38 @@ class Scheduler:
     needs_reference: Sequence[bool]
     overlap: bool
     reference_running: bool  # False when every reference output is stored: nothing to wait for
+    scores: bool = False  # a last job, the reference scoring the groups' sampled answers
     launched: set[int] = field(default_factory=set)
     opened: set[int] = field(default_factory=set)
+
+    @property
+    def scoring(self) -> int:
+        """The scoring job's number (after every group)."""
+        return len(self.needs_reference)
+
+    @property
+    def jobs(self) -> int:
+        return len(self.needs_reference) + self.scores
 
     def start(self) -> list[Action]:
         """The first actions, once the reference stream (if any) has been launched."""
         if not self.reference_running:
             return self.reference_finished()
-        return [self._launch(i, held=True) for i in range(len(self.needs_reference))
-                if self.overlap and not self.needs_reference[i]]
+        return [self._launch(i, held=True) for i in range(self.jobs)
+                if self.overlap and (i == self.scoring or not self.needs_reference[i])]
 
     def reference_finished(self) -> list[Action]:
         self.reference_running = False
-        held = [self._launch(i, held=True) for i in range(len(self.needs_reference))
-                if self.overlap and i not in self.launched]
+        held = [self._launch(i, held=True) for i in range(self.jobs) if self.overlap and i not in self.launched]
         return held + self._ready(0)
 
     def group_finished(self, group: int) -> list[Action]:
+        """A group (or the scoring job) has finished: the next job may compute."""
         return self._ready(group + 1)
 
     def _ready(self, group: int) -> list[Action]:
         """The job before `group` has finished: it may compute (and, without overlap, start)."""
-        if group >= len(self.needs_reference) or group in self.opened:
+        if group >= self.jobs or group in self.opened:
             return []
         self.opened.add(group)
         actions: list[Action] = [Open(group)]

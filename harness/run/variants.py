@@ -61,6 +61,18 @@ class Variant:
         """What the report and results say about the variant."""
         return asdict(self)
 
+    @property
+    def sampled(self) -> bool:
+        """Its answers are drawn, not greedy (temperature above 0 without top-k 1): the reference scores each
+        one's tokens (`scored_name`) instead of comparing it with its own greedy answer."""
+        sampling = self.request.get("sampling")
+        return sampling is not None and sampling.temperature > 0 and sampling.top_k != 1
+
+    @property
+    def answers(self) -> int:
+        """Answers a case on this variant gets: each repeat, and the other n - 1 of the first one's request."""
+        return self.request.get("repeats", 1) + self.request.get("n", 1) - 1
+
 
 # The keys of a variant in variants.yaml: derived, never listed twice (its `engine:` and `request:` keys are
 # the vocabulary's, harness.engines.features).
@@ -116,6 +128,12 @@ def rerun_name(what: str) -> str:
 def rerun_floor_name(run: str, rerun: str) -> str:
     """The request variant of floor run `run` done on re-run `rerun` (its own prompt: its own floor)."""
     return f"{run}|{rerun}"
+
+
+def scored_name(variant: str, answer: int) -> str:
+    """The request variant of the reference scoring answer `answer` (0-based: repeats, then the other n - 1
+    of the first) of a sampled variant."""
+    return f"scored-{variant}.{answer}"
 
 
 def reference_key(variant: Variant) -> str:
