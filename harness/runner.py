@@ -32,7 +32,7 @@ from harness.inputs.cases import Case, load_cases
 from harness.inputs.detokenize import Detokenizer
 from harness.inputs.models import image_token_id, model_fingerprint, video_token_id
 from harness.inputs.prompt import Prompter
-from harness.judging.judge import CaseInputs, Judge, case_result
+from harness.judging.judge import CaseInputs, Judge, answers, case_result
 from harness.judging.suite import SuiteRule, cell_ratios, sample_dtype, shift_test
 from harness.localize.run import MAX_PROBED, localize, which_to_localize
 from harness.publish.console import Console, Lines, as_console, quiet_third_parties
@@ -44,9 +44,8 @@ from harness.publish.report.summary import write_step_summary
 from harness.publish.report.thumbnails import thumbnail
 from harness.publish.results import ResultsSink, write_results
 from harness.repro import write_repros
-from harness.run.known import known_reference_failure
 from harness.run.collector import now_and_then, young_only
-from harness.judging.judge import answers
+from harness.run.known import known_reference_failure
 from harness.run.ledger import REFERENCE, REFERENCE_SIDE, SCORING, CaseEntry, CaseLedger
 from harness.run.observe import Observer
 from harness.run.options import RunConfig, comma_list
@@ -250,7 +249,9 @@ class Session:
         run.notes += stored.warnings + ([note("no_floor", reason=plan.no_floor)] if plan.no_floor else [])
         sampled = [v.name for v in plan.variants if v.sampled and v.name not in plan.skipped]
         if sampled and not plan.scored:
-            run.notes.append(note("sampled_not_scored", engine=reference.engine, variants=sampled))
+            why = (f"the reference engine {reference.engine!r} cannot score another engine's tokens"
+                   if not reference.capabilities.scores else "the engine returns no output ids")
+            run.notes.append(note("sampled_not_scored", why=why, variants=sampled))
         unsupported = plan.unsupported_features
         run.notes += [note("unsupported_base_features", engine=plan.engine.engine, features=unsupported)] \
             if unsupported else []

@@ -23,10 +23,11 @@ Each fault changes one path and leaves every other one exact:
                  check_and_update_cache` returned True for it) gets that entry
                  scaled by 1.05; the request that computed it gets it exact.
   children-without-image, stop-offset, special-space, rank-shift, penalties-over-prompt, top-p-ignored,
-  processed-logprobs
+  processed-logprobs, min-tokens-ignored
                  the output side (n > 1, stop strings, special tokens in the
                  text, returned ranks, penalties, the sampler's truncation, the
-                 logprobs returned for sampled tokens): see each function.
+                 logprobs returned for sampled tokens, a minimum length): see
+                 each function.
 
 The engine option `case_faults` ({"CASE" or "CASE@VARIANT": kind}) marks those
 requests (their SamplingParams' `extra_args`), and patches of vLLM act on the
@@ -275,6 +276,18 @@ def _processed_logprobs() -> None:
     TopKTopPSampler.__init__ = processed
 
 
+def _min_tokens_ignored() -> None:
+    """`min_tokens` not honoured: vLLM's `MinTokensLogitsProcessor` masks nothing, so an answer may end at EOS
+    before its minimum length (the class of a stop rule an engine does not honour). Requests without a minimum are
+    untouched."""
+    from vllm.v1.sample.logits_processor.builtin import MinTokensLogitsProcessor
+
+    def unmasked(self: Any, logits: Any) -> Any:
+        return logits
+
+    MinTokensLogitsProcessor.apply = unmasked
+
+
 FAULTS: dict[str, Callable[[], None]] = {
     "sampler": _sampler,
     "image-embeds": _image_embeds,
@@ -287,6 +300,7 @@ FAULTS: dict[str, Callable[[], None]] = {
     "penalties-over-prompt": _penalties_over_prompt,
     "top-p-ignored": _top_p_ignored,
     "processed-logprobs": _processed_logprobs,
+    "min-tokens-ignored": _min_tokens_ignored,
 }
 
 

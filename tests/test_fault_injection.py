@@ -235,15 +235,16 @@ def test_a_cell_failed_by_an_injected_fault_reproduces_from_its_folder(four_faul
 
 
 def test_output_side_faults_are_each_caught_on_the_variant_that_owns_them(tmp_path: Path, tiny_model: str) -> None:
-    """Five bugs between the logits and the user, in one engine (none touches another's path): n > 1 children
+    """Six bugs between the logits and the user, in one engine (none touches another's path): n > 1 children
     that lost the image (n-best; n-sampled, its children's tokens scored by the reference), a stop string cut one
     character late (stops), a space after each special token kept in the text (special-tokens), top-k ranks
     shifted after a non-greedy sample (sampling), presence and frequency penalties counting the prompt
-    (penalties). Each is caught by its variant, by the check of its class, while the base variant passes every
-    case."""
-    faults = ["children-without-image", "stop-offset", "special-space", "rank-shift", "penalties-over-prompt"]
+    (penalties), a minimum length not honoured (min-tokens). Each is caught by its variant, by the check of its
+    class, while the base variant passes every case."""
+    faults = ["children-without-image", "stop-offset", "special-space", "rank-shift", "penalties-over-prompt",
+              "min-tokens-ignored"]
     result = run(tiny_model, tmp_path / "out", faults,
-                 ["batched", "sampling", "n-best", "n-sampled", "penalties", "stops", "special-tokens",
+                 ["batched", "sampling", "n-best", "n-sampled", "penalties", "stops", "min-tokens", "special-tokens",
                   "special-tokens-packed"],
                  localize="off")
     assert result.status == "complete", result.error
@@ -278,10 +279,15 @@ def test_output_side_faults_are_each_caught_on_the_variant_that_owns_them(tmp_pa
         variant_lines(penalized)
     assert "the choice was made after the logits" in next(f.detail for f in penalized.failing
                                                           if f.metric == "processed_choice")
+    for case in result.cases:  # every default answer ends at EOS before 12 tokens: the engine's did, unmasked
+        cell = case.variants["min-tokens"]
+        assert cell.verdict == "fail" and {"first_divergence", "processed_choice"} <= {f.metric for f in cell.failing} \
+            <= {"first_divergence", "processed_choice", "rouge_l"}, (case.case_id, variant_lines(cell))
     # Each is named after the logits, without a probe (the logits agree): the group's stage says where.
     stages = {g.variants: g.stage for g in attention(result) if g.level == "fail"}
     assert stages[("special-tokens", "special-tokens-packed")] == "returned", stages
-    assert {stage for variants, stage in stages.items() if "penalties" in variants} == {"returned"}, stages
+    assert {stage for variants, stage in stages.items() if "penalties" in variants or "min-tokens" in variants} == {
+        "returned"}, stages
 
 
 @pytest.mark.parametrize("fault, metric, cases, passing", [

@@ -314,5 +314,7 @@ def test_sampled_answers_are_scored_by_the_reference_after_the_engines(tmp_path:
     assert "could not have been drawn under temperature 0.8, top-k off, top-p 0.9" in drawn[0].detail
     assert not [n for n in cell.notes if n.kind == "not_scored"] and after_logits(drawn) == ["sampled_allowed"]
     unscored = fake_run(tmp_path / "fake", tiny_model, variants=["base", "sampling"], only={"text-only"})
-    assert [n.data for n in unscored.notes if n.kind == "sampled_not_scored"] == [
-        {"engine": FAKE, "variants": ["sampling"]}]
+    (said,) = [n for n in unscored.notes if n.kind == "sampled_not_scored"]
+    assert note_text(said) == (f"the sampled answers of sampling are not scored by the reference (the reference "
+                               f"engine '{FAKE}' cannot score another engine's tokens): they are judged on their "
+                               "prompt logprobs and what they return only")

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from harness.core.schema import EngineOutput, Finding, TokenLogprobs
 from harness.engines.base import Stop
-from harness.judging.compare.returned import after_logits, rank_findings, text_finding, under_stops
+from harness.engines.stops import under_stops
+from harness.judging.compare.returned import after_logits, rank_findings, text_finding
 
 WORDS = {1: "A", 2: " red", 3: " circle", 4: ".", 5: " is", 6: " big", 9: "<eos>"}
 
@@ -50,6 +51,29 @@ def test_the_reference_answer_under_stop_rules_is_cut_where_they_end_it() -> Non
     assert token.output_ids == [1, 2] and len(token.output_logprobs) == 2
     none = under_stops(reference, Stop(), frozenset({9}), decode)
     assert (none.output_ids, none.finish_reason) == ([1, 2, 3, 4, 9, 9], "length")
+
+
+def test_no_stop_rule_ends_an_answer_before_its_minimum_length() -> None:
+    """Under min_tokens the stop ids are masked until then (the answer goes on where it would have ended) and a
+    stop string counts only where it ends past the first min_tokens tokens' text, as vLLM's detokenizer has it."""
+    import torch
+
+    from harness.engines.stops import min_tokens_mask
+
+    reference = output([1, 2, 9, 3, 5, 9, 4], finish="length")
+    late = under_stops(reference, Stop(ignore_eos=False, min_tokens=3), frozenset({9}), decode)
+    assert (late.output_ids, late.output_text, late.finish_reason) == ([1, 2, 9, 3, 5, 9], "A red circle is", "stop")
+    string = under_stops(output([1, 5, 2, 5, 6]), Stop(strings=(" is",), min_tokens=2), frozenset(), decode)
+    assert (string.output_ids, string.output_text) == ([1, 5, 2, 5], "A is red")  # the first " is" is too early
+    straddling = under_stops(output([1, 5, 2, 5, 6]), Stop(strings=(" is red",), min_tokens=2), frozenset(), decode)
+    assert straddling.output_text == "A"  # it ends past the first two tokens' text: it counts
+    mask = min_tokens_mask(Stop(ignore_eos=False, token_ids=(4,), min_tokens=2), frozenset({9}), prompt_len=3)
+    scores = torch.zeros(1, 10)
+    early = mask(torch.zeros(1, 4, dtype=torch.long), scores)  # one token generated
+    assert early[0, 9] == early[0, 4] == -float("inf") and early[0, :4].tolist() == [0.0] * 4
+    assert mask(torch.zeros(1, 5, dtype=torch.long), scores) is scores and scores.max() == 0  # two: nothing masked
+    assert text_finding(output([1, 5, 2, 5], "A is red", "stop"), decode, Stop(strings=(" is",), min_tokens=2)) \
+        is None
 
 
 def test_text_must_be_the_decode_of_the_ids() -> None:

@@ -61,8 +61,8 @@ NOTES: dict[str, NoteKind] = {
         f"({', '.join(d['cases'])}{', ...' if d['count'] > len(d['cases']) else ''}): `vlm-parity record` "
         "stores them")),
     "sampled_not_scored": NoteKind("info", lambda d: (
-        f"the reference engine {d['engine']!r} cannot score another engine's tokens: the sampled answers of "
-        f"{', '.join(d['variants'])} are judged on their prompt logprobs and what they return only")),
+        f"the sampled answers of {', '.join(d['variants'])} are not scored by the reference ({d['why']}): they are "
+        "judged on their prompt logprobs and what they return only")),
     "unsupported_base_features": NoteKind("info", lambda d: (
         f"engine {d['engine']!r} does not support the base engine feature{'s' * (len(d['features']) > 1)} "
         f"{', '.join(d['features'])} (variants.yaml `engine:`): every variant runs with its own default")),

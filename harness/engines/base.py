@@ -44,11 +44,13 @@ class Sampling:
 @dataclass(frozen=True)
 class Stop:
     """Where an output ends (`stop` in variants.yaml): the model's EOS honoured or not, stop strings (the text
-    ends before one; the ids include the token that completed it), stop token ids (included)."""
+    ends before one; the ids include the token that completed it), stop token ids (included), none of them
+    before `min_tokens` output tokens (`harness.engines.stops`)."""
 
     ignore_eos: bool = True
     strings: tuple[str, ...] = ()
     token_ids: tuple[int, ...] = ()
+    min_tokens: int = 0
 
 
 @dataclass(frozen=True)

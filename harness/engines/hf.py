@@ -11,6 +11,7 @@ copy is held at a time, so the floor runs of one kind should come together.
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -21,7 +22,9 @@ from harness.core.hardware import machine
 from harness.core.schema import EngineOutput, ProcessedStep, TokenLogprobs
 from harness.engines.base import Capabilities, Engine, EngineSettings, Penalties, Request, Sampling
 from harness.engines.capture import CAPTURED
+from harness.engines.stops import min_tokens_mask, under_stops
 from harness.inputs.decode import decode_all, decode_videos
+from harness.inputs.detokenize import Detokenizer
 
 
 class HFEngine(Engine):
@@ -30,7 +33,8 @@ class HFEngine(Engine):
     # replaces each image by a grey one of the same size (the image-sensitivity check).
     capabilities = Capabilities(max_top_k=1000, sampling=False, image_inputs=frozenset({"pixels", "flat-grey"}),
                                 overrides=frozenset({"dtype", "attn_implementation"}),
-                                request_fields=frozenset({"mm_kwargs", "videos", "penalties"}), stages=CAPTURED,
+                                request_fields=frozenset({"mm_kwargs", "videos", "penalties", "stop"}),
+                                stages=CAPTURED,
                                 engine_text=True, scores=True)
 
     def __init__(self, settings: EngineSettings) -> None:
@@ -136,8 +140,9 @@ class HFEngine(Engine):
                 max_new_tokens=request.max_new_tokens, do_sample=False, eos_token_id=[],
                 pad_token_id=self.processor.tokenizer.pad_token_id, output_logits=True, return_dict_in_generate=True,
             )
-            penalties = [penalized(request.penalties, len(prompt_ids))] if request.penalties else []
-            processors = LogitsProcessorList(penalties)
+            processors = LogitsProcessorList(
+                ([penalized(request.penalties, len(prompt_ids))] if request.penalties else [])
+                + ([min_tokens_mask(request.stop, self._eos_ids, len(prompt_ids))] if request.stop else []))
             generated = model.generate(**inputs, generation_config=config, logits_processor=processors)
             decode_s = time.perf_counter() - start
         output_ids = generated.sequences[0, len(prompt_ids):].tolist()
@@ -147,7 +152,7 @@ class HFEngine(Engine):
         ]
         # The reference's self-consistency check; a floor run is not the reference.
         rescored = [] if request.overrides else self._rescore(inputs, generated.sequences, len(prompt_ids))
-        return EngineOutput(
+        output = EngineOutput(
             case_id=request.case_id,
             engine=self.name,
             variant=request.variant,
@@ -155,12 +160,21 @@ class HFEngine(Engine):
             prompt_logprobs=prompt_logprobs,
             output_ids=output_ids,
             output_logprobs=output_logprobs,
-            output_text=self.processor.decode(output_ids, skip_special_tokens=True),
+            output_text=self._decode(output_ids),
             finish_reason="length",  # EOS ignored: exactly max_new_tokens, as the engines are asked
             timings={"prefill_s": prefill_s, "decode_s": decode_s},
             diagnostics={} if request.overrides else {"self_consistency_max": max(
                 (abs(r - o.logprob) for r, o in zip(rescored, output_logprobs)), default=0.0)},
         )
+        # Generated past every stop rule (the stop ids masked until min_tokens): cut where the rules end it.
+        return under_stops(output, request.stop, self._eos_ids, self._decode) if request.stop else output
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.processor.decode(list(ids), skip_special_tokens=True)
+
+    @functools.cached_property
+    def _eos_ids(self) -> frozenset[int]:
+        return Detokenizer(self.settings.model).eos_ids
 
     def _rescore(self, inputs: Any, sequences: Any, prompt_len: int) -> list[float]:
         """Logprobs of the generated tokens from one forward pass over prompt + output.

@@ -359,6 +359,7 @@ class VLLMEngine(Engine):
             **decoding, **penalty_fields(request), n=request.n, max_tokens=request.max_new_tokens, logprobs=k,
             prompt_logprobs=k if request.prompt_logprobs else None,  # without them vLLM reads its prefix cache
             ignore_eos=stop.ignore_eos, stop=list(stop.strings) or None, stop_token_ids=list(stop.token_ids) or None,
+            min_tokens=stop.min_tokens,
             skip_special_tokens=text.skip_special_tokens,
             spaces_between_special_tokens=text.spaces_between_special_tokens)
 

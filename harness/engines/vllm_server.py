@@ -64,6 +64,7 @@ class VLLMServerEngine(HTTPEngine):
             "spaces_between_special_tokens": text.spaces_between_special_tokens,
             **({"stop": list(stop.strings)} if stop.strings else {}),
             **({"stop_token_ids": list(stop.token_ids)} if stop.token_ids else {}),
+            **({"min_tokens": stop.min_tokens} if stop.min_tokens else {}),
             **sampling_fields(request, greedy_seed=self.settings.seed), **penalty_fields(request),
         }
         if request.prompt_form == "rendered":

@@ -20,13 +20,28 @@ from typing import Any
 
 from harness import config
 from harness.core.notes import error_fields, note, note_text
-from harness.core.schema import CaseComparison, CaseResult, EngineOutput, Finding, Floor, Note, VariantResult, worst
+from harness.core.schema import (
+    CaseComparison,
+    CaseResult,
+    EngineOutput,
+    Finding,
+    Floor,
+    Note,
+    VariantResult,
+    worst,
+)
 from harness.engines.base import Detokenize, Stop
+from harness.engines.stops import stop_ids, under_stops
 from harness.inputs.cases import Case
 from harness.inputs.detokenize import Detokenizer
 from harness.judging.compare import compare_outputs, judge
 from harness.judging.compare.floor import case_floors, floor_key
-from harness.judging.compare.returned import choice_finding, finish_finding, rank_findings, text_finding, under_stops
+from harness.judging.compare.returned import (
+    choice_finding,
+    finish_finding,
+    rank_findings,
+    text_finding,
+)
 from harness.judging.compare.sampled import processed_finding, slack, support_finding
 from harness.judging.compare.sensitivity import image_sensitivity
 from harness.run.known import KnownFailure, mark_known
@@ -311,9 +326,9 @@ class Judge:
                 return detokenizer.decode_after(context, ids, options.skip_special_tokens,
                                                 options.spaces_between_special_tokens)
 
-            stop_ids = frozenset(stop.token_ids) | (frozenset() if stop.ignore_eos else detokenizer.eos_ids)
+            ending = stop_ids(stop, detokenizer.eos_ids)
             found += [f for answer, at in answers
-                      if (f := text_finding(answer, decode, stop, at, decode_after, stop_ids))]
+                      if (f := text_finding(answer, decode, stop, at, decode_after, ending))]
         return found
 
     def _compare(self, expected: EngineOutput, actual: EngineOutput, variant: Variant, th: config.Thresholds,

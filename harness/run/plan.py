@@ -214,8 +214,9 @@ class RunPlan:
 
     @property
     def scored(self) -> list[Variant]:
-        """The sampled variants whose answers the reference scores, token by token (none where it cannot)."""
-        if not self.reference.capabilities.scores:
+        """The sampled variants whose answers the reference scores, token by token (none where it cannot, or the
+        engine returns no output ids to score)."""
+        if not (self.reference.capabilities.scores and self.engine.capabilities.output_ids):
             return []
         return [v for v in self.variants if v.sampled and v.name not in self.skipped]
 

@@ -132,8 +132,10 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def same_values(values: Mapping[str, Any]) -> dict[str, Any]:
-    """A re-run's request fields as a stored reference records them: plain JSON data."""
-    return {k: asdict(v) if is_dataclass(v) and not isinstance(v, type) else v for k, v in values.items()}
+    """A re-run's request fields as a stored reference records them: plain JSON data (tuples as lists), so the
+    recorded values and the current ones compare equal when they are."""
+    return json.loads(json.dumps({k: asdict(v) if is_dataclass(v) and not isinstance(v, type) else v
+                                  for k, v in values.items()}))
 
 
 @dataclass

@@ -3,19 +3,18 @@
 Pure functions of an engine's output (and, for the text, a decode function): the ranks it returns run 1..k
 with logprobs that do not increase, the actual token's rank agrees with its logprob and with the top-k; its
 text is the reference tokenizer's decode of its ids under the request's detokenization options
-(`text_matches_ids`, with the first differing character); and, under a request's stop rules, the output the
-greedy reference makes under the same rules (its EOS-ignored answer cut where they end it) with its finish
-reason, which the engine's must equal.
+(`text_matches_ids`, with the first differing character); and, under a request's stop rules
+(`harness.engines.stops`), the finish reason, which the engine's must equal the reference's.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 
 import numpy as np
 
 from harness.core.schema import METRIC_INFO, EngineOutput, Finding, TokenLogprobs
 from harness.engines.base import Stop
+from harness.engines.stops import cut_at_stop
 from harness.judging.compare.arrays import scored
 
 TOLERANCE = 1e-6  # two copies of one logprob agree to float32 rounding
@@ -100,34 +99,6 @@ def rank_findings(output: EngineOutput, attempt: int | None = None) -> list[Find
                     detail=f"{len(problems)} positions; first at {where}: {problem}")]
 
 
-def cut_at_stop(text: str, strings: Iterable[str]) -> tuple[str, bool]:
-    """`text` up to the earliest stop string in it (engines return the text before it), and whether one was."""
-    found = [at for s in strings if s and (at := text.find(s)) >= 0]
-    return (text[:min(found)], True) if found else (text, False)
-
-
-def under_stops(reference: EngineOutput, stop: Stop, eos_ids: frozenset[int], decode: Decode) -> EngineOutput:
-    """The greedy reference's answer under the request's stop rules: its EOS-ignored tokens cut after the first
-    EOS (when honoured) or stop token id (whose text is left out, as engines do), or after the token that
-    completes a stop string (whose text then ends before it), finish reason "stop"; else all of them,
-    "length". Greedy decisions do not depend on the rules, so this is what the reference's own generate makes
-    under them."""
-    ids = reference.output_ids
-    for i, tid in enumerate(ids):
-        if (not stop.ignore_eos and tid in eos_ids) or tid in stop.token_ids:
-            return _cut(reference, i + 1, decode(ids[:i]))
-        if stop.strings:
-            text, hit = cut_at_stop(decode(ids[:i + 1]), stop.strings)
-            if hit:
-                return _cut(reference, i + 1, text)
-    return replace(reference, output_text=decode(ids), finish_reason="length")
-
-
-def _cut(reference: EngineOutput, length: int, text: str) -> EngineOutput:
-    return replace(reference, output_ids=reference.output_ids[:length],
-                   output_logprobs=reference.output_logprobs[:length], output_text=text, finish_reason="stop")
-
-
 def char_diff(expected: str, actual: str, context: int = 16) -> str:
     """Where two texts first differ, with a little context of each."""
     at = next((i for i, (a, b) in enumerate(zip(expected, actual)) if a != b), min(len(expected), len(actual)))
@@ -141,15 +112,17 @@ def text_finding(output: EngineOutput, decode: Decode, stop: Stop, attempt: int 
                  stop_ids: frozenset[int] = frozenset()) -> Finding | None:
     """The engine's text against the reference tokenizer's decode of its own ids, alone or after the prompt's
     last tokens (`decode_after`: how an incremental detokenizer decodes them), with a stop token it ended on left
-    out and cut before a stop string; None when it equals either."""
+    out and cut before a stop string (`harness.engines.stops`); None when it equals either."""
     ids = output.output_ids
     if ids and output.finish_reason == "stop" and ids[-1] in stop_ids:
         ids = ids[:-1]
-    candidates = [decode(ids)]
+    decoders: list[Decode] = [decode]
     if decode_after is not None and output.prompt_ids:
-        candidates.append(decode_after(output.prompt_ids[-CONTEXT_TOKENS:], ids))
-    if stop.strings:
-        candidates = [cut_at_stop(text, stop.strings)[0] for text in candidates]
+        context = output.prompt_ids[-CONTEXT_TOKENS:]
+        decoders.append(lambda part: decode_after(context, part))
+    # Under min_tokens a stop string counts only where it ends past the text of the first min_tokens tokens.
+    candidates = [cut_at_stop(text(ids), stop.strings, len(text(ids[:stop.min_tokens])) if stop.min_tokens else 0)[0]
+                  for text in decoders]
     if output.output_text in candidates:
         return None
     return Finding("text_matches_ids", "fail", rule="structural", against="the reference tokenizer",
