@@ -218,7 +218,7 @@ class HFEngine(Engine):
         return EngineOutput(
             case_id=request.case_id, engine=self.name, variant=request.variant, prompt_ids=prompt_ids,
             output_ids=forced, output_logprobs=[_score(raw[i], tid, k) for i, tid in enumerate(forced)],
-            output_text=self.processor.decode(forced, skip_special_tokens=True),
+            output_text=self._decode(forced),
             processed=processed_steps(logits, sequences[0], len(prompt_ids), request.sampling, request.penalties),
             timings={"prefill_s": time.perf_counter() - start})
 
