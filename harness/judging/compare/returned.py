@@ -14,7 +14,7 @@ import numpy as np
 
 from harness.core.schema import METRIC_INFO, EngineOutput, Finding, TokenLogprobs
 from harness.engines.base import Stop
-from harness.engines.stops import cut_at_stop
+from harness.engines.stops import Decode, cut_at_stop
 from harness.judging.compare.arrays import scored
 
 TOLERANCE = 1e-6  # two copies of one logprob agree to float32 rounding
@@ -35,7 +35,6 @@ def after_logits(failing: Iterable[Finding]) -> list[str]:
     metrics = {f.metric for f in failing}
     own = sorted(metrics & set(AFTER_LOGITS))
     return own if own and metrics <= {*AFTER_LOGITS, *FOLLOWS} else []
-Decode = Callable[[Sequence[int]], str]
 
 
 def _rank_problem(step: TokenLogprobs) -> str | None:
