@@ -247,7 +247,7 @@ class Session:
         p.references_live = len(plan.cases) - len(stored.references)
         run.variants, run.skipped = [v.describe() for v in plan.variants], dict(plan.skipped)
         run.notes += stored.warnings + ([note("no_floor", reason=plan.no_floor)] if plan.no_floor else [])
-        sampled = [v.name for v in plan.variants if v.sampled and v.name not in plan.skipped]
+        sampled = [v.name for v in plan.sampled]
         if sampled and not plan.scored:
             why = (f"the reference engine {reference.engine!r} cannot score another engine's tokens"
                    if not reference.capabilities.scores else "the engine returns no output ids")

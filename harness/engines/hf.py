@@ -122,7 +122,7 @@ class HFEngine(Engine):
             return self._forced(request, model, inputs)
         prompt_ids = inputs["input_ids"][0].tolist()
         k = self.settings.top_k
-        scoring = torch.float64 if model.dtype == torch.float64 else torch.float32
+        scoring = _scoring_dtype(model)
 
         start = time.perf_counter()
         with torch.inference_mode():
@@ -209,7 +209,7 @@ class HFEngine(Engine):
         forced = list(request.forced)
         sequences = torch.tensor([prompt_ids + forced], dtype=inputs["input_ids"].dtype,
                                  device=inputs["input_ids"].device)
-        scoring = torch.float64 if model.dtype == torch.float64 else torch.float32
+        scoring = _scoring_dtype(model)
         start = time.perf_counter()
         with torch.inference_mode():
             logits = model(**self._extended(inputs, sequences)).logits[0, len(prompt_ids) - 1:-1].to(scoring)
@@ -277,6 +277,13 @@ def processed_steps(logits: Any, sequence: Any, prompt_len: int, sampling: Sampl
                                    top_k_mass, float(nucleus.sum()),
                                    float(q[order[top_k - 1]]) if 0 < top_k < len(probs) else None))
     return steps
+
+
+def _scoring_dtype(model: Any) -> Any:
+    """Logprobs are scored in float32 whatever the model's dtype, in float64 for a float64 model."""
+    import torch
+
+    return torch.float64 if model.dtype == torch.float64 else torch.float32
 
 
 def _score(logprobs: Any, token_id: int, k: int) -> TokenLogprobs:

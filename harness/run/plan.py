@@ -213,12 +213,15 @@ class RunPlan:
         return owed
 
     @property
+    def sampled(self) -> list[Variant]:
+        """The sampled variants the run takes (`Variant.sampled`)."""
+        return [v for v in self.variants if v.sampled and v.name not in self.skipped]
+
+    @property
     def scored(self) -> list[Variant]:
         """The sampled variants whose answers the reference scores, token by token (none where it cannot, or the
         engine returns no output ids to score)."""
-        if not (self.reference.capabilities.scores and self.engine.capabilities.output_ids):
-            return []
-        return [v for v in self.variants if v.sampled and v.name not in self.skipped]
+        return self.sampled if self.reference.capabilities.scores and self.engine.capabilities.output_ids else []
 
     def scoring_requests(self, case: Case, variant: Variant, answers: Sequence[Sequence[int] | None],
                          prompt: str) -> list[Request]:
