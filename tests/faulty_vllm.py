@@ -23,11 +23,11 @@ Each fault changes one path and leaves every other one exact:
                  check_and_update_cache` returned True for it) gets that entry
                  scaled by 1.05; the request that computed it gets it exact.
   children-without-image, stop-offset, special-space, rank-shift, penalties-over-prompt, top-p-ignored,
-  processed-logprobs, min-tokens-ignored
+  processed-logprobs, min-tokens-ignored, bias-next-token, grammar-stale
                  the output side (n > 1, stop strings, special tokens in the
                  text, returned ranks, penalties, the sampler's truncation, the
-                 logprobs returned for sampled tokens, a minimum length): see
-                 each function.
+                 logprobs returned for sampled tokens, a minimum length, a
+                 logit bias, a structured-output grammar): see each function.
 
 The engine option `case_faults` ({"CASE" or "CASE@VARIANT": kind}) marks those
 requests (their SamplingParams' `extra_args`), and patches of vLLM act on the
@@ -288,6 +288,33 @@ def _min_tokens_ignored() -> None:
     MinTokensLogitsProcessor.apply = unmasked
 
 
+def _bias_next_token() -> None:
+    """A logit bias added to the next token id's logit instead of its own (an off-by-one in the processor's
+    index, the class of a bias landing on the wrong token or row): requests without a bias are untouched."""
+    from vllm.v1.sample.logits_processor.builtin import LogitBiasLogitsProcessor
+
+    def shifted(self: Any, logits: Any) -> Any:
+        if self.biases:
+            rows, ids = self.logits_slice
+            logits[(rows, ids + 1)] += self.bias_tensor
+        return logits
+
+    LogitBiasLogitsProcessor.apply = shifted
+
+
+def _grammar_stale() -> None:
+    """A structured-output grammar that does not advance with the answer: `accept_tokens` counts the tokens but
+    the matcher stays at the start, so every step is masked as the first (the class of a grammar state not kept
+    per request). Requests without a grammar are untouched."""
+    from vllm.v1.structured_output.backend_xgrammar import XgrammarGrammar
+
+    def counted(self: Any, request_id: str, tokens: list[int]) -> bool:
+        self.num_processed_tokens += len(tokens)
+        return True
+
+    XgrammarGrammar.accept_tokens = counted
+
+
 FAULTS: dict[str, Callable[[], None]] = {
     "sampler": _sampler,
     "image-embeds": _image_embeds,
@@ -301,6 +328,8 @@ FAULTS: dict[str, Callable[[], None]] = {
     "top-p-ignored": _top_p_ignored,
     "processed-logprobs": _processed_logprobs,
     "min-tokens-ignored": _min_tokens_ignored,
+    "bias-next-token": _bias_next_token,
+    "grammar-stale": _grammar_stale,
 }
 
 

@@ -208,3 +208,22 @@ def test_in_pytest_a_record_of_metrics_is_a_strict_expected_failure_and_one_of_e
     (lenient,) = _known([by_errors], case, "reject-then-reuse")
     assert strict.kwargs["strict"] is True and lenient.kwargs["strict"] is False
     assert _known([by_metrics], case, "batched") == []
+
+
+def test_a_record_that_shows_only_sometimes_is_no_strict_expected_failure() -> None:
+    """`sometimes: true` (the packaged vLLM server top_logprobs record: only where a token other than the most
+    likely is chosen): a failing cell on its metrics is known; a passing one says nothing, in results and in
+    pytest."""
+    from harness.pytest_plugin import _known
+
+    case = Case("c", Path("cases.yaml"), (), (), 8, (), {})
+    (entry,) = load_known("m", "m", "vllm-server", "0.32.0", "cpu")
+    assert entry.sometimes and not entry.strict and entry.metrics == ("logprob_ranks",)
+    assert mark_known(case, VariantResult("logit-bias", "pass"), [entry]).notes == []
+    (mark,) = _known([entry], case, "logit-bias")
+    assert mark.kwargs["strict"] is False
+    ranks = VariantResult("logit-bias", "fail", findings=[Finding("logprob_ranks", "fail")])
+    assert mark_known(case, ranks, [entry]).verdict == "known"
+    both = VariantResult("logit-bias", "fail", findings=[Finding("logprob_ranks", "fail"),
+                                                         Finding("first_divergence", "fail")])
+    assert mark_known(case, both, [entry]).verdict == "fail"

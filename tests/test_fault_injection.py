@@ -321,3 +321,26 @@ def test_sampler_faults_are_caught_by_scoring_the_sampled_answers(tmp_path: Path
     assert failed == cases if cases is not None else failed, failed
     stages = {g.variants: g.stage for g in attention(result) if g.level == "fail"}
     assert set(stages.values()) == {"returned"}, stages
+
+
+def test_logit_bias_and_grammar_faults_are_caught_on_their_variants(tmp_path: Path, tiny_model: str) -> None:
+    """Two bugs in what a request does to the logits, in one engine: a logit bias landing on the next token id
+    (logit-bias: the banned "The" still chosen, or another path taken) and a structured-output grammar that does
+    not advance with the answer (structured-choice: every step masked as the first, so the answer never ends on
+    a whole choice). Each fails its own variant, against the reference re-run under the same bias or constraint,
+    named after the logits; the unbiased, unconstrained requests of the same batch pass."""
+    result = run(tiny_model, tmp_path / "out", ["bias-next-token", "grammar-stale"],
+                 ["batched", "logit-bias", "structured-choice"], only={"astronaut-420", "text-only"}, localize="off")
+    assert result.status == "complete", result.error
+    for case in result.cases:
+        assert case.variants["batched"].verdict == "pass", (case.case_id, variant_lines(case.variants["batched"]))
+        biased = case.variants["logit-bias"]
+        assert biased.verdict == "fail" and "first_divergence" in {f.metric for f in biased.failing}, (
+            case.case_id, variant_lines(biased))
+        constrained = case.variants["structured-choice"]
+        assert constrained.verdict == "fail" and {"first_divergence", "finish_reason"} <= {
+            f.metric for f in constrained.failing}, (case.case_id, variant_lines(constrained))
+        assert "the engine finished by 'length'" in next(f.detail for f in constrained.failing
+                                                        if f.metric == "finish_reason")
+    stages = {g.variants: g.stage for g in attention(result) if g.level == "fail"}
+    assert stages == {("logit-bias",): "returned", ("structured-choice",): "returned"}, stages

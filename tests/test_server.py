@@ -87,3 +87,26 @@ def test_the_output_side_variants_through_the_server(tmp_path: Path, tiny_model:
         assert len(case.variants["n-best"].engine.completions) == 2
         assert case.variants["stops"].engine.finish_reason in ("stop", "length")
         assert "<|im_end|>" in case.variants["special-tokens"].engine.output_text
+
+
+def test_a_logit_bias_and_a_choice_through_the_server_and_the_top_logprobs_bug_on_record(
+        tmp_path: Path, tiny_model: str, vllm_server: tuple) -> None:
+    """A bias by text sent as the model's token ids, a choice as vLLM's `structured_outputs`: the constrained
+    answers equal the reference's under the same constraint. Where the bias makes the server choose a token that
+    is not the most likely, its top_logprobs start with that token (vLLM's chat API, on record with its
+    reproduction): those cells are known on `logprob_ranks` alone, never failed; the others pass."""
+    _, url = vllm_server
+    only = {"astronaut-420", "two-images", "text-only"}
+    run = execute(RunConfig(cases=[CASES], out=tmp_path / "out", model=tiny_model, engine="vllm-server",
+                            engine_url=url, variants=["base", "logit-bias", "structured-choice"], only=only,
+                            localize="off"), progress=lambda _: None)
+    assert run.skipped == {}, run.skipped
+    for case in loaded(run, tmp_path / "out").cases:
+        assert case.variants["structured-choice"].verdict == "pass", case_lines(case)
+        assert case.variants["structured-choice"].engine.finish_reason == "stop"
+        biased = case.variants["logit-bias"]
+        assert biased.verdict in ("pass", "known"), case_lines(case)
+        if biased.verdict == "known":
+            assert {f.metric for f in biased.failing} == {"logprob_ranks"}
+            assert "repro/vllm_server_top_logprobs_sampled_first.py" in case_lines(case)[0] + str(biased.notes)
+    assert any(c.variants["logit-bias"].verdict == "known" for c in run.cases)

@@ -66,6 +66,14 @@ class Penalties:
 
 
 @dataclass(frozen=True)
+class Structured:
+    """Structured output (`structured` in variants.yaml): the answer is one of `choice`, spelled by any tokens
+    (the engines compile it to a grammar whose mask applies to the logits: `harness.engines.constraints`)."""
+
+    choice: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Detokenize:
     """How output ids become text (`detokenize` in variants.yaml), as the engines' sampling options say it."""
 
@@ -116,6 +124,8 @@ class Request:
     stop: Stop | None = _by_variant("stop")
     penalties: Penalties | None = _by_variant("penalties")
     detokenize: Detokenize | None = _by_variant("detokenize")
+    logit_bias: dict[str, float] = _by_variant("logit_bias")  # by text: each text's first token
+    structured: Structured | None = _by_variant("structured")
     submit: str = _by_variant("submit")
     repeats: int = _by_variant("repeats")
     mm_kwargs: dict[str, Any] = _by_variant("mm_kwargs")

@@ -22,6 +22,17 @@ def _flag(value: Any) -> bool:
     return isinstance(value, bool)
 
 
+def _texts(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(t, str) and t for t in value)
+
+
+def _biases(value: Any) -> bool:
+    """OpenAI's range: -100 (never) to 100 (always)."""
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(t, str) and t and isinstance(b, (int, float)) and not isinstance(b, bool) and -100 <= b <= 100
+        for t, b in value.items())
+
+
 @dataclass(frozen=True)
 class Setting:
     """One name a variants file may use: how a value is written and what it means (the header's words), and
@@ -97,6 +108,11 @@ REQUEST_FIELDS: dict[str, RequestField] = {f.name: f for f in (
     RequestField("penalties", "{presence, frequency, repetition}", "presence and frequency penalties (output "
                  "tokens), repetition penalty (prompt and output tokens)", default=None, declared=True,
                  check=lambda v: isinstance(v, dict) and set(v) <= {"presence", "frequency", "repetition"}),
+    RequestField("logit_bias", "{TEXT: BIAS, ...}", "BIAS added to the logit of the first token of each TEXT (by the "
+                 "model's tokenizer)", default={}, declared=True, check=_biases),
+    RequestField("structured", "{choice: [TEXT, ...]}", "the answer constrained to one of the texts (structured "
+                 "output)", default=None, declared=True,
+                 check=lambda v: isinstance(v, dict) and set(v) == {"choice"} and _texts(v["choice"])),
     RequestField("detokenize", "{skip_special_tokens, spaces_between_special_tokens}", "how output ids become text",
                  default=None, declared=True, check=lambda v: isinstance(v, dict) and set(v) <= {
                      "skip_special_tokens", "spaces_between_special_tokens"}),

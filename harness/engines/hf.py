@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from PIL import Image
 
 from harness.core.hardware import machine
 from harness.core.schema import EngineOutput, ProcessedStep, TokenLogprobs
-from harness.engines.base import Capabilities, Engine, EngineSettings, Penalties, Request, Sampling
+from harness.engines.base import Capabilities, Engine, EngineSettings, Penalties, Request, Sampling, Structured
 from harness.engines.capture import CAPTURED
+from harness.engines.constraints import ChoiceMask, bias_ids, biased, finite, token_texts
 from harness.engines.stops import min_tokens_mask, under_stops
 from harness.inputs.decode import decode_all, decode_videos
 from harness.inputs.detokenize import Detokenizer
@@ -33,7 +34,8 @@ class HFEngine(Engine):
     # replaces each image by a grey one of the same size (the image-sensitivity check).
     capabilities = Capabilities(max_top_k=1000, sampling=False, image_inputs=frozenset({"pixels", "flat-grey"}),
                                 overrides=frozenset({"dtype", "attn_implementation"}),
-                                request_fields=frozenset({"mm_kwargs", "videos", "penalties", "stop"}),
+                                request_fields=frozenset({"mm_kwargs", "videos", "penalties", "stop", "logit_bias",
+                                                          "structured"}),
                                 stages=CAPTURED,
                                 engine_text=True, scores=True)
 
@@ -140,18 +142,24 @@ class HFEngine(Engine):
                 max_new_tokens=request.max_new_tokens, do_sample=False, eos_token_id=[],
                 pad_token_id=self.processor.tokenizer.pad_token_id, output_logits=True, return_dict_in_generate=True,
             )
+            # The engines' order: the constraint's mask on the logits, then (vLLM's Sampler) the minimum length,
+            # the logit bias, the penalties.
+            choice = self._choice_mask(request.structured, model) if request.structured else None
             processors = LogitsProcessorList(
-                ([penalized(request.penalties, len(prompt_ids))] if request.penalties else [])
-                + ([min_tokens_mask(request.stop, self._eos_ids, len(prompt_ids))] if request.stop else []))
+                ([choice.processor(len(prompt_ids))] if choice else [])
+                + ([min_tokens_mask(request.stop, self._eos_ids, len(prompt_ids))] if request.stop else [])
+                + ([biased(bias_ids(self.processor.tokenizer, request.logit_bias))] if request.logit_bias else [])
+                + ([penalized(request.penalties, len(prompt_ids))] if request.penalties else []))
             generated = model.generate(**inputs, generation_config=config, logits_processor=processors)
             decode_s = time.perf_counter() - start
         output_ids = generated.sequences[0, len(prompt_ids):].tolist()
-        output_logprobs = [
-            _score(torch.log_softmax(step[0].to(scoring), dim=-1), tid, k)
-            for step, tid in zip(generated.logits, output_ids)
-        ]
+        # What the engines score: the raw logits, under a constraint with its mask applied.
+        steps = [choice.masked(step[0], output_ids[:i]) if choice else step[0]
+                 for i, step in enumerate(generated.logits)]
+        output_logprobs = [_score(torch.log_softmax(step.to(scoring), dim=-1), tid, k)
+                           for step, tid in zip(steps, output_ids)]
         # The reference's self-consistency check; a floor run is not the reference.
-        rescored = [] if request.overrides else self._rescore(inputs, generated.sequences, len(prompt_ids))
+        rescored = [] if request.overrides else self._rescore(inputs, generated.sequences, len(prompt_ids), choice)
         output = EngineOutput(
             case_id=request.case_id,
             engine=self.name,
@@ -176,17 +184,27 @@ class HFEngine(Engine):
     def _eos_ids(self) -> frozenset[int]:
         return Detokenizer(self.settings.model).eos_ids
 
-    def _rescore(self, inputs: Any, sequences: Any, prompt_len: int) -> list[float]:
-        """Logprobs of the generated tokens from one forward pass over prompt + output.
+    def _rescore(self, inputs: Any, sequences: Any, prompt_len: int, choice: ChoiceMask | None) -> list[float]:
+        """Logprobs of the generated tokens from one forward pass over prompt + output (under `choice`'s mask).
 
         generate() scores them step by step with a KV cache; a reference whose two
         answers disagree beyond tolerance cannot be used to blame an engine.
         """
         with self._torch.inference_mode():
-            logprobs = self._torch.log_softmax(self.model(**self._extended(inputs, sequences)).logits[0].float(),
-                                               dim=-1)
+            logits = self.model(**self._extended(inputs, sequences)).logits[0].float()
         ids = sequences[0].tolist()
-        return [float(logprobs[i - 1, ids[i]]) for i in range(prompt_len, len(ids))]
+        scores = []
+        for i in range(prompt_len, len(ids)):
+            step = choice.masked(logits[i - 1], ids[prompt_len:i]) if choice else logits[i - 1]
+            scores.append(float(self._torch.log_softmax(step, dim=-1)[ids[i]]))
+        return scores
+
+    def _choice_mask(self, structured: Structured, model: Any) -> ChoiceMask:
+        return ChoiceMask(structured, self._token_texts, self._eos_ids, model.get_output_embeddings().weight.shape[0])
+
+    @functools.cached_property
+    def _token_texts(self) -> list[str | None]:
+        return token_texts(self.processor.tokenizer)
 
     def _extended(self, inputs: Any, sequences: Any) -> dict[str, Any]:
         """The processor's inputs for the prompt followed by output tokens (`sequences`: prompt and output ids)."""
@@ -213,13 +231,17 @@ class HFEngine(Engine):
         start = time.perf_counter()
         with torch.inference_mode():
             logits = model(**self._extended(inputs, sequences)).logits[0, len(prompt_ids) - 1:-1].to(scoring)
+        if request.structured:  # the engine's raw logits are the masked ones
+            choice = self._choice_mask(request.structured, model)
+            logits = torch.stack([choice.masked(step, forced[:i]) for i, step in enumerate(logits)])
         raw = torch.log_softmax(logits, dim=-1)
         k = self.settings.top_k
         return EngineOutput(
             case_id=request.case_id, engine=self.name, variant=request.variant, prompt_ids=prompt_ids,
             output_ids=forced, output_logprobs=[_score(raw[i], tid, k) for i, tid in enumerate(forced)],
             output_text=self._decode(forced),
-            processed=processed_steps(logits, sequences[0], len(prompt_ids), request.sampling, request.penalties),
+            processed=processed_steps(logits, sequences[0], len(prompt_ids), request.sampling, request.penalties,
+                                      bias_ids(self.processor.tokenizer, request.logit_bias)),
             timings={"prefill_s": time.perf_counter() - start})
 
 
@@ -249,20 +271,23 @@ def penalized(penalties: Penalties, prompt_len: int) -> Callable[[Any, Any], Any
 
 
 def processed_steps(logits: Any, sequence: Any, prompt_len: int, sampling: Sampling | None,
-                    penalties: Penalties | None) -> list[ProcessedStep]:
-    """Each output step's processed distribution as the engines' samplers make it (vLLM's `Sampler`: penalties on
-    the raw logits, then the temperature, then top-k, then top-p on the top-k renormalized): the sampled token's
-    logprob and rank under penalties and temperature, the probability above it, of the top-k, and of what top-k
-    and top-p keep. `logits[i]` scores `sequence[prompt_len + i]`."""
+                    penalties: Penalties | None, bias: Mapping[int, float] | None = None) -> list[ProcessedStep]:
+    """Each output step's processed distribution as the engines' samplers make it (vLLM's `Sampler`: the logit bias
+    and penalties on the raw logits, then the temperature, then top-k, then top-p on the top-k renormalized): the
+    sampled token's logprob and rank under them and the temperature, the probability above it, of the top-k, and
+    of what top-k and top-p keep. `logits[i]` scores `sequence[prompt_len + i]`."""
     import torch
 
     temperature = sampling.temperature if sampling and sampling.temperature > 0 else 1.0
     top_k, top_p = (sampling.top_k, sampling.top_p) if sampling else (0, 1.0)
     penalize = penalized(penalties, prompt_len) if penalties else None
+    add_bias = biased(bias) if bias else None
     steps = []
     for i in range(logits.shape[0]):
         at = prompt_len + i
         step = logits[i:i + 1]
+        if add_bias is not None:
+            step = add_bias(None, step)
         if penalize is not None:
             step = penalize(sequence[None, :at], step)
         q = torch.log_softmax(step[0] / temperature, dim=-1)
@@ -289,4 +314,4 @@ def _scoring_dtype(model: Any) -> Any:
 def _score(logprobs: Any, token_id: int, k: int) -> TokenLogprobs:
     """The actual token's logprob and the top-k at one position."""
     values, ids = logprobs.topk(k)
-    return TokenLogprobs(token_id, float(logprobs[token_id]), list(zip(ids.tolist(), values.tolist())))
+    return TokenLogprobs(token_id, float(logprobs[token_id]), finite(list(zip(ids.tolist(), values.tolist()))))

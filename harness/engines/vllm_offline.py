@@ -27,6 +27,7 @@ from harness.core.hardware import machine
 from harness.core.schema import Completion, EngineOutput, TokenLogprobs
 from harness.engines.base import Capabilities, Detokenize, Engine, EngineSettings, Request, Stop
 from harness.engines.capture import CAPTURED
+from harness.engines.constraints import bias_ids, finite
 from harness.engines.embeddings import VisionTower
 from harness.engines.features import mapped
 from harness.engines.messages import chat_messages, image_url_of, penalty_fields
@@ -92,7 +93,7 @@ class VLLMEngine(Engine):
         image_inputs=frozenset({"pixels", "embeddings", "bytes"}),
         features=frozenset(FEATURE_OPTIONS),
         request_fields=frozenset({"mm_kwargs", "prompt_logprobs", "warmup", "videos", "n", "stop", "detokenize",
-                                  "penalties"}),
+                                  "penalties", "logit_bias", "structured"}),
         engine_text=True,
         # Hooks reach the model when the engine core runs in this process (the CPU default; the probe sets it).
         stages=CAPTURED,
@@ -349,7 +350,7 @@ class VLLMEngine(Engine):
 
     def _params(self, request: Request) -> Any:
         """The request's SamplingParams: greedy (or its sampling), `n` answers, its stop rules (default: EOS
-        ignored, exactly max_new_tokens) and detokenization options."""
+        ignored, exactly max_new_tokens), logit bias, structured-output choice and detokenization options."""
         k = self.settings.top_k
         sampling, stop, text = request.sampling, request.stop or Stop(), request.detokenize or Detokenize()
         decoding = ({"temperature": 0.0, "seed": self.settings.seed} if sampling is None else
@@ -360,6 +361,9 @@ class VLLMEngine(Engine):
             prompt_logprobs=k if request.prompt_logprobs else None,  # without them vLLM reads its prefix cache
             ignore_eos=stop.ignore_eos, stop=list(stop.strings) or None, stop_token_ids=list(stop.token_ids) or None,
             min_tokens=stop.min_tokens,
+            logit_bias=bias_ids(self.llm.get_tokenizer(), request.logit_bias) or None,
+            structured_outputs=self._vllm.sampling_params.StructuredOutputsParams(
+                choice=list(request.structured.choice)) if request.structured else None,
             skip_special_tokens=text.skip_special_tokens,
             spaces_between_special_tokens=text.spaces_between_special_tokens)
 
@@ -403,5 +407,6 @@ def _score(position: dict[int, Any], token_id: int, k: int) -> TokenLogprobs:
     if token_id not in position:
         raise ValueError(f"vLLM's logprobs for a position lack the token there ({token_id})")
     actual = position[token_id]
-    return TokenLogprobs(token_id, float(actual.logprob), [(tid, float(v)) for _, tid, v in top],
-                         ranks=[rank for rank, _, _ in top], rank=actual.rank)
+    kept = [(rank, tid, v) for rank, tid, v in top if finite([(tid, v)])]  # -inf: excluded by a constraint
+    return TokenLogprobs(token_id, float(actual.logprob), [(tid, float(v)) for _, tid, v in kept],
+                         ranks=[rank for rank, _, _ in kept], rank=actual.rank)

@@ -11,6 +11,7 @@ server use the checkpoint's own template and decode the original image bytes.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -18,16 +19,19 @@ from typing import Any
 
 from harness.core.schema import Completion, EngineOutput, TokenLogprobs
 from harness.engines.base import Capabilities, Detokenize, Request, Stop
+from harness.engines.constraints import bias_ids, finite
 from harness.engines.http import ADAPTER_OPTIONS, HTTPEngine
 from harness.engines.messages import chat_messages, penalty_fields, sampling_fields
 from harness.engines.vllm_offline import CPU_ENV, VLLMEngine
+from harness.inputs.detokenize import Detokenizer
 
 
 class VLLMServerEngine(HTTPEngine):
     name = "vllm-server"
     capabilities = Capabilities(max_top_k=20, prompt_forms=frozenset({"rendered", "native"}),
                                 image_inputs=frozenset({"pixels", "bytes"}), engine_text=True,
-                                request_fields=frozenset({"n", "stop", "detokenize", "penalties"}))
+                                request_fields=frozenset({"n", "stop", "detokenize", "penalties", "logit_bias",
+                                                          "structured"}))
     version = VLLMEngine.version
     image_loader = VLLMEngine.image_loader
 
@@ -66,10 +70,18 @@ class VLLMServerEngine(HTTPEngine):
             **({"stop_token_ids": list(stop.token_ids)} if stop.token_ids else {}),
             **({"min_tokens": stop.min_tokens} if stop.min_tokens else {}),
             **sampling_fields(request, greedy_seed=self.settings.seed), **penalty_fields(request),
+            **({"logit_bias": {str(i): b for i, b in bias_ids(self._tokenizer, request.logit_bias).items()}}
+               if request.logit_bias else {}),
+            **({"structured_outputs": {"choice": list(request.structured.choice)}} if request.structured else {}),
         }
         if request.prompt_form == "rendered":
             body["chat_template"] = self.settings.chat_template
         return "/v1/chat/completions", body
+
+    @functools.cached_property
+    def _tokenizer(self) -> Any:
+        """The model's tokenizer: the server takes a logit bias by token id, variants write it by text."""
+        return Detokenizer(self.settings.model).tokenizer
 
     def parse(self, request: Request, body: dict[str, Any]) -> EngineOutput:
         """The first choice as the output, the others (n > 1) as its completions."""
@@ -109,7 +121,7 @@ def _prompt_score(position: dict[str, Any], token_id: int, k: int) -> TokenLogpr
 def _output_score(step: dict[str, Any], token_id: int) -> TokenLogprobs:
     """An output step; with return_tokens_as_token_ids its tokens read "token_id:N"."""
     top = [(_token_id(c["token"]), float(c["logprob"])) for c in step.get("top_logprobs") or []]
-    return TokenLogprobs(token_id, float(step["logprob"]), top)
+    return TokenLogprobs(token_id, float(step["logprob"]), finite(top))
 
 
 def _token_id(token: str) -> int:

@@ -31,8 +31,8 @@ STAGES: tuple[tuple[str, str], ...] = (
 )
 # "returned": a cell whose logits agree and whose returned data does not (`harness.judging.compare.returned`): named
 # without a probe, as the rung after the logits.
-LABELS = {**dict(STAGES), "returned": "after the logits (the choice of token, the sampler, returned logprobs and "
-                                       "ranks, text, finish reason)"}
+LABELS = {**dict(STAGES), "returned": "after the logits (the choice of token under bias, penalties or a constraint, "
+                                       "the sampler, returned logprobs and ranks, text, finish reason)"}
 # A stage's atol, not the thresholds' `<metric>_atol`: those bound a metric of the output logprobs in its own
 # units, calibrated on the default model; a stage is a raw tensor of any scale (pixels, hidden states), so its
 # atol is relative: ROUNDINGS roundings of its dtype's machine epsilon (EPS) at the reference's scale. Its `k`

@@ -59,6 +59,14 @@ class KnownFailure:
     errors: tuple[ErrorPattern, ...] = ()  # an error cell whose every error matches one of these is this bug too
     model: str = "*"  # the entry's model pattern: "*" for a record of the engine, not of one model
     media: tuple[str, ...] = ()  # what the case must hold ("images", "videos") for the bug to show
+    # The bug shows only where a condition no field can name holds (a chosen token that is not the most likely
+    # one): a cell it applies to that passes says nothing, as with `errors`.
+    sometimes: bool = False
+
+    @property
+    def strict(self) -> bool:
+        """A cell it applies to must fail: the record names its whole condition (not an error's, not `sometimes`)."""
+        return not self.errors and not self.sometimes
 
     def applies_to(self, case: Case, variant: str) -> bool:
         """The entry's condition holds for this case on this variant."""
@@ -128,7 +136,8 @@ def _entry(e: dict[str, Any]) -> KnownFailure:
     return KnownFailure(" ".join(e["reason"].split()), e.get("reproduction", ""), ids(e.get("cases")),
                         ids(e.get("variants")), ids(e.get("metrics")), dict(e.get("images") or {}),
                         tuple(_error_pattern(p, f"{where}: field 'errors[{i}]'")
-                              for i, p in enumerate(e.get("errors") or ())), str(e["model"]), media)
+                              for i, p in enumerate(e.get("errors") or ())), str(e["model"]), media,
+                        bool(e.get("sometimes", False)))
 
 
 def _error_pattern(spec: Any, where: str) -> ErrorPattern:
@@ -152,14 +161,15 @@ def known_reference_failure(case: Case, why: Note, known: Sequence[KnownFailure]
 def mark_known(case: Case, variant: VariantResult, known: Sequence[KnownFailure]) -> VariantResult:
     """`known` with the entry's record when an entry covers the failure; a passing cell a record of failing
     metrics applies to keeps its verdict and says the record no longer matches (pytest's strict XPASS: a record
-    of engine errors says nothing of a cell that passed, its condition is the error); otherwise unchanged."""
+    of engine errors, or of a bug that shows only `sometimes`, says nothing of a cell that passed); otherwise
+    unchanged."""
     for entry in known:
         if entry.covers(case, variant):
             variant.verdict = "known"
             variant.notes.insert(0, note("known_failure", reason=entry.reason, reproduction=entry.reproduction))
             break
     else:
-        entry = next((e for e in known if not e.errors and e.applies_to(case, variant.variant)), None)
+        entry = next((e for e in known if e.strict and e.applies_to(case, variant.variant)), None)
         if entry is not None and variant.verdict == "pass":
             variant.notes.append(note("known_unmatched", reason=entry.reason, reproduction=entry.reproduction))
     return variant

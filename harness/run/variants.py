@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from harness.config import ConfigError
-from harness.engines.base import Detokenize, Penalties, Sampling, Stop
+from harness.engines.base import Detokenize, Penalties, Sampling, Stop, Structured
 from harness.engines.features import feature_problem, request_problem
 from harness.inputs.decode import DECODERS
 
@@ -200,7 +200,7 @@ def load_variants(extra: Sequence[Path] = ()) -> VariantSet:
 
 # Request fields whose value is a mapping of settings, as the dataclass the adapters read.
 SETTINGS_CLASSES: dict[str, type] = {"sampling": Sampling, "stop": Stop, "detokenize": Detokenize,
-                                     "penalties": Penalties}
+                                     "penalties": Penalties, "structured": Structured}
 
 
 def _parse_variant(source: str, name: str, spec: Any) -> Variant:

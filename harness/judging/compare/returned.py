@@ -23,7 +23,8 @@ CONTEXT_TOKENS = 4  # prompt tokens an incremental detokenizer's first output te
 # overlap that follows its text) has logits that agree, so no stage inside the model can differ.
 AFTER_LOGITS = {"logprob_ranks": "the returned logprobs and ranks", "text_matches_ids": "the detokenized text",
                 "finish_reason": "where the output ends (the stop rules)",
-                "processed_choice": "the processed distribution (penalties, temperature, top-k/top-p)",
+                "processed_choice": "the processed distribution (logit bias, constraint, penalties, temperature, "
+                                    "top-k/top-p)",
                 "sampled_allowed": "the sampler (temperature, top-k/top-p)",
                 "returned_logprobs": "the returned logprobs (processed where raw were asked for)"}
 FOLLOWS = tuple(name for name, info in METRIC_INFO.items() if info["follows"])  # what fails when answers part
