@@ -11,6 +11,7 @@ not the run's.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -27,7 +28,7 @@ from harness.core.hardware import machine
 from harness.core.schema import Completion, EngineOutput, TokenLogprobs
 from harness.engines.base import Capabilities, Detokenize, Engine, EngineSettings, Request, Stop
 from harness.engines.capture import CAPTURED
-from harness.engines.constraints import bias_ids, finite
+from harness.engines.constraints import bias_ids
 from harness.engines.embeddings import VisionTower
 from harness.engines.features import mapped
 from harness.engines.messages import chat_messages, image_url_of, penalty_fields
@@ -407,6 +408,6 @@ def _score(position: dict[int, Any], token_id: int, k: int) -> TokenLogprobs:
     if token_id not in position:
         raise ValueError(f"vLLM's logprobs for a position lack the token there ({token_id})")
     actual = position[token_id]
-    kept = [(rank, tid, v) for rank, tid, v in top if finite([(tid, v)])]  # -inf: excluded by a constraint
+    kept = [(rank, tid, v) for rank, tid, v in top if math.isfinite(v)]  # -inf: a token a constraint excluded
     return TokenLogprobs(token_id, float(actual.logprob), [(tid, float(v)) for _, tid, v in kept],
                          ranks=[rank for rank, _, _ in kept], rank=actual.rank)
