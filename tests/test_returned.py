@@ -185,3 +185,29 @@ def test_a_choice_that_parts_where_the_logits_agree_is_named_after_them() -> Non
     parted_only = [found, Finding("first_divergence", "fail"), Finding("rouge_l", "fail")]
     assert after_logits(parted_only) == ["processed_choice"]
     assert after_logits([Finding("first_divergence", "fail")]) == []  # a divergence alone names no stage
+
+
+def test_stop_tokens_written_by_text_become_the_models_stop_token_ids(tiny_model_dir: Path) -> None:
+    """`stop: {tokens: [TEXT]}`: each text's first token by the model's tokenizer joins the stop token ids (what
+    the engines take); a stop rule without tokens is left as it is, its tokenizer never read."""
+    from transformers import AutoTokenizer
+
+    from harness.engines.stops import with_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    square = tokenizer.encode(" square", add_special_tokens=False)[0]
+    stop = with_tokens(Stop(ignore_eos=False, token_ids=(7,), tokens=(" square", " square")), tokenizer)
+    assert stop == Stop(ignore_eos=False, token_ids=(7, square))
+    plain = Stop(strings=(" in ",))
+    assert with_tokens(plain, None) is plain
+
+
+def test_a_rerun_recorded_before_a_setting_gained_a_field_is_still_fresh() -> None:
+    """A recorded `reference-min-tokens` holds the stop rule's fields as they were; `tokens`, added since, takes
+    its default when read back, so the recording still equals the variant's values (and a changed value does not)."""
+    from harness.run.references import recorded_values, same_values
+
+    recorded = {"stop": {"ignore_eos": False, "strings": [], "token_ids": [], "min_tokens": 12}}
+    assert recorded_values(recorded) == same_values({"stop": Stop(ignore_eos=False, min_tokens=12)})
+    assert recorded_values(recorded) != same_values({"stop": Stop(ignore_eos=False, min_tokens=8)})
+    assert recorded_values(None) is None

@@ -44,13 +44,15 @@ class Sampling:
 @dataclass(frozen=True)
 class Stop:
     """Where an output ends (`stop` in variants.yaml): the model's EOS honoured or not, stop strings (the text
-    ends before one; the ids include the token that completed it), stop token ids (included), none of them
-    before `min_tokens` output tokens (`harness.engines.stops`)."""
+    ends before one; the ids include the token that completed it), stop token ids (included), written as ids or,
+    since ids are the model's own, as `tokens`: texts whose first token by the model's tokenizer is one
+    (`harness.engines.stops.with_tokens`); none of them before `min_tokens` output tokens."""
 
     ignore_eos: bool = True
     strings: tuple[str, ...] = ()
     token_ids: tuple[int, ...] = ()
     min_tokens: int = 0
+    tokens: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,21 @@ from typing import Any
 from harness.engines.base import Structured
 
 
+def first_token(tokenizer: Any, text: str, field: str) -> int:
+    """The id of `text`'s first token (without special tokens): how a variant names a token by text. ValueError
+    names the `field` and a text the tokenizer makes no token of."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if not ids:
+        raise ValueError(f"{field}: the tokenizer makes no token of {text!r}")
+    return ids[0]
+
+
 def bias_ids(tokenizer: Any, bias: Mapping[str, float]) -> dict[int, float]:
-    """`{TEXT: BIAS}` as token ids: each text's first token (without special tokens); two texts on one token add
-    up. ValueError names a text the tokenizer makes no token of."""
+    """`{TEXT: BIAS}` as token ids: each text's first token; two texts on one token add up."""
     out: dict[int, float] = {}
     for text, value in bias.items():
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        if not ids:
-            raise ValueError(f"logit_bias: the tokenizer makes no token of {text!r}")
-        out[ids[0]] = out.get(ids[0], 0.0) + float(value)
+        token = first_token(tokenizer, text, "logit_bias")
+        out[token] = out.get(token, 0.0) + float(value)
     return out
 
 

@@ -101,9 +101,9 @@ REQUEST_FIELDS: dict[str, RequestField] = {f.name: f for f in (
                  check=lambda v: isinstance(v, dict) and set(v) <= {"temperature", "top_p", "top_k", "seed"}),
     RequestField("n", "N", "answers per request, each judged",
                  default=1, declared=True, check=_count),
-    RequestField("stop", "{ignore_eos, strings, token_ids, min_tokens}", "where the output ends (default: EOS "
-                 "ignored, max_new_tokens tokens)", default=None, declared=True,
-                 check=lambda v: isinstance(v, dict) and set(v) <= {"ignore_eos", "strings", "token_ids",
+    RequestField("stop", "{ignore_eos, strings, token_ids, tokens, min_tokens}", "where the output ends (default: "
+                 "EOS ignored, max_new_tokens tokens)", default=None, declared=True,
+                 check=lambda v: isinstance(v, dict) and set(v) <= {"ignore_eos", "strings", "token_ids", "tokens",
                                                                     "min_tokens"}),
     RequestField("penalties", "{presence, frequency, repetition}", "presence and frequency penalties (output "
                  "tokens), repetition penalty (prompt and output tokens)", default=None, declared=True,

@@ -23,7 +23,7 @@ from harness.core.schema import EngineOutput, ProcessedStep, TokenLogprobs
 from harness.engines.base import Capabilities, Engine, EngineSettings, Penalties, Request, Sampling, Structured
 from harness.engines.capture import CAPTURED
 from harness.engines.constraints import ChoiceMask, bias_ids, biased, finite, token_texts
-from harness.engines.stops import min_tokens_mask, under_stops
+from harness.engines.stops import min_tokens_mask, under_stops, with_tokens
 from harness.inputs.decode import decode_all, decode_videos
 from harness.inputs.detokenize import Detokenizer
 
@@ -145,9 +145,10 @@ class HFEngine(Engine):
             # The engines' order: the constraint's mask on the logits, then (vLLM's Sampler) the minimum length,
             # the logit bias, the penalties.
             choice = self._choice_mask(request.structured, model) if request.structured else None
+            stop = with_tokens(request.stop, self.processor.tokenizer) if request.stop else None
             processors = LogitsProcessorList(
                 ([choice.processor(len(prompt_ids))] if choice else [])
-                + ([min_tokens_mask(request.stop, self._eos_ids, len(prompt_ids))] if request.stop else [])
+                + ([min_tokens_mask(stop, self._eos_ids, len(prompt_ids))] if stop else [])
                 + ([biased(bias_ids(self.processor.tokenizer, request.logit_bias))] if request.logit_bias else [])
                 + ([penalized(request.penalties, len(prompt_ids))] if request.penalties else []))
             generated = model.generate(**inputs, generation_config=config, logits_processor=processors)
@@ -175,7 +176,7 @@ class HFEngine(Engine):
                 (abs(r - o.logprob) for r, o in zip(rescored, output_logprobs)), default=0.0)},
         )
         # Generated past every stop rule (the stop ids masked until min_tokens): cut where the rules end it.
-        return under_stops(output, request.stop, self._eos_ids, self._decode) if request.stop else output
+        return under_stops(output, stop, self._eos_ids, self._decode) if stop else output
 
     def _decode(self, ids: Sequence[int]) -> str:
         return self.processor.decode(list(ids), skip_special_tokens=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.core.schema import EngineOutput
 from harness.engines.base import Stop
+from harness.engines.constraints import first_token
 
 Decode = Callable[[Sequence[int]], str]
 
@@ -24,6 +25,15 @@ def cut_at_stop(text: str, strings: Iterable[str], after: int = 0) -> tuple[str,
     before it), and whether there was one."""
     found = [at for s in strings if s and (at := text.find(s, max(0, after - len(s) + 1))) >= 0]
     return (text[:min(found)], True) if found else (text, False)
+
+
+def with_tokens(stop: Stop, tokenizer: Any) -> Stop:
+    """`stop` with its `tokens` (texts) as stop token ids by the model's tokenizer, each text's first token: what
+    the engines take. `tokenizer` is only read when there are some."""
+    if not stop.tokens:
+        return stop
+    ids = [first_token(tokenizer, text, "stop.tokens") for text in stop.tokens]
+    return replace(stop, token_ids=tuple(dict.fromkeys((*stop.token_ids, *ids))), tokens=())
 
 
 def stop_ids(stop: Stop, eos_ids: Collection[int]) -> frozenset[int]:

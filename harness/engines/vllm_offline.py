@@ -32,6 +32,7 @@ from harness.engines.constraints import bias_ids
 from harness.engines.embeddings import VisionTower
 from harness.engines.features import mapped
 from harness.engines.messages import chat_messages, image_url_of, penalty_fields
+from harness.engines.stops import with_tokens
 from harness.inputs.decode import decode_all, decode_videos
 from harness.inputs.models import IMAGE_EMBEDS, architecture
 
@@ -353,7 +354,8 @@ class VLLMEngine(Engine):
         """The request's SamplingParams: greedy (or its sampling), `n` answers, its stop rules (default: EOS
         ignored, exactly max_new_tokens), logit bias, structured-output choice and detokenization options."""
         k = self.settings.top_k
-        sampling, stop, text = request.sampling, request.stop or Stop(), request.detokenize or Detokenize()
+        sampling, text = request.sampling, request.detokenize or Detokenize()
+        stop = with_tokens(request.stop or Stop(), self.llm.get_tokenizer())
         decoding = ({"temperature": 0.0, "seed": self.settings.seed} if sampling is None else
                     {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed,
                      **({"top_k": sampling.top_k} if sampling.top_k else {})})

@@ -22,6 +22,7 @@ from harness.engines.base import Capabilities, Detokenize, Request, Stop
 from harness.engines.constraints import bias_ids, finite
 from harness.engines.http import ADAPTER_OPTIONS, HTTPEngine
 from harness.engines.messages import chat_messages, penalty_fields, sampling_fields
+from harness.engines.stops import with_tokens
 from harness.engines.vllm_offline import CPU_ENV, VLLMEngine
 from harness.inputs.detokenize import Detokenizer
 
@@ -60,6 +61,7 @@ class VLLMServerEngine(HTTPEngine):
     def payload(self, request: Request) -> tuple[str, dict[str, Any]]:
         k = self.settings.top_k
         stop, text = request.stop or Stop(), request.detokenize or Detokenize()
+        stop = with_tokens(stop, self._tokenizer) if stop.tokens else stop  # the tokenizer loaded only then
         body: dict[str, Any] = {
             "model": self.settings.model, "messages": chat_messages(request), "max_tokens": request.max_new_tokens,
             "n": request.n, "ignore_eos": stop.ignore_eos, "logprobs": True, "top_logprobs": k, "prompt_logprobs": k,
@@ -80,7 +82,8 @@ class VLLMServerEngine(HTTPEngine):
 
     @functools.cached_property
     def _tokenizer(self) -> Any:
-        """The model's tokenizer: the server takes a logit bias by token id, variants write it by text."""
+        """The model's tokenizer: the server takes a logit bias and stop tokens by id, variants write them by
+        text."""
         return Detokenizer(self.settings.model).tokenizer
 
     def parse(self, request: Request, body: dict[str, Any]) -> EngineOutput:

@@ -31,7 +31,7 @@ from harness.core.schema import (
     worst,
 )
 from harness.engines.base import Detokenize, Stop
-from harness.engines.stops import stop_ids, under_stops
+from harness.engines.stops import stop_ids, under_stops, with_tokens
 from harness.inputs.cases import Case
 from harness.inputs.detokenize import Detokenizer
 from harness.judging.compare import compare_outputs, judge
@@ -230,6 +230,7 @@ class Judge:
             reference = self._as_requested(reference, variant)
             stop = variant.request.get("stop")
             if stop is not None and self.detokenizer is not None:  # the reference's answer under the same rules
+                stop = with_tokens(stop, self.detokenizer.tokenizer)
                 reference = under_stops(reference, stop, self.detokenizer.eos_ids, self._decoder(variant))
                 findings += [f for a in attempts if (f := finish_finding(reference, a, a.attempt))]
             cmp, found = self._compare(reference, first, variant, th, floor, "reference")
@@ -318,7 +319,8 @@ class Judge:
         answers = [(a, a.attempt) for a in attempts] + [(c, i) for i, c in enumerate(children(attempts[0]), 1)]
         found = [f for answer, at in answers for f in rank_findings(answer, at)]
         if self.detokenizer is not None and self.plan.engine.capabilities.engine_text:
-            decode, stop = self._decoder(variant), variant.request.get("stop") or Stop()
+            decode = self._decoder(variant)
+            stop = with_tokens(variant.request.get("stop") or Stop(), self.detokenizer.tokenizer)
             options = variant.request.get("detokenize") or Detokenize()
             detokenizer = self.detokenizer
 

@@ -38,7 +38,7 @@ from harness.core.schema import SCHEMA_VERSION, EngineOutput, Floor, from_dict
 from harness.inputs.cases import Case
 from harness.inputs.models import file_digests
 from harness.inputs.prompt import shown_token_ids
-from harness.run.variants import rerun_name
+from harness.run.variants import SETTINGS_CLASSES, rerun_name
 
 FORMAT = 3  # 2: floors per engine dtype, hardware in the provenance; 3: floors of the re-runs too
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "references"
@@ -136,6 +136,15 @@ def same_values(values: Mapping[str, Any]) -> dict[str, Any]:
     recorded values and the current ones compare equal when they are."""
     return json.loads(json.dumps({k: asdict(v) if is_dataclass(v) and not isinstance(v, type) else v
                                   for k, v in values.items()}))
+
+
+def recorded_values(recorded: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A re-run's request fields as recorded, read back as the settings they are (a field a setting gained since
+    takes its default) in `same_values`' form: a recording stays fresh when only a new, unused field was added."""
+    if recorded is None:
+        return None
+    return same_values({k: from_dict(SETTINGS_CLASSES[k], v) if k in SETTINGS_CLASSES and isinstance(v, dict) else v
+                        for k, v in recorded.items()})
 
 
 @dataclass
@@ -303,7 +312,7 @@ class ReferenceStore:
             if rerun_name(name) not in ref.outputs:
                 changes.append(f"no reference re-run with the {name} variant's {', '.join(values)} (recorded "
                                "before a variant needed it)")
-            elif ref.same.get(name) != same_values(values):
+            elif recorded_values(ref.same.get(name)) != same_values(values):
                 changes.append(f"the {name} variant's {', '.join(values)} changed since its re-run was recorded")
         if case.images and "flat-grey" not in ref.outputs:
             changes.append("no flat-grey run (image-sensitivity check)")
