@@ -99,6 +99,13 @@ class ChoiceMask:
         keep[self.allowed(answer)] = True
         return logits.masked_fill(~keep, -float("inf"))
 
+    def masked_steps(self, logits: Any, answer: Sequence[int]) -> Any:
+        """One row of `logits` per token of `answer` (`logits[i]` scores `answer[i]`), each masked after the
+        tokens before it: an answer's steps as the engine scored them."""
+        import torch
+
+        return torch.stack([self.masked(step, answer[:i]) for i, step in enumerate(logits)])
+
     def processor(self, prompt_len: int) -> Callable[[Any, Any], Any]:
         """The mask as a logits processor (transformers' signature)."""
         return lambda input_ids, scores: self.masked(scores, input_ids[0, prompt_len:].tolist())

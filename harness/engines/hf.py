@@ -53,6 +53,7 @@ class HFEngine(Engine):
         self.model = self._load_model(settings.dtype, settings.options)
         self._other: tuple[tuple[tuple[str, Any], ...], Any] | None = None  # (overrides, model)
         self._last: tuple[str, Any] | None = None  # the last request's processor output, by what it depends on
+        self._masks: dict[tuple[Structured, int], ChoiceMask] = {}  # built once per constraint: a vocabulary's pass
 
     def _load_model(self, dtype: str, options: dict[str, Any]) -> Any:
         return self._load(self.settings.model, dtype=getattr(self._torch, dtype), **options).to(
@@ -155,8 +156,8 @@ class HFEngine(Engine):
             decode_s = time.perf_counter() - start
         output_ids = generated.sequences[0, len(prompt_ids):].tolist()
         # What the engines score: the raw logits, under a constraint with its mask applied.
-        steps = [choice.masked(step[0], output_ids[:i]) if choice else step[0]
-                 for i, step in enumerate(generated.logits)]
+        steps = torch.cat(generated.logits)
+        steps = choice.masked_steps(steps, output_ids) if choice else steps
         output_logprobs = [_score(torch.log_softmax(step.to(scoring), dim=-1), tid, k)
                            for step, tid in zip(steps, output_ids)]
         # The reference's self-consistency check; a floor run is not the reference.
@@ -192,16 +193,16 @@ class HFEngine(Engine):
         answers disagree beyond tolerance cannot be used to blame an engine.
         """
         with self._torch.inference_mode():
-            logits = self.model(**self._extended(inputs, sequences)).logits[0].float()
-        ids = sequences[0].tolist()
-        scores = []
-        for i in range(prompt_len, len(ids)):
-            step = choice.masked(logits[i - 1], ids[prompt_len:i]) if choice else logits[i - 1]
-            scores.append(float(self._torch.log_softmax(step, dim=-1)[ids[i]]))
-        return scores
+            logits = self.model(**self._extended(inputs, sequences)).logits[0, prompt_len - 1:-1].float()
+        output = sequences[0, prompt_len:].tolist()
+        logprobs = self._torch.log_softmax(choice.masked_steps(logits, output) if choice else logits, dim=-1)
+        return [float(logprobs[i, tid]) for i, tid in enumerate(output)]
 
     def _choice_mask(self, structured: Structured, model: Any) -> ChoiceMask:
-        return ChoiceMask(structured, self._token_texts, self._eos_ids, model.get_output_embeddings().weight.shape[0])
+        key = (structured, model.get_output_embeddings().weight.shape[0])
+        if key not in self._masks:
+            self._masks[key] = ChoiceMask(structured, self._token_texts, self._eos_ids, key[1])
+        return self._masks[key]
 
     @functools.cached_property
     def _token_texts(self) -> list[str | None]:
@@ -234,7 +235,7 @@ class HFEngine(Engine):
             logits = model(**self._extended(inputs, sequences)).logits[0, len(prompt_ids) - 1:-1].to(scoring)
         if request.structured:  # the engine's raw logits are the masked ones
             choice = self._choice_mask(request.structured, model)
-            logits = torch.stack([choice.masked(step, forced[:i]) for i, step in enumerate(logits)])
+            logits = choice.masked_steps(logits, forced)
         raw = torch.log_softmax(logits, dim=-1)
         k = self.settings.top_k
         return EngineOutput(
