@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from harness.core.schema import EngineOutput, TokenLogprobs
+from harness.core.schema import EngineOutput, Scores, TokenLogprobs
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 
 
@@ -68,5 +68,5 @@ class NoPromptLogprobsEngine(FakeEngine):
 
     def output(self, request: Request, drift: float) -> EngineOutput:
         full = super().output(request, drift)
-        full.prompt_ids, full.prompt_logprobs = [], []
+        full.prompt_ids, full.prompt_logprobs = [], Scores()
         return full

@@ -112,16 +112,17 @@ def test_the_models_eos_is_the_tokenizers_and_its_generation_configs(tiny_model:
     assert set([declared] if isinstance(declared, int) else declared) <= detokenizer.eos_ids
 
 
-def test_rank_findings_at_every_position_without_ranks_equal_the_one_position_rule() -> None:
-    """The prompt's positions are screened with array arithmetic (`_suspects`) before the one-position rule
-    (`_rank_problem`) reads them: on random entries with no ranks returned (so nothing is read for its ranks alone),
-    every kind of problem is still found, counted and named as the rule alone finds it."""
+def test_rank_findings_at_every_position_equal_the_one_position_rule() -> None:
+    """The prompt's positions are screened with array arithmetic (`_suspects`, over the prompt's columns) before the
+    one-position rule (`_rank_problem`) reads them: on random entries, with ranks returned (right or wrong, as vLLM
+    returns them) or not, every kind of problem is still found, counted and named as the rule alone finds it."""
     import random
 
     from harness.judging.compare.returned import _rank_problem
 
-    for seed in range(200):
+    for seed in range(400):
         rng = random.Random(seed)
+        ranked = seed % 2 == 1
 
         def entry() -> TokenLogprobs:
             k = rng.choice([0, 1, 3, 5])
@@ -133,7 +134,17 @@ def test_rank_findings_at_every_position_without_ranks_equal_the_one_position_ru
             logprob = dict(top).get(token, -3.5 - rng.random())
             if rng.random() < 0.05:
                 logprob += 0.01  # the token's logprob disagrees with its top-k entry, or beats the top-k
-            return TokenLogprobs(token, logprob, top)
+            if not ranked:
+                return TokenLogprobs(token, logprob, top)
+            ranks = list(range(1, k + 1))
+            if rng.random() < 0.05 and k:
+                ranks[rng.randrange(k)] += 1  # not 1..k
+            ids = [t for t, _ in top]
+            rank = ranks[ids.index(token)] if token in ids else k + 1 + rng.randint(0, 3)
+            if rng.random() < 0.05:
+                rank = rng.randint(1, k + 2)  # the token's rank against its top-k entry, or inside a top-k it is not in
+            return TokenLogprobs(token, logprob, top, ranks if rng.random() > 0.1 else [],
+                                 rank if rng.random() > 0.1 else None)
 
         prompt = [None] + [entry() if rng.random() > 0.05 else None for _ in range(rng.randint(0, 80))]
         out = EngineOutput("c", "e", prompt_logprobs=prompt, output_logprobs=[entry() for _ in range(5)])

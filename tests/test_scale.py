@@ -16,7 +16,7 @@ from harness.bench.figures import scale_figures
 from harness.bench.measure import Measured
 from harness.bench.scale import SyntheticEngine, split_shards, write_cases
 from harness.cli import main
-from harness.core.schema import POSITIONAL, Completion, EngineOutput, TokenLogprobs, to_dict
+from harness.core.schema import POSITIONAL, Completion, EngineOutput, Scores, TokenLogprobs, to_dict
 from harness.engines.base import EngineSettings, Request
 from harness.judging.compare.distribution import _engine_logprob, distribution_stats, position_kl
 from harness.publish.history import CELLS, RUNS, load_history
@@ -48,9 +48,10 @@ def test_split_and_join_give_back_the_case_the_judge_made() -> None:
     run = synthetic_run(12)
     case = run.cases[0]
     engine = case.variants["batched"].engine
-    engine.prompt_logprobs = engine.prompt_logprobs[:-3]  # fewer logprobs than ids: a structural gap, kept
-    engine.prompt_logprobs[4] = None
-    engine.prompt_logprobs[5] = replace(engine.prompt_logprobs[5], ranks=[1, 2, 3], rank=1)
+    entries = list(engine.prompt_logprobs[:-3])  # fewer logprobs than ids: a structural gap, kept
+    entries[4] = None
+    entries[5] = replace(entries[5], ranks=[1, 2, 3], rank=1)
+    engine.prompt_logprobs = Scores.of(entries)
     engine.completions = [Completion([5, 6], [TokenLogprobs(5, -0.1, [(5, -0.1)])], "a b", "stop"),
                           Completion([], [], "", "length")]
     case.variants["batched"].attempts = [replace(engine, attempt=1, completions=[])]

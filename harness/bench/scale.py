@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from harness.core.schema import Completion, EngineOutput, TokenLogprobs
+from harness.core.schema import Completion, EngineOutput, Scores, TokenLogprobs
 from harness.engines.base import Capabilities, Engine, EngineSettings, Request
 from harness.engines.features import FEATURES
 
@@ -86,13 +86,15 @@ class SyntheticEngine(Engine):
         shift = noise * rng.standard_normal(n) if noise else np.zeros(n)
         if self.drift_every and index % self.drift_every == 0:
             shift = shift - self.drift
-        values = (logprobs + shift).tolist()
-        tops = ((logprobs + shift)[:, None] - (gaps - gaps[:, :1])).tolist()  # the token first, its own logprob
+        values = logprobs + shift
+        tops = values[:, None] - (gaps - gaps[:, :1])  # the token first, its own logprob
+        present = np.arange(n) > 0
+        prompt = Scores(present, np.where(present, ids, -1), np.where(present, values, np.nan),
+                        np.where(present[:, None], ids[:, None] + np.arange(TOP_K), -1),
+                        np.where(present[:, None], tops, np.nan), np.where(present, TOP_K, 0))
         id_list = ids.tolist()
-        top_ids = (ids[:, None] + np.arange(TOP_K)).tolist()
-        prompt = [None] + [TokenLogprobs(id_list[i], values[i], list(zip(top_ids[i], tops[i]))) for i in range(1, n)]
         if request.prompt_logprobs is False:
-            prompt = []
+            prompt = Scores()
         out_ids = [int(t) for t in base.integers(0, self.vocab, OUTPUT_TOKENS)]
         out = [TokenLogprobs(t, -0.1, [(t, -0.1), (t + 1, -2.5)]) for t in out_ids]
         text = " ".join(f"w{t}" for t in out_ids)

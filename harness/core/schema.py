@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
 
 from harness.core.provenance import Provenance
+from harness.core.scores import Scores, TokenLogprobs
 
 # 4: notes as records (warnings, errors, known failures), details measured data only; 5: per-position data in the
 # columnar store beside the results (`harness.publish.positions`), not in results.json
@@ -158,23 +159,6 @@ class Floor:
 
 
 @dataclass
-class TokenLogprobs:
-    """Logprob of the token actually at a position, plus the top-k there.
-
-    `top` is keyed by token id (as (id, logprob) pairs, best first) because
-    engines disagree on decoded strings but not on ids.
-    """
-
-    token_id: int
-    logprob: float
-    top: list[tuple[int, float]] = field(default_factory=list)
-    # The ranks the engine returned with `top` (in `top`'s order) and with the actual token, where it returns
-    # ranks: checked for what they claim (`harness.judging.compare.returned`).
-    ranks: list[int] = field(default_factory=list)
-    rank: int | None = None
-
-
-@dataclass
 class ProcessedStep:
     """The distribution an engine samples from at one output step, as the reference computes it over the
     engine's own tokens (`harness.judging.compare.sampled`): the raw logits with the request's penalties, divided
@@ -217,7 +201,7 @@ class EngineOutput:
     variant: str = ""
     attempt: int = 0
     prompt_ids: list[int] = field(default_factory=list)
-    prompt_logprobs: list[TokenLogprobs | None] = field(default_factory=list)
+    prompt_logprobs: Scores = field(default_factory=Scores)  # columns: a list of entries given is made them
     output_ids: list[int] = field(default_factory=list)
     output_logprobs: list[TokenLogprobs] = field(default_factory=list)
     output_text: str = ""
@@ -231,6 +215,10 @@ class EngineOutput:
     # What a side says about itself (the reference: its forward pass vs its generate()).
     diagnostics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt_logprobs, Scores):
+            self.prompt_logprobs = Scores.of(self.prompt_logprobs)
 
     @classmethod
     def failed(cls, case_id: str, engine: str, error: str, variant: str = "", attempt: int = 0) -> EngineOutput:
@@ -529,7 +517,7 @@ class RunResult:
         raise KeyError(case_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return plain(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunResult:
@@ -565,6 +553,15 @@ def without_positions(obj: T) -> T:
     return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 
+def plain(obj: Any) -> dict[str, Any]:
+    """`dataclasses.asdict`, with a side's columns (`Scores`) as the list of entries they stand for: their JSON."""
+    return asdict(obj, dict_factory=_plain_fields)
+
+
+def _plain_fields(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {k: [None if e is None else asdict(e) for e in v] if isinstance(v, Scores) else v for k, v in items}
+
+
 def to_dict(obj: Any) -> Any:
     """A dataclass as plain JSON data, recursively, leaving out every field at its default: `from_dict` fills them
     back, and a run's thousands of findings and cells are mostly defaults (half the bytes of results.json)."""
@@ -583,7 +580,7 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):  # a check keyed by its metric does not repeat it (`from_dict` puts it back)
         return {k: _without_metric(to_dict(v)) if isinstance(v, Finding) and v.metric == k else to_dict(v)
                 for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, (list, tuple, Scores)):
         return [to_dict(v) for v in obj]
     return obj
 
@@ -642,6 +639,8 @@ def _decode(tp: Any, value: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(tp) if a is not type(None)]
         return _decode(options[0], value) if len(options) == 1 else value
+    if tp is Scores:
+        return Scores.of([_decode(TokenLogprobs, v) for v in value])
     if dataclasses.is_dataclass(tp):
         hints = _hints(tp)
         value = _with_values(tp, value)

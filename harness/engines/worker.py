@@ -24,10 +24,10 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import IO, Any
 
-from harness.core.schema import EngineOutput
+from harness.core.schema import EngineOutput, plain
 from harness.engines import lifetime
 from harness.engines.base import Engine, EngineSettings, Request, resolve_engine
 
@@ -71,7 +71,7 @@ def serve(spec: dict[str, Any], out: IO[str]) -> None:
         start = time.perf_counter()
         skip = {(c, v, a) for c, v, a in spec.get("skip", [])}
         for output in submissions(engine, requests, skip, lambda keys: send({"kind": "submitted", "keys": keys})):
-            send({"kind": "output", "output": asdict(output)})
+            send({"kind": "output", "output": plain(output)})
     except Exception as exc:
         traceback.print_exc()
         send({"kind": "fatal", "error": f"engine {spec['engine']!r} failed {phase}: {type(exc).__name__}: {exc}"})

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from harness import config
 from harness.core.notes import error_fields, note, note_text
 from harness.core.schema import (
@@ -365,9 +367,9 @@ def children(output: EngineOutput) -> list[EngineOutput]:
 def sane(output: EngineOutput) -> list[Finding]:
     """What no engine may return whatever the path: non-finite logprobs, negative token ids."""
     problems = []
-    steps = [("prompt", p) for p in output.prompt_logprobs if p is not None]
-    steps += [("output", p) for p in output.output_logprobs]
-    bad = [kind for kind, p in steps if not math.isfinite(p.logprob)]
+    prompt = output.prompt_logprobs
+    bad = ["prompt"] * int((prompt.present & ~np.isfinite(prompt.logprob)).sum())
+    bad += ["output" for p in output.output_logprobs if not math.isfinite(p.logprob)]
     if bad:
         problems.append(Finding("non_finite", "fail", float(len(bad)), rule="structural", attempt=output.attempt,
                                 detail=f"{len(bad)} non-finite logprobs ({', '.join(sorted(set(bad)))})"))

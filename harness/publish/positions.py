@@ -33,10 +33,10 @@ from harness.core.schema import (
     Completion,
     EngineOutput,
     RunResult,
+    Scores,
     TokenLogprobs,
     without_positions,
 )
-from harness.judging.compare.arrays import scored
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -116,24 +116,33 @@ class _Rows:
         import pyarrow as pa
 
         n = max(len(ids), len(entries))
-        side = scored(entries)
+        side = Scores.of(entries)
         pad = n - len(entries)
         present = np.concatenate([side.present, np.zeros(pad, dtype=bool)])
-        valid = np.arange(side.top_ids.shape[1])[None, :] < side.top_len[:, None]
-        offsets = np.concatenate([[0], np.cumsum(np.concatenate([side.top_len, np.zeros(pad, dtype=np.int64)]))])
-        offsets = pa.array(offsets.astype(np.int32))
 
-        def top(values: np.ndarray, dtype: pa.DataType) -> pa.Array:
-            return pa.ListArray.from_arrays(offsets, pa.array(values[valid], type=dtype), mask=pa.array(~present))
+        def padded(values: np.ndarray) -> np.ndarray:
+            return np.concatenate([values, np.zeros(pad, dtype=values.dtype)])
 
-        ranked = any(e is not None and (e.ranks or e.rank is not None) for e in entries)
+        def listed(values: np.ndarray, counts: np.ndarray, dtype: pa.DataType, mask: np.ndarray) -> pa.Array:
+            valid = np.arange(values.shape[1])[None, :] < counts[:, None]
+            offsets = pa.array(np.concatenate([[0], np.cumsum(padded(counts))]).astype(np.int32))
+            return pa.ListArray.from_arrays(offsets, pa.array(values[valid], type=dtype), mask=pa.array(mask))
+
+        ranks = {}
+        if side.ranks is not None:
+            counts = side.rank_len
+            ranks["ranks"] = listed(np.nan_to_num(side.ranks).astype(np.int32), counts, pa.int32(),
+                                   ~present | (padded(counts) == 0))
+        if side.rank is not None:
+            missing = ~present | np.isnan(padded(side.rank))
+            ranks["rank"] = pa.array(np.where(missing, 0, padded(side.rank)).astype(np.int32), mask=missing)
         self.extend(n, case_id=case_id, variant=variant, source=source, part=part, position=np.arange(n),
-                    token_id=ids + [None] * (n - len(ids)), entry=np.arange(n) < len(entries),
-                    scored_id=pa.array(np.concatenate([side.token, np.zeros(pad, dtype=np.int64)]), mask=~present),
-                    logprob=pa.array(np.concatenate([side.logprob, np.zeros(pad)]), mask=~present),
-                    top_ids=top(side.top_ids, pa.int64()), top_logprobs=top(side.top_lps, pa.float64()),
-                    **({"ranks": [(e.ranks or None) if e else None for e in entries] + [None] * pad,
-                        "rank": [e.rank if e else None for e in entries] + [None] * pad} if ranked else {}))
+                    token_id=np.asarray(ids, dtype=np.int64) if len(ids) == n else list(ids) + [None] * (n - len(ids)),
+                    entry=np.arange(n) < len(entries),
+                    scored_id=pa.array(padded(side.token), mask=~present),
+                    logprob=pa.array(padded(side.logprob), mask=~present),
+                    top_ids=listed(side.top_ids, side.top_len, pa.int64(), ~present),
+                    top_logprobs=listed(side.top_lps, side.top_len, pa.float64(), ~present), **ranks)
 
     def output(self, case_id: str, variant: str, source: str, out: EngineOutput | Completion) -> None:
         if isinstance(out, EngineOutput):

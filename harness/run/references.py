@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.files import write_atomic
-from harness.core.schema import SCHEMA_VERSION, EngineOutput, Floor, from_dict
+from harness.core.schema import SCHEMA_VERSION, EngineOutput, Floor, from_dict, plain
 from harness.inputs.cases import Case
 from harness.inputs.models import file_digests
 from harness.inputs.prompt import shown_token_ids
@@ -337,7 +337,7 @@ class ReferenceStore:
 
     def save(self, ref: StoredReference) -> Path:
         path = self.path_for(ref.case_id, ref.key)
-        write_atomic(path, dump(asdict(ref)))
+        write_atomic(path, dump(plain(ref)))
         return path
 
     def save_processor(self, info: ProcessorInfo) -> Path:

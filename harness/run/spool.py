@@ -8,9 +8,9 @@ while the ledger keeps a light copy without its per-position fields; when the ca
 back from their offsets and judged. A run whose outputs fit (the default suite, or streams that finish cases
 as they go) writes nothing; the file goes when the run's engines are done. A private scratch file of this
 process, written and read by it alone, unbuffered at offsets (a seek of a buffered file flushes it, which
-cost more than the writes): the per-position fields as plain tuples through `marshal`, which reads back faster
-than pickle rebuilds the objects, and in fewer bytes than arrays of them (the light copy keeps every other
-field).
+cost more than the writes): the prompt's entries as their columns' bytes (`harness.core.scores.Scores`, read
+back as arrays over those bytes, no object per position), the short output steps as plain tuples, all through
+`marshal` (the light copy keeps every other field).
 """
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-from harness.core.schema import Completion, EngineOutput, TokenLogprobs, without_positions
+import numpy as np
+
+from harness.core.schema import Completion, EngineOutput, Scores, TokenLogprobs, without_positions
 
 DIR = ".spool"
 LIMIT = 300_000  # positions held in memory (about 1 kB each as Python objects) before outputs go to disk
@@ -43,8 +45,16 @@ def _unpack(entries: list[Packed | None]) -> list[TokenLogprobs | None]:
     return [None if e is None else TokenLogprobs(e[0], e[1], e[2], e[3], e[4]) for e in entries]
 
 
+def _columns(scores: Scores) -> list[tuple[str, tuple[int, ...], bytes] | None]:
+    return [None if c is None else (c.dtype.str, c.shape, c.tobytes()) for c in scores.columns()]
+
+
+def _scores(columns: list[tuple[str, tuple[int, ...], bytes] | None]) -> Scores:
+    return Scores(*(None if c is None else np.frombuffer(c[2], dtype=c[0]).reshape(c[1]) for c in columns))
+
+
 def _positions(output: EngineOutput) -> bytes:
-    return marshal.dumps((output.prompt_ids, _pack(output.prompt_logprobs), output.output_ids,
+    return marshal.dumps((output.prompt_ids, _columns(output.prompt_logprobs), output.output_ids,
                           _pack(output.output_logprobs), [(c.output_ids, _pack(c.output_logprobs))
                                                           for c in output.completions]))
 
@@ -53,7 +63,7 @@ def _restore(light: EngineOutput, data: bytes) -> EngineOutput:
     prompt_ids, prompt, output_ids, output, children = marshal.loads(data)
     completions: list[Completion] = [replace(c, output_ids=ids, output_logprobs=_unpack(lps))
                                      for c, (ids, lps) in zip(light.completions, children)]
-    return replace(light, prompt_ids=prompt_ids, prompt_logprobs=_unpack(prompt), output_ids=output_ids,
+    return replace(light, prompt_ids=prompt_ids, prompt_logprobs=_scores(prompt), output_ids=output_ids,
                    output_logprobs=_unpack(output), completions=completions)
 
 

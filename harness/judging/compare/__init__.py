@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from harness.core.schema import METRIC_INFO, OUTPUT_FIELDS, CaseComparison, EngineOutput
-from harness.judging.compare.arrays import scored as as_arrays
 from harness.judging.compare.decode import compare_greedy
 from harness.judging.compare.distribution import distribution_stats
 from harness.judging.compare.prefill import position_diffs, summarize, topk_jaccard
@@ -71,7 +70,7 @@ def _gaps(side: str, output: EngineOutput, unavailable: Mapping[str, str], check
     """Positions a side did not score: `zip` would silently drop them from every metric."""
     gaps = []
     if "prefill" in checks and "prefill_max" not in unavailable:
-        scored = int(as_arrays(output.prompt_logprobs).present[1:].sum())
+        scored = int(output.prompt_logprobs.present[1:].sum())
         expected = max(len(output.prompt_ids) - 1, 0)
         if scored != expected or len(output.prompt_logprobs) != len(output.prompt_ids):
             gaps.append(f"{side} scored {scored} of {expected} prompt positions")

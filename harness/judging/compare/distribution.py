@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.core.schema import TokenLogprobs
-from harness.judging.compare.arrays import both_scored, kth, lookup, scored
+from harness.core.schema import Scores, TokenLogprobs
+from harness.judging.compare.arrays import both_scored, kth, lookup
 
 _TINY = 1e-12  # a bucket's least probability, so a rounding-negative rest cannot make the KL infinite
 
@@ -49,7 +49,7 @@ def distribution_stats(reference: Sequence[TokenLogprobs | None],
     Array arithmetic over every position at once (`harness.judging.compare.arrays`), the same as
     `position_kl` and `_engine_logprob` position by position: a 1,500-token prompt costs microseconds a
     position, not tens."""
-    ref, eng = scored(reference), scored(engine)
+    ref, eng = Scores.of(reference), Scores.of(engine)
     rows = both_scored(ref, eng)
     out: dict[str, float | None] = dict.fromkeys(
         ("kl_mean", "kl_p99", "kl_max", "same_top1", "same_top1_se", "delta_p_rms", "delta_p_max"))

@@ -5,8 +5,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.core.schema import TokenLogprobs
-from harness.judging.compare.arrays import both_scored, lookup, scored
+from harness.core.schema import Scores, TokenLogprobs
+from harness.judging.compare.arrays import both_scored, lookup
 
 
 def first_id_mismatch(a: Sequence[int], b: Sequence[int]) -> int | None:
@@ -26,7 +26,7 @@ def position_diffs(
     Keyed by token id: the engine's value is looked up for the reference's
     token, so an engine that scored a different token cannot look equal (-inf: an infinite difference).
     """
-    ref, eng = scored(reference), scored(engine)
+    ref, eng = Scores.of(reference), Scores.of(engine)
     rows = both_scored(ref, eng)
     values, found = lookup(eng, rows, ref.token[rows][:, None])
     with np.errstate(invalid="ignore"):  # -inf against -inf is nan, as Python's floats make it
@@ -39,7 +39,7 @@ def position_diffs(
 
 def topk_jaccard(reference: Sequence[TokenLogprobs | None], engine: Sequence[TokenLogprobs | None]) -> float | None:
     """Mean Jaccard overlap of the top-k id sets over positions both scored (an id listed twice counts once)."""
-    ref, eng = scored(reference), scored(engine)
+    ref, eng = Scores.of(reference), Scores.of(engine)
     rows = both_scored(ref, eng)
     rows = rows[(ref.top_len[rows] > 0) & (eng.top_len[rows] > 0)]
     if not rows.size:

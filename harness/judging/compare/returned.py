@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from harness.core.schema import METRIC_INFO, EngineOutput, Finding, TokenLogprobs
+from harness.core.schema import METRIC_INFO, EngineOutput, Finding, Scores, TokenLogprobs
 from harness.engines.base import Stop
 from harness.engines.stops import Decode, cut_at_stop
-from harness.judging.compare.arrays import scored
 
 TOLERANCE = 1e-6  # two copies of one logprob agree to float32 rounding
 CONTEXT_TOKENS = 4  # prompt tokens an incremental detokenizer's first output text depends on
@@ -61,12 +60,11 @@ def _rank_problem(step: TokenLogprobs) -> str | None:
 
 def _suspects(entries: Sequence[TokenLogprobs | None]) -> list[int]:
     """The positions `_rank_problem` must look at: a superset of those it finds wrong, from array arithmetic
-    (`harness.judging.compare.arrays`), so a 1,500-token prompt that holds costs no Python per position. Entries
-    with ranks, and any whose numbers are not finite, are always looked at."""
-    side = scored(entries)
+    (`harness.core.scores.Scores`), so a 1,500-token prompt that holds costs no Python per position, returned
+    ranks included. Entries whose numbers are not finite are always looked at."""
+    side = Scores.of(entries)
     if not len(side):
         return []
-    ranked = {i for i, e in enumerate(entries) if e is not None and (e.ranks or e.rank is not None)}
     lps, width = side.top_lps, side.top_ids.shape[1]
     valid = np.arange(width)[None, :] < side.top_len[:, None]
     with np.errstate(invalid="ignore"):
@@ -81,8 +79,26 @@ def _suspects(entries: Sequence[TokenLogprobs | None]) -> list[int]:
         wrong = listed & (np.abs(own - side.logprob) > TOLERANCE)
         above = ~listed & (side.top_len > 0) & (side.logprob > last + TOLERANCE)
     odd = ~np.isfinite(side.logprob) | (valid & ~np.isfinite(lps)).any(axis=1)
-    flagged = side.present & (rising | wrong | above | odd)
-    return sorted(ranked | set(np.nonzero(flagged)[0].tolist()))
+    flagged = side.present & (rising | wrong | above | odd | _rank_suspects(side, listed, at))
+    return np.nonzero(flagged)[0].tolist()
+
+
+def _rank_suspects(side: Scores, listed: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The positions whose returned ranks may not hold: not 1..k, fewer or more than the top-k, the token's own
+    not the one beside it in the top-k, or inside the top-k for a token not in it."""
+    n, out = len(side), np.zeros(len(side), dtype=bool)
+    if side.ranks is not None:
+        counts, width = side.rank_len, side.ranks.shape[1]
+        given = np.arange(width)[None, :] < counts[:, None]
+        out |= (given & (side.ranks != np.arange(1, width + 1)[None, :])).any(axis=1)
+        out |= (counts > 0) & (counts != side.top_len)
+    if side.rank is not None:
+        has = ~np.isnan(side.rank)
+        if side.ranks is not None and side.ranks.shape[1]:
+            beside = side.ranks[np.arange(n), np.minimum(at, side.ranks.shape[1] - 1)]
+            out |= has & listed & (side.rank_len > 0) & (beside != side.rank)
+        out |= has & ~listed & (side.top_len > 0) & (side.rank <= side.top_len)
+    return out
 
 
 def rank_findings(output: EngineOutput, attempt: int | None = None) -> list[Finding]:
