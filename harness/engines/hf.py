@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from harness.core.hardware import machine
-from harness.core.schema import EngineOutput, ProcessedStep, TokenLogprobs
+from harness.core.schema import EngineOutput, ProcessedStep, Scores, TokenLogprobs
 from harness.engines.base import Capabilities, Engine, EngineSettings, Penalties, Request, Sampling, Structured
 from harness.engines.capture import CAPTURED
 from harness.engines.constraints import ChoiceMask, bias_ids, biased, finite, token_texts
@@ -131,8 +132,7 @@ class HFEngine(Engine):
         with torch.inference_mode():
             logits = model(**inputs).logits[0]
             logprobs = torch.log_softmax(logits.to(scoring), dim=-1)
-            prompt_logprobs: list[TokenLogprobs | None] = [None]
-            prompt_logprobs += [_score(logprobs[i - 1], prompt_ids[i], k) for i in range(1, len(prompt_ids))]
+            prompt_logprobs = _prompt_scores(logprobs, prompt_ids, k)
             prefill_s = time.perf_counter() - start
 
             start = time.perf_counter()
@@ -311,6 +311,24 @@ def _scoring_dtype(model: Any) -> Any:
     import torch
 
     return torch.float64 if model.dtype == torch.float64 else torch.float32
+
+
+def _prompt_scores(logprobs: Any, prompt_ids: list[int], k: int) -> Scores:
+    """Every prompt position's entry at once, as columns (`_score` at each: position i scores token i by the
+    logprobs after i - 1; position 0 scores nothing): one top-k over the whole prompt, not one per position."""
+    import torch
+
+    n = len(prompt_ids)
+    rows = logprobs[:max(n - 1, 0)]
+    values, ids = rows.topk(min(k, rows.shape[-1]), dim=-1)
+    own = rows.gather(1, torch.as_tensor(prompt_ids[1:], dtype=torch.long, device=rows.device)[:, None])[:, 0]
+    values, ids, own = values.double().cpu().numpy(), ids.cpu().numpy(), own.double().cpu().numpy()
+    kept = np.isfinite(values)  # best first: what a constraint excluded is last
+    present = np.arange(n) > 0
+    return Scores(present, np.array([-1, *prompt_ids[1:]], dtype=np.int64), np.concatenate([[np.nan], own]),
+                  np.concatenate([np.full((1, ids.shape[1]), -1), np.where(kept, ids, -1)]),
+                  np.concatenate([np.full((1, ids.shape[1]), np.nan), np.where(kept, values, np.nan)]),
+                  np.concatenate([[0], kept.sum(axis=1)]).astype(np.int64))
 
 
 def _score(logprobs: Any, token_id: int, k: int) -> TokenLogprobs:

@@ -105,10 +105,12 @@ class _Rows:
         arrays = []
         for field in schema():
             value = columns.get(field.name)
-            if isinstance(value, (pa.Array, np.ndarray)):
-                arrays.append(pa.array(value, type=field.type) if isinstance(value, np.ndarray) else value)
-            else:
-                arrays.append(pa.array(value if isinstance(value, list) else [value] * n, type=field.type))
+            if isinstance(value, pa.Array):
+                arrays.append(value)
+            elif isinstance(value, (np.ndarray, list)):
+                arrays.append(pa.array(value, type=field.type))
+            else:  # one value for every row
+                arrays.append(pa.nulls(n, field.type) if value is None else pa.repeat(pa.scalar(value, field.type), n))
         self.parts.append(pa.Table.from_arrays(arrays, schema=schema()))
 
     def series(self, case_id: str, variant: str, source: str, part: str, ids: list[int],

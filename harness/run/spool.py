@@ -26,7 +26,8 @@ import numpy as np
 from harness.core.schema import Completion, EngineOutput, Scores, TokenLogprobs, without_positions
 
 DIR = ".spool"
-LIMIT = 300_000  # positions held in memory (about 1 kB each as Python objects) before outputs go to disk
+LIMIT = 300_000  # positions held in memory before outputs go to disk (a prompt position about 100 bytes as
+# columns, an output step about 1 kB as its object)
 
 
 def positions(output: EngineOutput) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from harness.core.schema import METRIC_INFO, EngineOutput, Floor
 from harness.judging.compare import compare_outputs
 from harness.run.variants import RERUN_PREFIX, rerun_floor_name
@@ -62,9 +64,17 @@ def measure_floor(reference: EngineOutput, outputs: Mapping[str, EngineOutput], 
         values = [float(v) for c in usable if (v := getattr(c, metric)) is not None]
         pick = min if METRIC_INFO[metric]["better"] == "higher" else max
         metrics[metric] = pick(values) if values else None
-    width = max(len(c.prefill_diffs) for c in usable)
-    diffs: list[float | None] = []
-    for i in range(width):
-        at = [c.prefill_diffs[i] for c in usable if i < len(c.prefill_diffs) and c.prefill_diffs[i] is not None]
-        diffs.append(max(at) if at else None)
-    return Floor(dict(runs), metrics, diffs, source)
+    return Floor(dict(runs), metrics, _worst_per_position([c.prefill_diffs for c in usable]), source)
+
+
+def _worst_per_position(series: list[list[float | None]]) -> list[float | None]:
+    """The largest of the series' values at each position (None where none has one), over the longest series."""
+    width = max(map(len, series), default=0)
+    values = np.full((len(series), width), np.nan)
+    given = np.zeros((len(series), width), dtype=bool)
+    for row, diffs in enumerate(series):
+        values[row, :len(diffs)] = np.array(diffs, dtype=np.float64)  # None is nan here, and not given
+        given[row, :len(diffs)] = np.fromiter((d is not None for d in diffs), dtype=bool, count=len(diffs))
+    with np.errstate(invalid="ignore"):
+        worst = np.where(given, values, -np.inf).max(axis=0, initial=-np.inf)
+    return [w if g else None for w, g in zip(worst.tolist(), given.any(axis=0).tolist())]

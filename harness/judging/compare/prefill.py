@@ -54,22 +54,32 @@ def topk_jaccard(reference: Sequence[TokenLogprobs | None], engine: Sequence[Tok
 
 def _first_of_each(ids: np.ndarray) -> np.ndarray:
     """Whether each id is the first of its value in its row (sets count an id once)."""
+    ordered = np.sort(ids, axis=1)
+    if not ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any():  # the usual case: no id twice
+        return np.ones(ids.shape, dtype=bool)
     earlier = np.tril(np.ones((ids.shape[1], ids.shape[1]), dtype=bool), -1)
     return ~((ids[:, :, None] == ids[:, None, :]) & earlier[None]).any(axis=2)
 
 
 def summarize(diffs: Sequence[float | None], mask: Sequence[bool]) -> dict[str, float | None]:
     """prefill_max/mean/p99 over all scored positions, and max split by image/text."""
-    values = np.array([d for d in diffs if d is not None], dtype=np.float64)
-    image = [d for d, m in zip(diffs, mask) if m and d is not None]
-    text = [d for d, m in zip(diffs, mask) if not m and d is not None]
+    given = np.fromiter((d is not None for d in diffs), dtype=bool, count=len(diffs))
+    all_values = np.array(diffs, dtype=np.float64).reshape(-1)  # None is nan here, and not given
+    values = all_values[given]
     if values.size == 0:
         return {"prefill_max": None, "prefill_mean": None, "prefill_p99": None,
                 "prefill_max_image": None, "prefill_max_text": None}
+    masked = np.arange(len(diffs)) < len(mask)  # positions past the mask are neither image nor text
+    image = np.zeros(len(diffs), dtype=bool)
+    image[:min(len(mask), len(diffs))] = np.asarray(mask[:len(diffs)], dtype=bool)
     return {
         "prefill_max": float(values.max()),
         "prefill_mean": float(values.mean()),
         "prefill_p99": float(np.percentile(values, 99)),
-        "prefill_max_image": max(image) if image else None,
-        "prefill_max_text": max(text) if text else None,
+        "prefill_max_image": _largest(all_values[given & image]),
+        "prefill_max_text": _largest(all_values[given & masked & ~image]),
     }
+
+
+def _largest(values: np.ndarray) -> float | None:
+    return float(values.max()) if values.size else None
