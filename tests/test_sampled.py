@@ -9,7 +9,7 @@ import pytest
 
 from harness.core.schema import ProcessedStep
 from harness.engines.base import Sampling
-from harness.judging.compare.sampled import outside, processed_finding, support_finding
+from harness.judging.compare.sampled import outside, processed_finding, spread_finding, support_finding
 
 
 def kept_by_sampler(logits: np.ndarray, sampling: Sampling) -> set[int]:
@@ -84,3 +84,46 @@ def test_processed_logprobs_returned_as_raw_ones_are_named_so() -> None:
     assert found.value == pytest.approx(max(abs(p - r) for p, r in zip(processed, raw)))
     assert processed_finding(steps, [p + 0.2 for p in processed], raw, 1e-3) is None
     assert processed_finding(steps, raw, raw, 1e-3) is None
+
+
+def draws(seed: int, n: int, declared: Sampling, temperature: float) -> list[ProcessedStep]:
+    """`n` steps of random 40-token distributions, each token drawn at `temperature` under the declared top-k and
+    top-p, then scored as the reference scores an engine's draws: under the declared sampling."""
+    import torch
+
+    from harness.engines.hf import processed_steps
+
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2, (n, 40))
+    actual = Sampling(temperature, top_p=declared.top_p, top_k=declared.top_k)
+    tokens = [rng.choice(sorted(kept), p=weights / weights.sum())
+              for row in logits for kept in [kept_by_sampler(row, actual)]
+              for weights in [np.exp(row[sorted(kept)] / temperature - (row / temperature).max())]]
+    return processed_steps(torch.tensor(logits, dtype=torch.float64), torch.tensor([0, *tokens]), 1, declared, None)
+
+
+@pytest.mark.parametrize("sampling", [Sampling(0.7), Sampling(1.0, top_p=0.9, top_k=8)])
+def test_a_correct_samplers_draws_spread_as_the_positions_say(sampling: Sampling) -> None:
+    """Draws at the declared temperature: each draw's position averages 1/2 with the variance `spread` says (the
+    standardized sums over 300 answers have mean 0 and deviation 1), and the spread rule never blames them."""
+    sums = []
+    for seed in range(300):
+        steps = draws(seed, 60, sampling, sampling.temperature)
+        assert spread_finding(steps, sampling, 0.0) is None, seed
+        drawn = [s for s in steps if s.position is not None]
+        sums.append(sum(s.position - 0.5 for s in drawn) / math.sqrt(sum(s.spread for s in drawn)))
+    assert abs(np.mean(sums)) < 0.2 and 0.85 < np.std(sums) < 1.15, (np.mean(sums), np.std(sums))
+
+
+@pytest.mark.parametrize("temperature, way", [(1.4, "less likely tokens"), (0.35, "likelier tokens")])
+def test_a_wrong_temperature_is_seen_in_how_the_draws_spread(temperature: float, way: str) -> None:
+    """Temperature 0.7 asked for (no top-k, no top-p: every token may be drawn), the engine drawing at 1.4
+    (ignored, or another request's) or at 0.35 (applied twice): 200 draws lie too far from the middle for a
+    correct sampler, by about twice the bound; a legitimate error in the engine's logprobs (the raw bound) is no
+    excuse for it, and a large one is."""
+    declared = Sampling(0.7)
+    for seed in range(5):
+        steps = draws(seed, 200, declared, temperature)
+        found = spread_finding(steps, declared, 1e-4)
+        assert found is not None and found.metric == "sampled_spread" and way in found.detail, (seed, found)
+        assert spread_finding(steps, declared, 0.5) is None  # an engine this far off is judged by its logprobs

@@ -166,7 +166,10 @@ class ProcessedStep:
     `above` the probability of the tokens more likely than it, `top_k_mass` that of the top-k (1 without a
     top-k), so the mass top-p sees before it is `above / top_k_mass`; `kept` is the probability of the tokens
     top-k and top-p keep (what the processed logprobs are renormalized by); `kth` the k-th token's logprob
-    (None without a top-k)."""
+    (None without a top-k). `position` is where the token lies in the distribution the sampler draws from (the
+    kept tokens renormalized, likeliest first): the probability before it plus half its own, None where it is
+    not kept; a correct sampler's positions average 1/2, each with the variance `spread` (the kept
+    distribution's own), whatever the distribution (`harness.judging.compare.sampled.spread_finding`)."""
 
     token_id: int
     logprob: float
@@ -175,6 +178,8 @@ class ProcessedStep:
     top_k_mass: float = 1.0
     kept: float = 1.0
     kth: float | None = None
+    position: float | None = None
+    spread: float = 0.0
 
 
 @dataclass

@@ -44,8 +44,8 @@ class Scores(Sequence[Entry]):
     """A side's entries as columns. `present[i]`: the side scored position i; there, `token`/`logprob` its
     entry's and `top_ids`/`top_lps` its top-k, padded (id -1, logprob nan) to the widest, `top_len` how many each
     has (past it, and where nothing was scored, id -1 and logprob nan: an adapter that builds the columns itself
-    keeps to that); `ranks` the ranks returned with the top-k (nan-padded: `rank_len` says how many) and `rank` the token's
-    (nan: none), both None where no position returned any."""
+    keeps to that); `ranks` the ranks returned with the top-k (nan-padded: `rank_len` says how many) and `rank`
+    the token's (nan: none), both None where no position returned any."""
 
     __slots__ = COLUMNS
 

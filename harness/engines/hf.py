@@ -300,9 +300,14 @@ def processed_steps(logits: Any, sequence: Any, prompt_len: int, sampling: Sampl
         top_k_mass = float(kept.sum())
         before = torch.cumsum(kept, 0) - kept  # the renormalized mass above each kept token: top-p keeps it below p
         nucleus = kept[before / top_k_mass < top_p] if top_p < 1.0 else kept
-        steps.append(ProcessedStep(token, float(own), int((q > own).sum()) + 1, float(q.exp()[q > own].sum()),
-                                   top_k_mass, float(nucleus.sum()),
-                                   float(q[order[top_k - 1]]) if 0 < top_k < len(probs) else None))
+        rank, above = int((q > own).sum()) + 1, float(q.exp()[q > own].sum())
+        drawn = nucleus / nucleus.sum()  # what the sampler draws from, likeliest first
+        middles = torch.cumsum(drawn, 0) - drawn / 2
+        tied = float(q.exp()[q == own].sum())  # a tie's tokens share its middle
+        position = (above + tied / 2) / float(nucleus.sum()) if rank <= len(nucleus) else None
+        steps.append(ProcessedStep(token, float(own), rank, above, top_k_mass, float(nucleus.sum()),
+                                   float(q[order[top_k - 1]]) if 0 < top_k < len(probs) else None, position,
+                                   float((drawn.double() * (middles.double() - 0.5) ** 2).sum())))
     return steps
 
 

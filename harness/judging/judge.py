@@ -44,7 +44,7 @@ from harness.judging.compare.returned import (
     rank_findings,
     text_finding,
 )
-from harness.judging.compare.sampled import processed_finding, slack, support_finding
+from harness.judging.compare.sampled import processed_finding, slack, spread_finding, support_finding
 from harness.judging.compare.sensitivity import image_sensitivity
 from harness.run.known import KnownFailure, mark_known
 from harness.run.ledger import REFERENCE
@@ -256,12 +256,18 @@ class Judge:
                 findings += found
         for a in rest:  # repeated submissions must agree with the first
             findings += self._compare(first, a, variant, th, floor, "attempt", a.attempt, ("prefill", "decode"))[1]
+        steps, bound = [], 0.0  # every scored draw of the cell, and the widest bound they were judged with
         for i, (answer, score) in enumerate(zip(answers(attempts), scores)):  # sampled: each answer scored
             if isinstance(score, Note) or score.error:
                 notes.append(note("not_scored", answer=i + 1, why=score.error if isinstance(score, EngineOutput)
                                   else note_text(score)))
                 continue
-            findings += self._scored(score, answer, variant, th, floor, i)
+            found, answer_bound = self._scored(score, answer, variant, th, floor, i)
+            findings += found
+            steps += score.processed
+            bound = max(bound, answer_bound)
+        if steps and (spread := spread_finding(steps, variant.request["sampling"], bound)):
+            findings.append(spread)
         if any(a.diagnostics.get("warmup_rejected") == 0.0 for a in attempts):
             findings.append(Finding("warmup_rejected", "fail", rule="structural", detail=(
                 "the over-long request sent first was accepted: the engine did not enforce its maximum length")))
@@ -273,10 +279,11 @@ class Judge:
         return VariantResult(name, verdict, [], cmp, against_base, first, rest, details, findings, notes=notes)
 
     def _scored(self, score: EngineOutput, answer: EngineOutput, variant: Variant, th: config.Thresholds,
-                floor: Floor | None, i: int) -> list[Finding]:
+                floor: Floor | None, i: int) -> tuple[list[Finding], float]:
         """A sampled answer against the reference's scoring of its tokens (`harness.judging.compare.sampled`):
         its returned logprobs by the floor rule as a greedy answer's (or, where they are the processed ones,
-        that), and every token inside the allowed set the request's sampling makes."""
+        that), and every token inside the allowed set the request's sampling makes; and the raw logprob bound
+        it was judged with."""
         cmp, found = self._compare(score, answer, variant, th, floor, "scored", i, ("decode",))
         check = cmp.checks.get("decode_max")
         bound = check.bound if check is not None and check.bound is not None else 0.0
@@ -286,7 +293,7 @@ class Judge:
                                          [s.logprob for s in score.output_logprobs], slack(bound, sampling), i)
             found = [returned] if returned else found  # the comparison was with the raw ones: it explains them
         drawn = support_finding(score.processed, sampling, bound, i)
-        return found + ([drawn] if drawn else [])
+        return found + ([drawn] if drawn else []), bound
 
     @staticmethod
     def _choice(reference: EngineOutput, answer: EngineOutput, variant: Variant, cmp: CaseComparison) -> list[Finding]:

@@ -25,6 +25,7 @@ AFTER_LOGITS = {"logprob_ranks": "the returned logprobs and ranks", "text_matche
                 "processed_choice": "the processed distribution (logit bias, constraint, penalties, temperature, "
                                     "top-k/top-p)",
                 "sampled_allowed": "the sampler (temperature, top-k/top-p)",
+                "sampled_spread": "the sampler's distribution (temperature)",
                 "returned_logprobs": "the returned logprobs (processed where raw were asked for)"}
 FOLLOWS = tuple(name for name, info in METRIC_INFO.items() if info["follows"])  # what fails when answers part
 

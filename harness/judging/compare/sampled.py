@@ -6,7 +6,13 @@ top-k and top-p make. A token outside that step's allowed set (below the top-k, 
 cannot have been drawn by a correct sampler, whatever its seed: a sampler that ignores or misapplies top-k or
 top-p, a temperature applied to the wrong tensor, a child of an n > 1 request sampled from another request's
 logits. The raw logprobs the engine returns for these tokens are compared with the reference's by the floor
-rule as a greedy answer's are (`harness.judging.compare`); this module holds the allowed-set rule.
+rule as a greedy answer's are (`harness.judging.compare`); this module holds the allowed-set rule, and the
+spread rule: a sampler with the wrong temperature (ignored, applied twice, another request's) draws only
+allowed tokens, but too often from the tail or too seldom. Where each drawn token lies in its step's
+distribution (`ProcessedStep.position`, the probability before it plus half its own) averages 1/2 under a
+correct sampler at every step, whatever the distribution, with a variance the distribution gives
+(`ProcessedStep.spread`): summed over a cell's draws, the excess is a martingale, and Freedman's inequality
+bounds how far it strays by chance, with no assumption on the distributions.
 """
 from __future__ import annotations
 
@@ -73,3 +79,35 @@ def processed_finding(steps: Sequence[ProcessedStep], returned: Sequence[float],
                    bound=slack, detail=f"the logprobs returned for the sampled tokens are the processed ones "
                                        f"(after penalties, temperature, top-k/top-p; within {off_processed:.3g}), not "
                                        f"the raw ones asked for ({off_raw:.3g} from them)")
+
+
+ALPHA = 1e-6  # the chance a correct sampler's draws fail the spread rule in a cell (two-sided, a strict bound)
+
+
+def spread_finding(steps: Sequence[ProcessedStep], sampling: Sampling, bound: float,
+                   alpha: float = ALPHA) -> Finding | None:
+    """The draws of a cell's sampled answers, too often from the likelier or the less likely part of their
+    steps' distributions for a correct sampler (a temperature too low or too high): the positions' excess over
+    1/2, summed, past Freedman's bound at `alpha` (each term within 1/2 of its mean, the sum of the variances
+    `spread`), widened by what the engine's legitimate error (`slack` of the raw bound `bound`) can move each
+    position. None within it, or with no draw to judge."""
+    drawn = [s for s in steps if s.position is not None]
+    if not drawn:
+        return None
+    excess = sum(s.position - 0.5 for s in drawn)  # type: ignore[operator]
+    variance = sum(s.spread for s in drawn)
+    log_term = math.log(2 / alpha)
+    chance = log_term / 6 + math.sqrt((log_term / 6) ** 2 + 2 * log_term * variance)  # Freedman, terms <= 1/2
+    error = len(drawn) * min(0.5, math.expm1(2 * slack(bound, sampling)))  # each position moved at most by this
+    if abs(excess) <= chance + error:
+        return None
+    way = ("less likely tokens than it makes likely: a higher temperature than asked (or none), or a flatter "
+           "distribution" if excess > 0 else
+           "likelier tokens than it makes likely: a lower temperature than asked (or one applied twice), or a "
+           "sharper distribution")
+    return Finding("sampled_spread", "fail", excess / (chance + error), rule="structural", against="scored",
+                   bound=chance + error,
+                   detail=f"the {len(drawn)} sampled tokens lie {excess:+.3g} from the middle of their steps' "
+                          f"distributions in all (a correct sampler strays at most {chance + error:.3g} but once in "
+                          f"{1 / alpha:.0e}): the engine drew {way} under temperature {sampling.temperature:g}, "
+                          f"top-k {sampling.top_k or 'off'}, top-p {sampling.top_p:g}")
