@@ -1,5 +1,5 @@
 """A side's prompt entries as columns (harness.core.scores.Scores): the same entries back whichever way they travel
-(positions, slices, pickle to an engine's process, JSON to a stored reference, the spool's bytes): pure."""
+(positions, slices, pickle, an engine process's JSON message, a stored reference's JSON, the spool's bytes): pure."""
 from __future__ import annotations
 
 import json
@@ -49,6 +49,10 @@ def test_an_output_holds_its_prompt_entries_as_columns_through_pickle_json_and_t
     assert pickle.loads(pickle.dumps(out)) == out
     again = from_dict(EngineOutput, json.loads(json.dumps(plain(out))))
     assert isinstance(again.prompt_logprobs, Scores) and again == out
+    sent = json.loads(json.dumps(plain(out, columns=True)))  # an engine process's message: the columns
+    assert isinstance(sent["prompt_logprobs"], dict) and from_dict(EngineOutput, sent) == out
+    for empty in (EngineOutput("c", "e"), EngineOutput("c", "e", prompt_logprobs=[None])):
+        assert from_dict(EngineOutput, json.loads(json.dumps(plain(empty, columns=True)))) == empty
     assert json.loads(json.dumps(plain(out)))["prompt_logprobs"][1] == json.loads(json.dumps(plain(given[1])))
     spool = Spool(tmp_path, limit=0)  # every output to disk
     light = spool.put(out)

@@ -558,13 +558,18 @@ def without_positions(obj: T) -> T:
     return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 
-def plain(obj: Any) -> dict[str, Any]:
-    """`dataclasses.asdict`, with a side's columns (`Scores`) as the list of entries they stand for: their JSON."""
-    return asdict(obj, dict_factory=_plain_fields)
+def plain(obj: Any, columns: bool = False) -> dict[str, Any]:
+    """`dataclasses.asdict`, with a side's columns (`Scores`) as the list of entries they stand for (a stored
+    reference's diff-friendly JSON), or as their columns (`columns`: an engine process's messages)."""
+    return asdict(obj, dict_factory=_as_columns if columns else _as_entries)
 
 
-def _plain_fields(items: list[tuple[str, Any]]) -> dict[str, Any]:
+def _as_entries(items: list[tuple[str, Any]]) -> dict[str, Any]:
     return {k: [None if e is None else asdict(e) for e in v] if isinstance(v, Scores) else v for k, v in items}
+
+
+def _as_columns(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {k: v.as_json() if isinstance(v, Scores) else v for k, v in items}
 
 
 def to_dict(obj: Any) -> Any:
@@ -645,7 +650,8 @@ def _decode(tp: Any, value: Any) -> Any:
         options = [a for a in typing.get_args(tp) if a is not type(None)]
         return _decode(options[0], value) if len(options) == 1 else value
     if tp is Scores:
-        return Scores.of([_decode(TokenLogprobs, v) for v in value])
+        return Scores.from_json(value) if isinstance(value, dict) else Scores.of([_decode(TokenLogprobs, v)
+                                                                                  for v in value])
     if dataclasses.is_dataclass(tp):
         hints = _hints(tp)
         value = _with_values(tp, value)

@@ -71,7 +71,7 @@ def serve(spec: dict[str, Any], out: IO[str]) -> None:
         start = time.perf_counter()
         skip = {(c, v, a) for c, v, a in spec.get("skip", [])}
         for output in submissions(engine, requests, skip, lambda keys: send({"kind": "submitted", "keys": keys})):
-            send({"kind": "output", "output": plain(output)})
+            send({"kind": "output", "output": plain(output, columns=True)})
     except Exception as exc:
         traceback.print_exc()
         send({"kind": "fatal", "error": f"engine {spec['engine']!r} failed {phase}: {type(exc).__name__}: {exc}"})
