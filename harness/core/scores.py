@@ -146,6 +146,8 @@ class Scores(Sequence[Entry]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
             return NotImplemented
+        if isinstance(other, Scores) and all(_same(a, b) for a, b in zip(self.columns(), other.columns())):
+            return True  # the same columns (a nan logprob equal to itself, as the list it stands for had it)
         return len(self) == len(other) and list(self) == list(other)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, as the list it stands for
@@ -155,6 +157,12 @@ class Scores(Sequence[Entry]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return Scores, self.columns()
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
 
 
 def _padded(flat: np.ndarray, lengths: np.ndarray, fill: float) -> np.ndarray:
