@@ -206,7 +206,7 @@ class EngineOutput:
     variant: str = ""
     attempt: int = 0
     prompt_ids: list[int] = field(default_factory=list)
-    prompt_logprobs: Scores = field(default_factory=Scores)  # columns: a list of entries given is made them
+    prompt_logprobs: Scores = field(default_factory=Scores)  # a list of entries given or assigned: made columns
     output_ids: list[int] = field(default_factory=list)
     output_logprobs: list[TokenLogprobs] = field(default_factory=list)
     output_text: str = ""
@@ -221,9 +221,10 @@ class EngineOutput:
     diagnostics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.prompt_logprobs, Scores):
-            self.prompt_logprobs = Scores.of(self.prompt_logprobs)
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "prompt_logprobs" and not isinstance(value, Scores):  # given or assigned, always columns
+            value = Scores.of(value)
+        object.__setattr__(self, name, value)
 
     @classmethod
     def failed(cls, case_id: str, engine: str, error: str, variant: str = "", attempt: int = 0) -> EngineOutput:

@@ -324,7 +324,9 @@ def _prompt_scores(logprobs: Any, prompt_ids: list[int], k: int) -> Scores:
     import torch
 
     n = len(prompt_ids)
-    rows = logprobs[:max(n - 1, 0)]
+    if n < 2:  # nothing before any token: no position is scored
+        return Scores.of([None] * max(n, 1))
+    rows = logprobs[:n - 1]
     values, ids = rows.topk(min(k, rows.shape[-1]), dim=-1)
     own = rows.gather(1, torch.as_tensor(prompt_ids[1:], dtype=torch.long, device=rows.device)[:, None])[:, 0]
     values, ids, own = values.double().cpu().numpy(), ids.cpu().numpy(), own.double().cpu().numpy()

@@ -256,7 +256,7 @@ class Judge:
                 findings += found
         for a in rest:  # repeated submissions must agree with the first
             findings += self._compare(first, a, variant, th, floor, "attempt", a.attempt, ("prefill", "decode"))[1]
-        steps, bound = [], 0.0  # every scored draw of the cell, and the widest bound they were judged with
+        steps, bound, pooled = [], 0.0, set()  # the cell's scored draws, the widest bound they were judged with
         for i, (answer, score) in enumerate(zip(answers(attempts), scores)):  # sampled: each answer scored
             if isinstance(score, Note) or score.error:
                 notes.append(note("not_scored", answer=i + 1, why=score.error if isinstance(score, EngineOutput)
@@ -264,7 +264,9 @@ class Judge:
                 continue
             found, answer_bound = self._scored(score, answer, variant, th, floor, i)
             findings += found
-            steps += score.processed
+            if tuple(answer.output_ids) not in pooled:  # a repeat under the same seed is the same draws, once
+                pooled.add(tuple(answer.output_ids))
+                steps += score.processed
             bound = max(bound, answer_bound)
         if steps and (spread := spread_finding(steps, variant.request["sampling"], bound)):
             findings.append(spread)

@@ -42,6 +42,8 @@ def _rank_problem(step: TokenLogprobs) -> str | None:
     """What one position's returned ranks and logprobs get wrong, None when they hold."""
     if step.ranks and step.ranks != list(range(1, len(step.ranks) + 1)):
         return f"ranks {step.ranks} (expected 1..{len(step.ranks)})"
+    if step.ranks and len(step.ranks) != len(step.top):
+        return f"{len(step.ranks)} ranks for {len(step.top)} top-k entries"
     values = [lp for _, lp in step.top]
     if any(later > earlier + TOLERANCE for earlier, later in zip(values, values[1:])):
         return f"top logprobs increase along the ranks: {[round(v, 4) for v in values]}"

@@ -82,6 +82,7 @@ def processed_finding(steps: Sequence[ProcessedStep], returned: Sequence[float],
 
 
 ALPHA = 1e-6  # the chance a correct sampler's draws fail the spread rule in a cell (two-sided, a strict bound)
+LEVELS_BELOW, LEVELS = 6, 40  # the powers of two a cell's summed variance is rounded up to: 2^-6 .. 2^33
 
 
 def spread_finding(steps: Sequence[ProcessedStep], sampling: Sampling, bound: float,
@@ -90,14 +91,18 @@ def spread_finding(steps: Sequence[ProcessedStep], sampling: Sampling, bound: fl
     steps' distributions for a correct sampler (a temperature too low or too high): the positions' excess over
     1/2, summed, past Freedman's bound at `alpha` (each term within 1/2 of its mean, the sum of the variances
     `spread`), widened by what the engine's legitimate error (`slack` of the raw bound `bound`) can move each
-    position. None within it, or with no draw to judge."""
+    position. None within it, or with no draw to judge. That widening is a worst case per draw, so it grows
+    with the draws faster than the chance term: with a bfloat16 bound (0.05 and more) it reaches a position's
+    whole range and the rule can no longer fail (the engine's own error could then explain any spread)."""
     drawn = [s for s in steps if s.position is not None]
     if not drawn:
         return None
     excess = sum(s.position - 0.5 for s in drawn)  # type: ignore[operator]
-    variance = sum(s.spread for s in drawn)
-    log_term = math.log(2 / alpha)
-    chance = log_term / 6 + math.sqrt((log_term / 6) ** 2 + 2 * log_term * variance)  # Freedman, terms <= 1/2
+    # Freedman's bound holds for a variance fixed in advance: the summed variance is rounded up to a power of
+    # two, and the chance shared between the LEVELS powers it may take (a union over them).
+    variance = 2.0 ** math.ceil(math.log2(max(sum(s.spread for s in drawn), 2.0 ** -LEVELS_BELOW)))
+    log_term = math.log(2 * LEVELS / alpha)
+    chance = log_term / 6 + math.sqrt((log_term / 6) ** 2 + 2 * log_term * variance)  # terms within 1/2
     error = len(drawn) * min(0.5, math.expm1(2 * slack(bound, sampling)))  # each position moved at most by this
     if abs(excess) <= chance + error:
         return None
