@@ -94,12 +94,6 @@ class Scores(Sequence[Entry]):
             return np.zeros(len(self), dtype=np.int64)
         return (~np.isnan(self.ranks)).sum(axis=1)
 
-    @property
-    def ranked(self) -> np.ndarray:
-        """The positions that returned ranks (with the top-k or for the token)."""
-        out = self.rank_len > 0
-        return out if self.rank is None else out | ~np.isnan(self.rank)
-
     def columns(self) -> tuple[np.ndarray | None, ...]:
         return tuple(getattr(self, name) for name in COLUMNS)
 
